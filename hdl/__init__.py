@@ -1,0 +1,1 @@
+"""Amaranth generators of the accelerator's units, one unit per module."""

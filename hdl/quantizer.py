@@ -1,0 +1,167 @@
+"""Activation quantizer: signed fixed-point values in, nearest-centroid indices out.
+
+Golden twin: :mod:`golden.quantizer`.  Configuration: :class:`kllm.config.QuantizerConfig`.
+"""
+
+from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kllm.config import QuantizerConfig
+
+__all__ = ["ActivationQuantizer"]
+
+
+class ActivationQuantizer(wiring.Component):
+    """Nearest-centroid quantizer by pipelined binary search over run-time thresholds.
+
+    Each of the ``lanes`` (P) elements of a beat gets the index of its nearest
+    activation centroid: the number of thresholds ``t_j <= x`` (DESIGN §2).
+    With ``2**ba - 1`` sorted thresholds that count is found by a binary search
+    of ``ba`` steps, one pipeline stage per step: stage ``s`` compares ``x``
+    with one threshold chosen by the ``s`` index bits found so far.  The
+    thresholds of tree level ``s`` (``2**s`` of them) sit in a small
+    memory per lane with an asynchronous read port, so storage is
+    ``2**ba - 1`` words per lane (LUTRAM on ECP5) and logic is one comparator
+    per stage per lane, for any ``ba``.
+
+    Thresholds are written through the ``thr`` port, one per cycle
+    (``thr.en``, ``thr.addr`` = j in ``0 .. 2**ba - 2``, ``thr.data`` = t_j);
+    the address ``2**ba - 1`` is ignored.  A write takes effect for elements
+    that reach its search stage on the following cycles; the host writes
+    between layers, not while data it cares about is in flight.  The search
+    is exact only on thresholds sorted ascending: keeping them sorted is the
+    host's job (:func:`golden.quantizer.threshold_writes` refuses otherwise).
+    Reset clears the pipeline but keeps the thresholds.
+
+    Latency and throughput: a beat presented in cycle ``c`` (and accepted)
+    leaves in cycle ``c + ba + 1`` when the output is not stalled; one beat of
+    P elements per cycle (II = 1).  ``n`` back-to-back beats take
+    ``n + ba + 1`` cycles from the first input cycle to the cycle after the
+    last output.  Backpressure stalls the whole pipeline
+    (``i.ready = ~o.valid | o.ready``).
+
+    Parameters
+    ----------
+    width : int
+        Input width in bits, signed (2..32, default 16).
+    ba : int
+        Index bits (1..8, default 4): ``2**ba`` centroids.
+    lanes : int
+        Elements per beat, P (1..16, default 4).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout))
+        ``x``: P signed values; ``first``/``last``: framing, passed through.
+    o : Out(stream.Signature(out_layout))
+        ``idx``: P indices of ``ba`` bits; ``first``/``last`` as they came in.
+    thr : In(threshold write signature)
+        ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``width``).
+    """
+
+    def __init__(self, *, width=16, ba=4, lanes=4):
+        self._config = QuantizerConfig(width=width, ba=ba, lanes=lanes)
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(width), lanes),
+            "first": 1,
+            "last": 1,
+        })
+        self.out_layout = data.StructLayout({
+            "idx": data.ArrayLayout(unsigned(ba), lanes),
+            "first": 1,
+            "last": 1,
+        })
+        thr_signature = wiring.Signature({
+            "en": Out(1),
+            "addr": Out(ba),
+            "data": Out(signed(width)),
+        })
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "thr": In(thr_signature),
+        })
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig):
+        return cls(**config.to_dict())
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return self._config.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        ba, lanes, width = cfg.ba, cfg.lanes, cfg.width
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+        ]
+
+        # Which tree level a threshold write goes to: address j sits at level
+        # s when j + 1 has exactly ba - 1 - s trailing zeros, at slot
+        # (j + 1) >> (ba - s).
+        a1 = Signal(ba + 1)
+        m.d.comb += a1.eq(self.thr.addr + 1)
+
+        # Pipeline registers: stage s holds the values and the s index bits
+        # found so far.  Stage 0 is the input register, stage ba the output.
+        valid = [Signal(name=f"valid{s}") for s in range(ba + 1)]
+        first = [Signal(name=f"first{s}") for s in range(ba + 1)]
+        last = [Signal(name=f"last{s}") for s in range(ba + 1)]
+        xs = [[Signal(signed(width), name=f"x{s}_{p}") for p in range(lanes)]
+              for s in range(ba)]
+        pre = [[Signal(s, name=f"idx{s}_{p}") for p in range(lanes)]
+               for s in range(ba + 1)]
+
+        with m.If(advance):
+            m.d.sync += [
+                valid[0].eq(self.i.valid),
+                first[0].eq(self.i.payload.first),
+                last[0].eq(self.i.payload.last),
+            ]
+            m.d.sync += [xs[0][p].eq(self.i.payload.x[p]) for p in range(lanes)]
+            for s in range(ba):
+                m.d.sync += [
+                    valid[s + 1].eq(valid[s]),
+                    first[s + 1].eq(first[s]),
+                    last[s + 1].eq(last[s]),
+                ]
+
+        for s in range(ba):
+            tz = ba - 1 - s
+            level_we = Signal(name=f"we_level{s}")
+            m.d.comb += level_we.eq(self.thr.en & (a1[:tz + 1] == (1 << tz)))
+            for p in range(lanes):
+                mem = memory.Memory(shape=signed(width), depth=2 ** s, init=[])
+                m.submodules[f"thr_l{s}_p{p}"] = mem
+                wr = mem.write_port()
+                rd = mem.read_port(domain="comb")
+                m.d.comb += [
+                    wr.en.eq(level_we),
+                    wr.data.eq(self.thr.data),
+                    rd.addr.eq(pre[s][p]),
+                ]
+                if s > 0:
+                    m.d.comb += wr.addr.eq(a1[ba - s:])
+                bit = xs[s][p] >= rd.data
+                with m.If(advance):
+                    m.d.sync += pre[s + 1][p].eq(Cat(bit, pre[s][p]))
+                    if s + 1 < ba:
+                        m.d.sync += xs[s + 1][p].eq(xs[s][p])
+
+        m.d.comb += [
+            self.o.valid.eq(valid[ba]),
+            self.o.payload.first.eq(first[ba]),
+            self.o.payload.last.eq(last[ba]),
+        ]
+        m.d.comb += [self.o.payload.idx[p].eq(pre[ba][p]) for p in range(lanes)]
+        return m

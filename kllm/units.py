@@ -1,0 +1,46 @@
+"""The registry of units: CLI name -> configuration, generator, bench."""
+
+import importlib
+from dataclasses import dataclass
+
+from kllm import KllmError
+from kllm.config import QuantizerConfig, UnitConfig
+
+__all__ = ["Unit", "UNITS", "get_unit"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    summary: str
+    config_cls: type
+    component: str      # "module:Class" under hdl/, built from the config's fields
+    bench: str          # cocotb test module under testbench/
+
+    def build(self, config: UnitConfig):
+        module, cls = self.component.split(":")
+        return getattr(importlib.import_module(module), cls)(**config.to_dict())
+
+    def config(self, assignments=()):
+        """The checked configuration from ``--set`` strings; errors become ``KllmError``."""
+        try:
+            return self.config_cls.from_strings(assignments)
+        except (TypeError, ValueError) as e:
+            raise KllmError(str(e)) from None
+
+    @property
+    def toplevel(self):
+        return f"kllm_{self.name}"
+
+
+UNITS = {u.name: u for u in [
+    Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
+         QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
+]}
+
+
+def get_unit(name) -> Unit:
+    try:
+        return UNITS[name]
+    except KeyError:
+        raise KllmError(f"unknown unit '{name}' (units: {', '.join(UNITS)})") from None
