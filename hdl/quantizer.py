@@ -21,9 +21,10 @@ class ActivationQuantizer(wiring.Component):
     of ``ba`` steps, one pipeline stage per step: stage ``s`` compares ``x``
     with one threshold chosen by the ``s`` index bits found so far.  The
     thresholds of tree level ``s`` (``2**s`` of them) sit in a small
-    memory per lane with an asynchronous read port, so storage is
-    ``2**ba - 1`` words per lane (LUTRAM on ECP5) and logic is one comparator
-    per stage per lane, for any ``ba``.
+    memory per lane with an asynchronous read port (LUTRAM on ECP5), except
+    the root, one register shared by all lanes; storage is ``2**ba - 2``
+    words per lane plus one, and logic is one comparator per stage per lane,
+    for any ``ba``.
 
     Thresholds are written through the ``thr`` port, one per cycle
     (``thr.en``, ``thr.addr`` = j in ``0 .. 2**ba - 2``, ``thr.data`` = t_j);
@@ -119,8 +120,8 @@ class ActivationQuantizer(wiring.Component):
         last = [Signal(name=f"last{s}") for s in range(ba + 1)]
         xs = [[Signal(signed(width), name=f"x{s}_{p}") for p in range(lanes)]
               for s in range(ba)]
-        pre = [[Signal(s, name=f"idx{s}_{p}") for p in range(lanes)]
-               for s in range(ba + 1)]
+        pre = [None] + [[Signal(s, name=f"idx{s}_{p}") for p in range(lanes)]
+                        for s in range(1, ba + 1)]
 
         with m.If(advance):
             m.d.sync += [
@@ -140,21 +141,29 @@ class ActivationQuantizer(wiring.Component):
             tz = ba - 1 - s
             level_we = Signal(name=f"we_level{s}")
             m.d.comb += level_we.eq(self.thr.en & (a1[:tz + 1] == (1 << tz)))
+            if s == 0:
+                # the root of the tree: one threshold, shared by every lane
+                root = Signal(signed(width), reset_less=True)
+                with m.If(level_we):
+                    m.d.sync += root.eq(self.thr.data)
             for p in range(lanes):
-                mem = memory.Memory(shape=signed(width), depth=2 ** s, init=[])
-                m.submodules[f"thr_l{s}_p{p}"] = mem
-                wr = mem.write_port()
-                rd = mem.read_port(domain="comb")
-                m.d.comb += [
-                    wr.en.eq(level_we),
-                    wr.data.eq(self.thr.data),
-                    rd.addr.eq(pre[s][p]),
-                ]
-                if s > 0:
-                    m.d.comb += wr.addr.eq(a1[ba - s:])
-                bit = xs[s][p] >= rd.data
+                if s == 0:
+                    t = root
+                else:
+                    mem = memory.Memory(shape=signed(width), depth=2 ** s, init=[])
+                    m.submodules[f"thr_l{s}_p{p}"] = mem
+                    wr = mem.write_port()
+                    rd = mem.read_port(domain="comb")
+                    m.d.comb += [
+                        wr.en.eq(level_we),
+                        wr.addr.eq(a1[ba - s:]),
+                        wr.data.eq(self.thr.data),
+                        rd.addr.eq(pre[s][p]),
+                    ]
+                    t = rd.data
+                bit = xs[s][p] >= t
                 with m.If(advance):
-                    m.d.sync += pre[s + 1][p].eq(Cat(bit, pre[s][p]))
+                    m.d.sync += pre[s + 1][p].eq(bit if s == 0 else Cat(bit, pre[s][p]))
                     if s + 1 < ba:
                         m.d.sync += xs[s + 1][p].eq(xs[s][p])
 

