@@ -86,6 +86,7 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
         "tests": n_tests, "failed": n_failed, "failed_tests": failed,
         "cycles": cycles, "test_wall_s": sim_wall, "build_s": t1 - t0, "run_s": t2 - t1,
         "cycles_per_s": cycles / sim_wall if sim_wall else None,
+        "latency_check": next((r["latency_check"] for r in records if "latency_check" in r), None),
         "build_dir": str(build_dir),
         "waves": str(next(iter(sorted(build_dir.glob("*.fst"))), "")) if waves else None,
     }

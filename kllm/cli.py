@@ -1,0 +1,242 @@
+"""The ``kllm`` command line: list units, generate Verilog, simulate, lint, synthesize, demo."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kllm import KllmError, __version__
+from kllm.units import UNITS, get_unit
+
+SIMS = ("icarus", "verilator")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, exit status 2, like every other error of the tool
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+def cmd_units(args):
+    from rich.table import Table
+    table = Table(title="KLLM-HDL units (set parameters with --set NAME=VALUE)")
+    for col in ("unit", "parameter", "default", "range", "meaning"):
+        table.add_column(col, justify="right" if col in ("default", "range") else "left")
+    for unit in UNITS.values():
+        table.add_row(f"[bold]{unit.name}[/bold]", "", "", "", unit.summary)
+        for n, d, lo, hi, doc in unit.config_cls.params():
+            table.add_row("", n, str(d), f"{lo}..{hi}", doc)
+    _console().print(table)
+
+
+def cmd_verilog(args):
+    from kllm.generate import emit
+    unit = get_unit(args.unit)
+    config = unit.config(args.set)
+    out = Path(args.output or f"build/verilog/{unit.name}")
+    v, j = emit(unit, config, out)
+    print(f"wrote {v} and {j} ({config.describe()})")
+
+
+def cmd_sim(args):
+    from kllm.sim import check_simulator, run_bench
+    unit = get_unit(args.unit)
+    config = unit.config(args.set)
+    check_simulator(args.sim)
+    if args.beats < 1:
+        raise KllmError(f"--beats must be at least 1, got {args.beats}")
+    build = Path(args.build_dir or f"build/sim/{unit.name}/{args.sim}/{config.describe()}")
+    env = {"KLLM_BEATS": str(args.beats)}
+    console = _console()
+    with console.status(f"{args.sim}: building and simulating {unit.name} ({config.describe()})"):
+        try:
+            r = run_bench(unit, config, args.sim, build, waves=args.waves, seed=args.seed,
+                          extra_env=env, quiet=not args.verbose)
+        except AssertionError as e:
+            raise KllmError(str(e)) from None
+    console.print(f"{unit.name} on {args.sim}: [green]{r['tests']} cocotb tests passed[/green], "
+                  f"{r['cycles']} cycles in {r['test_wall_s']:.2f} s of test time "
+                  f"({r['cycles_per_s']:.0f} cycles/s), build {r['build_s']:.1f} s")
+    if r.get("latency_check"):
+        lc = r["latency_check"]
+        console.print(f"latency: {lc['beats']} beats back to back took {lc['cycles']} cycles "
+                      f"(formula n + latency = {lc['formula']})")
+    if args.waves:
+        console.print(f"waves: {r['waves']}")
+    console.print(f"results: {build / 'result.json'}")
+
+
+def cmd_lint(args):
+    from kllm.generate import emit
+    from kllm.sim import _path_with_venv
+    unit = get_unit(args.unit)
+    config = unit.config(args.set)
+    out = Path(args.output or f"build/lint/{unit.name}")
+    v, _ = emit(unit, config, out)
+    warnings = lint_warnings(v, _path_with_venv())
+    for w in warnings:
+        print(w)
+    print(f"verilator --lint-only -Wall {v.name}: {len(warnings)} warning(s)")
+
+
+def lint_warnings(netlist, path):
+    import os
+    import shutil
+    tool = shutil.which("verilator", path=path)
+    if tool is None:
+        raise KllmError("tool 'verilator' not found: run 'make setup'")
+    p = subprocess.run([tool, "--lint-only", "-Wall", str(netlist)], capture_output=True,
+                       text=True, env={**os.environ, "PATH": path})
+    return [line for line in p.stderr.splitlines() if line.startswith("%Warning")]
+
+
+def _synth_table(rows):
+    from rich.table import Table
+    table = Table(title="synthesis (unit's own cells; Fmax of the placed harness, median over seeds)")
+    for col in ("unit", "configuration", "device", "LUT4", "FF", "LUTRAM", "DSP", "EBR",
+                "Fmax MHz", "seeds"):
+        table.add_column(col, justify="left" if col in ("unit", "configuration", "device") else "right")
+    for s in rows:
+        r = s["unit_resources"]
+        table.add_row(s["unit"], ",".join(f"{k}={v}" for k, v in s["config"].items()), s["device"],
+                      str(r["LUT4"]), str(r["FF"]), str(r["LUTRAM"]), str(r["DSP"]), str(r["EBR"]),
+                      f"{s['fmax_mhz_median']:.1f}", str(len(s["fmax_mhz_by_seed"])))
+    return table
+
+
+def cmd_synth(args):
+    from fpga.flow import synthesize
+    unit = get_unit(args.unit)
+    config = unit.config(args.set)
+    out = Path(args.output or f"build/synth/{unit.name}/{args.device}/{config.describe()}")
+    console = _console()
+    with console.status("synthesizing") as status:
+        summary = synthesize(unit, config, args.device, out, seeds=args.seeds, freq=args.freq,
+                             progress=lambda t: status.update(t))
+    console.print(_synth_table([summary]))
+    console.print(f"Fmax by seed: {summary['fmax_mhz_by_seed']}; placed design incl. harness: "
+                  f"{summary['placed_total']}")
+    console.print(f"report: {out / 'synth.json'}")
+
+
+def cmd_demo(args):
+    """Default quantizer through the whole flow: Verilog, cocotb vs golden, ECP5 place-and-route."""
+    from rich.table import Table
+
+    from fpga.flow import synthesize
+    from kllm.generate import emit
+    from kllm.sim import run_bench
+
+    unit = get_unit("quantizer")
+    config = unit.config([])
+    root = Path(args.output or "build/demo")
+    console = _console()
+    console.print(f"[bold]KLLM-HDL demo[/bold]: {unit.name} ({config.describe()})")
+    with console.status("[1/3] generating Verilog"):
+        v, j = emit(unit, config, root / "verilog")
+    console.print(f"[1/3] Verilog: {v}")
+    with console.status(f"[2/3] cocotb on {args.sim}: bench against the golden model"):
+        try:
+            sim = run_bench(unit, config, args.sim, root / "sim", quiet=True,
+                            extra_env={"KLLM_BEATS": str(args.beats)})
+        except AssertionError as e:
+            raise KllmError(str(e)) from None
+    lc = sim["latency_check"]
+    console.print(f"[2/3] {args.sim}: {sim['tests']} tests passed bit-exact against the golden "
+                  f"model; {lc['beats']} beats in {lc['cycles']} cycles (formula {lc['formula']})")
+    with console.status("[3/3] Yosys + nextpnr (the first YoWASP run on a machine compiles "
+                        "WebAssembly, about 30 s)") as status:
+        syn = synthesize(unit, config, args.device, root / "synth", seeds=args.seeds,
+                         progress=lambda t: status.update(f"[3/3] {t}"))
+    console.print(f"[3/3] {args.device}: placed, Fmax {syn['fmax_mhz_median']:.1f} MHz")
+
+    table = Table(title="KLLM-HDL demo")
+    for col in ("unit", "configuration", "cycles", "LUT4", "FF", "LUTRAM", "DSP", "EBR", "Fmax"):
+        table.add_column(col, justify="left" if col in ("unit", "configuration") else "right")
+    r = syn["unit_resources"]
+    table.add_row(unit.name, config.describe(),
+                  f"{lc['cycles']} for {lc['beats']} beats", str(r["LUT4"]), str(r["FF"]),
+                  str(r["LUTRAM"]), str(r["DSP"]), str(r["EBR"]),
+                  f"{syn['fmax_mhz_median']:.1f} MHz ({args.device})")
+    console.print(table)
+    (root / "demo.json").write_text(json.dumps({"sim": sim, "synth": syn}, indent=2) + "\n")
+    console.print(f"details: {root / 'demo.json'}")
+
+
+def build_parser():
+    from fpga.flow import DEVICES
+    p = _Parser(prog="kllm", description="KLLM-HDL: generate, simulate and synthesize the RTL "
+                "of an LLM accelerator on K-Means-quantized data.")
+    p.add_argument("--version", action="version", version=f"kllm-hdl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="COMMAND")
+
+    def unit_cmd(name, help, func):
+        s = sub.add_parser(name, help=help, description=help)
+        s.add_argument("unit", metavar="UNIT", help=f"one of: {', '.join(UNITS)}")
+        s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a parameter (repeatable); 'kllm units' lists them")
+        s.set_defaults(func=func)
+        return s
+
+    s = sub.add_parser("units", help="list the units with their parameters, defaults and ranges")
+    s.set_defaults(func=cmd_units)
+
+    s = unit_cmd("verilog", "write a unit's Verilog and its JSON description (config, ports)",
+                 cmd_verilog)
+    s.add_argument("-o", "--output", metavar="DIR", help="output directory "
+                   "(default build/verilog/UNIT)")
+
+    s = unit_cmd("sim", "run a unit's cocotb bench against the golden model", cmd_sim)
+    s.add_argument("--sim", choices=SIMS, default="icarus", help="simulator (default icarus)")
+    s.add_argument("--waves", action="store_true", help="record an FST waveform")
+    s.add_argument("--beats", type=int, default=300, help="beats per stream test (default 300)")
+    s.add_argument("--seed", type=int, help="cocotb random seed")
+    s.add_argument("--build-dir", metavar="DIR", help="default build/sim/UNIT/SIM/CONFIG")
+    s.add_argument("-v", "--verbose", action="store_true", help="show the simulator's output")
+
+    s = unit_cmd("lint", "Verilator --lint-only -Wall on a unit's Verilog", cmd_lint)
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/lint/UNIT")
+
+    s = unit_cmd("synth", "Yosys + nextpnr: utilization and Fmax (median over seeds)", cmd_synth)
+    s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k",
+                   help="target device (default ecp5-85k)")
+    s.add_argument("--seeds", type=int, default=3, help="nextpnr seeds 1..N (default 3)")
+    s.add_argument("--freq", type=float, help="nextpnr target in MHz (default 300 ECP5, 100 iCE40)")
+    s.add_argument("-o", "--output", metavar="DIR", help="work directory "
+                   "(default build/synth/UNIT/DEVICE/CONFIG)")
+
+    s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
+                       "place-and-route, one table")
+    s.add_argument("--sim", choices=SIMS, default="icarus")
+    s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
+    s.add_argument("--seeds", type=int, default=1)
+    s.add_argument("--beats", type=int, default=200)
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/demo")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KllmError as e:
+        sys.stderr.write(f"kllm: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("kllm: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
