@@ -109,8 +109,8 @@ class ActivationQuantizer(wiring.Component):
 
         # Which tree level a threshold write goes to: address j sits at level
         # s when j + 1 has exactly ba - 1 - s trailing zeros, at slot
-        # (j + 1) >> (ba - s).
-        a1 = Signal(ba + 1)
+        # (j + 1) >> (ba - s).  j = 2**ba - 1 wraps to 0 and matches no level.
+        a1 = Signal(ba)
         m.d.comb += a1.eq(self.thr.addr + 1)
 
         # Pipeline registers: stage s holds the values and the s index bits

