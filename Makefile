@@ -11,11 +11,12 @@ SIM ?= icarus
 DEVICE ?= ecp5-85k
 SEEDS ?= 3
 JOBS ?= auto
+VARY ?= lanes=1,4,16 ba=2,4,8
 
-.PHONY: help setup demo test verilog sim synth lint clean distclean
+.PHONY: help setup demo test verilog sim synth sweep lint clean distclean
 
 help:  ## show this help
-	@echo "KLLM-HDL make targets (variables: UNIT=$(UNIT) SIM=$(SIM) DEVICE=$(DEVICE) SEEDS=$(SEEDS) JOBS=$(JOBS))"
+	@echo "KLLM-HDL make targets (variables: UNIT=$(UNIT) SIM=$(SIM) DEVICE=$(DEVICE) SEEDS=$(SEEDS) JOBS=$(JOBS) VARY=\"$(VARY)\")"
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed  ## create .venv and install the project and its tools
@@ -38,6 +39,9 @@ sim: setup  ## run UNIT's cocotb bench on SIM=icarus|verilator
 
 synth: setup  ## Yosys + nextpnr for UNIT on DEVICE, SEEDS seeds
 	$(KLLM) synth $(UNIT) --device $(DEVICE) --seeds $(SEEDS)
+
+sweep: setup  ## synthesize UNIT over the grid VARY on DEVICE: table + plot in build/sweep/
+	$(KLLM) sweep $(UNIT) $(foreach v,$(VARY),--vary $(v)) --device $(DEVICE) --seeds $(SEEDS)
 
 lint: setup  ## Verilator --lint-only -Wall on UNIT's Verilog
 	$(KLLM) lint $(UNIT)

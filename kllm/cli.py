@@ -126,6 +126,24 @@ def cmd_synth(args):
     console.print(f"report: {out / 'synth.json'}")
 
 
+def cmd_sweep(args):
+    from fpga.sweep import parse_grid, sweep, write_report
+    unit = get_unit(args.unit)
+    if not args.vary:
+        raise KllmError("sweep needs at least one --vary NAME=V1,V2,...")
+    if args.seeds < 1:
+        raise KllmError(f"--seeds must be at least 1, got {args.seeds}")
+    varied, configs = parse_grid(unit, args.set, args.vary)
+    out = Path(args.output or f"build/sweep/{unit.name}/{args.device}")
+    console = _console()
+    with console.status("sweeping") as status:
+        rows = sweep(unit, configs, args.device, out, seeds=args.seeds,
+                     progress=lambda t: status.update(t))
+    table = write_report(rows, varied, out, f"{unit.name} on {args.device}, {args.seeds} seed(s)")
+    console.print(table)
+    console.print(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
+
+
 def cmd_demo(args):
     """Default quantizer through the whole flow: Verilog, cocotb vs golden, ECP5 place-and-route."""
     from rich.table import Table
@@ -212,6 +230,13 @@ def build_parser():
     s.add_argument("--freq", type=float, help="nextpnr target in MHz (default 300 ECP5, 100 iCE40)")
     s.add_argument("-o", "--output", metavar="DIR", help="work directory "
                    "(default build/synth/UNIT/DEVICE/CONFIG)")
+
+    s = unit_cmd("sweep", "synthesize a grid of configurations: table and plot", cmd_sweep)
+    s.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a parameter to sweep (repeatable; the first is the plot's x axis)")
+    s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/sweep/UNIT/DEVICE")
 
     s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
                        "place-and-route, one table")
