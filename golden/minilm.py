@@ -44,6 +44,9 @@ def model_dir():
 class Hooks:
     """The operations a quantization scheme may replace; the defaults are FP32."""
 
+    def begin(self, batch):
+        """Called with each batch before its forward pass (e.g. to see the token mask)."""
+
     def linear(self, name, act, x, weight, bias):
         """``name`` e.g. ``layer3.ffn_in``; ``act`` the key of the input activation."""
         return x @ weight.T + bias
@@ -104,6 +107,7 @@ class MiniLM:
     @torch.no_grad()
     def hidden_states(self, batch: Batch, hooks: Hooks = None):
         h = hooks or Hooks()
+        h.begin(batch)
         t = self.t
         T = batch.input_ids.shape[1]
         x = (t["embeddings.word_embeddings.weight"][batch.input_ids]
