@@ -1,0 +1,74 @@
+"""Softmax of an index-quantized row from its histogram (DESIGN §3.4).
+
+A row of scores quantized with a sorted codebook ``Cs`` (integers, scale
+``ss``) has at most 2**ba distinct values.  Per row:
+
+1. ``m`` = the largest index present (the row maximum: subtracting it keeps
+   every exponent <= 0, so the exp table needs no positive half);
+2. ``h[j]`` = how many elements have index j (the histogram);
+3. ``E[j] = round(2**EXP_FRAC * exp((Cs[j] - Cs[m]) * ss))``, a 2**ba-entry
+   table relative to the maximum (``E[m] = 2**EXP_FRAC``);
+4. ``D = sum_j h[j] * E[j]`` (integer; ``D >= 2**EXP_FRAC``);
+5. ``1 / D`` by a normalized lookup: ``D = 2**e * (1 + f)``, ``f`` in [0, 1),
+   the top ``RECIP_ADDR`` bits of ``f`` address
+   ``RECIP[i] = round(2**RECIP_FRAC / (1 + (i + 0.5) / 2**RECIP_ADDR))``;
+6. each element's probability ``p = (E[idx] * RECIP[i]) >> (RECIP_FRAC + e - OUT_FRAC)``,
+   an unsigned fixed-point number with OUT_FRAC fraction bits.
+
+Precisions: E has EXP_FRAC + 1 bits; D has EXP_FRAC + 1 + ceil(log2(n))
+bits for a row of n elements; RECIP has RECIP_FRAC + 1 bits; p has
+OUT_FRAC + 1 bits.  The reciprocal's relative error is at most about
+2**-(RECIP_ADDR + 1) (the mid-point of each table interval), which bounds
+the error of every probability.
+"""
+
+import torch
+
+__all__ = ["EXP_FRAC", "RECIP_ADDR", "RECIP_FRAC", "OUT_FRAC", "exp_table", "recip_table",
+           "softmax_rows"]
+
+EXP_FRAC = 15
+RECIP_ADDR = 8
+RECIP_FRAC = 16
+OUT_FRAC = 15
+
+
+def exp_table(Cs, ss, m):
+    """E[j] relative to the maximum index ``m`` (a tensor of row maxima, shape (R,))."""
+    d = (Cs.double()[None, :] - Cs.double()[m][:, None]) * ss      # <= 0 for j <= m
+    return torch.round(torch.exp(d.clamp(max=0)) * 2 ** EXP_FRAC).long()
+
+
+def recip_table():
+    i = torch.arange(2 ** RECIP_ADDR, dtype=torch.float64)
+    return torch.round(2 ** RECIP_FRAC / (1 + (i + 0.5) / 2 ** RECIP_ADDR)).long()
+
+
+def softmax_rows(idx, Cs, ss, valid=None):
+    """Fixed-point probabilities (R, n) of rows of indices ``idx`` (R, n).
+
+    ``valid`` (R, n) bool marks real elements (others get probability 0 and
+    take no part in the histogram).  Returns ``(p_int, p_float)`` with
+    ``p_float = p_int / 2**OUT_FRAC``.
+    """
+    idx = idx.long()
+    R, n = idx.shape
+    J = Cs.numel()
+    valid = torch.ones_like(idx, dtype=torch.bool) if valid is None else valid.bool()
+    if not valid.any(dim=1).all():
+        raise ValueError("every row needs at least one valid element")
+    m = torch.where(valid, idx, -1).amax(dim=1)                        # row maximum
+    h = torch.zeros(R, J, dtype=torch.long).scatter_add_(1, idx, valid.long())
+    E = exp_table(Cs, ss, m)                                          # (R, J)
+    D = (h * E).sum(dim=1)                                            # (R,)
+    e = torch.tensor([int(d).bit_length() - 1 for d in D.tolist()])
+    # top RECIP_ADDR bits below the leading one
+    frac_bits = torch.where(e >= RECIP_ADDR, D >> (e - RECIP_ADDR).clamp(min=0),
+                            D << (RECIP_ADDR - e).clamp(min=0))
+    i = frac_bits - 2 ** RECIP_ADDR
+    r = recip_table()[i]
+    num = E.gather(1, idx) * r[:, None]
+    sh = RECIP_FRAC + e - OUT_FRAC                                    # >= 1 since D >= 2**EXP_FRAC
+    p = num >> sh[:, None]
+    p = torch.where(valid, p, 0)
+    return p, p.double() / 2 ** OUT_FRAC
