@@ -13,7 +13,7 @@ SEEDS ?= 3
 JOBS ?= auto
 VARY ?= lanes=1,4,16 ba=2,4,8
 
-.PHONY: help setup demo test verilog sim synth sweep lint clean distclean
+.PHONY: help setup demo test verilog sim synth sweep eval lint clean distclean
 
 help:  ## show this help
 	@echo "KLLM-HDL make targets (variables: UNIT=$(UNIT) SIM=$(SIM) DEVICE=$(DEVICE) SEEDS=$(SEEDS) JOBS=$(JOBS) VARY=\"$(VARY)\")"
@@ -42,6 +42,9 @@ synth: setup  ## Yosys + nextpnr for UNIT on DEVICE, SEEDS seeds
 
 sweep: setup  ## synthesize UNIT over the grid VARY on DEVICE: table + plot in build/sweep/
 	$(KLLM) sweep $(UNIT) $(foreach v,$(VARY),--vary $(v)) --device $(DEVICE) --seeds $(SEEDS)
+
+eval: setup  ## accuracy report: K-Means vs uniform on all-MiniLM-L6-v2, real text (build/eval)
+	$(KLLM) eval
 
 lint: setup  ## Verilator --lint-only -Wall on UNIT's Verilog
 	$(KLLM) lint $(UNIT)

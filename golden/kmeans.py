@@ -116,3 +116,32 @@ def _spread(c, xs):
         nxt_pos = torch.searchsorted(xs.contiguous(), prev.contiguous(), right=True).clamp(max=xs.shape[1] - 1)
         c = torch.where(dup, xs.gather(1, nxt_pos), c)
     return c
+
+
+def benchmark(bits=4, threads=2):
+    """Seconds to fit every weight matrix of all-MiniLM-L6-v2 (``python -m golden.kmeans``)."""
+    import time
+
+    from golden.minilm import LINEARS, load_minilm
+    torch.set_num_threads(threads)
+    m = load_minilm()
+    Ws = [m.weight(i, n) for i in range(m.layers) for n in LINEARS]
+    t = time.perf_counter()
+    for W in Ws:
+        kmeans1d(W, 2 ** bits)
+    return len(Ws), time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description="Benchmark: K-Means codebooks for every MiniLM weight matrix")
+    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    a = p.parse_args()
+    times = []
+    for _ in range(a.repeat):
+        n, t = benchmark(a.bits, a.threads)
+        times.append(t)
+    print(f"{n} matrices at {a.bits} bits, {a.threads} threads: "
+          f"best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s of {a.repeat}")

@@ -140,16 +140,23 @@ class MiniLM:
 
     @torch.no_grad()
     def embed(self, sentences, hooks: Hooks = None, batch_size=64):
-        """L2-normalized sentence embeddings, (len(sentences), hidden)."""
-        out = []
+        """L2-normalized sentence embeddings, (len(sentences), hidden).
+
+        Sentences are batched by token length (less padding); the result is in
+        the order given.
+        """
         sentences = list(sentences)
-        for s in range(0, len(sentences), batch_size):
-            batch = self.tokenize(sentences[s:s + batch_size])
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(sentences)]
+        order = sorted(range(len(sentences)), key=lambda i: lengths[i])
+        out = torch.zeros(len(sentences), self.hidden)
+        for s in range(0, len(order), batch_size):
+            chunk = order[s:s + batch_size]
+            batch = self.tokenize([sentences[i] for i in chunk])
             x = self.hidden_states(batch, hooks)
             m = batch.attention_mask[..., None].float()
             pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(out)
+            out[chunk] = torch.nn.functional.normalize(pooled, dim=-1)
+        return out
 
 
 @lru_cache(maxsize=1)

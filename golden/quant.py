@@ -119,12 +119,12 @@ def fit_weight_codebook(W, bw, *, cw=8, H=None, weighting="none", gptq=False, sp
     centroids, _ = kmeans1d(W, 2 ** bw, weights, name=name)
     Cw, sw = _round_codebook(centroids, cw)
     levels = Cw.double() * sw[:, None]                     # the representable values
+    sparse_pos = sparse_val = None
     if gptq and H is not None:
-        Iw = _gptq_assign(W, levels, H.double())
+        Iw, sparse_pos, sparse_val = _gptq_assign(W, levels, H.double(), sparse=sparse)
     else:
         Iw = assign(W, levels)
-    sparse_pos = sparse_val = None
-    if sparse > 0:
+    if sparse > 0 and sparse_pos is None:
         err = (levels.gather(1, Iw) - W) ** 2 * d[None, :]
         n_keep = int(round(sparse * N * K))
         flat = err.flatten().topk(n_keep).indices
@@ -132,13 +132,20 @@ def fit_weight_codebook(W, bw, *, cw=8, H=None, weighting="none", gptq=False, sp
         sparse_val = W.flatten()[flat].float()
     # bits: indices + codebook (cw bits per centroid) + a 16-bit scale per row
     # + 32 bits per sparse weight (16-bit value, 16-bit position)
-    bpw = bw + (2 ** bw * cw + 16) / K + 32 * sparse
+    n_sparse = 0 if sparse_pos is None else len(sparse_pos)
+    bpw = bw + (2 ** bw * cw + 16) / K + 32 * n_sparse / (N * K)
     return WeightCodebook(Cw, sw, Iw, sparse_pos, sparse_val, bpw)
 
 
-def _gptq_assign(W, levels, H, block=128, damp=0.01):
+def _gptq_assign(W, levels, H, block=128, damp=0.01, sparse=0.0):
     """Quantize columns left to right onto each row's fixed ``levels``, spreading each
-    column's error over the columns not yet quantized (GPTQ, Frantar et al. 2023)."""
+    column's error over the columns not yet quantized (GPTQ, Frantar et al. 2023).
+
+    With ``sparse`` > 0, in every column the weights with the largest error
+    scaled by the inverse Hessian are kept exact instead (as SpQR does,
+    Dettmers et al. 2023): they cost no error to spread.  Returns
+    ``(Iw, sparse_pos, sparse_val)``.
+    """
     W = W.clone()
     N, K = W.shape
     H = H.clone()
@@ -148,6 +155,8 @@ def _gptq_assign(W, levels, H, block=128, damp=0.01):
     H += damp * H.diag().mean() * torch.eye(K, dtype=H.dtype)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Iw = torch.zeros(N, K, dtype=torch.long)
+    n_keep = int(round(sparse * N))
+    kept_pos, kept_val = [], []
     for b0 in range(0, K, block):
         b1 = min(b0 + block, K)
         Wb = W[:, b0:b1].clone()
@@ -158,11 +167,19 @@ def _gptq_assign(W, levels, H, block=128, damp=0.01):
             idx = assign(w[:, None], levels).squeeze(1)
             q = levels.gather(1, idx[:, None]).squeeze(1)
             Iw[:, b0 + j] = idx
+            if n_keep:
+                rows = ((w - q).abs() / Hb[j, j]).topk(n_keep).indices
+                q = q.clone()
+                q[rows] = w[rows]
+                kept_pos.append(torch.stack([rows, torch.full_like(rows, b0 + j)], 1))
+                kept_val.append(w[rows].float())
             e = (w - q) / Hb[j, j]
             Wb[:, j:] -= e[:, None] * Hb[j, j:][None, :]
             Eb[:, j] = e
         W[:, b1:] -= Eb @ Hinv[b0:b1, b1:]
-    return Iw
+    if not n_keep:
+        return Iw, None, None
+    return Iw, torch.cat(kept_pos), torch.cat(kept_val)
 
 
 def uniform_rtn(W, bits):
@@ -277,9 +294,10 @@ class QuantHooks(Hooks):
         return cb.dequantize(xi, idx, mask).float()
 
     def _count(self, mask):
-        m = self.mask[..., None].expand_as(mask) if self.mask is not None else torch.ones_like(mask)
-        self.outlier_count += int((mask & m).sum())
-        self.activation_count += int(m.sum())
+        tokens = int(self.mask.sum()) if self.mask is not None else mask[..., 0].numel()
+        K = mask.shape[-1]
+        self.outlier_count += tokens * min(K, 2 * self.scheme.outliers)
+        self.activation_count += tokens * K
 
     def _weight(self, name, W, xq):
         s = self.scheme

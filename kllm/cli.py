@@ -144,6 +144,25 @@ def cmd_sweep(args):
     console.print(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
 
 
+def cmd_eval(args):
+    """Accuracy of the quantization schemes on all-MiniLM-L6-v2 and real text."""
+    import torch
+
+    from golden.eval import bits_sweep, evaluate, write_report
+    if args.sentences < 10 or args.calibration < 8:
+        raise KllmError("--sentences must be >= 10 and --calibration >= 8")
+    torch.set_num_threads(args.threads)
+    out = Path(args.output or "build/eval")
+    console = _console()
+    sweep = [] if args.no_sweep else bits_sweep()
+    with console.status("evaluating") as status:
+        result = evaluate(args.sentences, args.calibration, sweep=sweep,
+                          progress=lambda t: status.update(t))
+    table = write_report(result, out)
+    console.print(table)
+    console.print(f"wrote {out / 'eval.md'}, {out / 'eval.json'}, {out / 'accuracy_vs_bits.png'}")
+
+
 def cmd_demo(args):
     """Default quantizer through the whole flow: Verilog, cocotb vs golden, ECP5 place-and-route."""
     from rich.table import Table
@@ -237,6 +256,16 @@ def build_parser():
     s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
     s.add_argument("--seeds", type=int, default=3)
     s.add_argument("-o", "--output", metavar="DIR", help="default build/sweep/UNIT/DEVICE")
+
+    s = sub.add_parser("eval", help="accuracy of K-Means vs uniform quantization on "
+                       "all-MiniLM-L6-v2 with real text (table + plot)")
+    s.add_argument("--sentences", type=int, default=500, help="evaluation sentences (default 500)")
+    s.add_argument("--calibration", type=int, default=128,
+                   help="calibration sentences, disjoint from the evaluation ones (default 128)")
+    s.add_argument("--no-sweep", action="store_true", help="skip the accuracy-vs-bits sweep")
+    s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/eval")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
                        "place-and-route, one table")

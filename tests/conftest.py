@@ -3,6 +3,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# pytest-xdist runs one worker per core: one torch thread each, or they fight
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 
