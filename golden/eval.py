@@ -32,7 +32,7 @@ DEFAULT_OUTLIERS = 8
 
 #: The weight recipe of the project's K-Means scheme (what each part buys is
 #: measured in the ablation rows of the report).
-RECIPE = {"gptq": True}
+RECIPE = {"gptq": True, "sparse": 0.005}
 
 
 def kllm(name, wbits, abits, k=DEFAULT_OUTLIERS, **kw):
@@ -51,7 +51,9 @@ def table_schemes():
         kllm(f"K-Means W3A4 + outliers (k={k})", 3, 4),
         kllm("K-Means W4 only", 4, None, k=0),
         kllm(f"K-Means A4 + outliers (k={k}) only", None, 4),
-        Scheme(f"plain Lloyd W4A4 + outliers (k={k}), no compensation", wbits=4, abits=4, outliers=k),
+        Scheme(f"plain Lloyd W4A4 + outliers (k={k}): no compensation, no sparse", wbits=4,
+               abits=4, outliers=k),
+        kllm(f"K-Means W4A4 + outliers (k={k}), compensation but no sparse", 4, 4, sparse=0.0),
         kllm("K-Means W4A4 + outliers (k=4)", 4, 4, k=4),
         kllm("K-Means W4A4 + outliers (k=16)", 4, 4, k=16),
     ]
@@ -63,8 +65,6 @@ def bits_sweep(bits=(3, 4, 5, 6, 8)):
     for b in bits:
         out.append(("K-Means + outliers", b, kllm(f"K-Means W{b}A{b} k={k}", b, b)))
         out.append(("uniform RTN", b, Scheme(f"uniform W{b}A{b}", method="uniform", wbits=b, abits=b)))
-        out.append(("uniform RTN + outliers", b, Scheme(f"uniform W{b}A{b} k={k}", method="uniform",
-                                                        wbits=b, abits=b, outliers=k)))
     return out
 
 

@@ -51,6 +51,7 @@ class Scheme:
     ca: int = 8                     # activation centroid bits
     xbits: int = 16                 # fixed-point activation input bits
     weighting: str = "none"         # "none" or "hessian" (diag of X^T X per column)
+    act_weighting: bool = False     # weight activation values by their channel's ||W[:, k]||^2
     gptq: bool = False              # column-by-column error compensation
     sparse: float = 0.0             # share of weights kept exact
     extra_bits: dict = field(default_factory=dict)  # linear name suffix -> wbits override
@@ -237,17 +238,26 @@ class ActivationCodebook:
         return torch.where(mask, x, dense).double() * self.sx
 
 
-def fit_activation_codebook(v, ba, *, k=0, ca=8, xbits=16, headroom=2.0, name="activations"):
-    """Fit from calibration activations ``v`` (tokens, K): codebook on the non-outliers."""
+def fit_activation_codebook(v, ba, *, k=0, ca=8, xbits=16, headroom=2.0, channel_weights=None,
+                            name="activations"):
+    """Fit from calibration activations ``v`` (tokens, K): codebook on the non-outliers.
+
+    ``channel_weights`` (K,): importance of each input channel (e.g. the
+    energy of the weight column it multiplies), for a sensitivity-weighted fit.
+    """
     check_finite(v, name)
     v = v.double()
     sx = float(v.abs().max()) * headroom / (2 ** (xbits - 1) - 1)
     if sx == 0:
         raise ValueError(f"{name}: all calibration values are zero")
-    bulk = v[~top_outliers(v, k)] if k else v.flatten()
-    if bulk.numel() > 400_000:   # an even subsample is plenty for 2**ba centroids
-        bulk = bulk.sort().values[:: bulk.numel() // 400_000 + 1]
-    c, _ = kmeans1d(bulk, 2 ** ba, name=name)
+    if v.numel() > 400_000:      # an even subsample of tokens is plenty for 2**ba centroids
+        v = v[:: v.numel() // 400_000 + 1]
+    keep = ~top_outliers(v, k) if k else torch.ones_like(v, dtype=torch.bool)
+    bulk = v[keep]
+    w = None
+    if channel_weights is not None:
+        w = channel_weights.double()[None, :].expand_as(v)[keep]
+    c, _ = kmeans1d(bulk, 2 ** ba, w, name=name)
     qmax = 2 ** (ca - 1) - 1
     shift = max(0, math.ceil(math.log2(max(float(c.abs().max()), 1e-30) / (qmax * sx))))
     sa = sx * 2 ** shift
@@ -265,6 +275,7 @@ class QuantHooks(Hooks):
         self.act = {}        # act key -> ActivationCodebook
         self.weights = {}    # linear name -> WeightCodebook (kmeans) or dequantized tensor
         self.wdeq = {}       # linear name -> float weight actually used
+        self.col_energy = {}
         self.mask = None
         self.outlier_count = 0
         self.activation_count = 0
@@ -286,8 +297,10 @@ class QuantHooks(Hooks):
             self._count(mask)
             return torch.where(mask, x, q)
         if act not in self.act:
+            cw = self.col_energy.get(act) if s.act_weighting else None
             self.act[act] = fit_activation_codebook(self._tokens(x), s.abits, k=s.outliers,
-                                                    ca=s.ca, xbits=s.xbits, name=act)
+                                                    ca=s.ca, xbits=s.xbits, channel_weights=cw,
+                                                    name=act)
         cb = self.act[act]
         xi, idx, mask = cb.quantize(x, s.outliers)
         self._count(mask)
@@ -347,6 +360,14 @@ class QuantHooks(Hooks):
 def calibrate(model, scheme, sentences):
     """A :class:`QuantHooks` fitted on ``sentences`` in one forward pass."""
     hooks = QuantHooks(scheme)
+    from golden.minilm import LINEARS
+    for i in range(model.layers):
+        for lin, act in LINEARS.items():
+            # an input channel's error reaches the outputs through its weight column;
+            # q, k and v share their input, so their column energies add up
+            key = f"layer{i}.{act}"
+            e = model.weight(i, lin).double().pow(2).sum(0)
+            hooks.col_energy[key] = hooks.col_energy.get(key, 0) + e
     model.embed(sentences, hooks, batch_size=len(sentences))
     hooks.outlier_count = hooks.activation_count = 0
     return hooks
