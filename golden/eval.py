@@ -177,6 +177,119 @@ def write_report(result, out_dir):
     from kllm.generate import write_files
     out = Path(out_dir)
     table = markdown(result)
+    if result.get("nonlinear"):
+        table += "\nIndex-domain nonlinear units on real MiniLM activations:\n\n"
+        table += nonlinear_markdown(result["nonlinear"])
     write_files(out, {"eval.json": json.dumps(result, indent=2) + "\n", "eval.md": table})
     plot(result, out / "accuracy_vs_bits.png")
     return table
+
+
+# ------------------------------------------------------- nonlinear units on real data
+
+def _capture(model, sentences):
+    """Real inputs of GELU, softmax and LayerNorm (layers 0..5) for ``sentences``."""
+    from golden.minilm import Hooks
+
+    got = {"gelu": [], "softmax": [], "layernorm": []}
+
+    class Capture(Hooks):
+        def begin(self, batch):
+            self.mask = batch.attention_mask.bool()
+
+        def gelu(self, name, x):
+            got["gelu"].append(x[self.mask])
+            return super().gelu(name, x)
+
+        def softmax(self, name, scores):
+            B, H, T, _ = scores.shape
+            rows = scores.masked_fill(~self.mask[:, None, None, :], float("nan"))
+            rows = rows[self.mask[:, None, :, None].expand(B, H, T, T)].view(-1, T)
+            got["softmax"].extend(r[~r.isnan()] for r in rows[::7])   # every 7th row
+            return super().softmax(name, scores)
+
+        def layernorm(self, name, x, weight, bias, eps):
+            if name != "embeddings.ln":
+                got["layernorm"].append(x[self.mask])
+            return super().layernorm(name, x, weight, bias, eps)
+
+    model.embed(sentences, Capture())
+    return got
+
+
+def nonlinear_errors(ba=4, n_cal=32, n_eval=64):
+    """Error of the index-domain GELU table, histogram softmax and histogram LayerNorm
+    on real MiniLM activations, against float: ``total`` (vs float of the unquantized
+    input) and ``unit`` (vs float of the dequantized input: the unit's own error)."""
+    from golden import lut, norm, softmax
+    from golden.kmeans import kmeans1d
+
+    model = load_minilm()
+    cal = _capture(model, calibration_sentences(n_cal))
+    ev = _capture(model, evaluation_sentences(n_eval))
+
+    def codebook(values, frac=8):
+        c, _ = kmeans1d(values.flatten().double()[:: max(1, values.numel() // 200_000)], 2 ** ba)
+        scale = float(c.abs().max()) / 127
+        return torch.round(c / scale).long().unique(), scale
+
+    def index(x, C, scale):
+        from golden.kmeans import assign
+        return assign(x.double().reshape(1, -1), (C.double() * scale)[None]).view(x.shape)
+
+    out = {}
+    # GELU: index -> 16-bit fixed point, as many fraction bits as the range allows
+    x_cal, x_ev = torch.cat(cal["gelu"]), torch.cat(ev["gelu"])
+    C, s = codebook(x_cal)
+    idx = index(x_ev, C, s)
+    f = lut.FUNCTIONS["gelu"]
+    frac = 15 - math.ceil(math.log2(float(f(C.double() * s).abs().max()) + 1))
+    y = lut.apply(lut.table_to_fixed("gelu", C, s, frac), idx).double() / 2 ** frac
+    out["gelu"] = {"total_max": float((y - f(x_ev.double())).abs().max()),
+                   "total_mean": float((y - f(x_ev.double())).abs().mean()),
+                   "unit_max": float((y - f(C[idx].double() * s)).abs().max()),
+                   "values": x_ev.numel(), "frac_bits": frac}
+    # softmax over real attention rows
+    C, s = codebook(torch.cat([r for r in cal["softmax"]]))
+    errs, errs_unit, flips, flips_unit = [], [], 0, 0
+    for r in ev["softmax"]:
+        i = index(r, C, s)[None]
+        _, p = softmax.softmax_rows(i, C, s)
+        ref = torch.softmax(r.double(), -1)
+        ref_q = torch.softmax(C[i].double() * s, -1)
+        errs.append((p[0] - ref).abs().max())
+        errs_unit.append((p[0] - ref_q[0]).abs().max())
+        flips += int(p[0].argmax() != ref.argmax())
+        flips_unit += int(p[0].argmax() != ref_q[0].argmax())
+    n = len(ev["softmax"])
+    out["softmax"] = {"total_max": float(max(errs)), "total_mean": float(sum(errs) / n),
+                      "unit_max": float(max(errs_unit)), "argmax_flip_rate": flips / n,
+                      "argmax_flip_rate_unit": flips_unit / n, "rows": n}
+    # LayerNorm (no affine: it folds into the next layer)
+    x_cal, x_ev = torch.cat(cal["layernorm"]), torch.cat(ev["layernorm"])
+    C, s = codebook(x_cal)
+    idx = index(x_ev, C, s)
+    _, _, y = norm.norm_rows(idx, C, "layernorm")
+    ref = torch.nn.functional.layer_norm(x_ev.double(), (x_ev.shape[-1],))
+    xq = C[idx].double()
+    ref_q = (xq - xq.mean(1, keepdim=True)) / xq.std(1, unbiased=False, keepdim=True)
+    out["layernorm"] = {"total_max": float((y - ref).abs().max()),
+                        "total_mean": float((y - ref).abs().mean()),
+                        "unit_max": float((y - ref_q).abs().max()), "rows": len(x_ev)}
+    return out
+
+
+def nonlinear_markdown(errs, ba=4):
+    lines = [f"| unit ({ba}-bit index input) | max abs error vs float | mean abs error vs float "
+             "| unit's own max error (vs float of the dequantized input) | other |",
+             "|---|---|---|---|---|"]
+    g, s, n = errs["gelu"], errs["softmax"], errs["layernorm"]
+    lines.append(f"| GELU table (index -> 16-bit, {g['frac_bits']} fraction bits) | {g['total_max']:.4f} | "
+                 f"{g['total_mean']:.4f} | {g['unit_max']:.5f} | {g['values']} values |")
+    lines.append(f"| softmax by histogram | {s['total_max']:.4f} | {s['total_mean']:.4f} | "
+                 f"{s['unit_max']:.5f} | argmax differs from float in "
+                 f"{100 * s['argmax_flip_rate']:.1f}% of {s['rows']} rows "
+                 f"({100 * s['argmax_flip_rate_unit']:.1f}% vs the dequantized input) |")
+    lines.append(f"| LayerNorm by histogram | {n['total_max']:.4f} | {n['total_mean']:.4f} | "
+                 f"{n['unit_max']:.5f} | {n['rows']} rows |")
+    return "\n".join(lines) + "\n"

@@ -148,7 +148,7 @@ def cmd_eval(args):
     """Accuracy of the quantization schemes on all-MiniLM-L6-v2 and real text."""
     import torch
 
-    from golden.eval import bits_sweep, evaluate, write_report
+    from golden.eval import bits_sweep, evaluate, nonlinear_errors, write_report
     if args.sentences < 10 or args.calibration < 8:
         raise KllmError("--sentences must be >= 10 and --calibration >= 8")
     torch.set_num_threads(args.threads)
@@ -158,6 +158,8 @@ def cmd_eval(args):
     with console.status("evaluating") as status:
         result = evaluate(args.sentences, args.calibration, sweep=sweep,
                           progress=lambda t: status.update(t))
+        status.update("nonlinear units on real activations")
+        result["nonlinear"] = nonlinear_errors()
     table = write_report(result, out)
     console.print(table)
     console.print(f"wrote {out / 'eval.md'}, {out / 'eval.json'}, {out / 'accuracy_vs_bits.png'}")
