@@ -155,6 +155,12 @@ def cmd_eval(args):
     out = Path(args.output or "build/eval")
     console = _console()
     sweep = [] if args.no_sweep else bits_sweep()
+    if args.nonlinear_only:
+        from golden.eval import nonlinear_markdown
+        with console.status("nonlinear units on real activations"):
+            table = nonlinear_markdown(nonlinear_errors())
+        console.print(table)
+        return
     with console.status("evaluating") as status:
         result = evaluate(args.sentences, args.calibration, sweep=sweep,
                           progress=lambda t: status.update(t))
@@ -265,6 +271,8 @@ def build_parser():
     s.add_argument("--calibration", type=int, default=128,
                    help="calibration sentences, disjoint from the evaluation ones (default 128)")
     s.add_argument("--no-sweep", action="store_true", help="skip the accuracy-vs-bits sweep")
+    s.add_argument("--nonlinear-only", action="store_true",
+                   help="only the error table of the index-domain nonlinear units")
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/eval")
     s.set_defaults(func=cmd_eval)
