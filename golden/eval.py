@@ -59,7 +59,7 @@ def table_schemes():
     ]
 
 
-def bits_sweep(bits=(3, 4, 5, 6, 8)):
+def bits_sweep(bits=(3, 4, 5, 6)):
     k = DEFAULT_OUTLIERS
     out = []
     for b in bits:
