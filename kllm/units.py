@@ -4,7 +4,7 @@ import importlib
 from dataclasses import dataclass
 
 from kllm import KllmError
-from kllm.config import QuantizerConfig, UnitConfig
+from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -36,6 +36,11 @@ class Unit:
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
          QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
+    Unit("orizuru", "streaming top-k: the k largest and k smallest values of each vector, "
+         "with positions", OrizuruConfig, "hdl.orizuru:Orizuru", "testbench.test_orizuru"),
+    Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
+         "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
+         "testbench.test_orizuru"),
 ]}
 
 

@@ -1,0 +1,456 @@
+"""Orizuru: streaming top-k (k largest and k smallest, with positions) of each vector.
+
+Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`kllm.config.OrizuruConfig`
+(the baseline's: :class:`kllm.config.OrizuruBaselineConfig`).
+
+Two units from one body of code, with the same ports and the same result:
+
+* :class:`Orizuru`: a small sorter per beat, *rank lanes* (short sorted
+  insertion lists, one compare per entry) and a pipelined, pruned bitonic
+  merge tree at the end of each vector;
+* :class:`OrizuruBaseline`: every cycle, a full bitonic sorting network over
+  the k entries kept so far and the P new values, its outputs pruned to k.
+
+Both share the input stage (framing, positions), the ordering key, the
+compare-exchange network builder and the output stage.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kllm.config import OrizuruBaselineConfig, OrizuruConfig
+
+__all__ = ["Orizuru", "OrizuruBaseline", "bitonic_sort_levels", "bitonic_merge_levels",
+           "network"]
+
+#: A padding input of a network: worse than every element, never stored.
+PAD = None
+
+
+class _Dead:
+    """An output nobody reads: pruned."""
+
+    def __repr__(self):
+        return "DEAD"
+
+
+DEAD = _Dead()
+
+
+def _pow2(n):
+    return 1 << (n - 1).bit_length()
+
+
+def bitonic_sort_levels(n):
+    """Compare-exchange levels of a bitonic sorter of ``n`` (a power of 2) inputs.
+
+    Each level is a list of pairs ``(a, b)``: after the compare-exchange the
+    better element is at index ``a`` and the worse at ``b``.  The output is
+    sorted best first.
+    """
+    levels, size = [], 2
+    while size <= n:
+        stride = size // 2
+        while stride:
+            level = []
+            for i in range(n):
+                j = i ^ stride
+                if j > i:
+                    level.append((i, j) if i & size == 0 else (j, i))
+            levels.append(level)
+            stride //= 2
+        size *= 2
+    return levels
+
+
+def bitonic_merge_levels(n):
+    """Levels of a bitonic merger of ``n`` (a power of 2): a bitonic input, sorted best first."""
+    levels, stride = [], n // 2
+    while stride:
+        levels.append([(i, i + stride) for i in range(n) if i & stride == 0])
+        stride //= 2
+    return levels
+
+
+def network(elems, levels, needed, beats, stage=None, stats=None):
+    """Build a compare-exchange network, pruned to the outputs ``needed``.
+
+    ``elems`` are Amaranth values or :data:`PAD`; ``beats(y, x)`` is true when
+    ``y`` must come before ``x``.  Going backwards from ``needed``, a
+    compare-exchange whose outputs are both unused is dropped and one with a
+    single used output builds only that output's multiplexer; one with a
+    :data:`PAD` input is a wire.  ``stage(elems)``, if given, is applied after
+    every level (pipeline registers).  ``stats`` (a dict) counts full and
+    half compare-exchanges.  Returns the ``needed`` outputs in order.
+    """
+    n = len(elems)
+    live = [None] * len(levels) + [set(needed)]
+    for lv in reversed(range(len(levels))):
+        after = live[lv + 1]
+        touched = {i for pair in levels[lv] for i in pair}
+        need = after - touched
+        for a, b in levels[lv]:
+            if a in after or b in after:
+                need |= {a, b}
+        live[lv] = need
+    e = list(elems)
+    for i in range(n):
+        if i not in live[0] and e[i] is not PAD:
+            e[i] = DEAD
+    for lv, level in enumerate(levels):
+        out = list(e)
+        after = live[lv + 1]
+        for a, b in level:
+            use_a, use_b = a in after, b in after
+            if not (use_a or use_b):
+                out[a] = out[b] = DEAD
+                continue
+            x, y = e[a], e[b]
+            if y is PAD or x is PAD:
+                out[a], out[b] = (x, PAD) if y is PAD else (y, PAD)
+                continue
+            swap = beats(y, x)
+            out[a] = Mux(swap, y, x) if use_a else DEAD
+            out[b] = Mux(swap, x, y) if use_b else DEAD
+            if stats is not None:
+                stats["full" if use_a and use_b else "half"] += 1
+        for i in range(n):
+            if i not in after and out[i] is not PAD:
+                out[i] = DEAD
+        e = stage(out) if stage else out
+    return [e[i] for i in needed]
+
+
+def _key_beats(y, x):
+    """Ordering of keys: larger unsigned key first (see :meth:`_TopKUnit.key`)."""
+    return y > x
+
+
+class _TopKUnit(wiring.Component):
+    """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
+
+    config_cls = None
+
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
+        self._config = cfg = self.config_cls(width=width, lanes=lanes, k=k, max_len=max_len)
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(width), lanes),
+            "count": unsigned(cfg.count_bits),
+            "first": 1,
+            "last": 1,
+        })
+        self.entry_layout = data.StructLayout({
+            "value": signed(width),
+            "pos": unsigned(cfg.pos_bits),
+            "valid": 1,
+        })
+        self.out_layout = data.StructLayout({
+            "top": data.ArrayLayout(self.entry_layout, k),
+            "bot": data.ArrayLayout(self.entry_layout, k),
+        })
+        self.stats = {"full": 0, "half": 0}
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return self._config.latency
+
+    # -- keys ---------------------------------------------------------------
+    # An element travels as one unsigned key, ordered so that "better" is
+    # "larger": {valid, value (offset binary, inverted for the bottom side),
+    # tie}.  The tie field is the inverted position (or lane), so a lower
+    # position wins among equal values; an invalid element loses to all.
+
+    def _vkey(self, x, side):
+        w = self._config.width
+        u = x.as_unsigned() ^ (1 << (w - 1))
+        return u if side == "top" else ~u
+
+    def key(self, x, tie, valid, side):
+        return Cat(~tie, self._vkey(x, side), valid)
+
+    def _decode(self, key, side):
+        w, pb = self._config.width, self._config.pos_bits
+        valid = key[-1]
+        u = key[pb:pb + w] if side == "top" else ~key[pb:pb + w]
+        value = (u ^ (1 << (w - 1))).as_signed()
+        return {"value": Mux(valid, value, 0), "pos": Mux(valid, ~key[:pb], 0), "valid": valid}
+
+    # -- shared stages ------------------------------------------------------
+
+    def _register(self, m, enable, value, name):
+        r = Signal(len(value), name=name, reset_less=True)
+        with m.If(enable):
+            m.d.sync += r.eq(value)
+        return r
+
+    def _input_stage(self, m, advance):
+        """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0."""
+        cfg = self._config
+        P, pb = cfg.lanes, cfg.pos_bits
+        after_last = Signal(init=1)       # the next beat starts a vector
+        cnt = Signal(pb)                  # values so far in this vector
+        start = self.i.payload.first | after_last
+        base = Mux(start, 0, cnt)
+        count = self.i.payload.count
+        n = Mux(count > P, P, count)
+        s = {
+            "valid": Signal(name="s0_valid"),
+            "new": Signal(name="s0_new", reset_less=True),
+            "last": Signal(name="s0_last", reset_less=True),
+            "base": Signal(pb, name="s0_base", reset_less=True),
+            "x": [Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
+            "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
+        }
+        with m.If(advance):
+            m.d.sync += [
+                s["valid"].eq(self.i.valid),
+                s["new"].eq(start),
+                s["last"].eq(self.i.payload.last),
+                s["base"].eq(base),
+            ]
+            m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
+            m.d.sync += [s["lv"][p].eq(count > p) for p in range(P)]
+            with m.If(self.i.valid):
+                m.d.sync += [cnt.eq(base + n), after_last.eq(self.i.payload.last)]
+        return s
+
+    def _output(self, m, valid, lists):
+        m.d.comb += self.o.valid.eq(valid)
+        for side in ("top", "bot"):
+            for j, key in enumerate(lists[side]):
+                entry = self.o.payload[side][j]
+                d = self._decode(key, side)
+                m.d.comb += [entry.value.eq(d["value"]), entry.pos.eq(d["pos"]),
+                             entry.valid.eq(d["valid"])]
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = Signal()
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        s0 = self._input_stage(m, advance)
+        valid, lists = self._core(m, advance, s0)
+        self._output(m, valid, lists)
+        return m
+
+
+class Orizuru(_TopKUnit):
+    """Streaming top-k: the k largest and k smallest values of each vector, with positions.
+
+    **Ports.** ``i``: a stream of beats ``{x: P signed values, count, first,
+    last}``.  Lanes ``0 .. count-1`` of a beat hold values (``count`` in
+    ``0 .. P``; a larger ``count`` reads as P), so any beat, not only the last,
+    may be partial; positions number the values of a vector in arrival order
+    from 0.  A vector starts at a beat with ``first`` set or at the first beat
+    after one with ``last`` set (or after reset), and ends at a beat with
+    ``last`` set.  ``o``: one beat per vector, ``{top: k entries, bot: k
+    entries}``, each entry ``{value, pos, valid}``: the k largest values
+    largest first and the k smallest smallest first, a lower position winning
+    among equal values (:mod:`golden.orizuru`).  A vector of ``n < k`` values
+    fills ``n`` entries per side, the rest are ``(0, 0, valid 0)``.  Vectors
+    longer than ``max_len`` are outside the contract (positions wrap).
+
+    **Microarchitecture**, per side (largest, smallest), all pipelined with
+    one compare-exchange level per stage:
+
+    1. *Beat sorter*: a bitonic network sorts the P values of a beat, ties by
+       lane; only its first ``min(P, k)`` outputs are built.
+    2. *Rank lanes*: the rank-r value of every beat (the r-th best of its
+       beat) goes to lane r, a sorted insertion list of ``k // (r + 1)``
+       entries (one compare per entry, entries shift down behind the new
+       value; an equal value never displaces an older one, which has the
+       lower position).  A value of rank r in the vector's top k brings its
+       r better beat-mates into the top k too, so lane r can hold at most
+       ``k // (r + 1)`` of the top k: the lanes together hold all of it in
+       ``k * H(min(P, k))`` entries (H: harmonic number), not ``P * k``.
+    3. At the last beat the lane contents move to a *merge tree* (the lanes
+       start the next vector in the same cycle): pairs of sorted lists are
+       merged by a bitonic merger pruned to ``k`` outputs, level by level.
+
+    **Latency and throughput.** One beat of P values per cycle (II = 1) for
+    every k, vectors back to back with no bubble and no minimum length.  The
+    result of a vector whose last beat is accepted in cycle ``c`` leaves in
+    cycle ``c + L`` when the output is not stalled::
+
+        L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
+
+    with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
+    of list lengths merged at each tree level (``config.merge_schedule``);
+    e.g. 13 cycles for P = 4, k = 8 and 23 for P = 8, k = 16.  Backpressure
+    stalls the whole pipeline (``i.ready = ~o.valid | o.ready``).
+
+    Parameters
+    ----------
+    width : int
+        Value width in bits, signed (2..32, default 16).
+    lanes : int
+        Values per beat, P (1..16, default 4).
+    k : int
+        Values kept per side (1..64, default 8).
+    max_len : int
+        Longest vector (1..65536, default 1024); positions have
+        ``ceil(log2(max_len))`` bits.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout))
+    o : Out(stream.Signature(out_layout))
+    """
+
+    config_cls = OrizuruConfig
+
+    def _core(self, m, advance, s0):
+        cfg = self._config
+        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        tb = max(1, (P - 1).bit_length())          # lane tag bits
+        nl = len(cfg.rank_lanes)
+        stage_no = [0]
+
+        def stage(prefix):
+            def reg(elems):
+                stage_no[0] += 1
+                return [e if e is PAD or e is DEAD else
+                        self._register(m, advance, e, f"{prefix}{stage_no[0]}_{i}")
+                        for i, e in enumerate(elems)]
+            return reg
+
+        def carry(ctrl, depth, prefix):
+            """Delay the control fields along ``depth`` pipeline stages."""
+            for d in range(depth):
+                nxt = {}
+                for name, v in ctrl.items():
+                    nxt[name] = Signal(len(v), name=f"{prefix}{d + 1}_{name}",
+                                       reset_less=name != "valid")
+                    with m.If(advance):
+                        m.d.sync += nxt[name].eq(v)
+                ctrl = nxt
+            return ctrl
+
+        # 1. beat sorters (one per side), pipelined
+        levels = bitonic_sort_levels(_pow2(P))
+        assert len(levels) == cfg.sort_depth
+        sorted_beat = {}
+        for side in ("top", "bot"):
+            elems = [self.key(s0["x"][p], Const(p, tb), s0["lv"][p], side) for p in range(P)]
+            elems += [PAD] * (_pow2(P) - P)
+            stage_no[0] = 0
+            sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
+                                        stage(f"{side}_sort"), self.stats)
+        ctrl = carry({k_: s0[k_] for k_ in ("valid", "new", "last", "base")},
+                     cfg.sort_depth, "sort")
+
+        # 2. rank lanes
+        snapshot = {}
+        for side in ("top", "bot"):
+            snapshot[side] = []
+            for r, length in enumerate(cfg.rank_lanes):
+                x = sorted_beat[side][r]
+                xv = x[-1]
+                pos = Signal(pb, name=f"{side}_r{r}_pos")
+                m.d.comb += pos.eq(ctrl["base"] + (~x[:tb])[:tb])
+                xfull = Cat(~pos, x[tb:])
+                entries = [Signal(cfg.width + pb + 1, name=f"{side}_lane{r}_{i}", reset_less=True)
+                           for i in range(length)]
+                eff = [Cat(e[:-1], e[-1] & ~ctrl["new"]) for e in entries]
+                # x beats entry i: strictly better value (an equal older value keeps its place)
+                b = [xv & (x[tb:] > e[pb:]) for e in eff]
+                nxt = []
+                for i in range(length):
+                    above = xfull if i == 0 else Mux(b[i - 1], eff[i - 1], xfull)
+                    nxt_i = Signal(len(entries[i]), name=f"{side}_lane{r}_{i}_next")
+                    m.d.comb += nxt_i.eq(Mux(b[i], above, eff[i]))
+                    nxt.append(nxt_i)
+                with m.If(advance & ctrl["valid"]):
+                    m.d.sync += [e.eq(n) for e, n in zip(entries, nxt)]
+                snapshot[side].append([self._register(m, advance, n, f"{side}_snap{r}_{i}")
+                                       for i, n in enumerate(nxt)])
+        mvalid = Signal(name="merge0_valid")
+        with m.If(advance):
+            m.d.sync += mvalid.eq(ctrl["valid"] & ctrl["last"])
+
+        # 3. merge tree
+        schedule = cfg.merge_schedule
+        depth = 0
+        for side in ("top", "bot"):
+            groups = snapshot[side]
+            for t, (pairs, tdepth) in enumerate(schedule):
+                flat, lv_all, needed, spans = [], [[] for _ in range(tdepth)], [], []
+                for j in range(0, len(groups) - 1, 2):
+                    a, b = groups[j], groups[j + 1]
+                    assert (len(a), len(b)) == pairs[j // 2]
+                    n = _pow2(len(a) + len(b))
+                    seg = a + [PAD] * (n - len(a) - len(b)) + b[::-1]
+                    off = len(flat)
+                    merge = bitonic_merge_levels(n)
+                    for d, level in enumerate(merge):
+                        lv_all[tdepth - len(merge) + d] += [(off + x, off + y) for x, y in level]
+                    keep = min(k, len(a) + len(b))
+                    spans.append((len(needed), keep))
+                    needed += range(off, off + keep)
+                    flat += seg
+                if len(groups) % 2:
+                    off = len(flat)
+                    spans.append((len(needed), len(groups[-1])))
+                    needed += range(off, off + len(groups[-1]))
+                    flat += groups[-1]
+                stage_no[0] = 0
+                out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"), self.stats)
+                groups = [out[s:s + n] for s, n in spans]
+            assert len(groups) == 1 and len(groups[0]) == k
+            snapshot[side] = groups[0]
+        depth = cfg.merge_depth
+        valid = carry({"valid": mvalid}, depth, "merge")["valid"]
+        assert 2 + cfg.sort_depth + depth == cfg.latency
+        return valid, snapshot
+
+
+class OrizuruBaseline(_TopKUnit):
+    """Baseline of :class:`Orizuru`: a full bitonic sorting network of the same throughput.
+
+    Same ports, parameters and result as :class:`Orizuru` (see there).  Per
+    side, every cycle, one bitonic sorting network sorts the k entries kept so
+    far together with the P new values (``k + P`` inputs padded to a power of
+    2) and its first k outputs, pruned of what feeds nothing else, become the
+    kept entries: a combinational loop of ``s (s + 1) / 2`` compare-exchange
+    levels, ``s = ceil(log2(k + P))``.  The kept entries of the last beat are
+    the result.
+
+    Latency and throughput: II = 1 (P values per cycle), no bubble between
+    vectors; the result of a vector whose last beat is accepted in cycle
+    ``c`` leaves in cycle ``c + 2`` (input register, result register).
+    """
+
+    config_cls = OrizuruBaselineConfig
+
+    def _core(self, m, advance, s0):
+        cfg = self._config
+        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        n = cfg.network_inputs
+        levels = bitonic_sort_levels(n)
+        result = {}
+        ovalid = Signal(name="out_valid")
+        with m.If(advance):
+            m.d.sync += ovalid.eq(s0["valid"] & s0["last"])
+        for side in ("top", "bot"):
+            kept = [Signal(cfg.width + pb + 1, name=f"{side}_kept{i}", reset_less=True)
+                    for i in range(k)]
+            elems = [Cat(e[:-1], e[-1] & ~s0["new"]) for e in kept]
+            for p in range(P):
+                pos = Signal(pb, name=f"{side}_pos{p}")
+                m.d.comb += pos.eq(s0["base"] + p)
+                elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
+            elems += [PAD] * (n - len(elems))
+            out = network(elems, levels, range(k), _key_beats, None, self.stats)
+            with m.If(advance & s0["valid"]):
+                m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
+            result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,
+                                           f"{side}_out{i}") for i, o in enumerate(out)]
+        return ovalid, result
