@@ -73,7 +73,7 @@ def bitonic_merge_levels(n):
     return levels
 
 
-def network(elems, levels, needed, beats, stage=None, stats=None):
+def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
     """Build a compare-exchange network, pruned to the outputs ``needed``.
 
     ``elems`` are Amaranth values or :data:`PAD`; ``beats(y, x)`` is true when
@@ -81,8 +81,10 @@ def network(elems, levels, needed, beats, stage=None, stats=None):
     compare-exchange whose outputs are both unused is dropped and one with a
     single used output builds only that output's multiplexer; one with a
     :data:`PAD` input is a wire.  ``stage(elems)``, if given, is applied after
-    every level (pipeline registers).  ``stats`` (a dict) counts full and
-    half compare-exchanges.  Returns the ``needed`` outputs in order.
+    every level (pipeline registers); otherwise ``wire(value)``, if given,
+    names each output (a signal per output keeps the netlist a graph rather
+    than a tree of expressions).  ``stats`` (a dict) counts full and half
+    compare-exchanges.  Returns the ``needed`` outputs in order.
     """
     n = len(elems)
     live = [None] * len(levels) + [set(needed)]
@@ -118,7 +120,11 @@ def network(elems, levels, needed, beats, stage=None, stats=None):
         for i in range(n):
             if i not in after and out[i] is not PAD:
                 out[i] = DEAD
-        e = stage(out) if stage else out
+        if stage:
+            out = stage(out)
+        elif wire:
+            out = [v if v is PAD or v is DEAD or v is e[i] else wire(v) for i, v in enumerate(out)]
+        e = out
     return [e[i] for i in needed]
 
 
@@ -130,10 +136,9 @@ def _key_beats(y, x):
 class _TopKUnit(wiring.Component):
     """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
 
-    config_cls = None
-
-    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
-        self._config = cfg = self.config_cls(width=width, lanes=lanes, k=k, max_len=max_len)
+    def __init__(self, cfg):
+        self._config = cfg
+        width, lanes, k = cfg.width, cfg.lanes, cfg.k
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(signed(width), lanes),
             "count": unsigned(cfg.count_bits),
@@ -149,7 +154,7 @@ class _TopKUnit(wiring.Component):
             "top": data.ArrayLayout(self.entry_layout, k),
             "bot": data.ArrayLayout(self.entry_layout, k),
         })
-        self.stats = {"full": 0, "half": 0}
+        self.stats = {"full": 0, "half": 0, "cells": 0, "compare": 0}
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -185,6 +190,16 @@ class _TopKUnit(wiring.Component):
         return {"value": Mux(valid, value, 0), "pos": Mux(valid, ~key[:pb], 0), "valid": valid}
 
     # -- shared stages ------------------------------------------------------
+
+    def _wire(self, m, prefix):
+        count = [0]
+
+        def wire(value):
+            count[0] += 1
+            w = Signal(len(value), name=f"{prefix}{count[0]}")
+            m.d.comb += w.eq(value)
+            return w
+        return wire
 
     def _register(self, m, enable, value, name):
         r = Signal(len(value), name=name, reset_less=True)
@@ -235,9 +250,9 @@ class _TopKUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
         s0 = self._input_stage(m, advance)
-        valid, lists = self._core(m, advance, s0)
+        valid, lists, go = self._core(m, advance, s0)
+        m.d.comb += [advance.eq(go), self.i.ready.eq(advance)]
         self._output(m, valid, lists)
         return m
 
@@ -305,7 +320,9 @@ class Orizuru(_TopKUnit):
     o : Out(stream.Signature(out_layout))
     """
 
-    config_cls = OrizuruConfig
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1):
+        super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
+                                       merge=merge))
 
     def _core(self, m, advance, s0):
         cfg = self._config
@@ -352,42 +369,61 @@ class Orizuru(_TopKUnit):
         for side in ("top", "bot"):
             snapshot[side] = []
             for r, length in enumerate(cfg.rank_lanes):
-                x = sorted_beat[side][r]
-                xv = x[-1]
-                pos = Signal(pb, name=f"{side}_r{r}_pos")
-                m.d.comb += pos.eq(ctrl["base"] + (~x[:tb])[:tb])
-                xfull = Cat(~pos, x[tb:])
-                entries = [Signal(cfg.width + pb + 1, name=f"{side}_lane{r}_{i}", reset_less=True)
-                           for i in range(length)]
-                eff = [Cat(e[:-1], e[-1] & ~ctrl["new"]) for e in entries]
-                # x beats entry i: strictly better value (an equal older value keeps its place)
-                b = [xv & (x[tb:] > e[pb:]) for e in eff]
-                nxt = []
-                for i in range(length):
-                    above = xfull if i == 0 else Mux(b[i - 1], eff[i - 1], xfull)
-                    nxt_i = Signal(len(entries[i]), name=f"{side}_lane{r}_{i}_next")
-                    m.d.comb += nxt_i.eq(Mux(b[i], above, eff[i]))
-                    nxt.append(nxt_i)
-                with m.If(advance & ctrl["valid"]):
-                    m.d.sync += [e.eq(n) for e, n in zip(entries, nxt)]
-                snapshot[side].append([self._register(m, advance, n, f"{side}_snap{r}_{i}")
-                                       for i, n in enumerate(nxt)])
+                snapshot[side].append(self._rank_lane(m, advance, ctrl, sorted_beat[side][r],
+                                                      length, tb, f"{side}_lane{r}"))
+        if cfg.merge:
+            return self._serial_merge(m, advance, ctrl, snapshot)
+        return self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
+
+    def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
+        """One sorted insertion list; returns the list after this beat (combinational)."""
+        pb = self._config.pos_bits
+        kb = self._config.entry_bits
+        self.stats["cells"] += length
+        xv = x[-1]
+        pos = Signal(pb, name=f"{name}_pos")
+        m.d.comb += pos.eq(ctrl["base"] + (~x[:tb])[:tb])
+        xfull = Cat(~pos, x[tb:])
+        entries = [Signal(kb, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+        new = ctrl["new"]
+        ev = [e[-1] & ~new for e in entries]                 # valid, unless a vector starts
+        # x beats entry i: a strictly better value (an equal older value keeps its place,
+        # it has the lower position); the b_i are a thermometer code down the list
+        b = [xv & (x[tb:] > Cat(e[pb:-1], v)) for e, v in zip(entries, ev)]
+        nxt = []
+        for i in range(length):
+            # entry i takes the one above it (or x) when x beats it, else keeps its value:
+            # a flip-flop enable and one 2:1 multiplexer per bit
+            above = xfull if i == 0 else Mux(b[i - 1], entries[i - 1], xfull)
+            above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
+            with m.If(advance & ctrl["valid"] & b[i]):
+                m.d.sync += entries[i][:-1].eq(above[:-1])
+            with m.If(advance & ctrl["valid"]):
+                m.d.sync += entries[i][-1].eq(Mux(b[i], above_v, ev[i]))
+            n = Signal(kb, name=f"{name}_{i}_next")
+            m.d.comb += n.eq(Mux(b[i], Cat(above[:-1], above_v), Cat(entries[i][:-1], ev[i])))
+            nxt.append(n)
+        return nxt
+
+    def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
+        """``merge=0``: the lanes' lists, registered at the last beat, through a merge tree."""
+        cfg = self._config
+        k = cfg.k
+        snapshot = {side: [[self._register(m, advance, n, f"{side}_snap{r}_{i}")
+                            for i, n in enumerate(lane)] for r, lane in enumerate(lanes[side])]
+                    for side in ("top", "bot")}
         mvalid = Signal(name="merge0_valid")
         with m.If(advance):
             m.d.sync += mvalid.eq(ctrl["valid"] & ctrl["last"])
-
-        # 3. merge tree
-        schedule = cfg.merge_schedule
-        depth = 0
         for side in ("top", "bot"):
             groups = snapshot[side]
-            for t, (pairs, tdepth) in enumerate(schedule):
+            for t, (pairs, tdepth) in enumerate(cfg.merge_schedule):
                 flat, lv_all, needed, spans = [], [[] for _ in range(tdepth)], [], []
                 for j in range(0, len(groups) - 1, 2):
                     a, b = groups[j], groups[j + 1]
                     assert (len(a), len(b)) == pairs[j // 2]
                     n = _pow2(len(a) + len(b))
-                    seg = a + [PAD] * (n - len(a) - len(b)) + b[::-1]
+                    seg = a + [PAD] * (n - len(a) - len(b)) + b[::-1]   # a bitonic sequence
                     off = len(flat)
                     merge = bitonic_merge_levels(n)
                     for d, level in enumerate(merge):
@@ -406,10 +442,62 @@ class Orizuru(_TopKUnit):
                 groups = [out[s:s + n] for s, n in spans]
             assert len(groups) == 1 and len(groups[0]) == k
             snapshot[side] = groups[0]
-        depth = cfg.merge_depth
-        valid = carry({"valid": mvalid}, depth, "merge")["valid"]
-        assert 2 + cfg.sort_depth + depth == cfg.latency
-        return valid, snapshot
+        valid = carry({"valid": mvalid}, cfg.merge_depth, "merge")["valid"]
+        return valid, snapshot, ~valid | self.o.ready
+
+    def _serial_merge(self, m, advance, ctrl, lanes):
+        """``merge=1``: the lanes' lists copied at the last beat, the best head popped k times."""
+        cfg = self._config
+        k, kb = cfg.k, cfg.entry_bits
+        left = Signal(range(k + 1), name="pops_left")
+        full = Signal(name="result_full")
+        idle = (left == 0) & (~full | self.o.ready)
+        load = ctrl["valid"] & ctrl["last"] & idle
+        pop = left != 0
+        with m.If(load):
+            m.d.sync += left.eq(k)
+        with m.Elif(pop):
+            m.d.sync += left.eq(left - 1)
+        with m.If(pop & (left == 1)):
+            m.d.sync += full.eq(1)
+        with m.Elif(self.o.ready):
+            m.d.sync += full.eq(0)
+        result = {}
+        for side in ("top", "bot"):
+            queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
+                       for i in range(len(lane))] for r, lane in enumerate(lanes[side])]
+            heads = [q[0] for q in queues]
+            n = len(heads)
+            # every pair of heads compared once; the lower lane wins a tie (invalid heads)
+            win = [Const(1, 1)] * n
+            for a in range(n):
+                for b in range(a + 1, n):
+                    ge = Signal(name=f"{side}_h{a}_ge_h{b}")
+                    m.d.comb += ge.eq(heads[a] >= heads[b])
+                    self.stats["compare"] += 1
+                    win[a] = win[a] & ge
+                    win[b] = win[b] & ~ge
+            wins = [Signal(name=f"{side}_win{a}") for a in range(n)]
+            m.d.comb += [w.eq(v) for w, v in zip(wins, win)]
+            best = Signal(kb, name=f"{side}_best")
+            m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(wins, heads)]))
+            for q, lane, w in zip(queues, lanes[side], wins):
+                with m.If(load):
+                    m.d.sync += [e.eq(v) for e, v in zip(q, lane)]
+                with m.Elif(pop & w):
+                    m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
+            acc = [Signal(kb, name=f"{side}_res{j}", reset_less=True) for j in range(k)]
+            with m.If(pop):
+                m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else best) for j in range(k)]
+            result[side] = acc
+        return full, result, ~(ctrl["valid"] & ctrl["last"]) | idle
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
 
 
 class OrizuruBaseline(_TopKUnit):
@@ -428,7 +516,8 @@ class OrizuruBaseline(_TopKUnit):
     ``c`` leaves in cycle ``c + 2`` (input register, result register).
     """
 
-    config_cls = OrizuruBaselineConfig
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
+        super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len))
 
     def _core(self, m, advance, s0):
         cfg = self._config
@@ -448,9 +537,10 @@ class OrizuruBaseline(_TopKUnit):
                 m.d.comb += pos.eq(s0["base"] + p)
                 elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
             elems += [PAD] * (n - len(elems))
-            out = network(elems, levels, range(k), _key_beats, None, self.stats)
+            out = network(elems, levels, range(k), _key_beats, None, self.stats,
+                          self._wire(m, f"{side}_ce"))
             with m.If(advance & s0["valid"]):
                 m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
             result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,
                                            f"{side}_out{i}") for i, o in enumerate(out)]
-        return ovalid, result
+        return ovalid, result, ~ovalid | self.o.ready

@@ -13,7 +13,8 @@ Checks that involve several parameters go in ``check()``.
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["param", "UnitConfig", "QuantizerConfig", "OrizuruConfig", "OrizuruBaselineConfig"]
+__all__ = ["param", "UnitConfig", "QuantizerConfig", "TopKConfig", "OrizuruConfig",
+           "OrizuruBaselineConfig"]
 
 
 def param(default, lo, hi, doc):
@@ -109,8 +110,8 @@ def bitonic_sort_depth(n):
 
 
 @dataclass(frozen=True)
-class OrizuruConfig(UnitConfig):
-    """Orizuru streaming top-k: the k largest and k smallest values of each vector, with positions."""
+class TopKConfig(UnitConfig):
+    """Parameters shared by Orizuru and its baseline."""
 
     UNIT = "orizuru"
 
@@ -142,6 +143,17 @@ class OrizuruConfig(UnitConfig):
         """One output entry: value, position, valid."""
         return self.width + self.pos_bits + 1
 
+
+
+@dataclass(frozen=True)
+class OrizuruConfig(TopKConfig):
+    """Orizuru streaming top-k: the k largest and k smallest values of each vector, with positions."""
+
+    UNIT = "orizuru"
+
+    merge: int = param(1, 0, 1, "final merge: 1 serial (k cycles, vectors >= k+1 beats), "
+                                "0 pipelined tree (any length)")
+
     @property
     def rank_lanes(self):
         """Length of each rank lane: lane r keeps the best ``k // (r + 1)`` rank-r values."""
@@ -168,16 +180,24 @@ class OrizuruConfig(UnitConfig):
 
     @property
     def merge_depth(self):
+        """Pipeline stages of the merge tree (``merge=0``)."""
         return sum(depth for _, depth in self.merge_schedule)
 
     @property
     def latency(self):
         """Cycles from the accepted last beat of a vector to its result beat (no backpressure)."""
+        if self.merge:
+            return 2 + self.sort_depth + self.k
         return 2 + self.sort_depth + self.merge_depth
+
+    @property
+    def min_beats(self):
+        """Shortest vector, in beats, that streams back to back with no stall."""
+        return self.k + 1 if self.merge else 1
 
 
 @dataclass(frozen=True)
-class OrizuruBaselineConfig(OrizuruConfig):
+class OrizuruBaselineConfig(TopKConfig):
     """Baseline of Orizuru: a full bitonic sorting network per side, pruned to the top k."""
 
     UNIT = "orizuru_baseline"
@@ -190,3 +210,7 @@ class OrizuruBaselineConfig(OrizuruConfig):
     @property
     def latency(self):
         return 2
+
+    @property
+    def min_beats(self):
+        return 1
