@@ -390,7 +390,6 @@ class Orizuru(_TopKUnit):
         # x beats entry i: a strictly better value (an equal older value keeps its place,
         # it has the lower position); the b_i are a thermometer code down the list
         b = [xv & (x[tb:] > Cat(e[pb:-1], v)) for e, v in zip(entries, ev)]
-        nxt = []
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value:
             # a flip-flop enable and one 2:1 multiplexer per bit
@@ -400,18 +399,15 @@ class Orizuru(_TopKUnit):
                 m.d.sync += entries[i][:-1].eq(above[:-1])
             with m.If(advance & ctrl["valid"]):
                 m.d.sync += entries[i][-1].eq(Mux(b[i], above_v, ev[i]))
-            n = Signal(kb, name=f"{name}_{i}_next")
-            m.d.comb += n.eq(Mux(b[i], Cat(above[:-1], above_v), Cat(entries[i][:-1], ev[i])))
-            nxt.append(n)
-        return nxt
+        return entries
 
     def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
-        """``merge=0``: the lanes' lists, registered at the last beat, through a merge tree."""
+        """``merge=0``: in the cycle after a vector's last beat the lanes hold its lists
+        (the pipeline stalls as a whole, so they stay while the output is stalled); they
+        enter the merge tree then."""
         cfg = self._config
         k = cfg.k
-        snapshot = {side: [[self._register(m, advance, n, f"{side}_snap{r}_{i}")
-                            for i, n in enumerate(lane)] for r, lane in enumerate(lanes[side])]
-                    for side in ("top", "bot")}
+        snapshot = dict(lanes)
         mvalid = Signal(name="merge0_valid")
         with m.If(advance):
             m.d.sync += mvalid.eq(ctrl["valid"] & ctrl["last"])
@@ -446,22 +442,24 @@ class Orizuru(_TopKUnit):
         return valid, snapshot, ~valid | self.o.ready
 
     def _serial_merge(self, m, advance, ctrl, lanes):
-        """``merge=1``: the lanes' lists copied at the last beat, the best head popped k times."""
+        """``merge=1``: the lanes' lists copied into queues in the cycle after a vector's
+        last beat, then the best of the queue heads popped k times, one per cycle."""
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
         left = Signal(range(k + 1), name="pops_left")
         full = Signal(name="result_full")
-        idle = (left == 0) & (~full | self.o.ready)
-        load = ctrl["valid"] & ctrl["last"] & idle
-        pop = left != 0
+        load = Signal(name="load")                # the lanes hold a finished vector
+        pop = (left != 0) & (~full | self.o.ready)
+        # a last beat may enter the lanes only if the queues are free the cycle after
+        free = ~load & ((left == 0) | ((left == 1) & pop))
         with m.If(load):
             m.d.sync += left.eq(k)
         with m.Elif(pop):
             m.d.sync += left.eq(left - 1)
-        with m.If(pop & (left == 1)):
-            m.d.sync += full.eq(1)
-        with m.Elif(self.o.ready):
-            m.d.sync += full.eq(0)
+        m.d.sync += [
+            load.eq(advance & ctrl["valid"] & ctrl["last"]),
+            full.eq((pop & (left == 1)) | (full & ~self.o.ready)),
+        ]
         result = {}
         for side in ("top", "bot"):
             queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
@@ -490,7 +488,7 @@ class Orizuru(_TopKUnit):
             with m.If(pop):
                 m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else best) for j in range(k)]
             result[side] = acc
-        return full, result, ~(ctrl["valid"] & ctrl["last"]) | idle
+        return full, result, ~(ctrl["valid"] & ctrl["last"]) | free
 
 
 def _or_all(values):

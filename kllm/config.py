@@ -187,7 +187,7 @@ class OrizuruConfig(TopKConfig):
     def latency(self):
         """Cycles from the accepted last beat of a vector to its result beat (no backpressure)."""
         if self.merge:
-            return 2 + self.sort_depth + self.k
+            return 3 + self.sort_depth + self.k
         return 2 + self.sort_depth + self.merge_depth
 
     @property
