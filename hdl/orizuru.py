@@ -81,9 +81,9 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
     compare-exchange whose outputs are both unused is dropped and one with a
     single used output builds only that output's multiplexer; one with a
     :data:`PAD` input is a wire.  ``stage(elems)``, if given, is applied after
-    every level (pipeline registers); otherwise ``wire(value)``, if given,
-    names each output (a signal per output keeps the netlist a graph rather
-    than a tree of expressions).  ``stats`` (a dict) counts full and half
+    every level (pipeline registers); ``wire(value)``, if given, names each
+    compare result and, without ``stage``, each output (a signal per shared
+    value keeps the netlist a graph rather than a tree of expressions).  ``stats`` (a dict) counts full and half
     compare-exchanges.  Returns the ``needed`` outputs in order.
     """
     n = len(elems)
@@ -113,6 +113,8 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
                 out[a], out[b] = (x, PAD) if y is PAD else (y, PAD)
                 continue
             swap = beats(y, x)
+            if wire is not None:
+                swap = wire(swap)
             out[a] = Mux(swap, y, x) if use_a else DEAD
             out[b] = Mux(swap, x, y) if use_b else DEAD
             if stats is not None:
@@ -122,7 +124,7 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
                 out[i] = DEAD
         if stage:
             out = stage(out)
-        elif wire:
+        elif wire is not None:
             out = [v if v is PAD or v is DEAD or v is e[i] else wire(v) for i, v in enumerate(out)]
         e = out
     return [e[i] for i in needed]
@@ -239,10 +241,14 @@ class _TopKUnit(wiring.Component):
         return s
 
     def _output(self, m, valid, lists):
+        """Drive ``o`` from lists of keys (decoded here) or of decoded entries."""
         m.d.comb += self.o.valid.eq(valid)
         for side in ("top", "bot"):
             for j, key in enumerate(lists[side]):
                 entry = self.o.payload[side][j]
+                if isinstance(key, data.View):
+                    m.d.comb += entry.eq(key)
+                    continue
                 d = self._decode(key, side)
                 m.d.comb += [entry.value.eq(d["value"]), entry.pos.eq(d["pos"]),
                              entry.valid.eq(d["valid"])]
@@ -360,7 +366,8 @@ class Orizuru(_TopKUnit):
             elems += [PAD] * (_pow2(P) - P)
             stage_no[0] = 0
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
-                                        stage(f"{side}_sort"), self.stats)
+                                        stage(f"{side}_sort"), self.stats,
+                                        self._wire(m, f"{side}_sort_swap"))
         ctrl = carry({k_: s0[k_] for k_ in ("valid", "new", "last", "base")},
                      cfg.sort_depth, "sort")
 
@@ -376,29 +383,39 @@ class Orizuru(_TopKUnit):
         return self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
 
     def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
-        """One sorted insertion list; returns the list after this beat (combinational)."""
+        """One sorted insertion list of ``length`` entries; returns its registers."""
         pb = self._config.pos_bits
         kb = self._config.entry_bits
         self.stats["cells"] += length
         xv = x[-1]
         pos = Signal(pb, name=f"{name}_pos")
         m.d.comb += pos.eq(ctrl["base"] + (~x[:tb])[:tb])
-        xfull = Cat(~pos, x[tb:])
-        entries = [Signal(kb, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+        xfull = Signal(kb, name=f"{name}_x")
+        m.d.comb += xfull.eq(Cat(~pos, x[tb:]))
+        # value and position in one register, the valid bit in another: the first is
+        # written only when x beats the entry (a flip-flop enable), the second every beat
+        data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+        valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
         new = ctrl["new"]
-        ev = [e[-1] & ~new for e in entries]                 # valid, unless a vector starts
-        # x beats entry i: a strictly better value (an equal older value keeps its place,
-        # it has the lower position); the b_i are a thermometer code down the list
-        b = [xv & (x[tb:] > Cat(e[pb:-1], v)) for e, v in zip(entries, ev)]
+
+        def w(value, suffix):
+            sig = Signal(len(value), name=f"{name}_{suffix}")
+            m.d.comb += sig.eq(value)
+            return sig
+        ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
+        # starts.  x beats entry i: a strictly better value (an equal older value keeps its
+        # place, it has the lower position); the b_i are a thermometer code down the list
+        b = [w(xv & (x[tb:] > Cat(d[pb:], v)), f"{i}_b")
+             for i, (d, v) in enumerate(zip(data_, ev))]
         for i in range(length):
-            # entry i takes the one above it (or x) when x beats it, else keeps its value:
-            # a flip-flop enable and one 2:1 multiplexer per bit
-            above = xfull if i == 0 else Mux(b[i - 1], entries[i - 1], xfull)
+            # entry i takes the one above it (or x) when x beats it, else keeps its value
+            above = xfull[:-1] if i == 0 else Mux(b[i - 1], data_[i - 1], xfull[:-1])
             above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
             with m.If(advance & ctrl["valid"] & b[i]):
-                m.d.sync += entries[i][:-1].eq(above[:-1])
+                m.d.sync += data_[i].eq(above)
             with m.If(advance & ctrl["valid"]):
-                m.d.sync += entries[i][-1].eq(Mux(b[i], above_v, ev[i]))
+                m.d.sync += valid[i].eq(Mux(b[i], above_v, ev[i]))
+        entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
 
     def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
@@ -434,7 +451,8 @@ class Orizuru(_TopKUnit):
                     needed += range(off, off + len(groups[-1]))
                     flat += groups[-1]
                 stage_no[0] = 0
-                out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"), self.stats)
+                out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"),
+                              self.stats, self._wire(m, f"{side}_m{t}_swap"))
                 groups = [out[s:s + n] for s, n in spans]
             assert len(groups) == 1 and len(groups[0]) == k
             snapshot[side] = groups[0]
@@ -449,9 +467,13 @@ class Orizuru(_TopKUnit):
         left = Signal(range(k + 1), name="pops_left")
         full = Signal(name="result_full")
         load = Signal(name="load")                # the lanes hold a finished vector
-        pop = (left != 0) & (~full | self.o.ready)
-        # a last beat may enter the lanes only if the queues are free the cycle after
-        free = ~load & ((left == 0) | ((left == 1) & pop))
+        pop = Signal(name="pop")
+        free = Signal(name="queues_free")
+        m.d.comb += [
+            pop.eq((left != 0) & (~full | self.o.ready)),
+            # a last beat may enter the lanes only if the queues are free the cycle after
+            free.eq(~load & ((left == 0) | ((left == 1) & pop))),
+        ]
         with m.If(load):
             m.d.sync += left.eq(k)
         with m.Elif(pop):
@@ -484,9 +506,14 @@ class Orizuru(_TopKUnit):
                     m.d.sync += [e.eq(v) for e, v in zip(q, lane)]
                 with m.Elif(pop & w):
                     m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
-            acc = [Signal(kb, name=f"{side}_res{j}", reset_less=True) for j in range(k)]
+            # results are decoded on the way in: one decoder per side, not k
+            dec = self._decode(best, side)
+            acc = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+                   for j in range(k)]
             with m.If(pop):
-                m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else best) for j in range(k)]
+                m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else
+                                       Cat(dec["value"], dec["pos"], dec["valid"]))
+                             for j in range(k)]
             result[side] = acc
         return full, result, ~(ctrl["valid"] & ctrl["last"]) | free
 
