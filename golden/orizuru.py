@@ -31,6 +31,8 @@ EMPTY = (0, 0, 0)
 
 def _as_vector(values):
     t = torch.as_tensor(values)
+    if t.numel() == 0:
+        return t.reshape(0).to(torch.int64)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"values must hold integers, got dtype {t.dtype}")
     if t.dim() != 1:
