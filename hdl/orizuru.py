@@ -326,6 +326,9 @@ class Orizuru(_TopKUnit):
     o : Out(stream.Signature(out_layout))
     """
 
+    #: Tests only: an equal later value displaces an older one (breaks the tie rule).
+    _plant_tie_bug = False
+
     def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1):
         super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
                                        merge=merge))
@@ -405,7 +408,8 @@ class Orizuru(_TopKUnit):
         ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
         # starts.  x beats entry i: a strictly better value (an equal older value keeps its
         # place, it has the lower position); the b_i are a thermometer code down the list
-        b = [w(xv & (x[tb:] > Cat(d[pb:], v)), f"{i}_b")
+        beats = (lambda a, c: a >= c) if self._plant_tie_bug else (lambda a, c: a > c)
+        b = [w(xv & beats(x[tb:], Cat(d[pb:], v)), f"{i}_b")
              for i, (d, v) in enumerate(zip(data_, ev))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
