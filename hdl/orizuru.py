@@ -218,7 +218,9 @@ class _TopKUnit(wiring.Component):
         start = self.i.payload.first | after_last
         base = Mux(start, 0, cnt)
         count = self.i.payload.count
-        n = Mux(count > P, P, count)
+        cb = len(count)
+        # a count above P reads as P (only possible when P + 1 is not a power of 2)
+        n = Mux(count > Const(P, cb), Const(P, cb), count) if (1 << cb) - 1 > P else count
         s = {
             "valid": Signal(name="s0_valid"),
             "new": Signal(name="s0_new", reset_less=True),
@@ -235,9 +237,11 @@ class _TopKUnit(wiring.Component):
                 s["base"].eq(base),
             ]
             m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
-            m.d.sync += [s["lv"][p].eq(count > p) for p in range(P)]
+            m.d.sync += [s["lv"][p].eq(count > Const(p, cb) if p else count.any())
+                         for p in range(P)]
             with m.If(self.i.valid):
-                m.d.sync += [cnt.eq(base + n), after_last.eq(self.i.payload.last)]
+                m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
+                             after_last.eq(self.i.payload.last)]
         return s
 
     def _output(self, m, valid, lists):
@@ -392,7 +396,8 @@ class Orizuru(_TopKUnit):
         self.stats["cells"] += length
         xv = x[-1]
         pos = Signal(pb, name=f"{name}_pos")
-        m.d.comb += pos.eq(ctrl["base"] + (~x[:tb])[:tb])
+        lane = Signal(pb, name=f"{name}_lane")
+        m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl["base"] + lane)[:pb])]
         xfull = Signal(kb, name=f"{name}_x")
         m.d.comb += xfull.eq(Cat(~pos, x[tb:]))
         # value and position in one register, the valid bit in another: the first is
@@ -474,17 +479,17 @@ class Orizuru(_TopKUnit):
         pop = Signal(name="pop")
         free = Signal(name="queues_free")
         m.d.comb += [
-            pop.eq((left != 0) & (~full | self.o.ready)),
+            pop.eq(left.any() & (~full | self.o.ready)),
             # a last beat may enter the lanes only if the queues are free the cycle after
-            free.eq(~load & ((left == 0) | ((left == 1) & pop))),
+            free.eq(~load & (~left.any() | ((left == Const(1, len(left))) & pop))),
         ]
         with m.If(load):
             m.d.sync += left.eq(k)
         with m.Elif(pop):
-            m.d.sync += left.eq(left - 1)
+            m.d.sync += left.eq(left - Const(1, len(left)))
         m.d.sync += [
             load.eq(advance & ctrl["valid"] & ctrl["last"]),
-            full.eq((pop & (left == 1)) | (full & ~self.o.ready)),
+            full.eq((pop & (left == Const(1, len(left)))) | (full & ~self.o.ready)),
         ]
         result = {}
         for side in ("top", "bot"):
@@ -563,7 +568,7 @@ class OrizuruBaseline(_TopKUnit):
             elems = [Cat(e[:-1], e[-1] & ~s0["new"]) for e in kept]
             for p in range(P):
                 pos = Signal(pb, name=f"{side}_pos{p}")
-                m.d.comb += pos.eq(s0["base"] + p)
+                m.d.comb += pos.eq((s0["base"] + Const(p, pb))[:pb])
                 elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
             elems += [PAD] * (n - len(elems))
             out = network(elems, levels, range(k), _key_beats, None, self.stats,
