@@ -99,7 +99,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
     say(f"yosys: synth_{dev['family']} {unit.toplevel}")
     script = (f"read_verilog {unit.toplevel}.v harness.v; "
               f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; "
-              f"synth_{dev['family']} -top {HARNESS_TOP} -json netlist.json; "
+              f"synth_{dev['family']} -top {HARNESS_TOP} {unit.synth_options} -json netlist.json; "
               f"tee -q -o stat.json stat -json")
     if _run([yosys, "-q", "-p", script], out, "yosys.log") != 0:
         raise KllmError(f"yosys failed: see {out / 'yosys.log'}")
@@ -128,6 +128,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         "config": config.to_dict(),
         "device": device,
         "freq_target_mhz": freq,
+        "synth_options": unit.synth_options,
         "unit_resources": unit_res,
         "unit_cells": modules[unit.toplevel]["num_cells_by_type"],
         "placed_total": runs[0]["placed"],

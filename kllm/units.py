@@ -16,6 +16,7 @@ class Unit:
     config_cls: type
     component: str      # "module:Class" under hdl/, built from the config's fields
     bench: str          # cocotb test module under testbench/
+    synth_options: str = ""   # extra options of Yosys's synth_<family> for this unit
 
     def build(self, config: UnitConfig):
         module, cls = self.component.split(":")
