@@ -116,9 +116,11 @@ def compare_table(designs, varied):
             seeds = ", ".join(f"{v:.0f}" for v in s["fmax_mhz_by_seed"].values())
             ratio = (f"{ref[p]['unit_resources']['LUT4'] / r['LUT4']:.2f}"
                      if p in ref and r["LUT4"] else "")
+            fmax = s["fmax_mhz_median"]
             lines.append("| " + " | ".join([*(str(v) for v in p), label, str(r["LUT4"]),
-                                            str(r["FF"]), f"{s['fmax_mhz_median']:.1f}", seeds,
-                                            ratio]) + " |")
+                                            str(r["FF"]),
+                                            "not placed" if fmax is None else f"{fmax:.1f}",
+                                            seeds, ratio]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,9 +138,10 @@ def compare_plot(designs, varied, path, title):
         by = {key(s): s for s in rows}
         xs = [j for j, p in enumerate(points) if p in by]
         ax_area.plot(xs, [by[points[j]]["unit_resources"]["LUT4"] for j in xs], "o-", label=label)
-        ax_fmax.plot(xs, [by[points[j]]["fmax_mhz_median"] for j in xs], "o-", label=label)
+        placed = [j for j in xs if by[points[j]]["fmax_mhz_median"] is not None]
+        ax_fmax.plot(placed, [by[points[j]]["fmax_mhz_median"] for j in placed], "o-", label=label)
     ax_area.set(ylabel="LUT4 (unit)", title="area", yscale="log")
-    ax_fmax.set(ylabel="Fmax MHz (median over seeds)", title="Fmax")
+    ax_fmax.set(ylabel="Fmax MHz (median over seeds)", title="Fmax (placed points)")
     for ax in (ax_area, ax_fmax):
         ax.set_xticks(range(len(points)), labels, rotation=30, ha="right", fontsize=8)
         ax.grid(True, alpha=0.3)

@@ -17,7 +17,8 @@ from fpga.sweep import compare_plot, compare_table
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("designs", nargs="+", metavar="LABEL=SWEEP_JSON")
+    p.add_argument("designs", nargs="+", metavar="LABEL=SWEEP_JSON_OR_DIR",
+                   help="a sweep.json, or a directory whose subdirectories hold synth.json")
     p.add_argument("--vary", required=True, help="comma-separated grid parameters")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     args = p.parse_args()
@@ -25,7 +26,12 @@ def main():
     designs = []
     for item in args.designs:
         label, _, path = item.partition("=")
-        designs.append((label, json.loads(Path(path).read_text())))
+        path = Path(path)
+        if path.is_dir():     # a directory of single runs (kllm synth -o DIR/CONFIG)
+            rows = [json.loads(f.read_text()) for f in sorted(path.glob("*/synth.json"))]
+        else:
+            rows = json.loads(path.read_text())
+        designs.append((label, rows))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     table = compare_table(designs, varied)
