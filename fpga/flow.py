@@ -72,10 +72,11 @@ def _run(cmd, cwd, log_name):
         return subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=None):
+def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=None, place=True):
     """Run the flow; return the summary dict (also written to ``synth.json``).
 
-    ``progress(text)`` is called before each step if given.
+    ``progress(text)`` is called before each step if given.  With ``place=False``
+    only Yosys runs: the unit's resources, no Fmax.
     """
     if device not in DEVICES:
         raise KllmError(f"unknown device '{device}' (choose from: {', '.join(DEVICES)})")
@@ -99,7 +100,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
     say(f"yosys: synth_{dev['family']} {unit.toplevel}")
     script = (f"read_verilog {unit.toplevel}.v harness.v; "
               f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; "
-              f"synth_{dev['family']} -top {HARNESS_TOP} -json netlist.json; "
+              f"synth_{dev['family']} -top {HARNESS_TOP} {unit.synth_options} -json netlist.json; "
               f"tee -q -o stat.json stat -json")
     if _run([yosys, "-q", "-p", script], out, "yosys.log") != 0:
         raise KllmError(f"yosys failed: see {out / 'yosys.log'}")
@@ -107,7 +108,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
     modules = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
     unit_res = unit_cells(modules[unit.toplevel]["num_cells_by_type"], dev["family"])
 
-    def place(seed):
+    def place_seed(seed):
         report = f"nextpnr-seed{seed}.json"
         cmd = [pnr, *dev["args"], "--json", "netlist.json", "--report", report,
                "--seed", str(seed), "--freq", str(freq), "--timing-allow-fail", "-q"]
@@ -119,19 +120,23 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         used = {k: v["used"] for k, v in rep["utilization"].items() if v["used"]}
         return {"seed": seed, "fmax_mhz": fmax, "placed": used}
 
-    say(f"nextpnr: {device}, {seeds} seed(s) at --freq {freq}")
-    with ThreadPoolExecutor(max_workers=min(seeds, os.cpu_count() or 1)) as pool:
-        runs = list(pool.map(place, range(1, seeds + 1)))
+    if place:
+        say(f"nextpnr: {device}, {seeds} seed(s) at --freq {freq}")
+        with ThreadPoolExecutor(max_workers=min(seeds, os.cpu_count() or 1)) as pool:
+            runs = list(pool.map(place_seed, range(1, seeds + 1)))
+    else:
+        runs = []
 
     summary = {
         "unit": unit.name,
         "config": config.to_dict(),
         "device": device,
         "freq_target_mhz": freq,
+        "synth_options": unit.synth_options,
         "unit_resources": unit_res,
         "unit_cells": modules[unit.toplevel]["num_cells_by_type"],
-        "placed_total": runs[0]["placed"],
-        "fmax_mhz_median": statistics.median(r["fmax_mhz"] for r in runs),
+        "placed_total": runs[0]["placed"] if runs else None,
+        "fmax_mhz_median": statistics.median(r["fmax_mhz"] for r in runs) if runs else None,
         "fmax_mhz_by_seed": {r["seed"]: round(r["fmax_mhz"], 2) for r in runs},
         "work_dir": str(out),
     }

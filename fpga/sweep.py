@@ -93,3 +93,60 @@ def write_report(rows, varied, out_dir, title):
     write_files(out_dir, {"sweep.json": json.dumps(rows, indent=2) + "\n", "sweep.md": table})
     plot(rows, varied, out_dir / "sweep.png", title)
     return table
+
+
+def compare_table(designs, varied):
+    """One markdown table of several sweeps over the same grid, with area ratios to the last.
+
+    ``designs`` is ``[(label, rows), ...]``; the last design is the reference of the ratios.
+    """
+    key = lambda s: tuple(s["config"][n] for n in varied)
+    ref_label, ref_rows = designs[-1]
+    ref = {key(s): s for s in ref_rows}
+    head = [*varied, "design", "LUT4", "FF", "Fmax MHz (median)", "Fmax by seed",
+            f"LUT4 of {ref_label} / LUT4"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    points = sorted({key(s) for _, rows in designs for s in rows})
+    for p in points:
+        for label, rows in designs:
+            s = next((r for r in rows if key(r) == p), None)
+            if s is None:
+                continue
+            r = s["unit_resources"]
+            seeds = ", ".join(f"{v:.0f}" for v in s["fmax_mhz_by_seed"].values())
+            ratio = (f"{ref[p]['unit_resources']['LUT4'] / r['LUT4']:.2f}"
+                     if p in ref and r["LUT4"] else "")
+            fmax = s["fmax_mhz_median"]
+            lines.append("| " + " | ".join([*(str(v) for v in p), label, str(r["LUT4"]),
+                                            str(r["FF"]),
+                                            "not placed" if fmax is None else f"{fmax:.1f}",
+                                            seeds, ratio]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_plot(designs, varied, path, title):
+    """LUT4 and Fmax of several designs against the grid points, one line per design."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = lambda s: tuple(s["config"][n] for n in varied)
+    points = sorted({key(s) for _, rows in designs for s in rows})
+    labels = [", ".join(f"{n}={v}" for n, v in zip(varied, p)) for p in points]
+    fig, (ax_area, ax_fmax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, rows in designs:
+        by = {key(s): s for s in rows}
+        xs = [j for j, p in enumerate(points) if p in by]
+        ax_area.plot(xs, [by[points[j]]["unit_resources"]["LUT4"] for j in xs], "o-", label=label)
+        placed = [j for j in xs if by[points[j]]["fmax_mhz_median"] is not None]
+        ax_fmax.plot(placed, [by[points[j]]["fmax_mhz_median"] for j in placed], "o-", label=label)
+    ax_area.set(ylabel="LUT4 (unit)", title="area", yscale="log")
+    ax_fmax.set(ylabel="Fmax MHz (median over seeds)", title="Fmax (placed points)")
+    for ax in (ax_area, ax_fmax):
+        ax.set_xticks(range(len(points)), labels, rotation=30, ha="right", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -119,7 +119,11 @@ def cmd_synth(args):
     console = _console()
     with console.status("synthesizing") as status:
         summary = synthesize(unit, config, args.device, out, seeds=args.seeds, freq=args.freq,
-                             progress=lambda t: status.update(t))
+                             progress=lambda t: status.update(t), place=not args.no_place)
+    if args.no_place:
+        console.print(f"{unit.name} ({config.describe()}), Yosys only: {summary['unit_resources']}")
+        console.print(f"report: {out / 'synth.json'}")
+        return
     console.print(_synth_table([summary]))
     console.print(f"Fmax by seed: {summary['fmax_mhz_by_seed']}; placed design incl. harness: "
                   f"{summary['placed_total']}")
@@ -255,6 +259,8 @@ def build_parser():
                    help="target device (default ecp5-85k)")
     s.add_argument("--seeds", type=int, default=3, help="nextpnr seeds 1..N (default 3)")
     s.add_argument("--freq", type=float, help="nextpnr target in MHz (default 300 ECP5, 100 iCE40)")
+    s.add_argument("--no-place", action="store_true",
+                   help="Yosys only: the unit's resources, no place-and-route (no Fmax)")
     s.add_argument("-o", "--output", metavar="DIR", help="work directory "
                    "(default build/synth/UNIT/DEVICE/CONFIG)")
 

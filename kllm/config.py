@@ -13,7 +13,8 @@ Checks that involve several parameters go in ``check()``.
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["param", "UnitConfig", "QuantizerConfig"]
+__all__ = ["param", "UnitConfig", "QuantizerConfig", "TopKConfig", "OrizuruConfig",
+           "OrizuruBaselineConfig"]
 
 
 def param(default, lo, hi, doc):
@@ -95,3 +96,121 @@ class QuantizerConfig(UnitConfig):
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure)."""
         return self.ba + 1
+
+
+def _clog2(n):
+    """Bits of a counter that holds 0 .. n - 1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def bitonic_sort_depth(n):
+    """Compare-exchange levels of a bitonic sorter of ``n`` inputs (padded to a power of 2)."""
+    s = (n - 1).bit_length()
+    return s * (s + 1) // 2
+
+
+@dataclass(frozen=True)
+class TopKConfig(UnitConfig):
+    """Parameters shared by Orizuru and its baseline."""
+
+    UNIT = "orizuru"
+
+    width: int = param(16, 2, 32, "value width in bits (signed)")
+    lanes: int = param(4, 1, 16, "values per beat (P)")
+    k: int = param(8, 1, 64, "outliers per side: k largest and k smallest")
+    max_len: int = param(1024, 1, 65536, "longest vector in elements (sets the position width)")
+
+    def check(self):
+        if self.k > self.max_len:
+            raise ValueError(f"{self.UNIT}: parameter 'k' must not exceed max_len "
+                             f"({self.max_len}), got {self.k}")
+        if self.lanes > self.max_len:
+            raise ValueError(f"{self.UNIT}: parameter 'lanes' must not exceed max_len "
+                             f"({self.max_len}), got {self.lanes}")
+
+    @property
+    def pos_bits(self):
+        """Width of a position: 0 .. max_len - 1."""
+        return _clog2(self.max_len)
+
+    @property
+    def count_bits(self):
+        """Width of the per-beat valid-value count: 0 .. lanes."""
+        return self.lanes.bit_length()
+
+    @property
+    def entry_bits(self):
+        """One output entry: value, position, valid."""
+        return self.width + self.pos_bits + 1
+
+
+
+@dataclass(frozen=True)
+class OrizuruConfig(TopKConfig):
+    """Orizuru streaming top-k: the k largest and k smallest values of each vector, with positions."""
+
+    UNIT = "orizuru"
+
+    merge: int = param(1, 0, 1, "final merge: 1 serial (k cycles, vectors >= k+1 beats), "
+                                "0 pipelined tree (any length)")
+
+    @property
+    def rank_lanes(self):
+        """Length of each rank lane: lane r keeps the best ``k // (r + 1)`` rank-r values."""
+        return [self.k // (r + 1) for r in range(min(self.lanes, self.k))]
+
+    @property
+    def sort_depth(self):
+        """Pipeline stages of the beat sorter (one compare-exchange level each)."""
+        return bitonic_sort_depth(self.lanes)
+
+    @property
+    def merge_schedule(self):
+        """Per level of the merge tree: the ``(a, b)`` list lengths merged, and its stages."""
+        lengths, levels = list(self.rank_lanes), []
+        while len(lengths) > 1:
+            pairs = [(lengths[j], lengths[j + 1]) for j in range(0, len(lengths) - 1, 2)]
+            depth = max((a + b - 1).bit_length() for a, b in pairs)
+            levels.append((pairs, depth))
+            nxt = [min(self.k, a + b) for a, b in pairs]
+            if len(lengths) % 2:
+                nxt.append(lengths[-1])
+            lengths = nxt
+        return levels
+
+    @property
+    def merge_depth(self):
+        """Pipeline stages of the merge tree (``merge=0``)."""
+        return sum(depth for _, depth in self.merge_schedule)
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a vector to its result beat (no backpressure)."""
+        if self.merge:
+            return 3 + self.sort_depth + self.k
+        return 2 + self.sort_depth + self.merge_depth
+
+    @property
+    def min_beats(self):
+        """Shortest vector, in beats, that streams back to back with no stall."""
+        return self.k + 1 if self.merge else 1
+
+
+@dataclass(frozen=True)
+class OrizuruBaselineConfig(TopKConfig):
+    """Baseline of Orizuru: a full bitonic sorting network per side, pruned to the top k."""
+
+    UNIT = "orizuru_baseline"
+
+    @property
+    def network_inputs(self):
+        """Inputs of each side's sorter: the k kept entries and the P new values, padded."""
+        return 1 << (self.k + self.lanes - 1).bit_length()
+
+    @property
+    def latency(self):
+        return 2
+
+    @property
+    def min_beats(self):
+        return 1

@@ -4,7 +4,7 @@ import importlib
 from dataclasses import dataclass
 
 from kllm import KllmError
-from kllm.config import QuantizerConfig, UnitConfig
+from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -16,6 +16,7 @@ class Unit:
     config_cls: type
     component: str      # "module:Class" under hdl/, built from the config's fields
     bench: str          # cocotb test module under testbench/
+    synth_options: str = ""   # extra options of Yosys's synth_<family> for this unit
 
     def build(self, config: UnitConfig):
         module, cls = self.component.split(":")
@@ -33,9 +34,20 @@ class Unit:
         return f"kllm_{self.name}"
 
 
+# Orizuru's lanes and queues are 2:1 multiplexers behind flip-flop enables; with wide LUTs
+# Yosys folds their select logic into every data bit (three LUT4s a bit instead of one).
+# Both Orizuru and its baseline are synthesized with the same option.
+NOWIDELUT = "-nowidelut"
+
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
          QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
+    Unit("orizuru", "streaming top-k: the k largest and k smallest values of each vector, "
+         "with positions", OrizuruConfig, "hdl.orizuru:Orizuru", "testbench.test_orizuru",
+         synth_options=NOWIDELUT),
+    Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
+         "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
+         "testbench.test_orizuru", synth_options=NOWIDELUT),
 ]}
 
 

@@ -24,3 +24,16 @@ def test_quantizer_lint(params, build_dir):
     netlist, _ = emit(unit, unit.config(params), build_dir)
     kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
     assert kinds <= BACKEND_KINDS, kinds - BACKEND_KINDS
+
+
+# Orizuru: WIDTHEXPAND also comes from the backend, which writes a zero-extended operand
+# (a lane number, a count, a constant) at its own width; the arithmetic is exact.
+@pytest.mark.parametrize("unit, params", [
+    ("orizuru", []), ("orizuru", ["merge=0", "lanes=3", "k=5", "max_len=40"]),
+    ("orizuru", ["lanes=1", "k=1", "max_len=1"]), ("orizuru_baseline", ["k=4"]),
+])
+def test_orizuru_lint(unit, params, build_dir):
+    u = get_unit(unit)
+    netlist, _ = emit(u, u.config(params), build_dir)
+    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    assert kinds <= BACKEND_KINDS | {"WIDTHEXPAND"}, kinds - BACKEND_KINDS

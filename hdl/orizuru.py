@@ -1,0 +1,580 @@
+"""Orizuru: streaming top-k (k largest and k smallest, with positions) of each vector.
+
+Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`kllm.config.OrizuruConfig`
+(the baseline's: :class:`kllm.config.OrizuruBaselineConfig`).
+
+Two units from one body of code, with the same ports and the same result:
+
+* :class:`Orizuru`: a small sorter per beat, *rank lanes* (short sorted
+  insertion lists, one compare per entry) and a pipelined, pruned bitonic
+  merge tree at the end of each vector;
+* :class:`OrizuruBaseline`: every cycle, a full bitonic sorting network over
+  the k entries kept so far and the P new values, its outputs pruned to k.
+
+Both share the input stage (framing, positions), the ordering key, the
+compare-exchange network builder and the output stage.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kllm.config import OrizuruBaselineConfig, OrizuruConfig
+
+__all__ = ["Orizuru", "OrizuruBaseline", "bitonic_sort_levels", "bitonic_merge_levels",
+           "network"]
+
+#: A padding input of a network: worse than every element, never stored.
+PAD = None
+
+
+class _Dead:
+    """An output nobody reads: pruned."""
+
+    def __repr__(self):
+        return "DEAD"
+
+
+DEAD = _Dead()
+
+
+def _pow2(n):
+    return 1 << (n - 1).bit_length()
+
+
+def bitonic_sort_levels(n):
+    """Compare-exchange levels of a bitonic sorter of ``n`` (a power of 2) inputs.
+
+    Each level is a list of pairs ``(a, b)``: after the compare-exchange the
+    better element is at index ``a`` and the worse at ``b``.  The output is
+    sorted best first.
+    """
+    levels, size = [], 2
+    while size <= n:
+        stride = size // 2
+        while stride:
+            level = []
+            for i in range(n):
+                j = i ^ stride
+                if j > i:
+                    level.append((i, j) if i & size == 0 else (j, i))
+            levels.append(level)
+            stride //= 2
+        size *= 2
+    return levels
+
+
+def bitonic_merge_levels(n):
+    """Levels of a bitonic merger of ``n`` (a power of 2): a bitonic input, sorted best first."""
+    levels, stride = [], n // 2
+    while stride:
+        levels.append([(i, i + stride) for i in range(n) if i & stride == 0])
+        stride //= 2
+    return levels
+
+
+def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
+    """Build a compare-exchange network, pruned to the outputs ``needed``.
+
+    ``elems`` are Amaranth values or :data:`PAD`; ``beats(y, x)`` is true when
+    ``y`` must come before ``x``.  Going backwards from ``needed``, a
+    compare-exchange whose outputs are both unused is dropped and one with a
+    single used output builds only that output's multiplexer; one with a
+    :data:`PAD` input is a wire.  ``stage(elems)``, if given, is applied after
+    every level (pipeline registers); ``wire(value)``, if given, names each
+    compare result and, without ``stage``, each output (a signal per shared
+    value keeps the netlist a graph rather than a tree of expressions).  ``stats`` (a dict) counts full and half
+    compare-exchanges.  Returns the ``needed`` outputs in order.
+    """
+    n = len(elems)
+    live = [None] * len(levels) + [set(needed)]
+    for lv in reversed(range(len(levels))):
+        after = live[lv + 1]
+        touched = {i for pair in levels[lv] for i in pair}
+        need = after - touched
+        for a, b in levels[lv]:
+            if a in after or b in after:
+                need |= {a, b}
+        live[lv] = need
+    e = list(elems)
+    for i in range(n):
+        if i not in live[0] and e[i] is not PAD:
+            e[i] = DEAD
+    for lv, level in enumerate(levels):
+        out = list(e)
+        after = live[lv + 1]
+        for a, b in level:
+            use_a, use_b = a in after, b in after
+            if not (use_a or use_b):
+                out[a] = out[b] = DEAD
+                continue
+            x, y = e[a], e[b]
+            if y is PAD or x is PAD:
+                out[a], out[b] = (x, PAD) if y is PAD else (y, PAD)
+                continue
+            swap = beats(y, x)
+            if wire is not None:
+                swap = wire(swap)
+            out[a] = Mux(swap, y, x) if use_a else DEAD
+            out[b] = Mux(swap, x, y) if use_b else DEAD
+            if stats is not None:
+                stats["full" if use_a and use_b else "half"] += 1
+        for i in range(n):
+            if i not in after and out[i] is not PAD:
+                out[i] = DEAD
+        if stage:
+            out = stage(out)
+        elif wire is not None:
+            out = [v if v is PAD or v is DEAD or v is e[i] else wire(v) for i, v in enumerate(out)]
+        e = out
+    return [e[i] for i in needed]
+
+
+def _key_beats(y, x):
+    """Ordering of keys: larger unsigned key first (see :meth:`_TopKUnit.key`)."""
+    return y > x
+
+
+class _TopKUnit(wiring.Component):
+    """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
+
+    def __init__(self, cfg):
+        self._config = cfg
+        width, lanes, k = cfg.width, cfg.lanes, cfg.k
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(width), lanes),
+            "count": unsigned(cfg.count_bits),
+            "first": 1,
+            "last": 1,
+        })
+        self.entry_layout = data.StructLayout({
+            "value": signed(width),
+            "pos": unsigned(cfg.pos_bits),
+            "valid": 1,
+        })
+        self.out_layout = data.StructLayout({
+            "top": data.ArrayLayout(self.entry_layout, k),
+            "bot": data.ArrayLayout(self.entry_layout, k),
+        })
+        self.stats = {"full": 0, "half": 0, "cells": 0, "compare": 0}
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return self._config.latency
+
+    # -- keys ---------------------------------------------------------------
+    # An element travels as one unsigned key, ordered so that "better" is
+    # "larger": {valid, value (offset binary, inverted for the bottom side),
+    # tie}.  The tie field is the inverted position (or lane), so a lower
+    # position wins among equal values; an invalid element loses to all.
+
+    def _vkey(self, x, side):
+        w = self._config.width
+        u = x.as_unsigned() ^ (1 << (w - 1))
+        return u if side == "top" else ~u
+
+    def key(self, x, tie, valid, side):
+        return Cat(~tie, self._vkey(x, side), valid)
+
+    def _decode(self, key, side):
+        w, pb = self._config.width, self._config.pos_bits
+        valid = key[-1]
+        u = key[pb:pb + w] if side == "top" else ~key[pb:pb + w]
+        value = (u ^ (1 << (w - 1))).as_signed()
+        return {"value": Mux(valid, value, 0), "pos": Mux(valid, ~key[:pb], 0), "valid": valid}
+
+    # -- shared stages ------------------------------------------------------
+
+    def _wire(self, m, prefix):
+        count = [0]
+
+        def wire(value):
+            count[0] += 1
+            w = Signal(len(value), name=f"{prefix}{count[0]}")
+            m.d.comb += w.eq(value)
+            return w
+        return wire
+
+    def _register(self, m, enable, value, name):
+        r = Signal(len(value), name=name, reset_less=True)
+        with m.If(enable):
+            m.d.sync += r.eq(value)
+        return r
+
+    def _input_stage(self, m, advance):
+        """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0."""
+        cfg = self._config
+        P, pb = cfg.lanes, cfg.pos_bits
+        after_last = Signal(init=1)       # the next beat starts a vector
+        cnt = Signal(pb)                  # values so far in this vector
+        start = self.i.payload.first | after_last
+        base = Mux(start, 0, cnt)
+        count = self.i.payload.count
+        cb = len(count)
+        # a count above P reads as P (only possible when P + 1 is not a power of 2)
+        n = Mux(count > Const(P, cb), Const(P, cb), count) if (1 << cb) - 1 > P else count
+        s = {
+            "valid": Signal(name="s0_valid"),
+            "new": Signal(name="s0_new", reset_less=True),
+            "last": Signal(name="s0_last", reset_less=True),
+            "base": Signal(pb, name="s0_base", reset_less=True),
+            "x": [Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
+            "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
+        }
+        with m.If(advance):
+            m.d.sync += [
+                s["valid"].eq(self.i.valid),
+                s["new"].eq(start),
+                s["last"].eq(self.i.payload.last),
+                s["base"].eq(base),
+            ]
+            m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
+            m.d.sync += [s["lv"][p].eq(count > Const(p, cb) if p else count.any())
+                         for p in range(P)]
+            with m.If(self.i.valid):
+                m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
+                             after_last.eq(self.i.payload.last)]
+        return s
+
+    def _output(self, m, valid, lists):
+        """Drive ``o`` from lists of keys (decoded here) or of decoded entries."""
+        m.d.comb += self.o.valid.eq(valid)
+        for side in ("top", "bot"):
+            for j, key in enumerate(lists[side]):
+                entry = self.o.payload[side][j]
+                if isinstance(key, data.View):
+                    m.d.comb += entry.eq(key)
+                    continue
+                d = self._decode(key, side)
+                m.d.comb += [entry.value.eq(d["value"]), entry.pos.eq(d["pos"]),
+                             entry.valid.eq(d["valid"])]
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = Signal()
+        s0 = self._input_stage(m, advance)
+        valid, lists, go = self._core(m, advance, s0)
+        m.d.comb += [advance.eq(go), self.i.ready.eq(advance)]
+        self._output(m, valid, lists)
+        return m
+
+
+class Orizuru(_TopKUnit):
+    """Streaming top-k: the k largest and k smallest values of each vector, with positions.
+
+    **Ports.** ``i``: a stream of beats ``{x: P signed values, count, first,
+    last}``.  Lanes ``0 .. count-1`` of a beat hold values (``count`` in
+    ``0 .. P``; a larger ``count`` reads as P), so any beat, not only the last,
+    may be partial; positions number the values of a vector in arrival order
+    from 0.  A vector starts at a beat with ``first`` set or at the first beat
+    after one with ``last`` set (or after reset), and ends at a beat with
+    ``last`` set.  ``o``: one beat per vector, ``{top: k entries, bot: k
+    entries}``, each entry ``{value, pos, valid}``: the k largest values
+    largest first and the k smallest smallest first, a lower position winning
+    among equal values (:mod:`golden.orizuru`).  A vector of ``n < k`` values
+    fills ``n`` entries per side, the rest are ``(0, 0, valid 0)``.  Vectors
+    longer than ``max_len`` are outside the contract (positions wrap).
+
+    **Microarchitecture**, per side (largest, smallest), all pipelined with
+    one compare-exchange level per stage:
+
+    1. *Beat sorter*: a bitonic network sorts the P values of a beat, ties by
+       lane; only its first ``min(P, k)`` outputs are built.
+    2. *Rank lanes*: the rank-r value of every beat (the r-th best of its
+       beat) goes to lane r, a sorted insertion list of ``k // (r + 1)``
+       entries (one compare per entry, entries shift down behind the new
+       value; an equal value never displaces an older one, which has the
+       lower position).  A value of rank r in the vector's top k brings its
+       r better beat-mates into the top k too, so lane r can hold at most
+       ``k // (r + 1)`` of the top k: the lanes together hold all of it in
+       ``k * H(min(P, k))`` entries (H: harmonic number), not ``P * k``.
+    3. At the last beat the lane contents move to a *merge tree* (the lanes
+       start the next vector in the same cycle): pairs of sorted lists are
+       merged by a bitonic merger pruned to ``k`` outputs, level by level.
+
+    **Latency and throughput.** One beat of P values per cycle (II = 1) for
+    every k, vectors back to back with no bubble and no minimum length.  The
+    result of a vector whose last beat is accepted in cycle ``c`` leaves in
+    cycle ``c + L`` when the output is not stalled::
+
+        L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
+
+    with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
+    of list lengths merged at each tree level (``config.merge_schedule``);
+    e.g. 13 cycles for P = 4, k = 8 and 23 for P = 8, k = 16.  Backpressure
+    stalls the whole pipeline (``i.ready = ~o.valid | o.ready``).
+
+    Parameters
+    ----------
+    width : int
+        Value width in bits, signed (2..32, default 16).
+    lanes : int
+        Values per beat, P (1..16, default 4).
+    k : int
+        Values kept per side (1..64, default 8).
+    max_len : int
+        Longest vector (1..65536, default 1024); positions have
+        ``ceil(log2(max_len))`` bits.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout))
+    o : Out(stream.Signature(out_layout))
+    """
+
+    #: Tests only: an equal later value displaces an older one (breaks the tie rule).
+    _plant_tie_bug = False
+
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1):
+        super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
+                                       merge=merge))
+
+    def _core(self, m, advance, s0):
+        cfg = self._config
+        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        tb = max(1, (P - 1).bit_length())          # lane tag bits
+        nl = len(cfg.rank_lanes)
+        stage_no = [0]
+
+        def stage(prefix):
+            def reg(elems):
+                stage_no[0] += 1
+                return [e if e is PAD or e is DEAD else
+                        self._register(m, advance, e, f"{prefix}{stage_no[0]}_{i}")
+                        for i, e in enumerate(elems)]
+            return reg
+
+        def carry(ctrl, depth, prefix):
+            """Delay the control fields along ``depth`` pipeline stages."""
+            for d in range(depth):
+                nxt = {}
+                for name, v in ctrl.items():
+                    nxt[name] = Signal(len(v), name=f"{prefix}{d + 1}_{name}",
+                                       reset_less=name != "valid")
+                    with m.If(advance):
+                        m.d.sync += nxt[name].eq(v)
+                ctrl = nxt
+            return ctrl
+
+        # 1. beat sorters (one per side), pipelined
+        levels = bitonic_sort_levels(_pow2(P))
+        assert len(levels) == cfg.sort_depth
+        sorted_beat = {}
+        for side in ("top", "bot"):
+            elems = [self.key(s0["x"][p], Const(p, tb), s0["lv"][p], side) for p in range(P)]
+            elems += [PAD] * (_pow2(P) - P)
+            stage_no[0] = 0
+            sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
+                                        stage(f"{side}_sort"), self.stats,
+                                        self._wire(m, f"{side}_sort_swap"))
+        ctrl = carry({k_: s0[k_] for k_ in ("valid", "new", "last", "base")},
+                     cfg.sort_depth, "sort")
+
+        # 2. rank lanes
+        snapshot = {}
+        for side in ("top", "bot"):
+            snapshot[side] = []
+            for r, length in enumerate(cfg.rank_lanes):
+                snapshot[side].append(self._rank_lane(m, advance, ctrl, sorted_beat[side][r],
+                                                      length, tb, f"{side}_lane{r}"))
+        if cfg.merge:
+            return self._serial_merge(m, advance, ctrl, snapshot)
+        return self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
+
+    def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
+        """One sorted insertion list of ``length`` entries; returns its registers."""
+        pb = self._config.pos_bits
+        kb = self._config.entry_bits
+        self.stats["cells"] += length
+        xv = x[-1]
+        pos = Signal(pb, name=f"{name}_pos")
+        lane = Signal(pb, name=f"{name}_lane")
+        m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl["base"] + lane)[:pb])]
+        xfull = Signal(kb, name=f"{name}_x")
+        m.d.comb += xfull.eq(Cat(~pos, x[tb:]))
+        # value and position in one register, the valid bit in another: the first is
+        # written only when x beats the entry (a flip-flop enable), the second every beat
+        data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+        valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
+        new = ctrl["new"]
+
+        def w(value, suffix):
+            sig = Signal(len(value), name=f"{name}_{suffix}")
+            m.d.comb += sig.eq(value)
+            return sig
+        ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
+        # starts.  x beats entry i: a strictly better value (an equal older value keeps its
+        # place, it has the lower position); the b_i are a thermometer code down the list
+        beats = (lambda a, c: a >= c) if self._plant_tie_bug else (lambda a, c: a > c)
+        b = [w(xv & beats(x[tb:], Cat(d[pb:], v)), f"{i}_b")
+             for i, (d, v) in enumerate(zip(data_, ev))]
+        for i in range(length):
+            # entry i takes the one above it (or x) when x beats it, else keeps its value
+            above = xfull[:-1] if i == 0 else Mux(b[i - 1], data_[i - 1], xfull[:-1])
+            above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
+            with m.If(advance & ctrl["valid"] & b[i]):
+                m.d.sync += data_[i].eq(above)
+            with m.If(advance & ctrl["valid"]):
+                m.d.sync += valid[i].eq(Mux(b[i], above_v, ev[i]))
+        entries = [Cat(d, v) for d, v in zip(data_, valid)]
+        return entries
+
+    def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
+        """``merge=0``: in the cycle after a vector's last beat the lanes hold its lists
+        (the pipeline stalls as a whole, so they stay while the output is stalled); they
+        enter the merge tree then."""
+        cfg = self._config
+        k = cfg.k
+        snapshot = dict(lanes)
+        mvalid = Signal(name="merge0_valid")
+        with m.If(advance):
+            m.d.sync += mvalid.eq(ctrl["valid"] & ctrl["last"])
+        for side in ("top", "bot"):
+            groups = snapshot[side]
+            for t, (pairs, tdepth) in enumerate(cfg.merge_schedule):
+                flat, lv_all, needed, spans = [], [[] for _ in range(tdepth)], [], []
+                for j in range(0, len(groups) - 1, 2):
+                    a, b = groups[j], groups[j + 1]
+                    assert (len(a), len(b)) == pairs[j // 2]
+                    n = _pow2(len(a) + len(b))
+                    seg = a + [PAD] * (n - len(a) - len(b)) + b[::-1]   # a bitonic sequence
+                    off = len(flat)
+                    merge = bitonic_merge_levels(n)
+                    for d, level in enumerate(merge):
+                        lv_all[tdepth - len(merge) + d] += [(off + x, off + y) for x, y in level]
+                    keep = min(k, len(a) + len(b))
+                    spans.append((len(needed), keep))
+                    needed += range(off, off + keep)
+                    flat += seg
+                if len(groups) % 2:
+                    off = len(flat)
+                    spans.append((len(needed), len(groups[-1])))
+                    needed += range(off, off + len(groups[-1]))
+                    flat += groups[-1]
+                stage_no[0] = 0
+                out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"),
+                              self.stats, self._wire(m, f"{side}_m{t}_swap"))
+                groups = [out[s:s + n] for s, n in spans]
+            assert len(groups) == 1 and len(groups[0]) == k
+            snapshot[side] = groups[0]
+        valid = carry({"valid": mvalid}, cfg.merge_depth, "merge")["valid"]
+        return valid, snapshot, ~valid | self.o.ready
+
+    def _serial_merge(self, m, advance, ctrl, lanes):
+        """``merge=1``: the lanes' lists copied into queues in the cycle after a vector's
+        last beat, then the best of the queue heads popped k times, one per cycle."""
+        cfg = self._config
+        k, kb = cfg.k, cfg.entry_bits
+        left = Signal(range(k + 1), name="pops_left")
+        full = Signal(name="result_full")
+        load = Signal(name="load")                # the lanes hold a finished vector
+        pop = Signal(name="pop")
+        free = Signal(name="queues_free")
+        m.d.comb += [
+            pop.eq(left.any() & (~full | self.o.ready)),
+            # a last beat may enter the lanes only if the queues are free the cycle after
+            free.eq(~load & (~left.any() | ((left == Const(1, len(left))) & pop))),
+        ]
+        with m.If(load):
+            m.d.sync += left.eq(k)
+        with m.Elif(pop):
+            m.d.sync += left.eq(left - Const(1, len(left)))
+        m.d.sync += [
+            load.eq(advance & ctrl["valid"] & ctrl["last"]),
+            full.eq((pop & (left == Const(1, len(left)))) | (full & ~self.o.ready)),
+        ]
+        result = {}
+        for side in ("top", "bot"):
+            queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
+                       for i in range(len(lane))] for r, lane in enumerate(lanes[side])]
+            heads = [q[0] for q in queues]
+            n = len(heads)
+            # every pair of heads compared once; the lower lane wins a tie (invalid heads)
+            win = [Const(1, 1)] * n
+            for a in range(n):
+                for b in range(a + 1, n):
+                    ge = Signal(name=f"{side}_h{a}_ge_h{b}")
+                    m.d.comb += ge.eq(heads[a] >= heads[b])
+                    self.stats["compare"] += 1
+                    win[a] = win[a] & ge
+                    win[b] = win[b] & ~ge
+            wins = [Signal(name=f"{side}_win{a}") for a in range(n)]
+            m.d.comb += [w.eq(v) for w, v in zip(wins, win)]
+            best = Signal(kb, name=f"{side}_best")
+            m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(wins, heads)]))
+            for q, lane, w in zip(queues, lanes[side], wins):
+                with m.If(load):
+                    m.d.sync += [e.eq(v) for e, v in zip(q, lane)]
+                with m.Elif(pop & w):
+                    m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
+            # results are decoded on the way in: one decoder per side, not k
+            dec = self._decode(best, side)
+            acc = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+                   for j in range(k)]
+            with m.If(pop):
+                m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else
+                                       Cat(dec["value"], dec["pos"], dec["valid"]))
+                             for j in range(k)]
+            result[side] = acc
+        return full, result, ~(ctrl["valid"] & ctrl["last"]) | free
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
+
+
+class OrizuruBaseline(_TopKUnit):
+    """Baseline of :class:`Orizuru`: a full bitonic sorting network of the same throughput.
+
+    Same ports, parameters and result as :class:`Orizuru` (see there).  Per
+    side, every cycle, one bitonic sorting network sorts the k entries kept so
+    far together with the P new values (``k + P`` inputs padded to a power of
+    2) and its first k outputs, pruned of what feeds nothing else, become the
+    kept entries: a combinational loop of ``s (s + 1) / 2`` compare-exchange
+    levels, ``s = ceil(log2(k + P))``.  The kept entries of the last beat are
+    the result.
+
+    Latency and throughput: II = 1 (P values per cycle), no bubble between
+    vectors; the result of a vector whose last beat is accepted in cycle
+    ``c`` leaves in cycle ``c + 2`` (input register, result register).
+    """
+
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
+        super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len))
+
+    def _core(self, m, advance, s0):
+        cfg = self._config
+        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        n = cfg.network_inputs
+        levels = bitonic_sort_levels(n)
+        result = {}
+        ovalid = Signal(name="out_valid")
+        with m.If(advance):
+            m.d.sync += ovalid.eq(s0["valid"] & s0["last"])
+        for side in ("top", "bot"):
+            kept = [Signal(cfg.width + pb + 1, name=f"{side}_kept{i}", reset_less=True)
+                    for i in range(k)]
+            elems = [Cat(e[:-1], e[-1] & ~s0["new"]) for e in kept]
+            for p in range(P):
+                pos = Signal(pb, name=f"{side}_pos{p}")
+                m.d.comb += pos.eq((s0["base"] + Const(p, pb))[:pb])
+                elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
+            elems += [PAD] * (n - len(elems))
+            out = network(elems, levels, range(k), _key_beats, None, self.stats,
+                          self._wire(m, f"{side}_ce"))
+            with m.If(advance & s0["valid"]):
+                m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
+            result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,
+                                           f"{side}_out{i}") for i, o in enumerate(out)]
+        return ovalid, result, ~ovalid | self.o.ready

@@ -1,0 +1,52 @@
+"""Orizuru's and the baseline's cocotb bench on Icarus and Verilator (one build per configuration)."""
+
+import re
+
+import pytest
+
+from kllm.sim import run_bench
+from kllm.units import get_unit
+
+# Small widths and lengths keep the simulators quick; together they cover P = 1, P not a
+# power of 2, P > k, k = 1, both final merges, and the default configuration.
+CONFIGS = [
+    ("orizuru", {}, ("icarus", "verilator")),
+    ("orizuru", {"width": 8, "lanes": 3, "k": 5, "max_len": 40, "merge": 0}, ("icarus", "verilator")),
+    ("orizuru", {"width": 4, "lanes": 1, "k": 2, "max_len": 16}, ("icarus",)),
+    ("orizuru", {"width": 6, "lanes": 8, "k": 3, "max_len": 64, "merge": 0}, ("icarus",)),
+    ("orizuru", {"width": 6, "lanes": 2, "k": 1, "max_len": 8}, ("icarus",)),
+    ("orizuru_baseline", {}, ("icarus", "verilator")),
+    ("orizuru_baseline", {"width": 6, "lanes": 3, "k": 2, "max_len": 32}, ("icarus",)),
+]
+BEATS = "120"
+
+
+def _ids(p):
+    return ",".join(f"{k}={v}" for k, v in p.items()) or "default"
+
+
+@pytest.mark.parametrize("unit_name, params, sim", [
+    pytest.param(u, p, s, id=f"{u}-{_ids(p)}-{s}") for u, p, sims in CONFIGS for s in sims])
+def test_bench(unit_name, params, sim, build_dir):
+    unit = get_unit(unit_name)
+    config = unit.config([f"{k}={v}" for k, v in params.items()])
+    result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_BEATS": BEATS})
+    assert result["failed"] == 0 and result["tests"] == 9
+    lc = result["latency_check"]
+    assert lc["cycles"] == lc["formula"] == lc["beats"] + config.latency
+
+
+def test_bench_catches_a_planted_bug(build_dir):
+    """The lanes' strict `>` turned into `>=`: an equal later value then displaces an older
+    one, which is wrong only on ties; the all-equal and many-ties vectors find it."""
+    unit = get_unit("orizuru")
+    config = unit.config(["width=6", "lanes=2", "k=3", "max_len=16"])
+
+    def plant(text):
+        new, n = re.subn(r"(= top_sort\w+\[\d+:\d+\]) > (\{ top_lane)", r"\1 >= \2", text)
+        assert n > 0
+        return new
+
+    with pytest.raises(AssertionError, match="stream_matches_golden"):
+        run_bench(unit, config, "icarus", build_dir, quiet=True, netlist_filter=plant,
+                  extra_env={"KLLM_BEATS": "40"}, testcase="stream_matches_golden")

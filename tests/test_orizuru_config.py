@@ -1,0 +1,87 @@
+"""Orizuru and its baseline: parameter checks, registry, derived sizes and latency formula."""
+
+import pytest
+
+from hdl.orizuru import Orizuru, OrizuruBaseline
+from kllm.config import OrizuruBaselineConfig, OrizuruConfig
+from kllm.units import get_unit
+
+
+@pytest.mark.parametrize("cls, unit", [(Orizuru, "orizuru"), (OrizuruBaseline, "orizuru_baseline")])
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"width": 1}, ValueError, "parameter 'width' must be in 2..32, got 1"),
+    ({"width": 33}, ValueError, "parameter 'width' must be in 2..32, got 33"),
+    ({"lanes": 0}, ValueError, "parameter 'lanes' must be in 1..16, got 0"),
+    ({"lanes": 17}, ValueError, "parameter 'lanes' must be in 1..16, got 17"),
+    ({"k": 0}, ValueError, "parameter 'k' must be in 1..64, got 0"),
+    ({"k": 65}, ValueError, "parameter 'k' must be in 1..64, got 65"),
+    ({"max_len": 0}, ValueError, "parameter 'max_len' must be in 1..65536, got 0"),
+    ({"max_len": 65537}, ValueError, "parameter 'max_len' must be in 1..65536, got 65537"),
+    ({"k": 9, "max_len": 8}, ValueError, "parameter 'k' must not exceed max_len (8), got 9"),
+    ({"lanes": 4, "k": 2, "max_len": 3}, ValueError,
+     "parameter 'lanes' must not exceed max_len (3), got 4"),
+    ({"k": 2.0}, TypeError, "parameter 'k' must be an integer, not 2.0"),
+    ({"lanes": True}, TypeError, "parameter 'lanes' must be an integer, not True"),
+    ({"max_len": "64"}, TypeError, "parameter 'max_len' must be an integer, not '64'"),
+])
+def test_bad_parameters_raise_at_construction(cls, unit, kwargs, exc, message):
+    with pytest.raises(exc) as e:
+        cls(**kwargs)
+    assert str(e.value) == f"{unit}: {message}"
+
+
+@pytest.mark.parametrize("value, exc, message", [
+    (2, ValueError, "orizuru: parameter 'merge' must be in 0..1, got 2"),
+    (-1, ValueError, "orizuru: parameter 'merge' must be in 0..1, got -1"),
+    (None, TypeError, "orizuru: parameter 'merge' must be an integer, not None"),
+])
+def test_merge_parameter(value, exc, message):
+    with pytest.raises(exc) as e:
+        Orizuru(merge=value)
+    assert str(e.value) == message
+    with pytest.raises(TypeError):
+        OrizuruBaseline(merge=1)          # the baseline has no final merge to choose
+
+
+def test_keyword_only_and_exposed_config():
+    with pytest.raises(TypeError):
+        Orizuru(16, 4, 8)
+    o = Orizuru(width=12, lanes=3, k=5, max_len=40, merge=0)
+    assert o.config == OrizuruConfig(width=12, lanes=3, k=5, max_len=40, merge=0)
+    b = OrizuruBaseline(lanes=3, k=5)
+    assert b.config == OrizuruBaselineConfig(lanes=3, k=5)
+
+
+def test_registry_and_strings():
+    for name in ("orizuru", "orizuru_baseline"):
+        unit = get_unit(name)
+        assert unit.config(["lanes=8", "k=16"]).k == 16
+        assert unit.toplevel == f"kllm_{name}"
+    assert get_unit("orizuru").config(["merge=0"]).merge == 0
+
+
+def test_derived_sizes():
+    c = OrizuruConfig(lanes=8, k=16, max_len=384)
+    assert c.pos_bits == 9 and c.count_bits == 4 and c.entry_bits == 16 + 9 + 1
+    assert c.rank_lanes == [16, 8, 5, 4, 3, 2, 2, 2]        # k // (r + 1)
+    assert sum(c.rank_lanes) == 42                           # versus P * k = 128
+    assert OrizuruConfig(lanes=16, k=2).rank_lanes == [2, 1]  # no lane beyond rank k - 1
+    assert OrizuruConfig(lanes=1, k=1, max_len=1).pos_bits == 1
+    assert OrizuruBaselineConfig(lanes=8, k=16).network_inputs == 32
+    assert OrizuruBaselineConfig(lanes=3, k=5).network_inputs == 8
+
+
+@pytest.mark.parametrize("lanes, k, merge, latency, min_beats", [
+    (4, 8, 1, 3 + 3 + 8, 9),      # s = 2: 3 sorter levels; serial merge: k pops
+    (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
+    (8, 16, 1, 3 + 6 + 16, 17),
+    (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
+    (1, 1, 1, 3 + 0 + 1, 2),
+    (1, 5, 0, 2, 1),              # one lane, nothing to merge
+    (3, 5, 0, 2 + 3 + 3 + 3, 1),
+])
+def test_latency_formula(lanes, k, merge, latency, min_beats):
+    c = OrizuruConfig(lanes=lanes, k=k, merge=merge)
+    assert c.latency == latency and c.min_beats == min_beats
+    assert Orizuru(lanes=lanes, k=k, merge=merge).latency == latency
+    assert OrizuruBaselineConfig(lanes=lanes, k=k).latency == 2
