@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -38,6 +39,14 @@ def check_simulator(sim):
         raise KllmError(f"simulator tool '{tool}' not found: {hint}")
 
 
+def _test_filter(testcase):
+    """A cocotb test-name filter for one test, parametrized or not (cocotb names the
+    variants of a parametrized test ``name/param=value...``, which ``testcase`` would miss)."""
+    if testcase is None:
+        return None
+    return rf"\.{re.escape(testcase)}(/|$)"
+
+
 def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
               extra_env=None, quiet=False, netlist_filter=None):
     """Generate, build and run ``unit``'s bench; return a dict of results.
@@ -72,7 +81,7 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
     try:
         runner.test(test_module=unit.bench, hdl_toplevel=unit.toplevel, build_dir=build_dir,
                     test_dir=build_dir, results_xml=str(results_xml), extra_env=env,
-                    waves=waves, testcase=testcase, seed=seed,
+                    waves=waves, test_filter=_test_filter(testcase), seed=seed,
                     log_file=build_dir / "sim.log" if quiet else None)
     except SystemExit:
         pass  # under pytest the runner exits on failure; the results file says why
