@@ -83,3 +83,42 @@ def result(config: OrizuruConfig, values):
     pad = [EMPTY] * config.k
     return {"top": ([(v, p, 1) for v, p in top] + pad)[:config.k],
             "bot": ([(v, p, 1) for v, p in bot] + pad)[:config.k]}
+
+
+def real_vectors(width, max_len, n=24, sentences=2):
+    """Token vectors of real activations, in a ``width``-bit signed fixed point.
+
+    The inputs of MiniLM's linear layers (every layer's attention, FFN-in and
+    FFN-out inputs) for the first ``sentences`` calibration sentences
+    (:mod:`golden.text`), each layer input scaled so its largest magnitude is
+    the largest ``width``-bit value (the quantizer's fixed point without
+    headroom), then cut to its first ``max_len`` channels.  ``n`` vectors,
+    taken round-robin over the layer inputs so every kind appears.  These
+    vectors carry the real outlier structure: a few channels of every token
+    far out of the bulk, and the GELU outputs' long positive tail.
+    """
+    from golden.minilm import Hooks, load_minilm
+    from golden.text import calibration_sentences
+
+    got = {}
+
+    class Capture(Hooks):
+        def begin(self, batch):
+            self.mask = batch.attention_mask.bool()
+
+        def linear(self, name, act, x, weight, bias):
+            got.setdefault(act, x[self.mask])
+            return super().linear(name, act, x, weight, bias)
+
+    load_minilm().embed(calibration_sentences(sentences), Capture())
+    qmax = (1 << (width - 1)) - 1
+    per_input = []
+    for v in got.values():
+        v = v.double()
+        scale = float(v.abs().max()) / qmax
+        per_input.append(torch.round(v / scale).clamp(-qmax, qmax).long()[:, :max_len])
+    out = []
+    for j in range(n):
+        rows = per_input[j % len(per_input)]
+        out.append(rows[(j // len(per_input)) % len(rows)].tolist())
+    return out

@@ -195,7 +195,9 @@ def uniform_rtn(W, bits):
 def top_outliers(x, k):
     """Boolean mask of the ``k`` largest and ``k`` smallest entries of each row (last dim).
 
-    Rows shorter than ``2k`` are all outliers.
+    Rows shorter than ``2k`` are all outliers.  Ties follow Orizuru's contract
+    (:mod:`golden.orizuru`): among equal values the lower position is chosen, which a
+    stable sort gives (``torch.topk`` leaves the order of ties unspecified).
     """
     K = x.shape[-1]
     if k < 0:
@@ -205,8 +207,9 @@ def top_outliers(x, k):
     mask = torch.zeros_like(x, dtype=torch.bool)
     if k == 0:
         return mask
-    mask.scatter_(-1, x.topk(k, dim=-1).indices, True)
-    mask.scatter_(-1, x.topk(k, dim=-1, largest=False).indices, True)
+    for descending in (True, False):
+        order = torch.sort(x, dim=-1, descending=descending, stable=True).indices
+        mask.scatter_(-1, order[..., :k], True)
     return mask
 
 

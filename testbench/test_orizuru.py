@@ -12,7 +12,7 @@ import random
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from golden.orizuru import result
+from golden.orizuru import real_vectors, result
 from testbench.common import TB
 
 BEATS = int(os.environ.get("KLLM_BEATS", "300"))
@@ -222,4 +222,15 @@ async def overlong_vector_recovers(dut):
         await tb.source.send([tb.pack_in(b)])
     await tb.wait_outputs(1, timeout_cycles=20 * n + 200)
     await run_vectors(tb, stimulus(cfg, rng, 30), framing_rng=rng)
+    tb.record_stats()
+
+
+@cocotb.test()
+async def real_activations(dut):
+    """Token vectors recorded from the MiniLM model (inputs of its linear layers, in the
+    unit's fixed point, cut to max_len), with gaps and backpressure."""
+    tb = TB(dut, "random", "random", seed=7)
+    cfg = tb.component.config
+    await tb.reset()
+    await run_vectors(tb, real_vectors(cfg.width, cfg.max_len, n=12))
     tb.record_stats()

@@ -31,7 +31,7 @@ def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])
     result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_BEATS": BEATS})
-    assert result["failed"] == 0 and result["tests"] == 9
+    assert result["failed"] == 0 and result["tests"] == 10
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"] == lc["beats"] + config.latency
 

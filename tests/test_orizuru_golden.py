@@ -60,3 +60,28 @@ def test_result_beat_pads_and_refuses():
         result(cfg, [0] * 5)
     with pytest.raises(ValueError, match="8-bit signed range -128..127"):
         result(cfg, [128])
+
+
+def test_the_scheme_selects_the_outliers_orizuru_returns():
+    """golden.quant.top_outliers (the accuracy model) and the unit's twin pick the same
+    positions, ties included: rows of few distinct values force ties at the cut."""
+    from golden.quant import top_outliers
+
+    g = torch.Generator().manual_seed(3)
+    for k in (1, 3, 8):
+        x = torch.randint(-4, 5, (50, 40), generator=g)
+        mask = top_outliers(x, k)
+        for row, m in zip(x, mask):
+            top, bot = topk(row, k)
+            assert set(torch.nonzero(m).flatten().tolist()) == {p for _, p in top + bot}
+
+
+def test_real_vectors_are_real_and_fit_the_format():
+    from golden.orizuru import real_vectors
+
+    v = real_vectors(8, 100, n=6)
+    assert len(v) == 6 and all(len(x) == 100 for x in v)
+    flat = torch.tensor(v)
+    assert flat.abs().max() <= 127
+    # real activations: a heavy tail (the largest magnitude far above the typical one)
+    assert float(flat.abs().max()) > 8 * float(flat.abs().float().median())
