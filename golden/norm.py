@@ -23,7 +23,8 @@ them into the next linear layer (:func:`fold_affine`).
 
 import torch
 
-__all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine"]
+__all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine",
+           "codebook_writes"]
 
 RSQRT_ADDR = 8
 RSQRT_FRAC = 16
@@ -72,3 +73,14 @@ def norm_rows(idx, C, kind="layernorm"):
 def fold_affine(gain, bias, W, b):
     """A linear layer ``W (g * z + beta) + b`` rewritten as ``W' z + b'``: exact in float."""
     return W * gain[None, :], W @ bias + b
+
+
+def codebook_writes(C, cw):
+    """The host's ``(address, bits)`` writes of the norm unit's codebook (``cw``-bit two's
+    complement); refuses centroids that do not fit."""
+    values = torch.as_tensor(C).flatten().tolist()
+    lo, hi = -(1 << (cw - 1)), (1 << (cw - 1)) - 1
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise ValueError(f"centroid {bad[0]} does not fit cw={cw} signed bits")
+    return [(j, v & ((1 << cw) - 1)) for j, v in enumerate(values)]

@@ -25,7 +25,7 @@ the error of every probability.
 import torch
 
 __all__ = ["EXP_FRAC", "RECIP_ADDR", "RECIP_FRAC", "OUT_FRAC", "exp_table", "recip_table",
-           "softmax_rows"]
+           "softmax_rows", "exp_table_writes"]
 
 EXP_FRAC = 15
 RECIP_ADDR = 8
@@ -72,3 +72,12 @@ def softmax_rows(idx, Cs, ss, valid=None):
     p = num >> sh[:, None]
     p = torch.where(valid, p, 0)
     return p, p.double() / 2 ** OUT_FRAC
+
+
+def exp_table_writes(Cs, ss):
+    """The host's ``(address, value)`` writes of the unit's exp table: ``E[m][j]`` at
+    address ``m * 2**ba + j`` for every possible row maximum ``m`` (entries ``j > m``
+    are never read; they hold ``exp(0)``)."""
+    J = Cs.numel()
+    E = exp_table(Cs, ss, torch.arange(J))
+    return [(m * J + j, int(E[m, j])) for m in range(J) for j in range(J)]
