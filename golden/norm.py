@@ -84,3 +84,22 @@ def codebook_writes(C, cw):
     if bad:
         raise ValueError(f"centroid {bad[0]} does not fit cw={cw} signed bits")
     return [(j, v & ((1 << cw) - 1)) for j, v in enumerate(values)]
+
+
+def norm_values_rows(x, kind="layernorm"):
+    """Golden twin of :class:`hdl.norm.NormBaseline`: the same arithmetic as
+    :func:`norm_rows` on the values themselves (a conventional fixed-point
+    LayerNorm / RMSNorm: sum and sum of squares, one rsqrt per row, then
+    ``((n x - S1) r) >> (RSQRT_FRAC + e - OUT_FRAC)`` per element).
+
+    Each row of integers is its own codebook, so this is :func:`norm_rows`
+    with the identity index; returns the output integers (R, n) and floats.
+    """
+    x = x.long()
+    R, n = x.shape
+    out = torch.zeros(R, n, dtype=torch.long)
+    for r in range(R):
+        C = x[r]
+        _, o, _ = norm_rows(torch.arange(n)[None, :], C, kind)
+        out[r] = o[0]
+    return out, out.double() / 2 ** OUT_FRAC

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from golden import softmax as gsoftmax
 from kllm.config import SoftmaxConfig
 
-__all__ = ["HistogramRowUnit", "HistogramSoftmax", "leading_one"]
+__all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
 
 
 def leading_one(m, value, name):
@@ -325,3 +325,205 @@ class HistogramSoftmax(HistogramRowUnit):
                 with m.If(k == J + 2):
                     m.d.comb += done.eq(1)
                     m.next = "IDLE"
+
+
+class SoftmaxBaseline(wiring.Component):
+    """Baseline: a conventional fixed-point softmax of the same throughput (P lanes, II = 1).
+
+    The input is the scores themselves (``width``-bit signed fixed point with
+    ``frac`` fraction bits), as an hls4ml-style design receives them.  Three
+    passes per row (golden twin :func:`golden.softmax.softmax_baseline_rows`):
+
+    1. while the row comes in: the row buffer (``P * width + count`` bits per
+       beat) and the row maximum (a comparator tree per beat, then a running
+       maximum);
+    2. the row is read back once: per lane ``a = min((max - x) >> (frac - 6),
+       1023)`` addresses a 1024-entry exp ROM (one per lane), an adder tree
+       sums the P exps and ``D`` accumulates them;
+    3. ``1 / D`` from the same normalized reciprocal ROM as the histogram unit,
+       then the row is read again: per lane the exp again and a multiplier
+       ``E r``, shifted right by ``1 + e``.
+
+    Precisions as :class:`HistogramSoftmax`, plus ``max - x``: ``width + 1``
+    bits, truncated to steps of 2**-6 and saturated at 1023 steps (exp(-16)).
+
+    Latency: the first output beat is valid ``b + 18`` cycles after the last
+    input beat of a row of ``b`` beats is accepted (3 input stages, the idle
+    state that sees the start flag, the sum pass ``b + 5``, normalization 4,
+    the output pipeline 5); output II = 1, and rows do not overlap (as
+    :class:`HistogramRowUnit`), so a row occupies the unit for ``3 b + 17``
+    cycles against the histogram unit's ``2 b + 2 * 2**ba + 15``.
+
+    Parameters
+    ----------
+    width, frac : int
+        Score width (8..24, default 16) and fraction bits (6..16, default 8).
+    lanes : int
+        Elements per beat, P (1..16, default 4).
+    max_len : int
+        Longest row in elements (1..65536, default 1024).
+    """
+
+    def __init__(self, *, width=16, frac=8, lanes=4, max_len=1024):
+        from kllm.config import SoftmaxBaselineConfig
+        cfg = self._config = SoftmaxBaselineConfig(width=width, frac=frac, lanes=lanes,
+                                                   max_len=max_len)
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(width), lanes),
+            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
+        self.out_layout = data.StructLayout({
+            "y": data.ArrayLayout(unsigned(cfg.out_bits), lanes),
+            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "overflow": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        P, W, lcb = cfg.lanes, cfg.width, cfg.lane_count_bits
+        DW = cfg.denom_bits
+        RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
+        EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
+
+        busy, outp = Signal(), Signal()
+        wptr = Signal(range(cfg.max_beats + 1))
+        full = Signal()
+        m.d.comb += full.eq(wptr == cfg.max_beats)
+        buf = memory.Memory(shape=unsigned(P * W + lcb), depth=cfg.max_beats, init=[])
+        m.submodules.row_buffer = buf
+        bw = buf.write_port()
+        br = buf.read_port(domain="sync")
+        fire = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~busy),
+            fire.eq(self.i.valid & ~busy),
+            bw.en.eq(fire & ~full), bw.addr.eq(wptr),
+            bw.data.eq(Cat(self.i.payload.x.as_value(), self.i.payload.count)),
+        ]
+        s0 = Signal(self.in_layout)
+        s0_valid, s0_end = Signal(), Signal()
+        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
+                     s0.eq(self.i.payload)]
+        with m.If(fire):
+            with m.If(self.i.payload.last):
+                m.d.sync += busy.eq(1)
+            with m.If(full):
+                m.d.sync += self.overflow.eq(1)
+            with m.Else():
+                m.d.sync += wptr.eq(wptr + 1)
+
+        # beat maximum over the valid lanes (invalid lanes read as the smallest value)
+        lo = Const(-(1 << (W - 1)), signed(W))
+        vals = [Mux(s0.count > p, s0.x[p], lo) for p in range(P)]
+        while len(vals) > 1:
+            nxt = []
+            for k in range(0, len(vals) - 1, 2):
+                nxt.append(Mux(vals[k] >= vals[k + 1], vals[k], vals[k + 1]))
+            if len(vals) % 2:
+                nxt.append(vals[-1])
+            vals = nxt
+        bmax = Signal(signed(W))
+        s1_valid, s1_end = Signal(), Signal()
+        m.d.sync += [bmax.eq(vals[0]), s1_valid.eq(s0_valid & (s0.count != 0)),
+                     s1_end.eq(s0_end)]
+        mx = Signal(signed(W))
+        have = Signal()
+        start = Signal()
+        m.d.sync += start.eq(s1_end)
+        with m.If(s1_valid & (~have | (bmax > mx))):
+            m.d.sync += [mx.eq(bmax), have.eq(1)]
+
+        # ---- read pipeline, used twice: the sum pass and the output pass
+        summing = Signal()
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        rptr = Signal(range(cfg.max_beats + 1))
+        issue = Signal()
+        m.d.comb += [issue.eq((summing | outp) & (rptr != wptr)),
+                     br.en.eq(adv), br.addr.eq(rptr)]
+        vA, fA, lA = Signal(), Signal(), Signal()
+        vB, fB, lB = Signal(), Signal(), Signal()
+        vC, fC, lC = Signal(), Signal(), Signal()
+        vD, fD, lD = Signal(), Signal(), Signal()
+        cB, cC, cD = Signal(lcb), Signal(lcb), Signal(lcb)
+        xA = [br.data[p * W:(p + 1) * W].as_signed() for p in range(P)]
+        cA = br.data[P * W:]
+        addr = [Signal(EA, name=f"exp_addr{p}") for p in range(P)]
+        E = []
+        r = Signal(RF + 1)
+        sh = Signal(range(DW + RF))
+        prod = [Signal(cfg.exp_bits + RF + 1, name=f"prod{p}") for p in range(P)]
+        part = Signal(DW)
+        D = Signal(DW)
+        with m.If(adv):
+            m.d.sync += [vA.eq(issue), fA.eq(rptr == 0), lA.eq(rptr == wptr - 1),
+                         vB.eq(vA), fB.eq(fA), lB.eq(lA), cB.eq(cA),
+                         vC.eq(vB), fC.eq(fB), lC.eq(lB), cC.eq(cB),
+                         vD.eq(vC), fD.eq(fC), lD.eq(lC), cD.eq(cC)]
+            with m.If(issue):
+                m.d.sync += rptr.eq(rptr + 1)
+        table = gsoftmax.baseline_exp_table().tolist()
+        for p in range(P):
+            d = Signal(W + 1, name=f"dist{p}")
+            m.d.comb += d.eq(mx - xA[p])
+            q = d >> S
+            with m.If(adv):
+                m.d.sync += addr[p].eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))
+            rom = memory.Memory(shape=unsigned(cfg.exp_bits), depth=1 << EA, init=table)
+            m.submodules[f"exp_rom{p}"] = rom
+            rd = rom.read_port(domain="sync")
+            m.d.comb += [rd.en.eq(adv), rd.addr.eq(addr[p])]
+            E.append(Mux(cC > p, rd.data, 0))
+            with m.If(adv):
+                m.d.sync += prod[p].eq(E[p] * r)
+                m.d.sync += self.o.payload.y[p].eq(prod[p] >> sh)
+        total = E[0]
+        for p in range(1, P):
+            total = total + E[p]
+        with m.If(adv):
+            m.d.sync += [part.eq(total),
+                         self.o.valid.eq(vD & outp), self.o.payload.first.eq(fD),
+                         self.o.payload.last.eq(lD), self.o.payload.count.eq(cD)]
+        with m.If(summing & vD):
+            m.d.sync += D.eq(D + part)
+
+        recip = memory.Memory(shape=unsigned(RF + 1), depth=1 << RA,
+                              init=gsoftmax.recip_table().tolist())
+        m.submodules.recip_rom = recip
+        rr = recip.read_port(domain="sync")
+        e = Signal(range(DW))
+        dn = Signal(DW)
+        lead = leading_one(m, D, "d_lead")
+        shamt = Signal(range(DW))
+        m.d.comb += [shamt.eq(DW - 1 - e), rr.addr.eq(dn[DW - 1 - RA:DW - 1])]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [summing.eq(1), D.eq(0)]
+                    m.next = "SUM"
+            with m.State("SUM"):
+                with m.If((rptr == wptr) & ~vA & ~vB & ~vC & ~vD):
+                    m.d.sync += [summing.eq(0), rptr.eq(0)]
+                    m.next = "LEAD"
+            with m.State("LEAD"):
+                m.d.sync += e.eq(lead)
+                m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                m.d.sync += dn.eq(D << shamt)
+                m.next = "ROM"
+            with m.State("ROM"):
+                m.next = "RECIP"
+            with m.State("RECIP"):
+                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), outp.eq(1)]
+                m.next = "IDLE"
+
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), have.eq(0)]
+        return m

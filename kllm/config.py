@@ -310,6 +310,10 @@ class SoftmaxConfig(UnitConfig):
         """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
         return self.compute_cycles + 5
 
+    def row_latency(self, beats):
+        """The latency of a row of ``beats`` beats (the same for every row)."""
+        return self.latency
+
 
 @dataclass(frozen=True)
 class NormConfig(UnitConfig):
@@ -347,5 +351,69 @@ class NormConfig(UnitConfig):
         """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
         return self.compute_cycles + 5
 
+    def row_latency(self, beats):
+        """The latency of a row of ``beats`` beats (the same for every row)."""
+        return self.latency
+
 
 __all__ += ["LutConfig", "ProductConfig", "SoftmaxConfig", "NormConfig"]
+
+
+@dataclass(frozen=True)
+class SoftmaxBaselineConfig(UnitConfig):
+    """Baseline of the histogram softmax: conventional fixed point, an exp table and a
+    multiplier per lane."""
+
+    UNIT = "softmax_baseline"
+
+    width: int = param(16, 8, 24, "score width in bits (signed fixed point)")
+    frac: int = param(8, 6, 16, "fraction bits of the scores")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+
+    def check(self):
+        if self.frac >= self.width:
+            raise ValueError(f"{self.UNIT}: parameter 'frac' must be below width "
+                             f"({self.width}), got {self.frac}")
+
+    max_beats = SoftmaxConfig.max_beats
+    ptr_bits = SoftmaxConfig.ptr_bits
+    count_bits = SoftmaxConfig.count_bits
+    lane_count_bits = SoftmaxConfig.lane_count_bits
+    exp_bits = SoftmaxConfig.exp_bits
+    denom_bits = SoftmaxConfig.denom_bits
+    out_bits = SoftmaxConfig.out_bits
+
+    def row_latency(self, beats):
+        """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
+        beat (no backpressure): the sum pass reads the row once more."""
+        return beats + 18
+
+
+@dataclass(frozen=True)
+class NormBaselineConfig(UnitConfig):
+    """Baseline of the histogram norm: conventional fixed point, squares and a
+    normalization multiply per lane."""
+
+    UNIT = "norm_baseline"
+
+    width: int = param(8, 2, 16, "value width in bits (signed; the histogram unit's cw)")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+    rms: int = param(0, 0, 1, "0: LayerNorm, 1: RMSNorm")
+
+    max_beats = SoftmaxConfig.max_beats
+    ptr_bits = SoftmaxConfig.ptr_bits
+    count_bits = SoftmaxConfig.count_bits
+    lane_count_bits = SoftmaxConfig.lane_count_bits
+    out_bits = NormConfig.out_bits
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
+        return 15
+
+    row_latency = SoftmaxConfig.row_latency
+
+
+__all__ += ["SoftmaxBaselineConfig", "NormBaselineConfig"]

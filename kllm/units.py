@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from kllm import KllmError
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
 from kllm.config import LutConfig, NormConfig, ProductConfig, SoftmaxConfig  # noqa: F401
+from kllm.config import NormBaselineConfig, SoftmaxBaselineConfig  # noqa: F401
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -57,6 +58,12 @@ UNITS = {u.name: u for u in [
          "per-row remap", SoftmaxConfig, "hdl.softmax:HistogramSoftmax", "testbench.test_softmax"),
     Unit("norm", "LayerNorm / RMSNorm of rows of indices by histogram: rsqrt table, per-row "
          "remap", NormConfig, "hdl.norm:HistogramNorm", "testbench.test_norm"),
+    Unit("softmax_baseline", "softmax's baseline: conventional fixed point, an exp table and a "
+         "multiplier per lane", SoftmaxBaselineConfig, "hdl.softmax:SoftmaxBaseline",
+         "testbench.test_softmax"),
+    Unit("norm_baseline", "norm's baseline: conventional fixed point, squares and a "
+         "normalization multiply per lane", NormBaselineConfig, "hdl.norm:NormBaseline",
+         "testbench.test_norm"),
 ]}
 
 

@@ -23,12 +23,27 @@ ROWS = int(os.environ.get("KLLM_ROWS", "30"))
 
 
 def is_norm(tb):
-    return tb.description["unit"] == "norm"
+    return tb.description["unit"] in ("norm", "norm_baseline")
+
+
+def is_baseline(tb):
+    return tb.description["unit"].endswith("_baseline")
+
+
+def index_bits(cfg):
+    """The histogram units' ba; the baselines' rows are drawn from 16 values a row."""
+    return getattr(cfg, "ba", 4)
+
+
+def value_range(cfg):
+    return -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
 
 
 def random_tables(tb, rng):
     """A random codebook (and score scale): ``(codebook, scale, writes)``."""
     cfg = tb.component.config
+    if is_baseline(tb):
+        return None, None, []
     J = 2 ** cfg.ba
     if is_norm(tb):
         lo, hi = -(1 << (cfg.cw - 1)), (1 << (cfg.cw - 1)) - 1
@@ -37,11 +52,17 @@ def random_tables(tb, rng):
         return C, None, norm.codebook_writes(C, cfg.cw)
     C = torch.tensor(sorted(rng.sample(range(-128, 128), J)))
     ss = rng.choice([0.02, 0.05, 0.1, 0.3, 1.0])
-    return C, ss, softmax.exp_table_writes(C, ss)
+    # hls4ml's pitfall of the unused table half: entries E[m][j] with j > m are never
+    # read, so they are written with junk here; a unit that read one would fail.
+    writes = [(a, v if a % J <= a // J else rng.randrange(1 << 16))
+              for a, v in softmax.exp_table_writes(C, ss)]
+    return C, ss, writes
 
 
 async def program(tb, writes):
     dut = tb.dut
+    if not writes:
+        return
     for addr, value in writes:
         dut.tbl__en.value = 1
         dut.tbl__addr.value = addr
@@ -51,7 +72,21 @@ async def program(tb, writes):
 
 
 def make_row(cfg, rng, kind):
-    J = 2 ** cfg.ba
+    """A row of indices; for a baseline, of values (each index mapped through 16 random
+    values of the input range, both extremes among them)."""
+    row = make_index_row(cfg, rng, kind)
+    if not hasattr(cfg, "width"):
+        return row
+    lo, hi = value_range(cfg)
+    values = sorted([lo, hi] + [rng.randint(lo, hi) for _ in range(14)])
+    if kind == "narrow":                         # a row of nearly equal values
+        base = rng.randint(lo, hi - 3)
+        values = sorted(base + rng.randint(0, 3) for _ in range(16))
+    return [values[j] for j in row]
+
+
+def make_index_row(cfg, rng, kind):
+    J = 2 ** index_bits(cfg)
     n = 1 if kind == "one" else rng.randint(1, cfg.max_len)
     if kind in ("same", "one"):
         return [rng.randrange(J)] * n
@@ -67,7 +102,7 @@ def make_row(cfg, rng, kind):
     return [rng.randrange(J) for _ in range(n)]
 
 
-KINDS = ("random", "one", "same", "only_max", "outlier", "extremes")
+KINDS = ("random", "one", "same", "only_max", "outlier", "extremes", "narrow")
 
 
 def pack_row(cfg, row, rng, partial=True):
@@ -82,7 +117,8 @@ def pack_row(cfg, row, rng, partial=True):
         return pack_row(cfg, row, rng, partial=False)     # partial beats would not fit
     beats = []
     for j, c in enumerate(chunks):
-        beats.append({"idx": c + [rng.randrange(2 ** cfg.ba) for _ in range(P - len(c))],
+        fill = c + [rng.randrange(2 ** index_bits(cfg)) for _ in range(P - len(c))]
+        beats.append({("x" if hasattr(cfg, "width") else "idx"): fill,
                       "count": len(c), "first": int(j == 0), "last": int(j == len(chunks) - 1)})
     return beats
 
@@ -99,13 +135,19 @@ def split_rows(tb, in_beats):
     out = []
     for beats in rows:
         kept = beats[:cfg.max_beats]              # beyond the buffer: dropped
-        elems = [b.idx[p] for b in kept for p in range(min(b.count, cfg.lanes))]
+        elems = [(b.x if hasattr(cfg, "width") else b.idx)[p]
+                 for b in kept for p in range(min(b.count, cfg.lanes))]
         out.append((kept, elems))
     return out
 
 
 def golden_row(tb, C, ss, elems):
-    if is_norm(tb):
+    cfg = tb.component.config
+    if tb.description["unit"] == "norm_baseline":
+        out, _ = norm.norm_values_rows(torch.tensor([elems]), "rmsnorm" if cfg.rms else "layernorm")
+    elif tb.description["unit"] == "softmax_baseline":
+        out, _ = softmax.softmax_baseline_rows(torch.tensor([elems]), cfg.frac)
+    elif is_norm(tb):
         _, out, _ = norm.norm_rows(torch.tensor([elems]), C,
                                    "rmsnorm" if tb.component.config.rms else "layernorm")
     else:
@@ -143,7 +185,7 @@ async def run_rows(tb, C, ss, rows, rng, partial=True):
         await tb.source.send([tb.pack_in(b)])
     expected_out = sum(len(kept) for kept, _ in split_rows_from(tb, beats))
     await tb.wait_outputs(start[1] + expected_out,
-                          timeout_cycles=(4 * len(beats) + len(rows) * (cfg.latency + 4)) * 10 + 200)
+                          timeout_cycles=(5 * len(beats) + len(rows) * (cfg.row_latency(0) + 4)) * 10 + 200)
     await ClockCycles(tb.dut.clk, 4)
     ins, outs = tb.in_log.beats[start[0]:], tb.out_log.beats[start[1]:]
     assert len(ins) == len(beats)
@@ -207,11 +249,11 @@ async def latency_and_throughput(dut):
         cout = [c for c, _ in outs[o:o + b]]
         assert cin == list(range(cin[0], cin[0] + b)), f"row {r}: input not back to back"
         assert cout == list(range(cout[0], cout[0] + b)), f"row {r}: output not back to back"
-        assert cout[0] - cin[-1] == cfg.latency, \
-            f"row {r}: latency {cout[0] - cin[-1]}, formula {cfg.latency}"
+        assert cout[0] - cin[-1] == cfg.row_latency(b), \
+            f"row {r}: latency {cout[0] - cin[-1]}, formula {cfg.row_latency(b)}"
         if r + 1 < len(rows):
             assert ins[i + b][0] == cout[-1] + 1, f"row {r + 1} not taken right after row {r}"
-        formula += 2 * b + cfg.latency - 1
+        formula += 2 * b + cfg.row_latency(b) - 1
         i, o = i + b, o + b
     span = outs[-1][0] - ins[0][0] + 1
     assert span == formula, f"{len(rows)} rows took {span} cycles, formula {formula}"
@@ -237,7 +279,7 @@ async def reload_and_reset(dut):
     await tb.reset()
     tb.source.clear()
     n_out = len(tb.out_log.beats)
-    await ClockCycles(dut.clk, cfg.latency + 10)
+    await ClockCycles(dut.clk, cfg.row_latency(cfg.max_beats) + 10)
     assert len(tb.out_log.beats) == n_out, "stale beats came out after reset"
     await run_rows(tb, C, ss, random_rows(cfg, rng, 6), rng)
     tb.record_stats()
@@ -254,7 +296,8 @@ async def row_longer_than_the_buffer(dut):
     C, ss, writes = random_tables(tb, rng)
     await program(tb, writes)
     assert dut.overflow.value == 0
-    row = [rng.randrange(2 ** cfg.ba) for _ in range(cfg.max_beats * cfg.lanes + 2 * cfg.lanes)]
+    row = make_row(cfg, rng, "random")
+    row = (row * (cfg.max_beats * cfg.lanes + 2 * cfg.lanes))[:cfg.max_beats * cfg.lanes + 2 * cfg.lanes]
     await run_rows(tb, C, ss, [row], rng, partial=False)
     assert dut.overflow.value == 1
     tb.record_stats()

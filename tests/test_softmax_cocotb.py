@@ -18,6 +18,10 @@ CONFIGS = [
     ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus", "verilator")),
     ("norm", {"ba": 5, "lanes": 3, "max_len": 64, "cw": 12, "rms": 1}, ("icarus",)),
     ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("icarus",)),
+    ("softmax_baseline", {"max_len": 40}, ("icarus", "verilator")),
+    ("softmax_baseline", {"width": 8, "frac": 6, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("norm_baseline", {"max_len": 40}, ("icarus", "verilator")),
+    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("icarus",)),
 ]
 
 
@@ -34,3 +38,20 @@ def test_bench(unit_name, params, sim, build_dir):
     assert result["failed"] == 0 and result["tests"] == 7
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"]
+
+
+@pytest.mark.parametrize("unit_name", ["softmax", "norm"])
+def test_bench_catches_a_planted_bug(unit_name, build_dir):
+    """Bin 0 of the histogram adds half its increment: wrong only when two or more lanes of
+    a beat hold index 0; the bench's rows find it."""
+    unit = get_unit(unit_name)
+
+    def plant(text):
+        new, n = re.subn(r"= hist0 \+ s1_inc0;", "= hist0 + (s1_inc0 >> 1);", text)
+        assert n == 1, "pattern not found"
+        return new
+
+    with pytest.raises(AssertionError, match="stream_matches_golden"):
+        run_bench(unit, unit.config(["max_len=40"]), "icarus", build_dir, quiet=True,
+                  netlist_filter=plant, extra_env={"KLLM_ROWS": "12"},
+                  testcase="stream_matches_golden/in_pause=random/out_pause=random")
