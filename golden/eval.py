@@ -276,6 +276,13 @@ def nonlinear_errors(ba=4, n_cal=32, n_eval=64):
     out["layernorm"] = {"total_max": float((y - ref).abs().max()),
                         "total_mean": float((y - ref).abs().mean()),
                         "unit_max": float((y - ref_q).abs().max()), "rows": len(x_ev)}
+    # RMSNorm on the same rows (MiniLM has none; the unit's rms=1 mode)
+    _, _, y = norm.norm_rows(idx, C, "rmsnorm")
+    ref = x_ev.double() / x_ev.double().pow(2).mean(1, keepdim=True).sqrt()
+    ref_q = xq / xq.pow(2).mean(1, keepdim=True).sqrt()
+    out["rmsnorm"] = {"total_max": float((y - ref).abs().max()),
+                      "total_mean": float((y - ref).abs().mean()),
+                      "unit_max": float((y - ref_q).abs().max()), "rows": len(x_ev)}
     return out
 
 
@@ -292,4 +299,8 @@ def nonlinear_markdown(errs, ba=4):
                  f"({100 * s['argmax_flip_rate_unit']:.1f}% vs the dequantized input) |")
     lines.append(f"| LayerNorm by histogram | {n['total_max']:.4f} | {n['total_mean']:.4f} | "
                  f"{n['unit_max']:.5f} | {n['rows']} rows |")
+    if "rmsnorm" in errs:
+        n = errs["rmsnorm"]
+        lines.append(f"| RMSNorm by histogram (LayerNorm inputs) | {n['total_max']:.4f} | "
+                     f"{n['total_mean']:.4f} | {n['unit_max']:.5f} | {n['rows']} rows |")
     return "\n".join(lines) + "\n"

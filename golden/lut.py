@@ -12,7 +12,7 @@ import torch
 
 from golden.quantizer import quantize, thresholds_from_codebook
 
-__all__ = ["FUNCTIONS", "table_to_index", "table_to_fixed", "apply"]
+__all__ = ["FUNCTIONS", "table_to_index", "table_to_fixed", "apply", "table_writes"]
 
 FUNCTIONS = {
     "gelu": lambda v: 0.5 * v * (1.0 + torch.erf(v / math.sqrt(2.0))),
@@ -57,3 +57,14 @@ def table_to_fixed(name, Ca_in, s_in, out_frac_bits, out_bits=16):
 def apply(table, idx):
     """The unit's whole job: one table lookup per element."""
     return table[idx.long()]
+
+
+def table_writes(table, out_width):
+    """The host's ``(address, bits)`` writes that load ``table`` into :mod:`hdl.lut`
+    (two's complement bits of ``out_width``); refuses entries that do not fit."""
+    values = torch.as_tensor(table).flatten().tolist()
+    lo, hi = -(1 << (out_width - 1)), (1 << out_width) - 1
+    bad = [v for v in values if v < lo or v > hi]
+    if bad:
+        raise ValueError(f"table entry {bad[0]} does not fit out_width={out_width} bits")
+    return [(j, v & ((1 << out_width) - 1)) for j, v in enumerate(values)]

@@ -23,7 +23,8 @@ them into the next linear layer (:func:`fold_affine`).
 
 import torch
 
-__all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine"]
+__all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine",
+           "codebook_writes"]
 
 RSQRT_ADDR = 8
 RSQRT_FRAC = 16
@@ -72,3 +73,33 @@ def norm_rows(idx, C, kind="layernorm"):
 def fold_affine(gain, bias, W, b):
     """A linear layer ``W (g * z + beta) + b`` rewritten as ``W' z + b'``: exact in float."""
     return W * gain[None, :], W @ bias + b
+
+
+def codebook_writes(C, cw):
+    """The host's ``(address, bits)`` writes of the norm unit's codebook (``cw``-bit two's
+    complement); refuses centroids that do not fit."""
+    values = torch.as_tensor(C).flatten().tolist()
+    lo, hi = -(1 << (cw - 1)), (1 << (cw - 1)) - 1
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise ValueError(f"centroid {bad[0]} does not fit cw={cw} signed bits")
+    return [(j, v & ((1 << cw) - 1)) for j, v in enumerate(values)]
+
+
+def norm_values_rows(x, kind="layernorm"):
+    """Golden twin of :class:`hdl.norm.NormBaseline`: the same arithmetic as
+    :func:`norm_rows` on the values themselves (a conventional fixed-point
+    LayerNorm / RMSNorm: sum and sum of squares, one rsqrt per row, then
+    ``((n x - S1) r) >> (RSQRT_FRAC + e - OUT_FRAC)`` per element).
+
+    Each row of integers is its own codebook, so this is :func:`norm_rows`
+    with the identity index; returns the output integers (R, n) and floats.
+    """
+    x = x.long()
+    R, n = x.shape
+    out = torch.zeros(R, n, dtype=torch.long)
+    for r in range(R):
+        C = x[r]
+        _, o, _ = norm_rows(torch.arange(n)[None, :], C, kind)
+        out[r] = o[0]
+    return out, out.double() / 2 ** OUT_FRAC

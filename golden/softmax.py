@@ -25,7 +25,7 @@ the error of every probability.
 import torch
 
 __all__ = ["EXP_FRAC", "RECIP_ADDR", "RECIP_FRAC", "OUT_FRAC", "exp_table", "recip_table",
-           "softmax_rows"]
+           "softmax_rows", "exp_table_writes"]
 
 EXP_FRAC = 15
 RECIP_ADDR = 8
@@ -71,4 +71,50 @@ def softmax_rows(idx, Cs, ss, valid=None):
     sh = RECIP_FRAC + e - OUT_FRAC                                    # >= 1 since D >= 2**EXP_FRAC
     p = num >> sh[:, None]
     p = torch.where(valid, p, 0)
+    return p, p.double() / 2 ** OUT_FRAC
+
+
+def exp_table_writes(Cs, ss):
+    """The host's ``(address, value)`` writes of the unit's exp table: ``E[m][j]`` at
+    address ``m * 2**ba + j`` for every possible row maximum ``m`` (entries ``j > m``
+    are never read; they hold ``exp(0)``)."""
+    J = Cs.numel()
+    E = exp_table(Cs, ss, torch.arange(J))
+    return [(m * J + j, int(E[m, j])) for m in range(J) for j in range(J)]
+
+
+# ------------------------------------------------ conventional fixed-point baseline
+
+#: The baseline's exp table: 2**BASE_EXP_ADDR entries, one per 2**-BASE_STEP_FRAC of
+#: ``max - x`` (so it spans [0, 16): exp(-16) rounds to 0 at EXP_FRAC fraction bits).
+BASE_EXP_ADDR = 10
+BASE_STEP_FRAC = 6
+
+
+def baseline_exp_table():
+    a = torch.arange(2 ** BASE_EXP_ADDR, dtype=torch.float64)
+    return torch.round(2 ** EXP_FRAC * torch.exp(-a / 2 ** BASE_STEP_FRAC)).long()
+
+
+def softmax_baseline_rows(x, frac):
+    """Golden twin of :class:`hdl.softmax.SoftmaxBaseline`: conventional fixed-point softmax
+    of rows ``x`` (R, n) of signed integers with ``frac`` fraction bits (``frac >=
+    BASE_STEP_FRAC``).
+
+    Per element: ``d = max - x`` (exact), ``a = min(d >> (frac - BASE_STEP_FRAC),
+    2**BASE_EXP_ADDR - 1)`` (truncated to steps of 2**-6, saturated), ``E =
+    EXP[a]``; then ``D = sum E``, the same normalized reciprocal and output as
+    :func:`softmax_rows`.  Returns ``(p_int, p_float)``.
+    """
+    if frac < BASE_STEP_FRAC:
+        raise ValueError(f"frac must be >= {BASE_STEP_FRAC}, got {frac}")
+    x = x.long()
+    d = x.amax(1, keepdim=True) - x
+    a = (d >> (frac - BASE_STEP_FRAC)).clamp(max=2 ** BASE_EXP_ADDR - 1)
+    E = baseline_exp_table()[a]
+    D = E.sum(1)
+    e = torch.tensor([int(v).bit_length() - 1 for v in D.tolist()])
+    i = ((D << RECIP_ADDR) >> e) - 2 ** RECIP_ADDR
+    r = recip_table()[i]
+    p = (E * r[:, None]) >> (RECIP_FRAC + e - OUT_FRAC)[:, None]
     return p, p.double() / 2 ** OUT_FRAC

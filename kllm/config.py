@@ -214,3 +214,206 @@ class OrizuruBaselineConfig(TopKConfig):
     @property
     def min_beats(self):
         return 1
+
+
+# ------------------------------------------------------------ index-domain nonlinear units
+
+def _row_widths(cfg):
+    """Widths shared by the histogram units: row buffer depth and counters."""
+    beats = -(-cfg.max_len // cfg.lanes)
+    return beats, _clog2(beats), (beats * cfg.lanes).bit_length()
+
+
+@dataclass(frozen=True)
+class LutConfig(UnitConfig):
+    """Elementwise table: each index of a beat looks up a run-time loadable 2**ba-entry table."""
+
+    UNIT = "lut"
+
+    ba: int = param(4, 1, 8, "index bits: a table of 2**ba entries")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    out_width: int = param(16, 1, 32, "bits of a table entry (ba for index -> index)")
+
+    @property
+    def latency(self):
+        """Cycles from an accepted input beat to its output beat (no backpressure)."""
+        return 2
+
+
+@dataclass(frozen=True)
+class ProductConfig(UnitConfig):
+    """Binary product table: a pair of indices (a, b) per lane looks up a 2**ba x 2**ba table."""
+
+    UNIT = "product"
+
+    ba: int = param(4, 1, 6, "index bits of each operand: a table of 2**(2 ba) entries")
+    lanes: int = param(4, 1, 16, "element pairs per beat (P)")
+    out_width: int = param(16, 1, 32, "bits of a table entry (ba for a product -> index table)")
+
+    @property
+    def latency(self):
+        """Cycles from an accepted input beat to its output beat (no backpressure)."""
+        return 2
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig(UnitConfig):
+    """Softmax of each row of indices from its histogram (DESIGN §3.4)."""
+
+    UNIT = "softmax"
+
+    ba: int = param(4, 1, 6, "index bits: 2**ba score centroids, an exp table of 4**ba entries")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+
+    @property
+    def max_beats(self):
+        """Row buffer depth: beats of the longest row."""
+        return _row_widths(self)[0]
+
+    @property
+    def ptr_bits(self):
+        return _row_widths(self)[1]
+
+    @property
+    def count_bits(self):
+        """Width of a histogram bin and of the row's element count."""
+        return _row_widths(self)[2]
+
+    @property
+    def lane_count_bits(self):
+        """Width of the per-beat element count: 0 .. P."""
+        return self.lanes.bit_length()
+
+    @property
+    def exp_bits(self):
+        from golden.softmax import EXP_FRAC
+        return EXP_FRAC + 1
+
+    @property
+    def denom_bits(self):
+        """The denominator D = sum_j h[j] E[j] <= n * 2**EXP_FRAC."""
+        return (self.max_beats * self.lanes * ((1 << (self.exp_bits - 1)))).bit_length()
+
+    @property
+    def out_bits(self):
+        from golden.softmax import OUT_FRAC
+        return OUT_FRAC + 1
+
+    @property
+    def compute_cycles(self):
+        """Cycles of the per-row computation between the histogram and the first read of the row."""
+        return 2 * (1 << self.ba) + 11
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
+        return self.compute_cycles + 5
+
+    def row_latency(self, beats):
+        """The latency of a row of ``beats`` beats (the same for every row)."""
+        return self.latency
+
+
+@dataclass(frozen=True)
+class NormConfig(UnitConfig):
+    """LayerNorm (rms=0) or RMSNorm (rms=1) of each row of indices from its histogram."""
+
+    UNIT = "norm"
+
+    ba: int = param(4, 1, 6, "index bits: 2**ba centroids")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+    cw: int = param(8, 2, 16, "centroid width in bits (signed)")
+    rms: int = param(0, 0, 1, "0: LayerNorm, 1: RMSNorm")
+
+    max_beats = SoftmaxConfig.max_beats
+    ptr_bits = SoftmaxConfig.ptr_bits
+    count_bits = SoftmaxConfig.count_bits
+    lane_count_bits = SoftmaxConfig.lane_count_bits
+
+    @property
+    def out_bits(self):
+        """Signed output: |z| <= sqrt(n) for LayerNorm and RMSNorm, with OUT_FRAC fraction
+        bits, 1% margin for the rsqrt table's error and one unit of rounding."""
+        import math
+        from golden.norm import OUT_FRAC
+        n = self.max_beats * self.lanes
+        return int(2 ** OUT_FRAC * math.sqrt(n) * 1.01 + 2).bit_length() + 1
+
+    @property
+    def compute_cycles(self):
+        """Cycles of the per-row computation between the histogram and the first read of the row."""
+        return 2 * (1 << self.ba) + 12
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
+        return self.compute_cycles + 5
+
+    def row_latency(self, beats):
+        """The latency of a row of ``beats`` beats (the same for every row)."""
+        return self.latency
+
+
+__all__ += ["LutConfig", "ProductConfig", "SoftmaxConfig", "NormConfig"]
+
+
+@dataclass(frozen=True)
+class SoftmaxBaselineConfig(UnitConfig):
+    """Baseline of the histogram softmax: conventional fixed point, an exp table and a
+    multiplier per lane."""
+
+    UNIT = "softmax_baseline"
+
+    width: int = param(16, 8, 24, "score width in bits (signed fixed point)")
+    frac: int = param(8, 6, 16, "fraction bits of the scores")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+
+    def check(self):
+        if self.frac >= self.width:
+            raise ValueError(f"{self.UNIT}: parameter 'frac' must be below width "
+                             f"({self.width}), got {self.frac}")
+
+    max_beats = SoftmaxConfig.max_beats
+    ptr_bits = SoftmaxConfig.ptr_bits
+    count_bits = SoftmaxConfig.count_bits
+    lane_count_bits = SoftmaxConfig.lane_count_bits
+    exp_bits = SoftmaxConfig.exp_bits
+    denom_bits = SoftmaxConfig.denom_bits
+    out_bits = SoftmaxConfig.out_bits
+
+    def row_latency(self, beats):
+        """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
+        beat (no backpressure): the sum pass reads the row once more."""
+        return beats + 18
+
+
+@dataclass(frozen=True)
+class NormBaselineConfig(UnitConfig):
+    """Baseline of the histogram norm: conventional fixed point, squares and a
+    normalization multiply per lane."""
+
+    UNIT = "norm_baseline"
+
+    width: int = param(8, 2, 16, "value width in bits (signed; the histogram unit's cw)")
+    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
+    rms: int = param(0, 0, 1, "0: LayerNorm, 1: RMSNorm")
+
+    max_beats = SoftmaxConfig.max_beats
+    ptr_bits = SoftmaxConfig.ptr_bits
+    count_bits = SoftmaxConfig.count_bits
+    lane_count_bits = SoftmaxConfig.lane_count_bits
+    out_bits = NormConfig.out_bits
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
+        return 15
+
+    row_latency = SoftmaxConfig.row_latency
+
+
+__all__ += ["SoftmaxBaselineConfig", "NormBaselineConfig"]

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from kllm import KllmError
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
+from kllm.config import LutConfig, NormConfig, ProductConfig, SoftmaxConfig  # noqa: F401
+from kllm.config import NormBaselineConfig, SoftmaxBaselineConfig  # noqa: F401
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -48,6 +50,20 @@ UNITS = {u.name: u for u in [
     Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
          "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
          "testbench.test_orizuru", synth_options=NOWIDELUT),
+    Unit("lut", "elementwise table: index -> index or fixed point (GELU, SiLU, exp), "
+         "run-time loadable", LutConfig, "hdl.lut:ElementwiseLut", "testbench.test_lut"),
+    Unit("product", "binary product table: (index, index) -> entry of a 2^ba x 2^ba table "
+         "(SwiGLU gate * up)", ProductConfig, "hdl.product:ProductTable", "testbench.test_product"),
+    Unit("softmax", "softmax of rows of indices by histogram: exp table, normalized reciprocal, "
+         "per-row remap", SoftmaxConfig, "hdl.softmax:HistogramSoftmax", "testbench.test_softmax"),
+    Unit("norm", "LayerNorm / RMSNorm of rows of indices by histogram: rsqrt table, per-row "
+         "remap", NormConfig, "hdl.norm:HistogramNorm", "testbench.test_norm"),
+    Unit("softmax_baseline", "softmax's baseline: conventional fixed point, an exp table and a "
+         "multiplier per lane", SoftmaxBaselineConfig, "hdl.softmax:SoftmaxBaseline",
+         "testbench.test_softmax"),
+    Unit("norm_baseline", "norm's baseline: conventional fixed point, squares and a "
+         "normalization multiply per lane", NormBaselineConfig, "hdl.norm:NormBaseline",
+         "testbench.test_norm"),
 ]}
 
 

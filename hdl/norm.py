@@ -1,0 +1,354 @@
+"""LayerNorm / RMSNorm of rows of indices by histogram.
+
+Golden twin: :mod:`golden.norm`.  Configuration: :class:`kllm.config.NormConfig`.
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import Out
+
+from golden import norm as gnorm
+from hdl.softmax import HistogramRowUnit, leading_one
+from kllm.config import NormConfig
+
+__all__ = ["HistogramNorm", "NormBaseline"]
+
+
+class HistogramNorm(HistogramRowUnit):
+    """LayerNorm (``rms=0``) or RMSNorm (``rms=1``) of each row of indices (DESIGN §3.4).
+
+    Per row (see :mod:`golden.norm`, bit-exact): ``S1 = sum_j h[j] C[j]`` and
+    ``S2 = sum_j h[j] C[j]**2`` over the 2**ba bins (two multipliers, one bin
+    per cycle); ``V = n S2 - S1**2`` (LayerNorm) or ``V = n S2`` (RMSNorm);
+    ``1 / sqrt(V)`` from a normalized ROM: ``V = 4**e v``, ``v`` in [1, 4),
+    whose top 10 bits (``v`` with 8 fraction bits) address a 1024-entry ROM
+    holding ``RSQRT[min((top - 256) // 3, 255)]``, the golden 256-entry table
+    over [1, 4) (so no division by 3 in hardware); then the remap table
+    ``T[j] = ((n C[j] - S1) r) >> (4 + e)`` (``n C[j]`` for RMSNorm), the
+    normalized value of centroid ``j`` with 12 fraction bits, signed, and 0
+    for every ``j`` when ``V = 0``.  Per-channel gain and bias are not
+    applied: the host folds them into the next linear layer
+    (:func:`golden.norm.fold_affine`).
+
+    The codebook ``C`` (2**ba signed ``cw``-bit centroids, flip-flops) is
+    written through ``tbl`` per layer.
+
+    Precisions (``cb = count_bits``): bins and ``n`` ``cb`` bits; ``h C``
+    ``cb + cw`` bits, ``h C**2`` ``cb + 2 cw``; ``S1`` ``cb + cw`` bits signed,
+    ``S2`` ``cb + 2 cw``; ``V`` ``2 cb + 2 cw`` bits (exact integers up to
+    here); ``r`` 17 bits (16 fraction bits, relative error <= 0.3%); the
+    numerator ``n C[j] - S1`` ``cb + cw + 2`` bits; the output ``out_bits``
+    (``|z| <= sqrt(n)``), rounded toward minus infinity.
+
+    Latency: ``compute_cycles = 2 * 2**ba + 12`` (sums ``2**ba + 2``,
+    variance 2, normalization 4, remap ``2**ba + 3``, idle 1), so the first
+    output beat is valid ``2 * 2**ba + 17`` cycles after the row's last input
+    beat is accepted (see :class:`hdl.softmax.HistogramRowUnit` for
+    throughput and row length).
+
+    Parameters
+    ----------
+    ba : int
+        Index bits (1..6, default 4).
+    lanes : int
+        Elements per beat, P (1..16, default 4).
+    max_len : int
+        Longest row in elements (1..65536, default 1024).
+    cw : int
+        Centroid width in bits, signed (2..16, default 8).
+    rms : int
+        0: LayerNorm, 1: RMSNorm.
+
+    Attributes
+    ----------
+    i, o : streams (see :class:`hdl.softmax.HistogramRowUnit`); ``o.y``: signed outputs.
+    tbl : codebook write port: ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``cw``).
+    overflow : a row was longer than the buffer (sticky until reset).
+    """
+
+    def __init__(self, *, ba=4, lanes=4, max_len=1024, cw=8, rms=0):
+        cfg = NormConfig(ba=ba, lanes=lanes, max_len=max_len, cw=cw, rms=rms)
+        tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
+        super().__init__(cfg, signed(cfg.out_bits), tbl)
+
+    def compute(self, m, hist, n, start, remap_we, remap_addr, remap_data, done):
+        cfg = self._config
+        ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
+        RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        VW = 2 * cb + 2 * cw
+        EM = (VW - 1) // 2
+
+        C = [Signal(signed(cw), name=f"centroid{j}", reset_less=True) for j in range(J)]
+        for j in range(J):
+            with m.If(self.tbl.en & (self.tbl.addr == j)):
+                m.d.sync += C[j].eq(self.tbl.data)
+        table = gnorm.rsqrt_table().tolist()
+        rom_init = [table[min((t - (1 << RA)) // 3, (1 << RA) - 1)] if t >= (1 << RA) else 0
+                    for t in range(4 << RA)]
+        rom = memory.Memory(shape=unsigned(RF + 1), depth=4 << RA, init=rom_init)
+        m.submodules.rsqrt_rom = rom
+        rr = rom.read_port(domain="sync")
+
+        hist_arr, C_arr = Array(hist), Array(C)
+        k = Signal(range(J + 4))
+        a1, a2, a3 = Signal(), Signal(), Signal()
+        j1, j2, j3 = Signal(ba), Signal(ba), Signal(ba)
+        t1 = Signal(signed(cb + cw + 1))
+        c1 = Signal(signed(cw))
+        t1d = Signal(signed(cb + cw + 1))
+        t2 = Signal(signed(cb + 2 * cw + 1))
+        S1 = Signal(signed(cb + cw + 1))
+        S2 = Signal(signed(cb + 2 * cw + 1))
+        A = Signal(signed(VW + 2))
+        B = Signal(signed(VW + 2))
+        V = Signal(VW)
+        e = Signal(range(EM + 1))
+        zero = Signal()
+        vn = Signal(VW + 8 + 2 * EM)
+        r = Signal(RF + 1)
+        sh = Signal(range(EM + RF))
+        num = Signal(signed(cb + cw + 2))
+        prod = Signal(signed(cb + cw + RF + 4))
+        T = Signal(signed(cfg.out_bits))
+
+        lead = leading_one(m, V, "v_lead")
+        shamt = Signal(range(2 * EM + 1))
+        m.d.comb += shamt.eq(2 * EM - (e << 1))
+        m.d.comb += [
+            rr.addr.eq(vn[2 * EM:2 * EM + RA + 2]),
+            remap_we.eq(a3), remap_addr.eq(j3), remap_data.eq(T),
+        ]
+        m.d.sync += [a2.eq(a1), j2.eq(j1), a3.eq(a2), j3.eq(j2)]
+        n_s = Signal(signed(cb + 1))
+        m.d.comb += n_s.eq(n)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += [a1.eq(0), k.eq(0), S1.eq(0), S2.eq(0)]
+                with m.If(start):
+                    m.next = "SUM"
+            with m.State("SUM"):
+                # h[k] C[k]; times C[k] again one cycle later; accumulate one more later
+                h_s = Signal(signed(cb + 1))
+                m.d.comb += h_s.eq(hist_arr[k[:ba]])
+                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
+                             t1.eq(h_s * C_arr[k[:ba]]), c1.eq(C_arr[k[:ba]]),
+                             t2.eq(t1 * c1), t1d.eq(t1)]
+                with m.If(a2):
+                    m.d.sync += [S1.eq(S1 + t1d), S2.eq(S2 + t2)]
+                with m.If(k == J + 1):
+                    m.next = "VAR1"
+            with m.State("VAR1"):
+                m.d.sync += [A.eq(n_s * S2), B.eq(S1 * S1), a1.eq(0)]
+                m.next = "VAR2"
+            with m.State("VAR2"):
+                m.d.sync += V.eq(A if cfg.rms else A - B)
+                m.next = "LEAD"
+            with m.State("LEAD"):
+                m.d.sync += [e.eq(lead >> 1), zero.eq(V == 0)]
+                m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                m.d.sync += vn.eq((V << RA) << shamt)
+                m.next = "ROM"
+            with m.State("ROM"):
+                m.next = "RSQRT"
+            with m.State("RSQRT"):
+                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), k.eq(0)]
+                m.next = "MAP"
+            with m.State("MAP"):
+                c_k = C_arr[k[:ba]]
+                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
+                             num.eq(n_s * c_k if cfg.rms else n_s * c_k - S1),
+                             prod.eq(num * r),
+                             T.eq(Mux(zero, 0, prod >> sh))]
+                with m.If(k == J + 2):
+                    m.d.comb += done.eq(1)
+                    m.next = "IDLE"
+
+
+class NormBaseline(wiring.Component):
+    """Baseline: a conventional fixed-point LayerNorm / RMSNorm of the same throughput.
+
+    The input is the values themselves (``width``-bit signed, the dequantized
+    centroids of the histogram unit), P lanes, II = 1.  While a row comes in:
+    the row buffer, and per lane ``x`` and ``x**2`` (P multipliers) into two
+    adder trees and the running sums ``S1``, ``S2`` and count ``n``.  Per row:
+    ``V``, the rsqrt ROM, ``e`` exactly as :class:`HistogramNorm`.  Then the
+    row is read back and every element computes ``((n x - S1) r) >> (4 + e)``
+    (two multipliers per lane).  Golden twin: :func:`golden.norm.norm_values_rows`
+    (the histogram arithmetic with every row its own codebook, so the two
+    units give the same integers on the same values).
+
+    Latency: the first output beat is valid 15 cycles after the row's last
+    input beat is accepted (3 input stages and the start flag, the idle
+    state, 6 per-row steps, 4 output stages); II = 1 in and out; rows do not overlap
+    (as :class:`hdl.softmax.HistogramRowUnit`).
+
+    Parameters
+    ----------
+    width : int
+        Value width in bits, signed (2..16, default 8).
+    lanes : int
+        Elements per beat, P (1..16, default 4).
+    max_len : int
+        Longest row in elements (1..65536, default 1024).
+    rms : int
+        0: LayerNorm, 1: RMSNorm.
+    """
+
+    def __init__(self, *, width=8, lanes=4, max_len=1024, rms=0):
+        from amaranth.lib import data, stream
+        from amaranth.lib.wiring import In
+        from kllm.config import NormBaselineConfig
+        cfg = self._config = NormBaselineConfig(width=width, lanes=lanes, max_len=max_len, rms=rms)
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(width), lanes),
+            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
+        self.out_layout = data.StructLayout({
+            "y": data.ArrayLayout(signed(cfg.out_bits), lanes),
+            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "overflow": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return self._config.latency
+
+    def elaborate(self, platform):
+        from amaranth import Cat
+        m = Module()
+        cfg = self._config
+        P, W, lcb, cb = cfg.lanes, cfg.width, cfg.lane_count_bits, cfg.count_bits
+        RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        VW = 2 * cb + 2 * W
+        EM = (VW - 1) // 2
+
+        busy, outp = Signal(), Signal()
+        wptr = Signal(range(cfg.max_beats + 1))
+        full = Signal()
+        m.d.comb += full.eq(wptr == cfg.max_beats)
+        buf = memory.Memory(shape=unsigned(P * W + lcb), depth=cfg.max_beats, init=[])
+        m.submodules.row_buffer = buf
+        bw = buf.write_port()
+        br = buf.read_port(domain="sync")
+        fire = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~busy),
+            fire.eq(self.i.valid & ~busy),
+            bw.en.eq(fire & ~full), bw.addr.eq(wptr),
+            bw.data.eq(Cat(self.i.payload.x.as_value(), self.i.payload.count)),
+        ]
+        s0 = Signal(self.in_layout)
+        s0_valid, s0_end = Signal(), Signal()
+        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
+                     s0.eq(self.i.payload)]
+        with m.If(fire):
+            with m.If(self.i.payload.last):
+                m.d.sync += busy.eq(1)
+            with m.If(full):
+                m.d.sync += self.overflow.eq(1)
+            with m.Else():
+                m.d.sync += wptr.eq(wptr + 1)
+
+        # stage 1: masked values and squares; stage 2: adder trees; stage 3: running sums
+        xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
+        sq = [Signal(2 * W, name=f"s1_sq{p}") for p in range(P)]
+        nv1, s1_end = Signal(range(P + 1)), Signal()
+        for p in range(P):
+            v = Mux(s0_valid & (s0.count > p), s0.x[p], 0)
+            m.d.sync += [xm[p].eq(v), sq[p].eq(v * v)]
+        nv = Const(0, 1)
+        for p in range(P):
+            nv = nv + (s0_valid & (s0.count > p))
+        m.d.sync += [nv1.eq(nv), s1_end.eq(s0_end)]
+        sum1 = Signal(signed(W + P.bit_length() + 1))
+        sum2 = Signal(2 * W + P.bit_length())
+        nv2, s2_end = Signal(range(P + 1)), Signal()
+        t1, t2 = xm[0], sq[0]
+        for p in range(1, P):
+            t1, t2 = t1 + xm[p], t2 + sq[p]
+        m.d.sync += [sum1.eq(t1), sum2.eq(t2), nv2.eq(nv1), s2_end.eq(s1_end)]
+        S1 = Signal(signed(cb + W + 1))
+        S2 = Signal(signed(cb + 2 * W + 1))
+        n = Signal(cb)
+        start = Signal()
+        m.d.sync += [S1.eq(S1 + sum1), S2.eq(S2 + sum2), n.eq(n + nv2), start.eq(s2_end)]
+
+        # per row: V, rsqrt (as HistogramNorm)
+        n_s = Signal(signed(cb + 1))
+        m.d.comb += n_s.eq(n)
+        table = gnorm.rsqrt_table().tolist()
+        rom_init = [table[min((t - (1 << RA)) // 3, (1 << RA) - 1)] if t >= (1 << RA) else 0
+                    for t in range(4 << RA)]
+        rom = memory.Memory(shape=unsigned(RF + 1), depth=4 << RA, init=rom_init)
+        m.submodules.rsqrt_rom = rom
+        rr = rom.read_port(domain="sync")
+        A, B = Signal(signed(VW + 2)), Signal(signed(VW + 2))
+        V = Signal(VW)
+        e = Signal(range(EM + 1))
+        zero = Signal()
+        vn = Signal(VW + RA + 2 * EM)
+        r = Signal(RF + 1)
+        sh = Signal(range(EM + RF))
+        lead = leading_one(m, V, "v_lead")
+        shamt = Signal(range(2 * EM + 1))
+        m.d.comb += [shamt.eq(2 * EM - (e << 1)), rr.addr.eq(vn[2 * EM:2 * EM + RA + 2])]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.next = "VAR1"
+            with m.State("VAR1"):
+                m.d.sync += [A.eq(n_s * S2), B.eq(S1 * S1)]
+                m.next = "VAR2"
+            with m.State("VAR2"):
+                m.d.sync += V.eq(A if cfg.rms else A - B)
+                m.next = "LEAD"
+            with m.State("LEAD"):
+                m.d.sync += [e.eq(lead >> 1), zero.eq(V == 0)]
+                m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                m.d.sync += vn.eq((V << RA) << shamt)
+                m.next = "ROM"
+            with m.State("ROM"):
+                m.next = "RSQRT"
+            with m.State("RSQRT"):
+                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), outp.eq(1)]
+                m.next = "IDLE"
+
+        # output: read the row back, two multipliers per lane
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        rptr = Signal(range(cfg.max_beats + 1))
+        issue = Signal()
+        m.d.comb += [issue.eq(outp & (rptr != wptr)), br.en.eq(adv), br.addr.eq(rptr)]
+        vA, fA, lA = Signal(), Signal(), Signal()
+        vB, fB, lB, cB = Signal(), Signal(), Signal(), Signal(lcb)
+        vC, fC, lC, cC = Signal(), Signal(), Signal(), Signal(lcb)
+        cA = br.data[P * W:]
+        with m.If(adv):
+            m.d.sync += [vA.eq(issue), fA.eq(rptr == 0), lA.eq(rptr == wptr - 1),
+                         vB.eq(vA), fB.eq(fA), lB.eq(lA), cB.eq(cA),
+                         vC.eq(vB), fC.eq(fB), lC.eq(lB), cC.eq(cB),
+                         self.o.valid.eq(vC), self.o.payload.first.eq(fC),
+                         self.o.payload.last.eq(lC), self.o.payload.count.eq(cC)]
+            with m.If(issue):
+                m.d.sync += rptr.eq(rptr + 1)
+        for p in range(P):
+            x = br.data[p * W:(p + 1) * W].as_signed()
+            num = Signal(signed(cb + W + 2), name=f"num{p}")
+            prod = Signal(signed(cb + W + RF + 4), name=f"prod{p}")
+            with m.If(adv):
+                m.d.sync += [num.eq(n_s * x if cfg.rms else n_s * x - S1),
+                             prod.eq(num * r),
+                             self.o.payload.y[p].eq(Mux(zero | (cC <= p), 0, prod >> sh))]
+
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), n.eq(0),
+                         S1.eq(0), S2.eq(0)]
+        return m
