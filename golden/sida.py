@@ -597,9 +597,8 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
             try:
                 nxt = future.index(slots[i].key)
             except ValueError:
-                nxt = len(future) + 1          # not predicted for this batch
-            return (nxt < capacity, slots[i].release, -nxt) if nxt >= capacity else \
-                (True, 0, -nxt)
+                nxt = math.inf                 # not predicted for this batch
+            return (False, slots[i].release, -nxt) if nxt >= capacity else (True, 0, -nxt)
         return min(range(capacity), key=rank)
 
     def load(key, know, future, cancel_after=None):

@@ -168,3 +168,12 @@ def test_cycle_model_rejects_bad_parameters():
         CycleModel(lanes=0, expert_bytes=1)
     with pytest.raises(ValueError, match="unknown policy 'fifo'"):
         simulate(random_trace(1), "fifo", 4, CM)
+
+
+def test_oracle_gains_from_a_larger_buffer():
+    # a regression: with a larger buffer the oracle must not stall more (it once kept
+    # experts the batch no longer needed and starved its prefetch ring)
+    trace = random_trace(0, batches=6, layers=6, tokens=21, k=4, wrong=0.0)
+    stalls = [simulate(trace, "oracle", c, CM).stall for c in (4, 8, 16, 48)]
+    assert stalls == sorted(stalls, reverse=True)
+    assert stalls[0] < simulate(trace, "lru", 4, CM).stall
