@@ -205,10 +205,11 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    color = {p: f"C{i}" for i, p in enumerate(POLICIES)}
     bw = sorted(result["bandwidth_sweep"], key=float)
     for p in POLICIES:
         a.plot([float(x) for x in bw], [result["bandwidth_sweep"][x][p] for x in bw], "o-",
-               label=POLICY_NAMES[p])
+               color=color[p], label=POLICY_NAMES[p])
     a.set_xscale("log", base=2)
     a.set_xlabel("load bandwidth (bytes / cycle)")
     a.set_ylabel("tokens / 1k cycles")
@@ -218,9 +219,9 @@ def plot(result, path):
     caps = sorted(result["capacity_sweep"], key=int)
     for p in POLICIES[1:]:
         b.plot([int(x) for x in caps], [result["capacity_sweep"][x][p] for x in caps], "o-",
-               label=POLICY_NAMES[p])
+               color=color[p], label=POLICY_NAMES[p])
     res = [r for r in result["policies"] if r["policy"] == "resident"][0]["throughput"]
-    b.axhline(res, color="gray", ls="--", label=POLICY_NAMES["resident"])
+    b.axhline(res, color=color["resident"], ls="--", label=POLICY_NAMES["resident"])
     b.set_xscale("log", base=2)
     b.set_xlabel("buffer capacity (experts)")
     b.set_title(f"loads {result['config']['bandwidth']} B/cycle")
