@@ -72,7 +72,7 @@ def _hash_quality(model, split, net, sentences, k, dense):
 
 def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, latency=8,
         batch=1, sentences=200, calibration=400, predictor=None, retrain=False, epochs=6,
-        hidden=64, ks=(1, 2, 4), progress=print):
+        hidden=64, ks=(1, 2, 4, 8), progress=print):
     out = Path(out)
     t0 = time.time()
     model = load_minilm()
@@ -158,7 +158,7 @@ def policy_rows(result):
     out = []
     for r in result["policies"]:
         out.append((r["name"], f"{r['capacity']} / {r['buffer_kib']:.0f}",
-                    f"{r['throughput']:.4f}", f"{r['cycles'] / r['tokens']:.0f}",
+                    f"{r['throughput']:.5f}", f"{r['cycles'] / r['tokens']:.0f}",
                     f"{r['stall']:,}", f"{100 * r['stall_share']:.1f}%",
                     f"{r['loads']} ({r['wasted']})",
                     f"{r['bytes'] / 1e6:.1f}" + (f" (+{r['fill_bytes'] / 1e6:.1f} fill)"
