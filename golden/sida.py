@@ -38,6 +38,7 @@ from kllm import KllmError
 
 __all__ = ["sparsemax", "HashPredictor", "PredictorFileError", "token_embeddings",
            "collect_routing", "train_predictor", "save_predictor", "load_predictor",
+           "read_predictor_file",
            "hit_rates", "imu_cycles", "CycleModel", "ExpertWeights", "quantize_experts",
            "WeightBuffer", "BufferError", "POLICIES", "make_trace", "simulate"]
 
@@ -241,12 +242,10 @@ def save_predictor(net, path, split, model_id=None):
     return path
 
 
-def load_predictor(path, split):
-    """Load a predictor saved by :func:`save_predictor` for the MoE ``split``.
+def read_predictor_file(path):
+    """The stored dict of a predictor file, checked for format and version only.
 
-    Raises :class:`PredictorFileError` (one line, naming the file and the
-    mismatch) for a missing, corrupt or foreign file, or one made for
-    another model, expert count, layer count or neuron split.
+    Cheap: lets a command refuse a missing or corrupt file before any work.
     """
     path = Path(path)
     if not path.is_file():
@@ -261,6 +260,18 @@ def load_predictor(path, split):
     if blob.get("version") != VERSION:
         raise PredictorFileError(f"predictor file {path} has format version "
                                  f"{blob.get('version')}, expected {VERSION}")
+    return blob
+
+
+def load_predictor(path, split):
+    """Load a predictor saved by :func:`save_predictor` for the MoE ``split``.
+
+    Raises :class:`PredictorFileError` (one line, naming the file and the
+    mismatch) for a missing, corrupt or foreign file, or one made for
+    another model, expert count, layer count or neuron split.
+    """
+    path = Path(path)
+    blob = read_predictor_file(path)
     for key, want in (("model_id", split.model_id), ("experts", split.experts),
                       ("layers", split.layers), ("split", split.fingerprint())):
         if blob.get(key) != want:

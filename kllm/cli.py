@@ -238,9 +238,12 @@ def cmd_sida(args):
     for name, ok, want in checks:
         if not ok:
             raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:])}")
-    if args.predictor and not args.retrain and not Path(args.predictor).exists():
-        raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to train "
-                        f"and save it there)")
+    if args.predictor and not args.retrain:
+        if not Path(args.predictor).exists():
+            raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
+                            f"train and save it there)")
+        from golden.sida import read_predictor_file
+        read_predictor_file(args.predictor)       # a corrupt file fails now, not after the MoE
     torch.set_num_threads(args.threads)
     out = Path(args.output or "build/sida")
     console = _console()
