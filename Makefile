@@ -54,3 +54,7 @@ clean:  ## remove generated output (build/)
 
 distclean: clean  ## also remove the virtual environment
 	rm -rf $(VENV)
+
+.PHONY: sida
+sida: setup  ## SiDA expert prefetching on an MoE made from MiniLM: table + plot in build/sida/
+	$(KLLM) sida

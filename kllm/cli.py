@@ -219,6 +219,50 @@ def cmd_demo(args):
     console.print(f"details: {root / 'demo.json'}")
 
 
+def cmd_sida(args):
+    """SiDA expert prefetching on the MoE made from MiniLM: table + plot into build/sida."""
+    import torch
+
+    from golden.sida_eval import run, write_report
+    checks = [("--experts", args.experts >= 2 and 1536 % args.experts == 0,
+               "an integer >= 2 dividing the FFN width 1536"),
+              ("--k", 1 <= args.k <= args.experts, f"in 1..--experts ({args.experts})"),
+              ("--capacity", args.capacity >= 1, ">= 1 expert"),
+              ("--bandwidth", args.bandwidth > 0, "> 0 bytes per cycle"),
+              ("--lanes", args.lanes >= 1, ">= 1"), ("--elems", args.elems >= 1, ">= 1"),
+              ("--latency", args.latency >= 0, ">= 0"), ("--batch", args.batch >= 1, ">= 1"),
+              ("--sentences", args.sentences >= 2, ">= 2"),
+              ("--calibration", args.calibration >= 8, ">= 8"),
+              ("--epochs", args.epochs >= 1, ">= 1"), ("--threads", args.threads >= 1, ">= 1"),
+              ("--hidden", args.hidden >= 2 and args.hidden % 2 == 0, "even and >= 2")]
+    for name, ok, want in checks:
+        if not ok:
+            raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:])}")
+    if args.predictor and not args.retrain:
+        if not Path(args.predictor).exists():
+            raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
+                            f"train and save it there)")
+        from golden.sida import read_predictor_file
+        read_predictor_file(args.predictor)       # a corrupt file fails now, not after the MoE
+    torch.set_num_threads(args.threads)
+    out = Path(args.output or "build/sida")
+    console = _console()
+    with console.status("SiDA") as status:
+        def progress(text):
+            status.update(text)
+            console.log(text)
+        result = run(out, experts=args.experts, k=args.k, capacity=args.capacity,
+                     bandwidth=args.bandwidth, lanes=args.lanes, elems=args.elems,
+                     latency=args.latency, batch=args.batch, sentences=args.sentences,
+                     calibration=args.calibration, predictor=args.predictor,
+                     retrain=args.retrain, epochs=args.epochs, hidden=args.hidden,
+                     progress=progress)
+        md = write_report(result, out)
+    console.print(md)
+    console.print(f"wrote {out / 'sida.md'}, {out / 'sida.json'}, {out / 'sida.png'} "
+                  f"({result['seconds']:.0f} s)")
+
+
 def build_parser():
     from fpga.flow import DEVICES
     p = _Parser(prog="kllm", description="KLLM-HDL: generate, simulate and synthesize the RTL "
@@ -291,6 +335,33 @@ def build_parser():
     s.add_argument("--beats", type=int, default=200)
     s.add_argument("-o", "--output", metavar="DIR", help="default build/demo")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sida", help="SiDA expert prefetching on an MoE made from MiniLM: "
+                       "predictor, controller and cycle model over real text (table + plot)")
+    s.add_argument("--experts", type=int, default=16, help="experts per FFN layer (default 16)")
+    s.add_argument("--k", type=int, default=4, help="experts per token, top-k (default 4)")
+    s.add_argument("--capacity", type=int, default=4,
+                   help="weight buffer size in experts (default 4 = 25%% of a layer's 16)")
+    s.add_argument("--bandwidth", type=float, default=8.0,
+                   help="expert load bandwidth, bytes per cycle (default 8)")
+    s.add_argument("--lanes", type=int, default=16, help="IMU lanes L (default 16)")
+    s.add_argument("--elems", type=int, default=4, help="IMU elements per cycle P (default 4)")
+    s.add_argument("--latency", type=int, default=8, help="IMU pipeline latency (default 8)")
+    s.add_argument("--batch", type=int, default=1, help="sentences per batch (default 1)")
+    s.add_argument("--sentences", type=int, default=200,
+                   help="evaluation sentences (default 200)")
+    s.add_argument("--calibration", type=int, default=400,
+                   help="calibration sentences for training the predictor (default 400)")
+    s.add_argument("--predictor", metavar="FILE",
+                   help="predictor file (default build/sida/predictor-E<experts>-k<k>.pt, "
+                   "trained and saved when missing)")
+    s.add_argument("--retrain", action="store_true", help="train the predictor even if the "
+                   "file exists, and overwrite it")
+    s.add_argument("--epochs", type=int, default=6, help="predictor training epochs (default 6)")
+    s.add_argument("--hidden", type=int, default=64, help="predictor hidden size (default 64)")
+    s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/sida")
+    s.set_defaults(func=cmd_sida)
     return p
 
 
