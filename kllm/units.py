@@ -4,7 +4,8 @@ import importlib
 from dataclasses import dataclass
 
 from kllm import KllmError
-from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
+from kllm.config import (ImuBaselineConfig, ImuConfig, OrizuruBaselineConfig, OrizuruConfig,
+                         QuantizerConfig, UnitConfig)
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -48,6 +49,12 @@ UNITS = {u.name: u for u in [
     Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
          "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
          "testbench.test_orizuru", synth_options=NOWIDELUT),
+    Unit("imu", "Index MatMul unit: L output channels x P elements per cycle, bucket sums of "
+         "activation centroids by weight index, 2**bw multiplies per output",
+         ImuConfig, "hdl.imu:Imu", "testbench.test_imu"),
+    Unit("imu_baseline", "IMU's baseline: dequantize both operands and multiply-accumulate, "
+         "one multiplier per MAC", ImuBaselineConfig, "hdl.imu:ImuBaseline",
+         "testbench.test_imu"),
 ]}
 
 
