@@ -120,7 +120,8 @@ def dequant_matmul(Iw, Cw, ia, Ca, *, shift=0, residual=None):
 # sum in the host's integers.
 
 __all__ += ["tiles", "check_config_operands", "weight_writes", "codebook_writes",
-            "act_codebook_writes", "input_beats", "outlier_beats", "run_tiled"]
+            "act_codebook_writes", "input_beats", "outlier_beats", "tile_programs", "assemble",
+            "run_tiled", "real_layer_operands"]
 
 
 def tiles(cfg, N, K):
@@ -177,7 +178,8 @@ def check_config_operands(cfg, Iw, Cw, ia, Ca, shift=0, residual=None, tile=Fals
 
 
 def weight_writes(cfg, Iw):
-    """Host writes of one tile's weight indices: ``[(lane, row, [P indices]), ...]``."""
+    """Host writes of one tile's weight indices: ``[(lane, row, [P indices]), ...]`` for every
+    lane (lanes beyond the tile's N and positions beyond K get index 0)."""
     Iw = torch.as_tensor(Iw).long()
     N, K = Iw.shape
     if N > cfg.lanes or K > cfg.k_max:
@@ -185,9 +187,10 @@ def weight_writes(cfg, Iw):
                          f"{cfg.k_max}, got Iw {N} x {K}")
     P = cfg.elems
     rows = -(-K // P)
-    pad = torch.zeros(N, rows * P, dtype=torch.long)
-    pad[:, :K] = Iw
-    return [(n, r, pad[n, r * P:(r + 1) * P].tolist()) for n in range(N) for r in range(rows)]
+    pad = torch.zeros(cfg.lanes, rows * P, dtype=torch.long)    # lanes beyond N: index 0
+    pad[:N, :K] = Iw
+    return [(n, r, pad[n, r * P:(r + 1) * P].tolist())
+            for n in range(cfg.lanes) for r in range(rows)]
 
 
 def codebook_writes(cfg, Cw):
@@ -211,7 +214,7 @@ def input_beats(cfg, ia_row):
     for b in range(0, len(ia_row), P):
         chunk = ia_row[b:b + P]
         beats.append({"idx": chunk + [0] * (P - len(chunk)), "count": len(chunk),
-                      "first": int(b == 0), "last": int(b + P >= len(ia_row))})
+                      "last": int(b + P >= len(ia_row))})
     return beats
 
 
@@ -223,24 +226,22 @@ def outlier_beats(cfg, residual_row):
     return [{"pos": p, "r": v, "last": int(j == len(pairs) - 1)} for j, (p, v) in enumerate(pairs)]
 
 
-def run_tiled(cfg, Iw, Cw, ia, Ca, *, shift=0, residual=None, run_tile):
-    """Run a whole layer tile by tile; ``y`` (tokens, N) int64.
+def tile_programs(cfg, Iw, Cw, ia, Ca, *, shift=0, residual=None):
+    """``[((n0, n1, k0, k1), program), ...]``: what the host sends for each tile.
 
-    ``run_tile(program)`` runs one tile on the unit (or a model of it) and
-    returns one list of L results per token.  ``program`` holds the host writes
-    (``weights``, ``codebooks``, ``act_codebook``), the input beats of each
-    token (``vectors``) and, if the unit has outlier capacity, the outlier
-    beats of each token (``outliers``), plus the tile's operands (``operands``)
-    for checking.
+    ``program`` holds the host writes (``weights``, ``codebooks``,
+    ``act_codebook``), the input beats of each token (``vectors``), the
+    outlier beats of each token (``outliers``, None when the unit has no
+    outlier capacity) and the tile's operands (``operands``).
     """
     Iw, Cw, ia, Ca = (torch.as_tensor(t).long() for t in (Iw, Cw, ia, Ca))
     check_config_operands(cfg, Iw, Cw, ia, Ca, shift, residual)
     N, K = Iw.shape
     T = len(ia)
     r = torch.zeros_like(ia) if residual is None else torch.as_tensor(residual).long()
-    y = torch.zeros(T, N, dtype=torch.long)
+    out = []
     for n0, n1, k0, k1 in tiles(cfg, N, K):
-        program = {
+        out.append(((n0, n1, k0, k1), {
             "weights": weight_writes(cfg, Iw[n0:n1, k0:k1]),
             "codebooks": codebook_writes(cfg, Cw[n0:n1]),
             "act_codebook": act_codebook_writes(cfg, Ca, shift),
@@ -248,10 +249,61 @@ def run_tiled(cfg, Iw, Cw, ia, Ca, *, shift=0, residual=None, run_tile):
             "outliers": ([outlier_beats(cfg, r[t, k0:k1]) for t in range(T)]
                          if cfg.outliers else None),
             "operands": (Iw[n0:n1, k0:k1], Cw[n0:n1], ia[:, k0:k1], Ca, shift, r[:, k0:k1]),
-        }
-        out = run_tile(program)
+        }))
+    return out
+
+
+def assemble(cfg, N, T, results):
+    """Add up the tiles' results ``[((n0, n1, k0, k1), [[L results] per token]), ...]``."""
+    y = torch.zeros(T, N, dtype=torch.long)
+    for (n0, n1, k0, k1), out in results:
         if len(out) != T:
-            raise ValueError(f"{cfg.UNIT}: the tile run returned {len(out)} results for {T} "
-                             f"tokens")
+            raise ValueError(f"{cfg.UNIT}: tile ({n0}:{n1}, {k0}:{k1}) returned {len(out)} "
+                             f"results for {T} tokens")
         y[:, n0:n1] += torch.tensor([row[:n1 - n0] for row in out], dtype=torch.long)
     return y
+
+
+def run_tiled(cfg, Iw, Cw, ia, Ca, *, shift=0, residual=None, run_tile):
+    """Run a whole layer tile by tile; ``y`` (tokens, N) int64.
+
+    ``run_tile(program)`` runs one tile (see :func:`tile_programs`) on the unit
+    or a model of it and returns one list of L results per token.
+    """
+    programs = tile_programs(cfg, Iw, Cw, ia, Ca, shift=shift, residual=residual)
+    results = [(tile, run_tile(program)) for tile, program in programs]
+    return assemble(cfg, len(Iw), len(ia), results)
+
+
+def real_layer_operands(*, layer=2, name="ffn_in", rows=8, tokens=3, k=8, bw=4, ba=4,
+                        sentences=12):
+    """Integer operands of a real all-MiniLM-L6-v2 linear layer: the first ``rows`` output
+    channels of ``layer.name`` quantized with K-Means (``bw`` bits), times ``tokens``
+    real token activations of that layer's input, quantized with its K-Means codebook
+    (``ba`` bits) and ``k`` outliers per side.  Returns ``(Iw, Cw, ia, Ca, shift, residual)``.
+    """
+    from golden.minilm import Hooks, load_minilm
+    from golden.quant import fit_activation_codebook, fit_weight_codebook
+    from golden.text import calibration_sentences
+
+    m = load_minilm()
+    W = m.weight(layer, name)
+    full = f"layer{layer}.{name}"
+    captured = {}
+
+    class Capture(Hooks):
+        def begin(self, batch):
+            self.mask = batch.attention_mask.bool()
+
+        def linear(self, lname, act, x, weight, bias):
+            if lname == full:
+                captured["x"] = x[self.mask]
+            return super().linear(lname, act, x, weight, bias)
+
+    m.embed(calibration_sentences(sentences), Capture())
+    x = captured["x"]
+    cb = fit_weight_codebook(W[:rows], bw, name=full)
+    act = fit_activation_codebook(x, ba, k=k, name=f"{full} input")
+    xi, ia, mask = act.quantize(x[:tokens], k)
+    residual = torch.where(mask, xi - (act.Ca[ia] << act.shift), 0)
+    return cb.Iw, cb.Cw, ia, act.Ca, act.shift, residual

@@ -46,7 +46,6 @@ class _ImuUnit(wiring.Component):
         self.in_layout = data.StructLayout({
             "idx": data.ArrayLayout(unsigned(cfg.ba), P),
             "count": unsigned(cfg.count_bits),
-            "first": 1,
             "last": 1,
         })
         self.outlier_layout = data.StructLayout({
@@ -146,8 +145,11 @@ class _ImuUnit(wiring.Component):
         bank_in = Signal(init=1)          # bank of the vector being accepted
         inflight = Signal(2)              # vectors started whose bank is not yet released
         release = Signal()                # the tail has read a bank (pulse)
-        start = self.i.payload.first | after_last
-        m.d.comb += self.i.ready.eq(~start | (inflight != 2))
+        # A vector starts at the beat after a `last` (framing by `last` alone, so that `ready`
+        # depends on no payload bit): it may start only while a bank is free.
+        start = after_last
+        clearing = Signal(init=1)         # after reset: the tail clears every bucket first
+        m.d.comb += self.i.ready.eq((~start | (inflight != 2)) & ~clearing)
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         row = Signal(cfg.row_bits)
@@ -181,7 +183,7 @@ class _ImuUnit(wiring.Component):
             a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
 
         # ---- tail issue logic (needs the weight memories' second port address)
-        tail = self._tail_issue(m, shift)
+        tail = self._tail_issue(m, shift, clearing)
 
         # ---- weight-index memories, one per lane: port 1 streams rows, port 2 host / outliers
         iw1 = []
@@ -234,7 +236,7 @@ class _ImuUnit(wiring.Component):
     # CORRECT op per outlier beat (r * Cw[Iw[pos]]).  The first op of a token loads the
     # accumulator, the last sends it out.
 
-    def _tail_issue(self, m, shift):
+    def _tail_issue(self, m, shift, clearing):
         cfg = self._config
         C = cfg.combine_ops
         adv = Signal(name="t_adv")
@@ -256,40 +258,62 @@ class _ImuUnit(wiring.Component):
         has_out = bool(cfg.outliers)
 
         after_combine = Mux(shift != 0, DOUBLE, CORRECT if has_out else COMBINE)
-        with m.Switch(phase):
-            with m.Case(COMBINE):
-                m.d.comb += [issue.eq(ready | (j != 0)), kind.eq(COMBINE), first.eq(j == 0)]
-                if not has_out:
-                    m.d.comb += last.eq((j == C - 1) & (shift == 0))
-                with m.If(adv & issue):
-                    m.d.comb += take_vector.eq(j == 0)
-                    if C > 1:
-                        m.d.sync += j.eq(j + 1)
-                    with m.If(j == C - 1):
-                        m.d.comb += rel.eq(1)
-                        m.d.sync += [j.eq(0), phase.eq(after_combine), d.eq(0),
-                                     tbank.eq(~tbank)]
-            with m.Case(DOUBLE):
-                m.d.comb += [issue.eq(1), kind.eq(DOUBLE)]
-                if not has_out:
-                    m.d.comb += last.eq(d == shift - 1)
+        with m.If(clearing):
+            # after reset: sweep j over the buckets (the IMU writes 0 into both banks of
+            # every file), then start; the baseline has nothing to clear
+            if self._combine:
                 with m.If(adv):
-                    m.d.sync += d.eq(d + 1)
-                    with m.If(d == shift - 1):
-                        m.d.sync += phase.eq(CORRECT if has_out else COMBINE)
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == C - 1):
+                        m.d.sync += [j.eq(0), clearing.eq(0)]
+            else:
+                m.d.sync += clearing.eq(0)
+        # Combinational issue signals as plain expressions, not inside a Switch: Icarus never
+        # evaluates a combinational process whose inputs do not change after time 0.
+        in_comb, in_dbl, in_corr = phase == COMBINE, phase == DOUBLE, phase == CORRECT
+        last_comb = j == C - 1
+        if has_out:
+            m.d.comb += [
+                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl
+                         | (in_corr & self.r.valid)),
+                last.eq(in_corr & self.r.payload.last),
+                r_val.eq(self.r.payload.r),
+                pos.eq(self.r.payload.pos),
+            ]
+        else:
+            m.d.comb += [
+                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl),
+                last.eq((in_comb & last_comb & (shift == 0)) | (in_dbl & (d == shift - 1))),
+            ]
+        m.d.comb += [
+            kind.eq(phase),
+            first.eq(in_comb & (j == 0)),
+            take_vector.eq(adv & issue & in_comb & (j == 0)),
+            rel.eq(adv & issue & in_comb & last_comb),
+        ]
+        with m.If(adv & issue):
+            with m.If(in_comb):
+                if C > 1:
+                    m.d.sync += j.eq(j + 1)
+                with m.If(last_comb):
+                    m.d.sync += [j.eq(0), phase.eq(after_combine), d.eq(0), tbank.eq(~tbank)]
+            with m.If(in_dbl):
+                m.d.sync += d.eq(d + 1)
+                with m.If(d == shift - 1):
+                    m.d.sync += phase.eq(CORRECT if has_out else COMBINE)
             if has_out:
-                with m.Case(CORRECT):
-                    m.d.comb += [issue.eq(self.r.valid), kind.eq(CORRECT),
-                                 last.eq(self.r.payload.last), self.r.ready.eq(adv),
-                                 r_val.eq(self.r.payload.r), pos.eq(self.r.payload.pos)]
-                    with m.If(adv & self.r.valid & self.r.payload.last):
-                        m.d.sync += phase.eq(COMBINE)
-
+                with m.If(in_corr & self.r.payload.last):
+                    m.d.sync += phase.eq(COMBINE)
+        if has_out:
+            # outside the Switch: a plain assignment (Icarus evaluates a combinational
+            # process whose inputs never change only if something wakes it)
+            m.d.comb += self.r.ready.eq(adv & (phase == CORRECT))
         row = Signal(cfg.row_bits, name="t_row")
         m.d.comb += row.eq(pos[cfg.col_bits:])
         # T1: the issued operation
         t1 = {
             "v": self._reg(m, issue, "t1_valid", enable=adv, reset_less=False),
+            "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
             "kind": self._reg(m, kind, "t1_kind", enable=adv),
             "j": self._reg(m, j, "t1_j", enable=adv),
             "first": self._reg(m, first, "t1_first", enable=adv),
@@ -447,7 +471,7 @@ class Imu(_ImuUnit):
                 for b in (0, 1):
                     mine = clear & (t1["bank"] == b)
                     rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(fb), 2 ** bw,
-                                      Mux(use3[b], 1, mine),
+                                      Mux(use3[b], 1, mine | t1["init"]),
                                       Mux(use3[b], iw3, t1["j"][:bw]),
                                       Mux(use3[b], sum3, 0))
                     m.d.comb += rd.addr.eq(Mux(use2[b], iw2, t1["j"][:bw]))
