@@ -337,27 +337,35 @@ class _ImuUnit(wiring.Component):
                                  reset_less=(k != "v"))
                     for k in ("v", "kind", "j", "first", "last", "r")}
 
-        # T2: the op's per-lane value (bucket-file reads or the dense sum) and outlier index
+        # T2: the op's per-lane value (bucket-file reads or the dense sum) and the raw weight
+        # row of an outlier: block RAM output straight into a register (its clock-to-out is
+        # most of a cycle on ECP5); the index is selected from it one stage later
         t2 = carry(t1, "t2")
-        iwc2 = []
-        for n in range(L):
-            if cfg.outliers:
-                sel = Signal(bw, name=f"t1_iwc{n}")
-                words = [iwc1[n][p * bw:(p + 1) * bw] for p in range(P)]
-                m.d.comb += sel.eq(words[0] if P == 1 else
-                                   data.ArrayLayout(unsigned(bw), P)(iwc1[n])[t1["col"]])
-                iwc2.append(self._reg(m, sel, f"t2_iwc{n}", enable=adv))
-            else:
-                iwc2.append(Const(0, bw))
+        col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
+        raw2 = [self._reg(m, iwc1[n], f"t2_iwrow{n}", enable=adv) if cfg.outliers
+                else Const(0, P * bw) for n in range(L)]
+
+        def select(raw, col):
+            if not cfg.outliers or P == 1:
+                return raw[:bw]
+            return data.ArrayLayout(unsigned(bw), P)(raw)[col]
+
         # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
         width = cfg.sum_bits if self._combine else cfg.dense_bits
         sums = [self._tree(m, vals[n], width, adv, f"t_tree{n}_") for n in range(L)]
-        # the op fields wait for the tree
+        # the op fields wait for the tree; the outlier index is selected in its first level
         stage = t2
-        iwc = iwc2
-        for lv in range(cfg.tree_depth if self._combine else 0):
+        depth = cfg.tree_depth if self._combine else 0
+        iwc = None
+        for lv in range(depth):
             stage = carry(stage, f"t_lv{lv}")
-            iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
+            if lv == 0:
+                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv,
+                                 shape=unsigned(bw)) for n in range(L)]
+            else:
+                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
+        if iwc is None:
+            iwc = [select(raw2[n], col2) for n in range(L)]
         # Tm: weight centroid Cw[n][j or Iw[pos]] from LUTRAM; operand
         tm1 = carry(stage, "tw")
         prod_w = cfg.mul_bits + cfg.cw
