@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 __all__ = ["param", "UnitConfig", "QuantizerConfig", "TopKConfig", "OrizuruConfig",
-           "OrizuruBaselineConfig"]
+           "OrizuruBaselineConfig", "ImuConfig", "ImuBaselineConfig"]
 
 
 def param(default, lo, hi, doc):
@@ -417,3 +417,175 @@ class NormBaselineConfig(UnitConfig):
 
 
 __all__ += ["SoftmaxBaselineConfig", "NormBaselineConfig"]
+
+# ----------------------------------------------------------------------------- IMU
+
+def _bits_signed(max_abs):
+    """Bits of a signed integer that holds every value in [-max_abs, max_abs]."""
+    return int(max_abs).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class ImuConfig(UnitConfig):
+    """Index MatMul unit: L output channels x P elements per cycle on K-Means indices.
+
+    The widths below are derived so that no sum can overflow for any vector of
+    up to ``positions`` elements (``k_max`` rounded up to whole beats), any
+    centroids of ``cw``/``ca`` bits, any shift up to ``shift_max`` and up to
+    ``outliers`` residuals of ``xbits + 1`` bits per token.
+    """
+
+    UNIT = "imu"
+
+    lanes: int = param(4, 1, 256, "output channels in parallel (L)")
+    elems: int = param(4, 1, 32, "elements per beat (P), a power of 2")
+    bw: int = param(4, 1, 8, "weight index bits: 2**bw weight centroids per channel")
+    ba: int = param(4, 1, 8, "activation index bits: 2**ba activation centroids")
+    cw: int = param(8, 2, 18, "weight centroid bits (signed)")
+    ca: int = param(8, 2, 16, "activation centroid bits (signed)")
+    k_max: int = param(1024, 1, 65536, "longest reduction (K) in elements")
+    outliers: int = param(16, 0, 256, "outlier (position, residual) pairs per token, at most")
+    xbits: int = param(16, 2, 32, "fixed-point activation bits (outlier residuals: xbits + 1)")
+
+    def check(self):
+        u = self.UNIT
+        if self.elems & (self.elems - 1):
+            raise ValueError(f"{u}: parameter 'elems' must be a power of 2 (a position splits "
+                             f"into weight-memory row and lane by bits), got {self.elems}")
+        if self.k_max < self.elems:
+            raise ValueError(f"{u}: parameter 'k_max' ({self.k_max}) must be at least "
+                             f"elems ({self.elems})")
+        if self.ca > self.xbits:
+            raise ValueError(f"{u}: parameter 'ca' ({self.ca}) must not exceed xbits "
+                             f"({self.xbits}): centroids are x values shifted left by 0.."
+                             f"xbits - ca")
+
+    # -- memory organisation
+    @property
+    def depth(self):
+        """Rows of the weight-index memory per lane: one row = the P indices of one beat."""
+        return -(-self.k_max // self.elems)
+
+    @property
+    def positions(self):
+        """Longest vector in elements: whole beats."""
+        return self.depth * self.elems
+
+    @property
+    def row_bits(self):
+        return _clog2(self.depth)
+
+    @property
+    def col_bits(self):
+        return (self.elems - 1).bit_length()
+
+    @property
+    def pos_bits(self):
+        return self.row_bits + self.col_bits
+
+    @property
+    def lane_bits(self):
+        return _clog2(self.lanes)
+
+    @property
+    def count_bits(self):
+        """Width of the per-beat element count 0..P (values above P read as P)."""
+        return self.elems.bit_length()
+
+    # -- arithmetic widths
+    @property
+    def shift_max(self):
+        """Largest activation shift: a centroid in x units is ``Ca << shift``, within xbits."""
+        return self.xbits - self.ca
+
+    @property
+    def shift_bits(self):
+        return max(1, self.shift_max.bit_length())
+
+    @property
+    def rbits(self):
+        """Outlier residual ``x - (Ca[ia] << shift)``: |r| < 2**xbits."""
+        return self.xbits + 1
+
+    @property
+    def file_bits(self):
+        """One bucket of one of the P bucket files: at most ``depth`` activation centroids."""
+        return _bits_signed(self.depth * 2 ** (self.ca - 1))
+
+    @property
+    def sum_bits(self):
+        """A bucket summed over the P files: at most ``positions`` centroids."""
+        return _bits_signed(self.positions * 2 ** (self.ca - 1))
+
+    @property
+    def dense_bits(self):
+        """The dense dot product before the shift."""
+        return _bits_signed(self.positions * 2 ** (self.ca - 1) * 2 ** (self.cw - 1))
+
+    @property
+    def ybits(self):
+        """The result: dense part shifted by up to ``shift_max`` plus the outlier corrections."""
+        dense = (self.positions * 2 ** (self.ca - 1) * 2 ** (self.cw - 1)) << self.shift_max
+        return _bits_signed(dense + self.outliers * 2 ** self.xbits * 2 ** (self.cw - 1))
+
+    @property
+    def mul_bits(self):
+        """The tail multiplier's data operand: a bucket sum or an outlier residual."""
+        return max(self.sum_bits, self.rbits)
+
+    # -- timing (see hdl/imu.py)
+    @property
+    def combine_ops(self):
+        """Tail operations per token before the shift: one per bucket."""
+        return 2 ** self.bw
+
+    @property
+    def tree_depth(self):
+        """Pipeline stages of the adder tree over the P bucket files."""
+        return self.col_bits
+
+    def tail_ops(self, shift, n_outliers):
+        """Tail operations of one token: combine, ``shift`` doublings, one per outlier beat."""
+        return self.combine_ops + shift + (max(1, n_outliers) if self.outliers else 0)
+
+    @property
+    def latency(self):
+        """Cycles from the accepted last beat of a vector to its result, less the tail
+        operations, when the tail is free, the outliers wait and the output is not stalled:
+        the result leaves ``latency + tail_ops(shift, n) - 1`` cycles after the last beat."""
+        return 10 + self.tree_depth
+
+    @property
+    def min_beats(self):
+        """Shortest vector (in beats) that streams at II = 1: a vector may start only when the
+        tail has read the bank of the vector two before it (2**bw + 4 beats)."""
+        return self.combine_ops + 4
+
+    def streams(self, beats, shift, n_outliers):
+        """True when vectors of ``beats`` beats stream back to back with no input stall."""
+        return beats >= max(self.min_beats, self.tail_ops(shift, n_outliers))
+
+
+@dataclass(frozen=True)
+class ImuBaselineConfig(ImuConfig):
+    """Baseline of the IMU: dequantize both operands and multiply-accumulate (one multiplier
+    per MAC), same ports, storage and tail (shift and outlier correction)."""
+
+    UNIT = "imu_baseline"
+
+    @property
+    def combine_ops(self):
+        return 1
+
+    @property
+    def mul_bits(self):
+        return self.rbits
+
+    @property
+    def latency(self):
+        return 11 + self.tree_depth
+
+    @property
+    def min_beats(self):
+        """The dense sum is handed to the tail 6 + tree_depth cycles after the last beat."""
+        return 6 + self.tree_depth

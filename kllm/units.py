@@ -4,9 +4,9 @@ import importlib
 from dataclasses import dataclass
 
 from kllm import KllmError
-from kllm.config import OrizuruBaselineConfig, OrizuruConfig, QuantizerConfig, UnitConfig
-from kllm.config import LutConfig, NormConfig, ProductConfig, SoftmaxConfig  # noqa: F401
-from kllm.config import NormBaselineConfig, SoftmaxBaselineConfig  # noqa: F401
+from kllm.config import (ImuBaselineConfig, ImuConfig, LutConfig, NormBaselineConfig,
+                         NormConfig, OrizuruBaselineConfig, OrizuruConfig, ProductConfig,
+                         QuantizerConfig, SoftmaxBaselineConfig, SoftmaxConfig, UnitConfig)
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -64,6 +64,13 @@ UNITS = {u.name: u for u in [
     Unit("norm_baseline", "norm's baseline: conventional fixed point, squares and a "
          "normalization multiply per lane", NormBaselineConfig, "hdl.norm:NormBaseline",
          "testbench.test_norm"),
+
+    Unit("imu", "Index MatMul unit: L output channels x P elements per cycle, bucket sums of "
+         "activation centroids by weight index, 2**bw multiplies per output",
+         ImuConfig, "hdl.imu:Imu", "testbench.test_imu"),
+    Unit("imu_baseline", "IMU's baseline: dequantize both operands and multiply-accumulate, "
+         "one multiplier per MAC", ImuBaselineConfig, "hdl.imu:ImuBaseline",
+         "testbench.test_imu"),
 ]}
 
 

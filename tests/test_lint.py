@@ -55,3 +55,15 @@ def test_nonlinear_lint(unit, params, extra, build_dir):
     netlist, _ = emit(u, u.config(params), build_dir)
     kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
     assert kinds <= BACKEND_KINDS | extra, kinds - BACKEND_KINDS - extra
+
+# IMU: besides WIDTHEXPAND (above), the backend writes `x == 0` as `!x` on a multi-bit x and a
+# variable word select as a right shift assigned to the word's width (WIDTHTRUNC); both exact.
+@pytest.mark.parametrize("unit, params", [
+    ("imu", []), ("imu", ["lanes=3", "elems=1", "outliers=0"]), ("imu_baseline", ["elems=8"]),
+])
+def test_imu_lint(unit, params, build_dir):
+    u = get_unit(unit)
+    netlist, _ = emit(u, u.config(params), build_dir)
+    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    assert kinds <= BACKEND_KINDS | {"WIDTHEXPAND", "WIDTHTRUNC"}, \
+        kinds - BACKEND_KINDS - {"WIDTHEXPAND", "WIDTHTRUNC"}

@@ -1,0 +1,576 @@
+"""Index MatMul unit (IMU) and its dequantize-and-multiply baseline.
+
+Golden twin: :mod:`golden.imu`.  Configuration: :class:`kllm.config.ImuConfig`
+(the baseline's: :class:`kllm.config.ImuBaselineConfig`).
+
+Both units compute, for every token vector of activation indices ``ia`` and
+each of the L output channels n held in the unit (DESIGN §2),
+
+    y[n] = (sum_k Cw[n, Iw[n, k]] * Ca[ia[k]]) << shift  +  sum_outliers r * Cw[n, Iw[n, pos]]
+
+with the same ports, the same storage (weight indices in block RAM, codebooks
+in LUTRAM) and the same *tail* (shift and sparse outlier correction); they
+differ only in how the dense sum is formed:
+
+* :class:`Imu`: per lane, P bucket files (2**bw entries, LUTRAM, two banks):
+  each element adds its activation centroid into the bucket its weight index
+  names (adds only).  After the vector, the tail reads the 2**bw buckets of
+  the full bank, sums the P files and multiplies each bucket by its weight
+  centroid on one multiplier per lane, while the next vector fills the other
+  bank.
+* :class:`ImuBaseline`: per lane, P multipliers dequantize-and-multiply
+  ``Cw[n, Iw] * Ca[ia]`` every cycle; an adder tree and an accumulator form
+  the dense sum, which the tail takes over.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kllm.config import ImuBaselineConfig, ImuConfig
+
+__all__ = ["Imu", "ImuBaseline"]
+
+# Tail operation kinds
+COMBINE, DOUBLE, CORRECT = 0, 1, 2
+
+
+class _ImuUnit(wiring.Component):
+    """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
+
+    _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
+
+    def __init__(self, cfg):
+        self._config = cfg
+        L, P = cfg.lanes, cfg.elems
+        self.in_layout = data.StructLayout({
+            "idx": data.ArrayLayout(unsigned(cfg.ba), P),
+            "count": unsigned(cfg.count_bits),
+            "last": 1,
+        })
+        self.outlier_layout = data.StructLayout({
+            "pos": unsigned(cfg.pos_bits),
+            "r": signed(cfg.rbits),
+            "last": 1,
+        })
+        self.out_layout = data.StructLayout({
+            "y": data.ArrayLayout(signed(cfg.ybits), L),
+        })
+        self.wmem_layout = data.ArrayLayout(unsigned(cfg.bw), P)
+        members = {
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "wmem": In(wiring.Signature({
+                "en": Out(1), "lane": Out(cfg.lane_bits), "addr": Out(cfg.row_bits),
+                "data": Out(self.wmem_layout)})),
+            "wcb": In(wiring.Signature({
+                "en": Out(1), "lane": Out(cfg.lane_bits), "addr": Out(cfg.bw),
+                "data": Out(signed(cfg.cw))})),
+            "acb": In(wiring.Signature({
+                "en": Out(1), "addr": Out(cfg.ba), "data": Out(signed(cfg.ca)),
+                "shift": Out(cfg.shift_bits)})),
+        }
+        if cfg.outliers:
+            members["r"] = In(stream.Signature(self.outlier_layout))
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        return self._config.latency
+
+    # -- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _reg(m, value, name, enable=None, shape=None, init=0, reset_less=True):
+        r = Signal(shape if shape is not None else value.shape(), name=name, init=init,
+                   reset_less=reset_less)
+        stmt = r.eq(value)
+        if enable is None:
+            m.d.sync += stmt
+        else:
+            with m.If(enable):
+                m.d.sync += stmt
+        return r
+
+    def _lutram(self, m, name, shape, depth, wen, waddr, wdata):
+        """A small memory with one write port and one asynchronous read port (LUTRAM)."""
+        mem = memory.Memory(shape=shape, depth=depth, init=[])
+        m.submodules[name] = mem
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        m.d.comb += [wr.en.eq(wen), wr.addr.eq(waddr), wr.data.eq(wdata)]
+        return rd
+
+    @staticmethod
+    def _tree(m, values, width, enable, name):
+        """Pipelined adder tree: one register level per pairwise level (ceil(log2 n) stages)."""
+        level = 0
+        while len(values) > 1:
+            nxt = []
+            for k in range(0, len(values), 2):
+                if k + 1 < len(values):
+                    s = (values[k] + values[k + 1])[:width].as_signed()
+                else:
+                    s = values[k]
+                r = Signal(signed(width), name=f"{name}{level}_{k // 2}", reset_less=True)
+                if enable is None:
+                    m.d.sync += r.eq(s)
+                else:
+                    with m.If(enable):
+                        m.d.sync += r.eq(s)
+                nxt.append(r)
+            values = nxt
+            level += 1
+        return values[0]
+
+    # -- the unit ----------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        L, P, bw, ba = cfg.lanes, cfg.elems, cfg.bw, cfg.ba
+
+        # ---- host registers and codebooks
+        shift = Signal(cfg.shift_bits)
+        with m.If(self.acb.en):
+            m.d.sync += shift.eq(self.acb.shift)
+
+        # ---- input stage F0: framing, bank, weight row (read from block RAM in F0, data in F1)
+        after_last = Signal(init=1)
+        row_cnt = Signal(cfg.row_bits)
+        bank_in = Signal(init=1)          # bank of the vector being accepted
+        inflight = Signal(2)              # vectors started whose bank is not yet released
+        release = Signal()                # the tail has read a bank (pulse)
+        # A vector starts at the beat after a `last` (framing by `last` alone, so that `ready`
+        # depends on no payload bit): it may start only while a bank is free.
+        start = after_last
+        clearing = Signal(init=1)         # after reset: the tail clears every bucket first
+        m.d.comb += self.i.ready.eq((~start | (inflight != 2)) & ~clearing)
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        row = Signal(cfg.row_bits)
+        m.d.comb += row.eq(Mux(start, 0, row_cnt))
+        bank = Signal()
+        m.d.comb += bank.eq(Mux(start, ~bank_in, bank_in))
+        with m.If(take):
+            m.d.sync += [row_cnt.eq(row + 1), after_last.eq(self.i.payload.last),
+                         bank_in.eq(bank)]
+        m.d.sync += inflight.eq(inflight + (take & start) - release)
+
+        count = self.i.payload.count
+        v0 = self._reg(m, take, "f0_valid", reset_less=False)
+        first0 = self._reg(m, start, "f0_first")
+        last0 = self._reg(m, self.i.payload.last, "f0_last")
+        bank0 = self._reg(m, bank, "f0_bank")
+        idx0 = [self._reg(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
+        lv0 = [self._reg(m, count > p, f"f0_lv{p}") for p in range(P)]
+        row0 = self._reg(m, row, "f0_row")
+
+        # ---- F1: activation centroids looked up once (P copies), broadcast to every lane
+        v1 = self._reg(m, v0, "f1_valid", reset_less=False)
+        first1 = self._reg(m, first0, "f1_first")
+        last1 = self._reg(m, last0, "f1_last")
+        bank1 = self._reg(m, bank0, "f1_bank")
+        a1 = []
+        for p in range(P):
+            rd = self._lutram(m, f"ca_p{p}", signed(cfg.ca), 2 ** ba,
+                              self.acb.en, self.acb.addr, self.acb.data)
+            m.d.comb += rd.addr.eq(idx0[p])
+            a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
+
+        # ---- tail issue logic (needs the weight memories' second port address)
+        tail = self._tail_issue(m, shift, clearing)
+
+        # ---- weight-index memories, one per lane: port 1 streams rows, port 2 host / outliers
+        iw1 = []
+        iwc1 = []
+        for n in range(L):
+            mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
+            m.submodules[f"wmem_l{n}"] = mem
+            rd = mem.read_port()
+            m.d.comb += rd.addr.eq(row0)
+            wr = mem.write_port()
+            addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
+            if cfg.outliers:
+                m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"]))
+                rd2 = mem.read_port()
+                m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(tail["adv"])]
+                iwc1.append(rd2.data)
+            else:
+                m.d.comb += addr2.eq(self.wmem.addr)
+            m.d.comb += [
+                wr.en.eq(self.wmem.en & (self.wmem.lane == n)),
+                wr.addr.eq(addr2),
+                wr.data.eq(self.wmem.data.as_value()),
+            ]
+            iw1.append([rd.data[p * bw:(p + 1) * bw] for p in range(P)])
+
+        # ---- F2: indices registered; the dense datapath (IMU or baseline) from here
+        v2 = self._reg(m, v1, "f2_valid", reset_less=False)
+        first2 = self._reg(m, first1, "f2_first")
+        last2 = self._reg(m, last1, "f2_last")
+        bank2 = self._reg(m, bank1, "f2_bank")
+        a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
+        iw2 = [[self._reg(m, iw1[n][p], f"f2_iw{n}_{p}") for p in range(P)] for n in range(L)]
+        front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
+                 "bank2": bank2, "a2": a2, "iw2": iw2}
+        done, vals = self._dense(m, front, tail)
+
+        # ---- vectors ready for the tail
+        ready_cnt = Signal(2)
+        m.d.sync += ready_cnt.eq(ready_cnt + done - tail["take_vector"])
+        m.d.comb += tail["ready"].eq(ready_cnt != 0)
+        m.d.comb += release.eq(tail["release"])
+
+        self._tail_datapath(m, tail, vals, iwc1)
+        return m
+
+    # -- tail -----------------------------------------------------------------
+    #
+    # One operation per cycle per token: COMBINE j (IMU: bucket j of the P files times
+    # Cw[j]; baseline: one op loading the dense sum), `shift` DOUBLE ops, then one
+    # CORRECT op per outlier beat (r * Cw[Iw[pos]]).  The first op of a token loads the
+    # accumulator, the last sends it out.
+
+    def _tail_issue(self, m, shift, clearing):
+        cfg = self._config
+        C = cfg.combine_ops
+        adv = Signal(name="t_adv")
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        ready = Signal(name="t_ready")
+        phase = Signal(2, name="t_phase")        # COMBINE, DOUBLE, CORRECT
+        j = Signal(max(1, (C - 1).bit_length()), name="t_j")
+        d = Signal(cfg.shift_bits, name="t_d")
+        tbank = Signal(name="t_bank")            # bank of the token the tail works on
+
+        issue = Signal(name="t_issue")
+        kind = Signal(2, name="t_kind")
+        first = Signal(name="t_first")
+        last = Signal(name="t_last")
+        take_vector = Signal(name="t_take_vector")
+        rel = Signal(name="t_release")
+        r_val = Signal(signed(cfg.rbits), name="t_r")
+        pos = Signal(cfg.pos_bits, name="t_pos")
+        has_out = bool(cfg.outliers)
+
+        after_combine = Mux(shift != 0, DOUBLE, CORRECT if has_out else COMBINE)
+        with m.If(clearing):
+            # after reset: sweep j over the buckets (the IMU writes 0 into both banks of
+            # every file), then start; the baseline has nothing to clear
+            if self._combine:
+                with m.If(adv):
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == C - 1):
+                        m.d.sync += [j.eq(0), clearing.eq(0)]
+            else:
+                m.d.sync += clearing.eq(0)
+        # Combinational issue signals as plain expressions, not inside a Switch: Icarus never
+        # evaluates a combinational process whose inputs do not change after time 0.
+        in_comb, in_dbl, in_corr = phase == COMBINE, phase == DOUBLE, phase == CORRECT
+        last_comb = j == C - 1
+        if has_out:
+            m.d.comb += [
+                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl
+                         | (in_corr & self.r.valid)),
+                last.eq(in_corr & self.r.payload.last),
+                r_val.eq(self.r.payload.r),
+                pos.eq(self.r.payload.pos),
+            ]
+        else:
+            m.d.comb += [
+                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl),
+                last.eq((in_comb & last_comb & (shift == 0)) | (in_dbl & (d == shift - 1))),
+            ]
+        m.d.comb += [
+            kind.eq(phase),
+            first.eq(in_comb & (j == 0)),
+            take_vector.eq(adv & issue & in_comb & (j == 0)),
+            rel.eq(adv & issue & in_comb & last_comb),
+        ]
+        with m.If(adv & issue):
+            with m.If(in_comb):
+                if C > 1:
+                    m.d.sync += j.eq(j + 1)
+                with m.If(last_comb):
+                    m.d.sync += [j.eq(0), phase.eq(after_combine), d.eq(0), tbank.eq(~tbank)]
+            with m.If(in_dbl):
+                m.d.sync += d.eq(d + 1)
+                with m.If(d == shift - 1):
+                    m.d.sync += phase.eq(CORRECT if has_out else COMBINE)
+            if has_out:
+                with m.If(in_corr & self.r.payload.last):
+                    m.d.sync += phase.eq(COMBINE)
+        if has_out:
+            # outside the Switch: a plain assignment (Icarus evaluates a combinational
+            # process whose inputs never change only if something wakes it)
+            m.d.comb += self.r.ready.eq(adv & (phase == CORRECT))
+        row = Signal(cfg.row_bits, name="t_row")
+        m.d.comb += row.eq(pos[cfg.col_bits:])
+        # T1: the issued operation
+        t1 = {
+            "v": self._reg(m, issue, "t1_valid", enable=adv, reset_less=False),
+            "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
+            "kind": self._reg(m, kind, "t1_kind", enable=adv),
+            "j": self._reg(m, j, "t1_j", enable=adv),
+            "first": self._reg(m, first, "t1_first", enable=adv),
+            "last": self._reg(m, last, "t1_last", enable=adv),
+            "bank": self._reg(m, tbank, "t1_bank", enable=adv),
+            "r": self._reg(m, r_val, "t1_r", enable=adv),
+            "col": self._reg(m, pos[:cfg.col_bits], "t1_col", enable=adv)
+            if cfg.col_bits else Const(0, 1),
+        }
+        return {"adv": adv, "ready": ready, "take_vector": take_vector, "release": rel,
+                "row": row, "t1": t1}
+
+    def _tail_datapath(self, m, tail, vals, iwc1):
+        """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
+        cfg = self._config
+        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        adv, t1 = tail["adv"], tail["t1"]
+
+        def carry(stage_from, prefix):
+            return {k: self._reg(m, stage_from[k], f"{prefix}_{k}", enable=adv,
+                                 reset_less=(k != "v"))
+                    for k in ("v", "kind", "j", "first", "last", "r")}
+
+        # T2: the op's per-lane value (bucket-file reads or the dense sum) and the raw weight
+        # row of an outlier: block RAM output straight into a register (its clock-to-out is
+        # most of a cycle on ECP5); the index is selected from it one stage later
+        t2 = carry(t1, "t2")
+        col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
+        raw2 = [self._reg(m, iwc1[n], f"t2_iwrow{n}", enable=adv) if cfg.outliers
+                else Const(0, P * bw) for n in range(L)]
+
+        def select(raw, col):
+            if not cfg.outliers or P == 1:
+                return raw[:bw]
+            return data.ArrayLayout(unsigned(bw), P)(raw)[col]
+
+        # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
+        width = cfg.sum_bits if self._combine else cfg.dense_bits
+        sums = [self._tree(m, vals[n], width, adv, f"t_tree{n}_") for n in range(L)]
+        # the op fields wait for the tree; the outlier index is selected in its first level
+        stage = t2
+        depth = cfg.tree_depth if self._combine else 0
+        iwc = None
+        for lv in range(depth):
+            stage = carry(stage, f"t_lv{lv}")
+            if lv == 0:
+                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv,
+                                 shape=unsigned(bw)) for n in range(L)]
+            else:
+                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
+        if iwc is None:
+            iwc = [select(raw2[n], col2) for n in range(L)]
+        # Tm: weight centroid Cw[n][j or Iw[pos]] from LUTRAM; operand
+        tm1 = carry(stage, "tw")
+        prod_w = cfg.mul_bits + cfg.cw
+        prods = []
+        for n in range(L):
+            widx = Mux(stage["kind"] == CORRECT, iwc[n], stage["j"][:bw]) if self._combine \
+                else iwc[n]
+            rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
+                              self.wcb.en & (self.wcb.lane == n), self.wcb.addr, self.wcb.data)
+            m.d.comb += rd.addr.eq(widx)
+            w = self._reg(m, rd.data, f"tw_w{n}", enable=adv)
+            if self._combine:
+                x = self._reg(m, Mux(stage["kind"] == CORRECT, stage["r"], sums[n]),
+                              f"tw_x{n}", enable=adv, shape=signed(cfg.mul_bits))
+                prod = (x * w)[:prod_w].as_signed()
+            else:
+                x = self._reg(m, stage["r"], f"tw_x{n}", enable=adv, shape=signed(cfg.rbits))
+                dsum = self._reg(m, sums[n], f"tw_d{n}", enable=adv)
+                prod = Mux(tm1["kind"] == COMBINE, dsum, (x * w)[:prod_w].as_signed())
+            prods.append(prod)
+        # Tp: products registered
+        tp = carry(tm1, "tp")
+        pw = max(prod_w, cfg.dense_bits)
+        p_regs = [self._reg(m, prods[n], f"tp_p{n}", enable=adv, shape=signed(pw))
+                  for n in range(L)]
+        # accumulate; the last op of a token loads the output register
+        out_valid = Signal(name="o_valid_r")
+        m.d.comb += self.o.valid.eq(out_valid)
+        with m.If(self.o.ready):
+            m.d.sync += out_valid.eq(0)
+        for n in range(L):
+            acc = Signal(signed(cfg.ybits), name=f"acc{n}", reset_less=True)
+            base = Mux(tp["first"], 0, acc)
+            addend = Mux(tp["kind"] == DOUBLE, acc, p_regs[n])
+            nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
+            m.d.comb += nxt.eq(base + addend)
+            y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
+            with m.If(adv & tp["v"]):
+                m.d.sync += acc.eq(nxt)
+                with m.If(tp["last"]):
+                    m.d.sync += y.eq(nxt)
+            m.d.comb += self.o.payload.y[n].eq(y)
+        with m.If(adv & tp["v"] & tp["last"]):
+            m.d.sync += out_valid.eq(1)
+
+
+class Imu(_ImuUnit):
+    """Index MatMul unit: bucket sums per weight index, 2**bw multiplies per output.
+
+    Per lane n (L lanes) and element slot p (P slots), a bucket file of 2**bw
+    entries in two banks (LUTRAM, ``file_bits`` wide).  Every beat, the P
+    activation centroids ``Ca[ia]`` are looked up once and broadcast to the L
+    lanes; each (n, p) adds its centroid into bucket ``Iw[n, k]`` of the bank of
+    the current vector: a two-stage read-modify-write (read and register, then
+    add and write) with forwarding when two beats in a row hit the same bucket.
+    The bank select of each stage is a per-file register, not a global signal.
+
+    After a vector's last beat the tail reads bucket j = 0 .. 2**bw - 1 of
+    that bank (clearing it behind itself), sums the P files in a pipelined
+    adder tree and multiplies the sum by ``Cw[n, j]`` on one multiplier per
+    lane, accumulating; then ``shift`` doublings; then one multiply-add
+    ``r * Cw[n, Iw[n, pos]]`` per outlier beat (the index read from the
+    second port of the weight memory).  Meanwhile the next vector fills the
+    other bank.
+
+    Cycles (``B = ceil(K / P)`` beats per vector, ``s`` the shift, ``O`` the
+    outlier beats of a vector, at least one when the unit has outlier
+    capacity): the tail spends ``T = 2**bw + s + O`` cycles per vector
+    (:meth:`kllm.config.ImuConfig.tail_ops`).  With ``B >= T`` and
+    ``B >= release - ...`` the input takes one beat per cycle (II = 1,
+    L x P MACs per cycle) and the result of a vector leaves
+    ``latency + T - 1`` cycles after its last beat; ``n`` vectors back to
+    back take ``n B + latency + T - 1`` cycles from the first beat to the
+    last result.  Shorter vectors are limited by the tail: one result per
+    ``max(B, T)`` cycles, plus input stalls while both banks are busy.
+    The exact figures are those of :class:`kllm.config.ImuConfig` and are
+    held by the tests.
+    """
+
+    _combine = True
+
+    def __init__(self, *, lanes=4, elems=4, bw=4, ba=4, cw=8, ca=8, k_max=1024, outliers=16,
+                 xbits=16):
+        super().__init__(ImuConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, cw=cw, ca=ca,
+                                   k_max=k_max, outliers=outliers, xbits=xbits))
+
+    def _dense(self, m, f, tail):
+        cfg = self._config
+        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        fb = cfg.file_bits
+        t1, adv = tail["t1"], tail["adv"]
+        # F3 stage (add and write); the F2 stage reads
+        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
+        last3 = self._reg(m, f["last2"], "f3_last")
+        a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
+        clear = Signal(name="t1_clear")
+        m.d.comb += clear.eq(adv & t1["v"] & (t1["kind"] == COMBINE))
+        vals = []
+        for n in range(L):
+            lane_vals = []
+            for p in range(P):
+                tag = f"l{n}_p{p}"
+                # per-file copies of the stage selects (no global bank-select fan-out)
+                use2 = [self._reg(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_{tag}")
+                        for b in (0, 1)]
+                use3 = [self._reg(m, use2[b], f"f3_use{b}_{tag}") for b in (0, 1)]
+                iw2 = f["iw2"][n][p]
+                iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
+                sum3 = Signal(signed(fb), name=f"f3_sum_{tag}")
+                rds = []
+                for b in (0, 1):
+                    mine = clear & (t1["bank"] == b)
+                    rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(fb), 2 ** bw,
+                                      Mux(use3[b], 1, mine | t1["init"]),
+                                      Mux(use3[b], iw3, t1["j"][:bw]),
+                                      Mux(use3[b], sum3, 0))
+                    m.d.comb += rd.addr.eq(Mux(use2[b], iw2, t1["j"][:bw]))
+                    rds.append(rd.data)
+                # stage A (F2): read the bucket of this beat's bank
+                r3 = self._reg(m, Mux(use2[1], rds[1], rds[0]), f"f3_r_{tag}")
+                fwd3 = self._reg(m, v3 & (use3[1] == use2[1]) & (iw3 == iw2), f"f3_fwd_{tag}")
+                # stage B (F3): add and write; forward the value written last cycle
+                last_sum = Signal(signed(fb), name=f"f3_last_sum_{tag}", reset_less=True)
+                m.d.comb += sum3.eq((Mux(fwd3, last_sum, r3) + a3[p])[:fb].as_signed())
+                m.d.sync += last_sum.eq(sum3)
+                # the tail's read of the full bank
+                fv = self._reg(m, Mux(t1["bank"], rds[1], rds[0]), f"t2_file_{tag}",
+                               enable=adv)
+                lane_vals.append(fv)
+            vals.append(lane_vals)
+        done = Signal(name="f3_done")
+        m.d.comb += done.eq(v3 & last3)
+        return done, vals
+
+
+class ImuBaseline(_ImuUnit):
+    """Baseline of the IMU: dequantize both operands and multiply-accumulate.
+
+    Same ports, storage, framing and tail as :class:`Imu`.  Per lane n and
+    element slot p, ``Cw[n, Iw[n, k]]`` is read from a LUTRAM copy of the
+    lane's codebook and multiplied by the broadcast ``Ca[ia[k]]`` (one
+    multiplier per MAC, L x P in all); a pipelined adder tree and an
+    accumulator per lane form the dense sum, which goes to one of two holding
+    registers (double buffer) for the tail.  The tail loads it in one
+    operation, then doubles ``shift`` times and adds the outlier corrections:
+    ``T = 1 + s + O`` cycles per vector.  Cycle formulas as for :class:`Imu`
+    with the baseline's figures (:class:`kllm.config.ImuBaselineConfig`).
+    """
+
+    _combine = False
+
+    def __init__(self, *, lanes=4, elems=4, bw=4, ba=4, cw=8, ca=8, k_max=1024, outliers=16,
+                 xbits=16):
+        super().__init__(ImuBaselineConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, cw=cw,
+                                           ca=ca, k_max=k_max, outliers=outliers, xbits=xbits))
+
+    def _dense(self, m, f, tail):
+        cfg = self._config
+        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        t1, adv = tail["t1"], tail["adv"]
+        pw = cfg.ca + cfg.cw
+        # F3: weight centroids looked up (F2) and registered with the activations
+        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
+        first3 = self._reg(m, f["first2"], "f3_first")
+        last3 = self._reg(m, f["last2"], "f3_last")
+        bank3 = self._reg(m, f["bank2"], "f3_bank")
+        a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
+        # F4: products
+        v4 = self._reg(m, v3, "f4_valid", reset_less=False)
+        first4 = self._reg(m, first3, "f4_first")
+        last4 = self._reg(m, last3, "f4_last")
+        bank4 = self._reg(m, bank3, "f4_bank")
+        vs, fs, ls, bs = v4, first4, last4, bank4
+        for lv in range(cfg.tree_depth):
+            vs = self._reg(m, vs, f"f_lv{lv}_valid", reset_less=False)
+            fs = self._reg(m, fs, f"f_lv{lv}_first")
+            ls = self._reg(m, ls, f"f_lv{lv}_last")
+            bs = self._reg(m, bs, f"f_lv{lv}_bank")
+        vals = []
+        for n in range(L):
+            prods = []
+            for p in range(P):
+                tag = f"l{n}_p{p}"
+                rd = self._lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
+                                  self.wcb.en & (self.wcb.lane == n), self.wcb.addr,
+                                  self.wcb.data)
+                m.d.comb += rd.addr.eq(f["iw2"][n][p])
+                w3 = self._reg(m, rd.data, f"f3_w_{tag}")
+                prods.append(self._reg(m, (a3[p] * w3)[:pw].as_signed(), f"f4_prod_{tag}",
+                                       shape=signed(pw)))
+            s = self._tree(m, prods, cfg.dense_bits, None, f"f_tree{n}_")
+            acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)
+            nxt = Signal(signed(cfg.dense_bits), name=f"dacc_next{n}")
+            m.d.comb += nxt.eq((Mux(fs, 0, acc) + s)[:cfg.dense_bits].as_signed())
+            hold = [Signal(signed(cfg.dense_bits), name=f"dhold{n}_b{b}", reset_less=True)
+                    for b in (0, 1)]
+            with m.If(vs):
+                m.d.sync += acc.eq(nxt)
+                with m.If(ls):
+                    with m.If(bs):
+                        m.d.sync += hold[1].eq(nxt)
+                    with m.Else():
+                        m.d.sync += hold[0].eq(nxt)
+            vals.append([self._reg(m, Mux(t1["bank"], hold[1], hold[0]), f"t2_dense{n}",
+                                   enable=adv)])
+        done = Signal(name="dense_done")
+        m.d.comb += done.eq(vs & ls)
+        return done, vals
