@@ -525,27 +525,34 @@ class Orizuru(_TopKUnit):
         k, kb = cfg.k, cfg.entry_bits
         fwd = cfg.load_delay                      # accepted last beat -> its load
         left = Signal(range(k + 1), name="pops_left")
-        full = Signal(name="result_full")
         load = Signal(name="load")                # the lanes hold a finished vector
+        # `pop` is a register: the pops of a vector run k cycles in a row into the
+        # accumulator `acc` once started, and start only when `acc` is free (or is
+        # surely copied to the output registers in the cycle the first pop shifts it)
         pop = Signal(name="pop")
+        acc_full = Signal(name="acc_full")        # acc holds a result not yet copied out
+        full = Signal(name="result_full")         # the output registers hold a result
         last_pop = Signal(name="last_pop")
+        copy = Signal(name="copy")                # acc -> output registers
         m.d.comb += [
-            pop.eq(left.any() & (~full | self.o.ready)),
             last_pop.eq(pop & (left == Const(1, len(left)))),
+            copy.eq(acc_full & (~full | self.o.ready)),
         ]
-        with m.If(load):                          # a load may coincide with the last pop
-            m.d.sync += left.eq(k)
-        with m.Elif(pop):
-            m.d.sync += left.eq(left - Const(1, len(left)))
+        left_next = Mux(load, k, Mux(pop, left - Const(1, len(left)), left))[:len(left)]
+        acc_full_next = last_pop | (acc_full & ~copy)
+        full_next = copy | (full & ~self.o.ready)
         m.d.sync += [
-            load.eq(ctrl["valid"] & ctrl["last"]),
-            full.eq(last_pop | (full & ~self.o.ready)),
+            left.eq(left_next),
+            pop.eq(left_next.any() & (~acc_full_next | ~full_next)),
+            acc_full.eq(acc_full_next),
+            full.eq(full_next),
+            load.eq(ctrl["valid"] & ctrl["last"]),   # a load may meet the last pop
         ]
 
         # -- input ready: a last beat accepted in cycle t loads in cycle t + fwd; the
         # queues must have made their last pop by then.  `pending` counts accepted
         # vectors not yet fully popped; `rem` is the number of cycles until the last
-        # pop of the newest one, if its pops do not stall from now on.
+        # pop of the newest one, if its pops do not wait from now on.
         pending = Signal(2, name="pending")
         rem = Signal(range(fwd + k + 1), name="pops_due")
         take_last = self.i.valid & self.i.ready & self.i.payload.last
@@ -555,14 +562,12 @@ class Orizuru(_TopKUnit):
             m.d.sync += rem.eq(fwd + k - 1)
         with m.Elif(rem.any() & ~stall):
             m.d.sync += rem.eq(rem - 1)
-        # the one pending vector cannot stall any more once its pops have started (the
-        # result registers fill only with its own last pop), or if the result
-        # registers are empty (or being emptied) before they start
-        started = left.any() & (left != Const(k, len(left)))
+        # the one pending vector's pops cannot wait once started (acc fills only with
+        # its own last pop), nor if acc is empty or will be copied out this cycle
         last_ok = Signal(name="last_ok")
         m.d.comb += [
             last_ok.eq((pending == 0) | ((pending == 1) & (rem <= fwd)
-                                         & (started | ~full | self.o.ready))),
+                                         & (pop | ~acc_full | copy))),
             ready.eq(~self.i.payload.last | last_ok),
         ]
 
@@ -603,13 +608,17 @@ class Orizuru(_TopKUnit):
                     m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
             # results are decoded on the way in: one decoder per side, not k
             dec = self._decode(best, side)
-            acc = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+            acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
             with m.If(pop):
                 m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else
                                        Cat(dec["value"], dec["pos"], dec["valid"]))
                              for j in range(k)]
-            result[side] = acc
+            res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+                   for j in range(k)]
+            with m.If(copy):
+                m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
+            result[side] = res
         return full, result
 
 

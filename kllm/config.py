@@ -192,8 +192,8 @@ class OrizuruConfig(TopKConfig):
     @property
     def latency(self):
         """Cycles from the accepted last beat of a vector to its result beat (no backpressure)."""
-        if self.merge:
-            return self.load_delay + self.k + 1
+        if self.merge:       # load, k pops, copy to the output registers
+            return self.load_delay + self.k + 2
         return 2 + self.sort_depth + self.merge_depth
 
     @property

@@ -76,12 +76,12 @@ def test_derived_sizes():
 @pytest.mark.parametrize("lanes, k, merge, latency, min_beats", [
     # serial merge: load 2 + 3 sorter levels (s = 2) after the last beat, k pops, result;
     # last beats >= k apart and two of them >= load + k + 1 apart: max(8, 14 / 2)
-    (4, 8, 1, 3 + 3 + 8, 8),
+    (4, 8, 1, 4 + 3 + 8, 8),
     (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
-    (8, 16, 1, 3 + 6 + 16, 16),   # max(16, ceil(25 / 2))
+    (8, 16, 1, 4 + 6 + 16, 16),   # max(16, ceil(25 / 2))
     (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
-    (1, 1, 1, 3 + 0 + 1, 2),      # max(1, 4 / 2)
-    (4, 3, 1, 3 + 3 + 3, 5),      # max(3, ceil(9 / 2))
+    (1, 1, 1, 4 + 0 + 1, 2),      # max(1, 4 / 2)
+    (4, 3, 1, 4 + 3 + 3, 5),      # max(3, ceil(9 / 2))
     (1, 5, 0, 2, 1),              # one lane, nothing to merge
     (3, 5, 0, 2 + 3 + 3 + 3, 1),
 ])
