@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 
 __all__ = ["Orizuru", "OrizuruBaseline", "bitonic_sort_levels", "bitonic_merge_levels",
-           "network"]
+           "odd_even_sort_levels", "network"]
 
 #: A padding input of a network: worse than every element, never stored.
 PAD = None
@@ -61,6 +61,28 @@ def bitonic_sort_levels(n):
             levels.append(level)
             stride //= 2
         size *= 2
+    return levels
+
+
+def odd_even_sort_levels(n):
+    """Levels of Batcher's odd-even merge sorter of ``n`` (a power of 2) inputs.
+
+    The same depth as :func:`bitonic_sort_levels` with fewer compare-exchanges (5
+    instead of 6 for 4 inputs, 19 instead of 24 for 8); pairs ``(a, b)`` with
+    ``a < b``, the better element to ``a``.
+    """
+    levels, p = [], 1
+    while p < n:
+        k = p
+        while k:
+            level = []
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        level.append((i + j, i + j + k))
+            levels.append(level)
+            k //= 2
+        p *= 2
     return levels
 
 
@@ -209,8 +231,11 @@ class _TopKUnit(wiring.Component):
             m.d.sync += r.eq(value)
         return r
 
-    def _input_stage(self, m, advance):
-        """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0."""
+    def _input_stage(self, m, advance, ready):
+        """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0.
+
+        ``ready`` is ``i.ready``; ``advance`` enables the stage's registers (1 when
+        the pipeline never stalls)."""
         cfg = self._config
         P, pb = cfg.lanes, cfg.pos_bits
         after_last = Signal(init=1)       # the next beat starts a vector
@@ -219,6 +244,7 @@ class _TopKUnit(wiring.Component):
         base = Mux(start, 0, cnt)
         count = self.i.payload.count
         cb = len(count)
+        take = self.i.valid & ready
         # a count above P reads as P (only possible when P + 1 is not a power of 2)
         n = Mux(count > Const(P, cb), Const(P, cb), count) if (1 << cb) - 1 > P else count
         s = {
@@ -231,15 +257,17 @@ class _TopKUnit(wiring.Component):
         }
         with m.If(advance):
             m.d.sync += [
-                s["valid"].eq(self.i.valid),
-                s["new"].eq(start),
-                s["last"].eq(self.i.payload.last),
+                s["valid"].eq(take),
+                s["new"].eq(start & take),
+                s["last"].eq(self.i.payload.last & take),
                 s["base"].eq(base),
             ]
             m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
-            m.d.sync += [s["lv"][p].eq(count > Const(p, cb) if p else count.any())
+            # a lane holds a value: within count, and the beat is taken (so a bubble
+            # carries no valid value, starts and ends nothing)
+            m.d.sync += [s["lv"][p].eq((count > Const(p, cb) if p else count.any()) & take)
                          for p in range(P)]
-            with m.If(self.i.valid):
+            with m.If(take):
                 m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
                              after_last.eq(self.i.payload.last)]
         return s
@@ -259,10 +287,11 @@ class _TopKUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        advance = Signal()
-        s0 = self._input_stage(m, advance)
-        valid, lists, go = self._core(m, advance, s0)
-        m.d.comb += [advance.eq(go), self.i.ready.eq(advance)]
+        advance = Signal()        # the pipeline's registers move (a global stall when 0)
+        ready = Signal()
+        s0 = self._input_stage(m, advance, ready)
+        valid, lists = self._core(m, advance, ready, s0)
+        m.d.comb += self.i.ready.eq(ready)
         self._output(m, valid, lists)
         return m
 
@@ -337,9 +366,11 @@ class Orizuru(_TopKUnit):
         super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
                                        merge=merge))
 
-    def _core(self, m, advance, s0):
+    def _core(self, m, advance, ready, s0):
         cfg = self._config
         P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        if cfg.merge:
+            m.d.comb += advance.eq(1)     # no global stall: see _serial_merge
         tb = max(1, (P - 1).bit_length())          # lane tag bits
         nl = len(cfg.rank_lanes)
         stage_no = [0]
@@ -365,7 +396,7 @@ class Orizuru(_TopKUnit):
             return ctrl
 
         # 1. beat sorters (one per side), pipelined
-        levels = bitonic_sort_levels(_pow2(P))
+        levels = odd_even_sort_levels(_pow2(P))
         assert len(levels) == cfg.sort_depth
         sorted_beat = {}
         for side in ("top", "bot"):
@@ -386,22 +417,33 @@ class Orizuru(_TopKUnit):
                 snapshot[side].append(self._rank_lane(m, advance, ctrl, sorted_beat[side][r],
                                                       length, tb, f"{side}_lane{r}"))
         if cfg.merge:
-            return self._serial_merge(m, advance, ctrl, snapshot)
-        return self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
+            return self._serial_merge(m, ready, ctrl, snapshot)
+        valid, result = self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
+        m.d.comb += [advance.eq(~valid | self.o.ready), ready.eq(advance)]
+        return valid, result
 
     def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
-        """One sorted insertion list of ``length`` entries; returns its registers."""
+        """One sorted insertion list of ``length`` entries; returns its registers.
+
+        The loop of an entry is one comparator between two registers (the new value,
+        a sorter output register, and the entry's value), one LUT (``b``) and the
+        entry's flip-flop enable.  Within a lane the values arrive in position order,
+        so a strictly better value (an equal older one keeps its place: it has the
+        lower position) needs no position bits in the comparator.  The valid bits are
+        kept apart: an entry is replaced when it is empty, when a vector starts (its
+        contents belong to the previous vector) or when x's value is larger."""
         pb = self._config.pos_bits
         kb = self._config.entry_bits
         self.stats["cells"] += length
-        xv = x[-1]
+        xv = x[-1]                       # includes the beat's valid bit (stage 0)
+        xval = x[tb:-1]                  # the value's key (unsigned, larger is better)
         pos = Signal(pb, name=f"{name}_pos")
         lane = Signal(pb, name=f"{name}_lane")
         m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl["base"] + lane)[:pb])]
-        xfull = Signal(kb, name=f"{name}_x")
-        m.d.comb += xfull.eq(Cat(~pos, x[tb:]))
-        # value and position in one register, the valid bit in another: the first is
-        # written only when x beats the entry (a flip-flop enable), the second every beat
+        xfull = Signal(kb - 1, name=f"{name}_x")
+        m.d.comb += xfull.eq(Cat(~pos, xval))
+        # value and position in one register (written only when x replaces the entry or
+        # the one above it: a flip-flop enable), the valid bit in another
         data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
         valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
         new = ctrl["new"]
@@ -411,18 +453,17 @@ class Orizuru(_TopKUnit):
             m.d.comb += sig.eq(value)
             return sig
         ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
-        # starts.  x beats entry i: a strictly better value (an equal older value keeps its
-        # place, it has the lower position); the b_i are a thermometer code down the list
-        beats = (lambda a, c: a >= c) if self._plant_tie_bug else (lambda a, c: a > c)
-        b = [w(xv & beats(x[tb:], Cat(d[pb:], v)), f"{i}_b")
-             for i, (d, v) in enumerate(zip(data_, ev))]
+        # starts.  x beats entry i: the b_i are a thermometer code down the list
+        gt = [w((xval >= d[pb:]) if self._plant_tie_bug else (xval > d[pb:]), f"{i}_gt")
+              for i, d in enumerate(data_)]
+        b = [w(xv & (new | ~v | g), f"{i}_b") for i, (v, g) in enumerate(zip(valid, gt))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
-            above = xfull[:-1] if i == 0 else Mux(b[i - 1], data_[i - 1], xfull[:-1])
+            above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
             above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
-            with m.If(advance & ctrl["valid"] & b[i]):
+            with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
-            with m.If(advance & ctrl["valid"]):
+            with m.If(advance):
                 m.d.sync += valid[i].eq(Mux(b[i], above_v, ev[i]))
         entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
@@ -466,65 +507,126 @@ class Orizuru(_TopKUnit):
             assert len(groups) == 1 and len(groups[0]) == k
             snapshot[side] = groups[0]
         valid = carry({"valid": mvalid}, cfg.merge_depth, "merge")["valid"]
-        return valid, snapshot, ~valid | self.o.ready
+        return valid, snapshot
 
-    def _serial_merge(self, m, advance, ctrl, lanes):
+    def _serial_merge(self, m, ready, ctrl, lanes):
         """``merge=1``: the lanes' lists copied into queues in the cycle after a vector's
-        last beat, then the best of the queue heads popped k times, one per cycle."""
+        last beat (the load), then the best of the queue heads popped k times, one per
+        cycle, into the result registers.
+
+        Nothing before the queues ever stalls: the input refuses a last beat that
+        would reach the lanes while the queues are still busy (``ready`` below).
+        The heads are compared through a registered matrix ``g[a][b] = head a >= head
+        b`` (a < b), all ones at the load (the best rank-r value beats the best
+        rank-(r+1) value, and empty entries load as zeros), and updated at each pop
+        from comparators that read registers only: the winner's next entry against
+        the other heads.  The pop loop is then LUT logic on registers."""
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
+        fwd = cfg.load_delay                      # accepted last beat -> its load
         left = Signal(range(k + 1), name="pops_left")
-        full = Signal(name="result_full")
         load = Signal(name="load")                # the lanes hold a finished vector
+        # `pop` is a register: the pops of a vector run k cycles in a row into the
+        # accumulator `acc` once started, and start only when `acc` is free (or is
+        # surely copied to the output registers in the cycle the first pop shifts it)
         pop = Signal(name="pop")
-        free = Signal(name="queues_free")
+        acc_full = Signal(name="acc_full")        # acc holds a result not yet copied out
+        full = Signal(name="result_full")         # the output registers hold a result
+        last_pop = Signal(name="last_pop")
+        copy = Signal(name="copy")                # acc -> output registers
         m.d.comb += [
-            pop.eq(left.any() & (~full | self.o.ready)),
-            # a last beat may enter the lanes only if the queues are free the cycle after
-            free.eq(~load & (~left.any() | ((left == Const(1, len(left))) & pop))),
+            last_pop.eq(pop & (left == Const(1, len(left)))),
+            copy.eq(acc_full & (~full | self.o.ready)),
         ]
-        with m.If(load):
-            m.d.sync += left.eq(k)
-        with m.Elif(pop):
-            m.d.sync += left.eq(left - Const(1, len(left)))
+        left_next = Mux(load, k, Mux(pop, left - Const(1, len(left)), left))[:len(left)]
+        acc_full_next = last_pop | (acc_full & ~copy)
+        full_next = copy | (full & ~self.o.ready)
         m.d.sync += [
-            load.eq(advance & ctrl["valid"] & ctrl["last"]),
-            full.eq((pop & (left == Const(1, len(left)))) | (full & ~self.o.ready)),
+            left.eq(left_next),
+            pop.eq(left_next.any() & (~acc_full_next | ~full_next)),
+            acc_full.eq(acc_full_next),
+            full.eq(full_next),
+            load.eq(ctrl["valid"] & ctrl["last"]),   # a load may meet the last pop
         ]
+
+        # -- input ready: a last beat accepted in cycle t loads in cycle t + fwd; the
+        # queues must have made their last pop by then.  `pending` counts accepted
+        # vectors not yet fully popped; `rem` is the number of cycles until the last
+        # pop of the newest one, if its pops do not wait from now on.
+        pending = Signal(2, name="pending")
+        rem = Signal(range(fwd + k + 1), name="pops_due")
+        take_last = self.i.valid & self.i.ready & self.i.payload.last
+        stall = left.any() & ~pop
+        m.d.sync += pending.eq(pending + take_last - last_pop)
+        with m.If(take_last):
+            m.d.sync += rem.eq(fwd + k - 1)
+        with m.Elif(rem.any() & ~stall):
+            m.d.sync += rem.eq(rem - 1)
+        # the one pending vector's pops cannot wait once started (acc fills only with
+        # its own last pop), nor if acc is empty or will be copied out this cycle
+        last_ok = Signal(name="last_ok")
+        m.d.comb += [
+            last_ok.eq((pending == 0) | ((pending == 1) & (rem <= fwd)
+                                         & (pop | ~acc_full | copy))),
+            ready.eq(~self.i.payload.last | last_ok),
+        ]
+
         result = {}
         for side in ("top", "bot"):
             queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
                        for i in range(len(lane))] for r, lane in enumerate(lanes[side])]
+            n = len(queues)
             heads = [q[0] for q in queues]
-            n = len(heads)
-            # every pair of heads compared once; the lower lane wins a tie (invalid heads)
-            win = [Const(1, 1)] * n
+            nexts = [q[1] if len(q) > 1 else Const(0, kb) for q in queues]
+            g = {(a, b): Signal(name=f"{side}_g{a}_{b}", init=1)
+                 for a in range(n) for b in range(a + 1, n)}
+            win = []
             for a in range(n):
-                for b in range(a + 1, n):
-                    ge = Signal(name=f"{side}_h{a}_ge_h{b}")
-                    m.d.comb += ge.eq(heads[a] >= heads[b])
-                    self.stats["compare"] += 1
-                    win[a] = win[a] & ge
-                    win[b] = win[b] & ~ge
-            wins = [Signal(name=f"{side}_win{a}") for a in range(n)]
-            m.d.comb += [w.eq(v) for w, v in zip(wins, win)]
-            best = Signal(kb, name=f"{side}_best")
-            m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(wins, heads)]))
-            for q, lane, w in zip(queues, lanes[side], wins):
+                w = Signal(name=f"{side}_win{a}")
+                terms = [g[a, b] for b in range(a + 1, n)] + [~g[b, a] for b in range(a)]
+                m.d.comb += w.eq(_and_all(terms) if terms else 1)
+                win.append(w)
+            for (a, b), gab in g.items():
+                # a pops: its next entry against b's head; b pops: a's head against b's next
+                na = Signal(name=f"{side}_n{a}_ge_h{b}")
+                nb = Signal(name=f"{side}_h{a}_ge_n{b}")
+                m.d.comb += [na.eq(nexts[a] >= heads[b]), nb.eq(heads[a] >= nexts[b])]
+                self.stats["compare"] += 2
                 with m.If(load):
-                    m.d.sync += [e.eq(v) for e, v in zip(q, lane)]
+                    m.d.sync += gab.eq(1)
+                with m.Elif(pop & win[a]):
+                    m.d.sync += gab.eq(na)
+                with m.Elif(pop & win[b]):
+                    m.d.sync += gab.eq(nb)
+            best = Signal(kb, name=f"{side}_best")
+            m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
+            for q, lane, w in zip(queues, lanes[side], win):
+                with m.If(load):
+                    # an empty entry loads as zeros, so empty heads tie (the lower lane wins)
+                    m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
                 with m.Elif(pop & w):
                     m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
             # results are decoded on the way in: one decoder per side, not k
             dec = self._decode(best, side)
-            acc = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+            acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
             with m.If(pop):
                 m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else
                                        Cat(dec["value"], dec["pos"], dec["valid"]))
                              for j in range(k)]
-            result[side] = acc
-        return full, result, ~(ctrl["valid"] & ctrl["last"]) | free
+            res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
+                   for j in range(k)]
+            with m.If(copy):
+                m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
+            result[side] = res
+        return full, result
+
+
+def _and_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out & v
+    return out
 
 
 def _or_all(values):
@@ -553,7 +655,7 @@ class OrizuruBaseline(_TopKUnit):
     def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
         super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len))
 
-    def _core(self, m, advance, s0):
+    def _core(self, m, advance, ready, s0):
         cfg = self._config
         P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
         n = cfg.network_inputs
@@ -577,4 +679,5 @@ class OrizuruBaseline(_TopKUnit):
                 m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
             result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,
                                            f"{side}_out{i}") for i, o in enumerate(out)]
-        return ovalid, result, ~ovalid | self.o.ready
+        m.d.comb += [advance.eq(~ovalid | self.o.ready), ready.eq(advance)]
+        return ovalid, result

@@ -184,16 +184,29 @@ class OrizuruConfig(TopKConfig):
         return sum(depth for _, depth in self.merge_schedule)
 
     @property
+    def load_delay(self):
+        """``merge=1``: cycles from an accepted last beat to the load of its lists into the
+        merge queues (input register, sorter stages, lanes)."""
+        return self.sort_depth + 2
+
+    @property
     def latency(self):
         """Cycles from the accepted last beat of a vector to its result beat (no backpressure)."""
-        if self.merge:
-            return 3 + self.sort_depth + self.k
+        if self.merge:       # load, k pops, copy to the output registers
+            return self.load_delay + self.k + 2
         return 2 + self.sort_depth + self.merge_depth
 
     @property
     def min_beats(self):
-        """Shortest vector, in beats, that streams back to back with no stall."""
-        return self.k + 1 if self.merge else 1
+        """Shortest vector, in beats, that streams back to back with no stall.
+
+        ``merge=1``: a last beat is accepted at least k cycles after the previous one (its
+        load meets the previous vector's last pop) and only when the vector before that
+        has been popped completely (at most two vectors in the merge's care): with last
+        beats m cycles apart, m >= k and 2 m >= load_delay + k + 1."""
+        if self.merge:
+            return max(self.k, -(-(self.load_delay + self.k + 1) // 2))
+        return 1
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Orizuru and its baseline: parameter checks, registry, derived sizes and latency formula."""
 
+import itertools
+
 import pytest
 
-from hdl.orizuru import Orizuru, OrizuruBaseline
+from hdl.orizuru import Orizuru, OrizuruBaseline, bitonic_sort_levels, odd_even_sort_levels
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 from kllm.units import get_unit
 
@@ -72,11 +74,14 @@ def test_derived_sizes():
 
 
 @pytest.mark.parametrize("lanes, k, merge, latency, min_beats", [
-    (4, 8, 1, 3 + 3 + 8, 9),      # s = 2: 3 sorter levels; serial merge: k pops
+    # serial merge: load 2 + 3 sorter levels (s = 2) after the last beat, k pops, result;
+    # last beats >= k apart and two of them >= load + k + 1 apart: max(8, 14 / 2)
+    (4, 8, 1, 4 + 3 + 8, 8),
     (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
-    (8, 16, 1, 3 + 6 + 16, 17),
+    (8, 16, 1, 4 + 6 + 16, 16),   # max(16, ceil(25 / 2))
     (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
-    (1, 1, 1, 3 + 0 + 1, 2),
+    (1, 1, 1, 4 + 0 + 1, 2),      # max(1, 4 / 2)
+    (4, 3, 1, 4 + 3 + 3, 5),      # max(3, ceil(9 / 2))
     (1, 5, 0, 2, 1),              # one lane, nothing to merge
     (3, 5, 0, 2 + 3 + 3 + 3, 1),
 ])
@@ -85,3 +90,26 @@ def test_latency_formula(lanes, k, merge, latency, min_beats):
     assert c.latency == latency and c.min_beats == min_beats
     assert Orizuru(lanes=lanes, k=k, merge=merge).latency == latency
     assert OrizuruBaselineConfig(lanes=lanes, k=k).latency == 2
+
+
+@pytest.mark.parametrize("levels_of", [bitonic_sort_levels, odd_even_sort_levels])
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_sorting_networks_sort_every_zero_one_input(levels_of, n):
+    """0-1 principle: a compare-exchange network that sorts every 0/1 input sorts all."""
+    levels = levels_of(n)
+    for level in levels:
+        touched = [i for pair in level for i in pair]
+        assert len(touched) == len(set(touched)), "an index twice in one level"
+    assert len(levels) == (n - 1).bit_length() * ((n - 1).bit_length() + 1) // 2
+    for bits in itertools.product([0, 1], repeat=n):
+        e = list(bits)
+        for level in levels:
+            for a, b in level:
+                if e[b] > e[a]:
+                    e[a], e[b] = e[b], e[a]
+        assert e == sorted(bits, reverse=True), bits
+
+
+def test_odd_even_sorter_is_smaller():
+    assert [sum(map(len, odd_even_sort_levels(n))) for n in (4, 8, 16)] == [5, 19, 63]
+    assert [sum(map(len, bitonic_sort_levels(n))) for n in (4, 8, 16)] == [6, 24, 80]

@@ -12,7 +12,7 @@ from hdl.orizuru import Orizuru
 from testbench.formal_orizuru import formal_tools, run_bmc
 
 SMALL = {"width": 2, "lanes": 2, "k": 2, "max_len": 4}
-DEPTH = 8     # > latency + 2 beats: the first vectors' results are all checked
+DEPTH = 9     # >= latency + 2: the first vectors' results are all checked
 
 
 def test_tools_installed():
