@@ -18,7 +18,8 @@ def run(capsys, *argv):
     (["--experts", "7"], "--experts must be an integer >= 2 dividing the FFN width 1536, got 7"),
     (["--k", "0"], "--k must be in 1..--experts (16), got 0"),
     (["--k", "17"], "--k must be in 1..--experts (16), got 17"),
-    (["--capacity", "0"], "--capacity must be >= 1 expert, got 0"),
+    (["--capacity", "1"], "--capacity must be >= 2 experts (prefetching streams a batch's "
+                          "experts through at least two slots), got 1"),
     (["--bandwidth", "0"], "--bandwidth must be > 0 bytes per cycle, got 0.0"),
     (["--batch", "0"], "--batch must be >= 1, got 0"),
     (["--hidden", "7"], "--hidden must be even and >= 2, got 7"),
