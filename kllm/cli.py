@@ -244,7 +244,10 @@ def cmd_sida(args):
             raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
                             f"train and save it there)")
         from golden.sida import read_predictor_file
-        read_predictor_file(args.predictor)       # a corrupt file fails now, not after the MoE
+        blob = read_predictor_file(args.predictor)  # a bad file fails now, not after the MoE
+        if blob.get("experts") != args.experts:
+            raise KllmError(f"predictor file {args.predictor} was made for experts "
+                            f"{blob.get('experts')!r}, --experts is {args.experts}")
     torch.set_num_threads(args.threads)
     out = Path(args.output or "build/sida")
     console = _console()

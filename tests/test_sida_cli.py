@@ -90,3 +90,16 @@ def test_report_table_and_plot(tmp_path):
     assert "per layer: 50.0%, 75.0% (mean 62.5%)" in md
     assert (tmp_path / "sida.png").stat().st_size > 10000
     assert (tmp_path / "sida.json").exists()
+
+
+def test_predictor_for_another_expert_count(capsys, tmp_path):
+    import torch
+
+    from golden.moe import MoESplit
+    from golden.sida import HashPredictor, save_predictor
+    split = MoESplit(tuple(torch.arange(1536).view(8, 192) for _ in range(6)))
+    path = save_predictor(HashPredictor(6, 8, hidden=4), tmp_path / "p8.pt", split)
+    rc, _, err = run(capsys, "sida", "-o", str(tmp_path / "o"), "--predictor", str(path))
+    assert rc == 2
+    assert err.strip() == f"kllm: error: predictor file {path} was made for experts 8, --experts is 16"
+    assert not (tmp_path / "o").exists()
