@@ -548,7 +548,7 @@ class SimResult:
                 "bytes": self.bytes, "fill_bytes": self.fill_bytes, "hit_rate": self.hit_rate}
 
 
-def simulate(trace, policy, capacity, cm, buffer=None, log=False):
+def simulate(trace, policy, capacity, cm, buffer=None, weights=None, log=False):
     """Run ``policy`` over ``trace`` (list of :class:`TraceBatch`) with ``capacity`` expert slots.
 
     The accelerator is two engines: the IMU computes steps in program order
@@ -562,7 +562,9 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
     while batch t runs; the router's decision for on-demand loads).  A step
     whose expert is not ready waits: that wait is the stall.  ``buffer``
     (a :class:`WeightBuffer`) receives every load and eviction in program
-    order.  See docs/ARCHITECTURE.md for the policies.
+    order, with ``weights(key)`` (e.g. the :class:`ExpertWeights` of
+    ``(layer, expert)``) as the data to write when ``weights`` is given.
+    See docs/ARCHITECTURE.md for the policies.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (policies: {', '.join(POLICIES)})")
@@ -584,7 +586,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
     slots = [_Slot() for _ in range(capacity)]
     where, ready = {}, {}
     if policy == "resident":
-        keys = {(l, e): None for l in range(L) for e in range(E)}
+        keys = {(l, e): weights((l, e)) if weights else None for l in range(L) for e in range(E)}
         buf.load_set(keys, cm.expert_bytes)
         for i, key in enumerate(keys):
             slots[i].key, where[key], ready[key] = key, i, 0
@@ -623,7 +625,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
         if old is not None:
             buf.evict(old)
             del where[old]
-        buf.load(key, None, cm.expert_bytes)
+        buf.load(key, weights(key) if weights else None, cm.expert_bytes)
         end = start + cm.load()
         dma = end
         slots[v] = _Slot(key, end, order)
