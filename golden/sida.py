@@ -516,6 +516,7 @@ class SimResult:
     capacity: int
     tokens: int = 0
     compute: int = 0
+    expert_compute: int = 0  # the part of `compute` spent in expert steps
     stall: int = 0
     cycles: int = 0
     loads: int = 0
@@ -543,6 +544,8 @@ class SimResult:
         return {"policy": self.policy, "name": POLICY_NAMES[self.policy], "capacity": self.capacity,
                 "buffer_kib": self.capacity * cm.expert_bytes / 1024, "tokens": self.tokens,
                 "cycles": self.cycles, "compute": self.compute, "stall": self.stall,
+                "expert_compute": self.expert_compute,
+                "stall_expert_share": self.stall / self.expert_compute if self.expert_compute else 0.0,
                 "stall_share": self.stall_share, "throughput": self.throughput,
                 "loads": self.loads, "wasted": self.wasted, "cancelled": self.cancelled,
                 "bytes": self.bytes, "fill_bytes": self.fill_bytes, "hit_rate": self.hit_rate}
@@ -643,6 +646,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, weights=None, log=False):
         r.stall += start - now
         c = cm.expert(tokens)
         r.compute += c
+        r.expert_compute += c
         now = start + c
         order += 1
         slots[v].release, slots[v].last_use = now, order

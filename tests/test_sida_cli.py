@@ -80,6 +80,7 @@ def test_report_table_and_plot(tmp_path):
         "bandwidth_sweep": {1: {p: 1.0 for p in POLICIES}, 8: {p: 2.0 for p in POLICIES}},
         "capacity_sweep": {2: {p: 1.0 for p in POLICIES[1:]}, 4: {p: 2.0 for p in POLICIES[1:]}},
         "targets": {"buffer_share": 0.25, "sida_stall_share": by["sida"]["stall_share"],
+                    "sida_stall_expert_share": by["sida"]["stall_expert_share"],
                     "sida_over_lru": by["sida"]["throughput"] / by["lru"]["throughput"],
                     "hash_over_lru": 1.0},
         "seconds": 1.0,

@@ -200,3 +200,13 @@ def test_driver_receives_each_experts_weights(policy):
     assert len(buf.writes) == (32 if policy == "resident" else r.loads)
     assert all(w == ("weights of", key) for _, key, w in buf.writes)
     assert buf.bytes_written == len(buf.writes) * CM.expert_bytes
+
+
+def test_expert_compute_is_the_expert_steps():
+    # one layer, three tokens: expert 3 takes two, expert 5 one
+    r = simulate([batch([[3], [3], [5]])], "lru", 2, CM)
+    two = (6 * 96 * 2 + 8) + (24 * 24 * 2 + 8)              # 2320
+    one = (6 * 96 + 8) + (24 * 24 + 8)                      # 1168
+    dense = 4 * (24 * 96 * 3 + 8) + (96 * 3 + 8)             # 27976
+    assert (r.expert_compute, r.compute) == (two + one, dense + two + one)
+    assert r.row(CM)["stall_expert_share"] == r.stall / (two + one)
