@@ -516,6 +516,7 @@ class SimResult:
     capacity: int
     tokens: int = 0
     compute: int = 0
+    expert_compute: int = 0  # the part of `compute` spent in expert steps
     stall: int = 0
     cycles: int = 0
     loads: int = 0
@@ -543,12 +544,14 @@ class SimResult:
         return {"policy": self.policy, "name": POLICY_NAMES[self.policy], "capacity": self.capacity,
                 "buffer_kib": self.capacity * cm.expert_bytes / 1024, "tokens": self.tokens,
                 "cycles": self.cycles, "compute": self.compute, "stall": self.stall,
+                "expert_compute": self.expert_compute,
+                "stall_expert_share": self.stall / self.expert_compute if self.expert_compute else 0.0,
                 "stall_share": self.stall_share, "throughput": self.throughput,
                 "loads": self.loads, "wasted": self.wasted, "cancelled": self.cancelled,
                 "bytes": self.bytes, "fill_bytes": self.fill_bytes, "hit_rate": self.hit_rate}
 
 
-def simulate(trace, policy, capacity, cm, buffer=None, log=False):
+def simulate(trace, policy, capacity, cm, buffer=None, weights=None, log=False):
     """Run ``policy`` over ``trace`` (list of :class:`TraceBatch`) with ``capacity`` expert slots.
 
     The accelerator is two engines: the IMU computes steps in program order
@@ -562,7 +565,9 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
     while batch t runs; the router's decision for on-demand loads).  A step
     whose expert is not ready waits: that wait is the stall.  ``buffer``
     (a :class:`WeightBuffer`) receives every load and eviction in program
-    order.  See docs/ARCHITECTURE.md for the policies.
+    order, with ``weights(key)`` (e.g. the :class:`ExpertWeights` of
+    ``(layer, expert)``) as the data to write when ``weights`` is given.
+    See docs/ARCHITECTURE.md for the policies.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (policies: {', '.join(POLICIES)})")
@@ -584,7 +589,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
     slots = [_Slot() for _ in range(capacity)]
     where, ready = {}, {}
     if policy == "resident":
-        keys = {(l, e): None for l in range(L) for e in range(E)}
+        keys = {(l, e): weights((l, e)) if weights else None for l in range(L) for e in range(E)}
         buf.load_set(keys, cm.expert_bytes)
         for i, key in enumerate(keys):
             slots[i].key, where[key], ready[key] = key, i, 0
@@ -623,7 +628,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
         if old is not None:
             buf.evict(old)
             del where[old]
-        buf.load(key, None, cm.expert_bytes)
+        buf.load(key, weights(key) if weights else None, cm.expert_bytes)
         end = start + cm.load()
         dma = end
         slots[v] = _Slot(key, end, order)
@@ -641,6 +646,7 @@ def simulate(trace, policy, capacity, cm, buffer=None, log=False):
         r.stall += start - now
         c = cm.expert(tokens)
         r.compute += c
+        r.expert_compute += c
         now = start + c
         order += 1
         slots[v].release, slots[v].last_use = now, order

@@ -136,6 +136,7 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, l
         "targets": {
             "buffer_share": capacity / experts,
             "sida_stall_share": by["sida"]["stall_share"],
+            "sida_stall_expert_share": by["sida"]["stall_expert_share"],
             "sida_over_lru": by["sida"]["throughput"] / by["lru"]["throughput"],
             "hash_over_lru": by["sida-hash"]["throughput"] / by["lru"]["throughput"],
         },
@@ -151,7 +152,8 @@ def _md_table(head, rows):
 
 
 POLICY_HEAD = ("policy", "buffer (experts / KiB)", "tokens / 1k cycles", "cycles / token",
-               "stall cycles", "stall / compute", "loads (wasted)", "MB moved", "hit rate")
+               "stall cycles", "stall / compute", "stall / expert compute", "loads (wasted)",
+               "MB moved", "hit rate")
 
 
 def policy_rows(result):
@@ -160,6 +162,7 @@ def policy_rows(result):
         out.append((r["name"], f"{r['capacity']} / {r['buffer_kib']:.0f}",
                     f"{r['throughput']:.5f}", f"{r['cycles'] / r['tokens']:.0f}",
                     f"{r['stall']:,}", f"{100 * r['stall_share']:.1f}%",
+                    f"{100 * r['stall_expert_share']:.1f}%",
                     f"{r['loads']} ({r['wasted']})",
                     f"{r['bytes'] / 1e6:.1f}" + (f" (+{r['fill_bytes'] / 1e6:.1f} fill)"
                                                  if r["fill_bytes"] else ""),
@@ -193,7 +196,8 @@ def markdown(result):
         _md_table(POLICY_HEAD, policy_rows(result)),
         "",
         f"Targets: buffer {100 * t['buffer_share']:.0f}% of a layer's experts; SiDA stalls "
-        f"{100 * t['sida_stall_share']:.1f}% of compute (target < 10%); SiDA / LRU throughput "
+        f"{100 * t['sida_stall_share']:.1f}% of compute, {100 * t['sida_stall_expert_share']:.1f}% "
+        f"of expert compute (target < 10%); SiDA / LRU throughput "
         f"{t['sida_over_lru']:.2f}x, hash-routed / LRU {t['hash_over_lru']:.2f}x (target >= 2x); "
         f"hash-routed quality drop {100 * q['relative_drop']:.2f}% (target < 1%).",
     ]

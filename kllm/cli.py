@@ -227,7 +227,8 @@ def cmd_sida(args):
     checks = [("--experts", args.experts >= 2 and 1536 % args.experts == 0,
                "an integer >= 2 dividing the FFN width 1536"),
               ("--k", 1 <= args.k <= args.experts, f"in 1..--experts ({args.experts})"),
-              ("--capacity", args.capacity >= 1, ">= 1 expert"),
+              ("--capacity", args.capacity >= 2,
+               ">= 2 experts (prefetching streams a batch's experts through at least two slots)"),
               ("--bandwidth", args.bandwidth > 0, "> 0 bytes per cycle"),
               ("--lanes", args.lanes >= 1, ">= 1"), ("--elems", args.elems >= 1, ">= 1"),
               ("--latency", args.latency >= 0, ">= 0"), ("--batch", args.batch >= 1, ">= 1"),
@@ -243,7 +244,10 @@ def cmd_sida(args):
             raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
                             f"train and save it there)")
         from golden.sida import read_predictor_file
-        read_predictor_file(args.predictor)       # a corrupt file fails now, not after the MoE
+        blob = read_predictor_file(args.predictor)  # a bad file fails now, not after the MoE
+        if blob.get("experts") != args.experts:
+            raise KllmError(f"predictor file {args.predictor} was made for experts "
+                            f"{blob.get('experts')!r}, --experts is {args.experts}")
     torch.set_num_threads(args.threads)
     out = Path(args.output or "build/sida")
     console = _console()

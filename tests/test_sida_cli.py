@@ -18,7 +18,8 @@ def run(capsys, *argv):
     (["--experts", "7"], "--experts must be an integer >= 2 dividing the FFN width 1536, got 7"),
     (["--k", "0"], "--k must be in 1..--experts (16), got 0"),
     (["--k", "17"], "--k must be in 1..--experts (16), got 17"),
-    (["--capacity", "0"], "--capacity must be >= 1 expert, got 0"),
+    (["--capacity", "1"], "--capacity must be >= 2 experts (prefetching streams a batch's "
+                          "experts through at least two slots), got 1"),
     (["--bandwidth", "0"], "--bandwidth must be > 0 bytes per cycle, got 0.0"),
     (["--batch", "0"], "--batch must be >= 1, got 0"),
     (["--hidden", "7"], "--hidden must be even and >= 2, got 7"),
@@ -79,6 +80,7 @@ def test_report_table_and_plot(tmp_path):
         "bandwidth_sweep": {1: {p: 1.0 for p in POLICIES}, 8: {p: 2.0 for p in POLICIES}},
         "capacity_sweep": {2: {p: 1.0 for p in POLICIES[1:]}, 4: {p: 2.0 for p in POLICIES[1:]}},
         "targets": {"buffer_share": 0.25, "sida_stall_share": by["sida"]["stall_share"],
+                    "sida_stall_expert_share": by["sida"]["stall_expert_share"],
                     "sida_over_lru": by["sida"]["throughput"] / by["lru"]["throughput"],
                     "hash_over_lru": 1.0},
         "seconds": 1.0,
@@ -89,3 +91,16 @@ def test_report_table_and_plot(tmp_path):
     assert "per layer: 50.0%, 75.0% (mean 62.5%)" in md
     assert (tmp_path / "sida.png").stat().st_size > 10000
     assert (tmp_path / "sida.json").exists()
+
+
+def test_predictor_for_another_expert_count(capsys, tmp_path):
+    import torch
+
+    from golden.moe import MoESplit
+    from golden.sida import HashPredictor, save_predictor
+    split = MoESplit(tuple(torch.arange(1536).view(8, 192) for _ in range(6)))
+    path = save_predictor(HashPredictor(6, 8, hidden=4), tmp_path / "p8.pt", split)
+    rc, _, err = run(capsys, "sida", "-o", str(tmp_path / "o"), "--predictor", str(path))
+    assert rc == 2
+    assert err.strip() == f"kllm: error: predictor file {path} was made for experts 8, --experts is 16"
+    assert not (tmp_path / "o").exists()

@@ -177,3 +177,36 @@ def test_oracle_gains_from_a_larger_buffer():
     stalls = [simulate(trace, "oracle", c, CM).stall for c in (4, 8, 16, 48)]
     assert stalls == sorted(stalls, reverse=True)
     assert stalls[0] < simulate(trace, "lru", 4, CM).stall
+
+
+class _RecordingBuffer(WeightBuffer):
+    """What a host-port driver sees: (slot, key, data) for every write."""
+
+    def __init__(self, capacity):
+        super().__init__(capacity)
+        self.writes = []
+
+    def write(self, slot, key, weights):
+        assert self.slots[slot] is None            # never overwrites a resident expert
+        self.writes.append((slot, key, weights))
+
+
+@pytest.mark.parametrize("policy", ["lru", "sida", "resident"])
+def test_driver_receives_each_experts_weights(policy):
+    trace = random_trace(9, layers=2)
+    buf = _RecordingBuffer(32 if policy == "resident" else 3)
+    r = simulate(trace, policy, buf.capacity, CM, buffer=buf,
+                 weights=lambda key: ("weights of", key))
+    assert len(buf.writes) == (32 if policy == "resident" else r.loads)
+    assert all(w == ("weights of", key) for _, key, w in buf.writes)
+    assert buf.bytes_written == len(buf.writes) * CM.expert_bytes
+
+
+def test_expert_compute_is_the_expert_steps():
+    # one layer, three tokens: expert 3 takes two, expert 5 one
+    r = simulate([batch([[3], [3], [5]])], "lru", 2, CM)
+    two = (6 * 96 * 2 + 8) + (24 * 24 * 2 + 8)              # 2320
+    one = (6 * 96 + 8) + (24 * 24 + 8)                      # 1168
+    dense = 4 * (24 * 96 * 3 + 8) + (96 * 3 + 8)             # 27976
+    assert (r.expert_compute, r.compute) == (two + one, dense + two + one)
+    assert r.row(CM)["stall_expert_share"] == r.stall / (two + one)

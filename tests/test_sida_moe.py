@@ -137,3 +137,36 @@ def test_quantized_expert_size_and_fidelity(model, split):
     for wq, w in ((ew.w_in, model.weight(1, "ffn_in")[S]), (ew.w_out, model.weight(1, "ffn_out")[:, S])):
         c = torch.nn.functional.cosine_similarity(wq.dequantize().flatten(), w.flatten(), dim=0)
         assert c > 0.99
+
+
+class _FakeModel:
+    """Two FFN layers of 64 neurons over 8 inputs, with four planted neuron families."""
+    layers = 2
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(5)
+        dirs = torch.randn(4, 8, generator=g)
+        self.W1 = [dirs.repeat_interleave(16, 0)[torch.randperm(64, generator=g)]
+                   + 0.05 * torch.randn(64, 8, generator=g) for _ in range(2)]
+
+    def weight(self, layer, name):
+        assert name == "ffn_in"
+        return self.W1[layer]
+
+
+def test_split_model_is_balanced_and_follows_the_weights():
+    from golden.moe import split_model
+    m = _FakeModel()
+    split = split_model(m, 4)
+    assert split.layers == 2 and split.experts == 4 and split.neurons == 16
+    for layer, groups in enumerate(split.groups):
+        assert sorted(groups.flatten().tolist()) == list(range(64))
+        W = torch.nn.functional.normalize(m.W1[layer], dim=1)
+        for g in groups:                        # each expert is one planted family
+            assert (W[g] @ W[g].T).min() > 0.9
+        # expert_of_neuron inverts the groups
+        eon = split.expert_of_neuron(layer)
+        assert all(int(eon[n]) == e for e, g in enumerate(groups) for n in g.tolist())
+    with pytest.raises(ValueError, match="experts must be an integer >= 2 dividing the FFN "
+                       "width 64, got 5"):
+        split_model(m, 5)
