@@ -11,17 +11,15 @@ from kllm.units import get_unit
 # ba = 1 and 6, one-beat buffers, LayerNorm and RMSNorm, the default configurations.
 CONFIGS = [
     ("softmax", {"max_len": 40}, ("icarus", "verilator")),
-    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus", "verilator")),
-    ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("icarus",)),
-    ("softmax", {"lanes": 5, "max_len": 5}, ("icarus",)),
+    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("verilator",)),
     ("norm", {"max_len": 40}, ("icarus", "verilator")),
-    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus", "verilator")),
-    ("norm", {"ba": 5, "lanes": 3, "max_len": 64, "cw": 12, "rms": 1}, ("icarus",)),
-    ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("icarus",)),
+    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
+    ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("verilator",)),
     ("softmax_baseline", {"max_len": 40}, ("icarus", "verilator")),
     ("softmax_baseline", {"width": 8, "frac": 6, "lanes": 1, "max_len": 7}, ("icarus",)),
-    ("norm_baseline", {"max_len": 40}, ("icarus", "verilator")),
-    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("icarus",)),
+    ("norm_baseline", {"max_len": 40}, ("icarus",)),
+    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("verilator",)),
 ]
 
 
@@ -34,13 +32,13 @@ def _ids(p):
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])
-    result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_ROWS": "24"})
+    result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_ROWS": "16"})
     assert result["failed"] == 0 and result["tests"] == 7
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"]
 
 
-@pytest.mark.parametrize("unit_name", ["softmax", "norm"])
+@pytest.mark.parametrize("unit_name", ["softmax"])
 def test_bench_catches_a_planted_bug(unit_name, build_dir):
     """Bin 0 of the histogram adds half its increment: wrong only when two or more lanes of
     a beat hold index 0; the bench's rows find it."""
