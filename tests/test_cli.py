@@ -49,7 +49,8 @@ def test_verilog_writes_netlist_and_description(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer, orizuru, orizuru_baseline)"),
+    # a prefix: units added later extend the list
+    (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer, orizuru, orizuru_baseline, "),
     (["verilog", "quantizer", "--set", "ba=9"], "kllm: error: quantizer: parameter 'ba' must be in 1..8, got 9"),
     (["verilog", "quantizer", "--set", "lanes=x"], "kllm: error: quantizer: parameter 'lanes' must be an integer, got 'x'"),
     (["verilog", "quantizer", "--set", "depth=3"], "kllm: error: quantizer: unknown parameter 'depth' (parameters: width, ba, lanes)"),
