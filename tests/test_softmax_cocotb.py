@@ -7,16 +7,17 @@ import pytest
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
-# Short rows keep the simulators quick; together they cover P = 1, P not a power of 2,
-# ba = 1 and 6, one-beat buffers, LayerNorm and RMSNorm, the default configurations.
+# Short rows keep the simulators quick (the CI budget); every unit runs on both simulators,
+# and together the configurations cover P = 1, P not a power of 2, ba = 1 and 6, 16-bit
+# centroids, LayerNorm and RMSNorm.
 CONFIGS = [
-    ("softmax", {"max_len": 40}, ("icarus", "verilator")),
-    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("softmax", {"max_len": 40}, ("icarus",)),
     ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("verilator",)),
-    ("norm", {"max_len": 40}, ("icarus", "verilator")),
-    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
+    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("norm", {"max_len": 40}, ("icarus",)),
     ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("verilator",)),
-    ("softmax_baseline", {"max_len": 40}, ("icarus", "verilator")),
+    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
+    ("softmax_baseline", {"max_len": 40}, ("verilator",)),
     ("softmax_baseline", {"width": 8, "frac": 6, "lanes": 1, "max_len": 7}, ("icarus",)),
     ("norm_baseline", {"max_len": 40}, ("icarus",)),
     ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("verilator",)),
