@@ -19,7 +19,8 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from golden import norm, softmax
 from testbench.common import TB
 
-ROWS = int(os.environ.get("KLLM_ROWS", "30"))
+# rows per stream test: KLLM_ROWS, else a tenth of `kllm sim --beats` (KLLM_BEATS)
+ROWS = int(os.environ.get("KLLM_ROWS") or max(8, int(os.environ.get("KLLM_BEATS", "300")) // 10))
 
 
 def is_norm(tb):

@@ -8,12 +8,11 @@ from kllm.sim import run_bench
 from kllm.units import get_unit
 
 CONFIGS = [
-    ("lut", {}, ("icarus", "verilator")),                                  # ba=4, P=4, 16 bit
-    ("lut", {"ba": 1, "lanes": 1, "out_width": 1}, ("icarus", "verilator")),
-    ("lut", {"ba": 8, "lanes": 3, "out_width": 8}, ("icarus",)),           # index -> index
-    ("product", {}, ("icarus", "verilator")),
-    ("product", {"ba": 2, "lanes": 1, "out_width": 2}, ("icarus", "verilator")),
-    ("product", {"ba": 3, "lanes": 5, "out_width": 32}, ("icarus",)),
+    ("lut", {}, ("icarus",)),                                              # ba=4, P=4, 16 bit
+    ("lut", {"ba": 8, "lanes": 3, "out_width": 8}, ("verilator",)),        # index -> index
+    ("lut", {"ba": 1, "lanes": 1, "out_width": 1}, ("icarus",)),
+    ("product", {}, ("verilator",)),
+    ("product", {"ba": 2, "lanes": 1, "out_width": 2}, ("icarus",)),
 ]
 
 
@@ -32,7 +31,7 @@ def test_bench(unit_name, params, sim, build_dir):
     assert lc["cycles"] == lc["formula"] == lc["beats"] + config.latency
 
 
-@pytest.mark.parametrize("unit_name", ["lut", "product"])
+@pytest.mark.parametrize("unit_name", ["product"])
 def test_bench_catches_a_planted_bug(unit_name, build_dir):
     """The table write address off by one bit (bit 0 stuck at 0): odd entries are never
     written; the bench reads every entry and finds it."""

@@ -7,21 +7,20 @@ import pytest
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
-# Short rows keep the simulators quick; together they cover P = 1, P not a power of 2,
-# ba = 1 and 6, one-beat buffers, LayerNorm and RMSNorm, the default configurations.
+# Short rows keep the simulators quick (the CI budget); every unit runs on both simulators,
+# and together the configurations cover P = 1, P not a power of 2, ba = 1 and 6, 16-bit
+# centroids, LayerNorm and RMSNorm.
 CONFIGS = [
-    ("softmax", {"max_len": 40}, ("icarus", "verilator")),
-    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus", "verilator")),
-    ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("icarus",)),
-    ("softmax", {"lanes": 5, "max_len": 5}, ("icarus",)),
-    ("norm", {"max_len": 40}, ("icarus", "verilator")),
-    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus", "verilator")),
-    ("norm", {"ba": 5, "lanes": 3, "max_len": 64, "cw": 12, "rms": 1}, ("icarus",)),
-    ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("icarus",)),
-    ("softmax_baseline", {"max_len": 40}, ("icarus", "verilator")),
+    ("softmax", {"max_len": 40}, ("icarus",)),
+    ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("verilator",)),
+    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("norm", {"max_len": 40}, ("icarus",)),
+    ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("verilator",)),
+    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
+    ("softmax_baseline", {"max_len": 40}, ("verilator",)),
     ("softmax_baseline", {"width": 8, "frac": 6, "lanes": 1, "max_len": 7}, ("icarus",)),
-    ("norm_baseline", {"max_len": 40}, ("icarus", "verilator")),
-    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("icarus",)),
+    ("norm_baseline", {"max_len": 40}, ("icarus",)),
+    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("verilator",)),
 ]
 
 
@@ -34,13 +33,13 @@ def _ids(p):
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])
-    result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_ROWS": "24"})
+    result = run_bench(unit, config, sim, build_dir, quiet=True, extra_env={"KLLM_ROWS": "16"})
     assert result["failed"] == 0 and result["tests"] == 7
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"]
 
 
-@pytest.mark.parametrize("unit_name", ["softmax", "norm"])
+@pytest.mark.parametrize("unit_name", ["softmax"])
 def test_bench_catches_a_planted_bug(unit_name, build_dir):
     """Bin 0 of the histogram adds half its increment: wrong only when two or more lanes of
     a beat hold index 0; the bench's rows find it."""
