@@ -95,19 +95,28 @@ def ratios(rows, dsp_lut4):
     nodsp = {(s["config"]["lanes"], s["config"]["elems"]): s for s in rows
              if s["unit"] == "imu_baseline" and s["options_dir"] == "nodsp"
              and s["fmax_mhz_median"] is not None}
+    # area only, both designs with every multiplier in LUTs (placed or not)
+    fabric = {(s["unit"], s["config"]["lanes"], s["config"]["elems"]): s for s in rows
+              if s["options_dir"] == "nodsp"}
     lines = ["| L | P | IMU options | baseline options | MACs/kLUT4-eq IMU / baseline | "
-             "GOPS/kLUT4-eq IMU / baseline | IMU / baseline -nodsp (GOPS/kLUT4-eq) |",
-             "|---|---|---|---|---|---|---|"]
+             "GOPS/kLUT4-eq IMU / baseline | IMU / baseline -nodsp (GOPS/kLUT4-eq) | "
+             "both -nodsp: MACs/kLUT4-eq IMU / baseline |",
+             "|---|---|---|---|---|---|---|---|"]
     for (unit, L, P), s in sorted(b.items(), key=lambda kv: (kv[0][1] * kv[0][2], kv[0][1])):
         if unit != "imu" or ("imu_baseline", L, P) not in b:
             continue
         fi, fb = figures(s, dsp_lut4), figures(b[("imu_baseline", L, P)], dsp_lut4)
         nd = f"{fi['gops_per_klut'] / figures(nodsp[(L, P)], 0)['gops_per_klut']:.2f}" \
             if (L, P) in nodsp else "-"
+        both = "-"
+        if ("imu", L, P) in fabric and ("imu_baseline", L, P) in fabric:
+            mi = figures(fabric[("imu", L, P)], 0)["macs_per_klut"]
+            mb = figures(fabric[("imu_baseline", L, P)], 0)["macs_per_klut"]
+            both = f"{mi / mb:.2f}"
         lines.append(f"| {L} | {P} | {s['synth_options'] or '(none)'} | "
                      f"{b[('imu_baseline', L, P)]['synth_options'] or '(none)'} | "
                      f"{fi['macs_per_klut'] / fb['macs_per_klut']:.2f} | "
-                     f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {nd} |")
+                     f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {nd} | {both} |")
     return "\n".join(lines) + "\n"
 
 
