@@ -182,13 +182,19 @@ def main():
     p.add_argument("--device", default="ecp5-85k")
     p.add_argument("--dsp-lut4", type=int, default=0,
                    help="LUT4s a MULT18X18D counts as in LUT4-eq (default 0)")
+    p.add_argument("--units", default=",".join(UNITS),
+                   help="comma-separated units to synthesize (default both)")
     p.add_argument("--run", action="store_true", help="synthesize what is missing first")
     p.add_argument("--no-place", action="store_true", help="Yosys only (no Fmax)")
     args = p.parse_args()
     points = [tuple(int(v) for v in pt.split("x")) for pt in args.points.split(",")]
     options = args.options.split(",")
     if args.run:
-        run(args.output, points, options, args.seeds, args.device, not args.no_place, UNITS)
+        units = args.units.split(",")
+        bad = [u for u in units if u not in UNITS]
+        if bad:
+            raise SystemExit(f"--units: unknown {', '.join(bad)} (choose from {', '.join(UNITS)})")
+        run(args.output, points, options, args.seeds, args.device, not args.no_place, units)
         if args.nodsp:
             run(args.output, points, ["-nodsp"], args.seeds, args.device, not args.no_place,
                 ("imu_baseline",))
