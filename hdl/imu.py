@@ -434,15 +434,35 @@ class Imu(_ImuUnit):
     Cycles (``B = ceil(K / P)`` beats per vector, ``s`` the shift, ``O`` the
     outlier beats of a vector, at least one when the unit has outlier
     capacity): the tail spends ``T = 2**bw + s + O`` cycles per vector
-    (:meth:`kllm.config.ImuConfig.tail_ops`).  With ``B >= T`` and
-    ``B >= release - ...`` the input takes one beat per cycle (II = 1,
-    L x P MACs per cycle) and the result of a vector leaves
-    ``latency + T - 1`` cycles after its last beat; ``n`` vectors back to
-    back take ``n B + latency + T - 1`` cycles from the first beat to the
-    last result.  Shorter vectors are limited by the tail: one result per
-    ``max(B, T)`` cycles, plus input stalls while both banks are busy.
-    The exact figures are those of :class:`kllm.config.ImuConfig` and are
-    held by the tests.
+    (:meth:`kllm.config.ImuConfig.tail_ops`).  With the outliers waiting and
+    no output backpressure, a vector's result leaves ``latency + T - 1``
+    cycles after its last beat (``latency = 10 + log2 P``).  When
+    ``B >= max(T, 2**bw + 4)`` (:meth:`kllm.config.ImuConfig.streams`) the
+    input takes one beat every cycle (II = 1, L x P MACs per cycle) and ``n``
+    vectors back to back take ``n B + latency + T - 1`` cycles from the first
+    beat to the last result.  Shorter vectors stall the input: the tail gives
+    one result per ``T`` cycles at best, and a vector may start only when the
+    bank of the vector two before it has been read (``2**bw + 4`` cycles after
+    that vector's last beat).  The tests hold the netlist to these figures.
+
+    Parameters
+    ----------
+    lanes, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
+        L, P (a power of 2), index bits, centroid bits, longest K, outlier pairs per
+        vector (0: no ``r`` port), activation fixed-point bits; ranges and derived widths
+        in :class:`kllm.config.ImuConfig`.
+
+    Attributes
+    ----------
+    i : In(stream)
+        ``{idx: P x ba, count, last}``; element p of beat b is position ``b P + p``.
+    r : In(stream)
+        ``{pos, r, last}``: the outlier pairs of one vector (if ``outliers`` > 0).
+    o : Out(stream)
+        ``{y: L x signed(ybits)}``, one beat per vector.
+    wmem, wcb, acb : In
+        Host writes: one lane's P weight indices of one row; a weight codebook entry of
+        one lane; an activation codebook entry with the layer's shift.
     """
 
     _combine = True
@@ -512,7 +532,8 @@ class ImuBaseline(_ImuUnit):
     registers (double buffer) for the tail.  The tail loads it in one
     operation, then doubles ``shift`` times and adds the outlier corrections:
     ``T = 1 + s + O`` cycles per vector.  Cycle formulas as for :class:`Imu`
-    with the baseline's figures (:class:`kllm.config.ImuBaselineConfig`).
+    with the baseline's figures (:class:`kllm.config.ImuBaselineConfig`):
+    ``latency = 11 + log2 P``, II = 1 when ``B >= max(T, 6 + log2 P)``.
     """
 
     _combine = False

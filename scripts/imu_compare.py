@@ -95,19 +95,28 @@ def ratios(rows, dsp_lut4):
     nodsp = {(s["config"]["lanes"], s["config"]["elems"]): s for s in rows
              if s["unit"] == "imu_baseline" and s["options_dir"] == "nodsp"
              and s["fmax_mhz_median"] is not None}
+    # area only, both designs with every multiplier in LUTs (placed or not)
+    fabric = {(s["unit"], s["config"]["lanes"], s["config"]["elems"]): s for s in rows
+              if s["options_dir"] == "nodsp"}
     lines = ["| L | P | IMU options | baseline options | MACs/kLUT4-eq IMU / baseline | "
-             "GOPS/kLUT4-eq IMU / baseline | IMU / baseline -nodsp (GOPS/kLUT4-eq) |",
-             "|---|---|---|---|---|---|---|"]
+             "GOPS/kLUT4-eq IMU / baseline | IMU / baseline -nodsp (GOPS/kLUT4-eq) | "
+             "both -nodsp: MACs/kLUT4-eq IMU / baseline |",
+             "|---|---|---|---|---|---|---|---|"]
     for (unit, L, P), s in sorted(b.items(), key=lambda kv: (kv[0][1] * kv[0][2], kv[0][1])):
         if unit != "imu" or ("imu_baseline", L, P) not in b:
             continue
         fi, fb = figures(s, dsp_lut4), figures(b[("imu_baseline", L, P)], dsp_lut4)
         nd = f"{fi['gops_per_klut'] / figures(nodsp[(L, P)], 0)['gops_per_klut']:.2f}" \
             if (L, P) in nodsp else "-"
+        both = "-"
+        if ("imu", L, P) in fabric and ("imu_baseline", L, P) in fabric:
+            mi = figures(fabric[("imu", L, P)], 0)["macs_per_klut"]
+            mb = figures(fabric[("imu_baseline", L, P)], 0)["macs_per_klut"]
+            both = f"{mi / mb:.2f}"
         lines.append(f"| {L} | {P} | {s['synth_options'] or '(none)'} | "
                      f"{b[('imu_baseline', L, P)]['synth_options'] or '(none)'} | "
                      f"{fi['macs_per_klut'] / fb['macs_per_klut']:.2f} | "
-                     f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {nd} |")
+                     f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {nd} | {both} |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,13 +182,19 @@ def main():
     p.add_argument("--device", default="ecp5-85k")
     p.add_argument("--dsp-lut4", type=int, default=0,
                    help="LUT4s a MULT18X18D counts as in LUT4-eq (default 0)")
+    p.add_argument("--units", default=",".join(UNITS),
+                   help="comma-separated units to synthesize (default both)")
     p.add_argument("--run", action="store_true", help="synthesize what is missing first")
     p.add_argument("--no-place", action="store_true", help="Yosys only (no Fmax)")
     args = p.parse_args()
     points = [tuple(int(v) for v in pt.split("x")) for pt in args.points.split(",")]
     options = args.options.split(",")
     if args.run:
-        run(args.output, points, options, args.seeds, args.device, not args.no_place, UNITS)
+        units = args.units.split(",")
+        bad = [u for u in units if u not in UNITS]
+        if bad:
+            raise SystemExit(f"--units: unknown {', '.join(bad)} (choose from {', '.join(UNITS)})")
+        run(args.output, points, options, args.seeds, args.device, not args.no_place, units)
         if args.nodsp:
             run(args.output, points, ["-nodsp"], args.seeds, args.device, not args.no_place,
                 ("imu_baseline",))
