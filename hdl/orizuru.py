@@ -254,6 +254,7 @@ class _TopKUnit(wiring.Component):
             "base": Signal(pb, name="s0_base", reset_less=True),
             "x": [Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
             "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
+            "new_in": start & take,       # the beat entering stage 0 starts a vector
         }
         with m.If(advance):
             m.d.sync += [
@@ -406,8 +407,14 @@ class Orizuru(_TopKUnit):
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
                                         stage(f"{side}_sort"), self.stats,
                                         self._wire(m, f"{side}_sort_swap"))
-        ctrl = carry({k_: s0[k_] for k_ in ("valid", "new", "last", "base")},
-                     cfg.sort_depth, "sort")
+        ctrl = {k_: s0[k_] for k_ in ("valid", "new", "last", "base")}
+        if cfg.sort_depth:
+            ctrl = carry(ctrl, cfg.sort_depth - 1, "sort")
+            ahead = ctrl["new"]                   # the next beat at the lanes starts a vector
+            ctrl = carry(ctrl, 1, "lanes")
+        else:
+            ahead = s0["new_in"]
+        ctrl["new_ahead"] = ahead
 
         # 2. rank lanes
         snapshot = {}
@@ -446,25 +453,30 @@ class Orizuru(_TopKUnit):
         # the one above it: a flip-flop enable), the valid bit in another
         data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
         valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
-        new = ctrl["new"]
+        # `live`: valid and of the vector of the beat now at the lane (cleared one cycle
+        # ahead when the next beat starts a vector), so the comparator reads registers only
+        live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
 
         def w(value, suffix):
             sig = Signal(len(value), name=f"{name}_{suffix}")
             m.d.comb += sig.eq(value)
             return sig
-        ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
-        # starts.  x beats entry i: the b_i are a thermometer code down the list
-        gt = [w((xval >= d[pb:]) if self._plant_tie_bug else (xval > d[pb:]), f"{i}_gt")
-              for i, d in enumerate(data_)]
-        b = [w(xv & (new | ~v | g), f"{i}_b") for i, (v, g) in enumerate(zip(valid, gt))]
+        # x beats entry i: a valid x and an empty entry, or a strictly larger value (an
+        # equal older value keeps its place: it has the lower position).  With an invalid
+        # x and an empty entry the result does not matter: empty entries move among
+        # themselves.  The b_i are a thermometer code down the valid entries.
+        xk = Cat(xval, xv)
+        b = [w((xk >= Cat(d[pb:], lv)) if self._plant_tie_bug else (xk > Cat(d[pb:], lv)),
+               f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
             above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
-            above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
+            above_v = xv if i == 0 else Mux(b[i - 1], live[i - 1], xv)
+            nv = Mux(b[i], above_v, live[i])
             with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
             with m.If(advance):
-                m.d.sync += valid[i].eq(Mux(b[i], above_v, ev[i]))
+                m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~ctrl["new_ahead"])]
         entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
 

@@ -43,7 +43,7 @@ def test_bench_catches_a_planted_bug(build_dir):
     config = unit.config(["width=6", "lanes=2", "k=3", "max_len=16"])
 
     def plant(text):
-        new, n = re.subn(r"(_gt = top_sort\w+\[\d+:\d+\]) > (top_lane)", r"\1 >= \2", text)
+        new, n = re.subn(r"(_b = top_sort\w+\[\d+:\d+\]) > (\{ top_lane)", r"\1 >= \2", text)
         assert n > 0
         return new
 
