@@ -152,9 +152,20 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
     return [e[i] for i in needed]
 
 
+def _gt(a, b):
+    """``a > b`` for unsigned values of one width, as the borrow of ``b - a``.
+
+    Yosys maps a subtraction onto an ECP5 carry chain whose last output is the
+    result; a ``>`` of the same width came out as a chain followed by LUTs, or as
+    LUTs alone (in the sorters), one to four LUT levels more on the critical path.
+    """
+    n = max(len(a), len(b)) + 1
+    return (Cat(b, Const(0, n - len(b))) - Cat(a, Const(0, n - len(a))))[n - 1]
+
+
 def _key_beats(y, x):
     """Ordering of keys: larger unsigned key first (see :meth:`_TopKUnit.key`)."""
-    return y > x
+    return _gt(y, x)
 
 
 class _TopKUnit(wiring.Component):
@@ -465,9 +476,12 @@ class Orizuru(_TopKUnit):
         # equal older value keeps its place: it has the lower position).  With an invalid
         # x and an empty entry the result does not matter: empty entries move among
         # themselves.  The b_i are a thermometer code down the valid entries.
+        # (x > e as the borrow of e - x: a carry chain whose last output is the enable)
         xk = Cat(xval, xv)
-        b = [w((xk >= Cat(d[pb:], lv)) if self._plant_tie_bug else (xk > Cat(d[pb:], lv)),
-               f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
+
+        def beats(e):
+            return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
+        b = [w(beats(Cat(d[pb:], lv)), f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
             above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
@@ -602,7 +616,7 @@ class Orizuru(_TopKUnit):
                 # a pops: its next entry against b's head; b pops: a's head against b's next
                 na = Signal(name=f"{side}_n{a}_ge_h{b}")
                 nb = Signal(name=f"{side}_h{a}_ge_n{b}")
-                m.d.comb += [na.eq(nexts[a] >= heads[b]), nb.eq(heads[a] >= nexts[b])]
+                m.d.comb += [na.eq(~_gt(heads[b], nexts[a])), nb.eq(~_gt(nexts[b], heads[a]))]
                 self.stats["compare"] += 2
                 with m.If(load):
                     m.d.sync += gab.eq(1)
