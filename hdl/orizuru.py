@@ -6,8 +6,9 @@ Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`kllm.config.OrizuruC
 Two units from one body of code, with the same ports and the same result:
 
 * :class:`Orizuru`: a small sorter per beat, *rank lanes* (short sorted
-  insertion lists, one compare per entry) and a pipelined, pruned bitonic
-  merge tree at the end of each vector;
+  insertion lists, one compare per entry) and, at the end of each vector, a
+  serial merge of the lanes (default) or a pipelined, pruned bitonic merge
+  tree;
 * :class:`OrizuruBaseline`: every cycle, a full bitonic sorting network over
   the k entries kept so far and the P new values, its outputs pruned to k.
 
@@ -327,8 +328,8 @@ class Orizuru(_TopKUnit):
     **Microarchitecture**, per side (largest, smallest), all pipelined with
     one compare-exchange level per stage:
 
-    1. *Beat sorter*: a bitonic network sorts the P values of a beat, ties by
-       lane; only its first ``min(P, k)`` outputs are built.
+    1. *Beat sorter*: Batcher's odd-even merge sorter orders the P values of a
+       beat, ties by lane; only its first ``min(P, k)`` outputs are built.
     2. *Rank lanes*: the rank-r value of every beat (the r-th best of its
        beat) goes to lane r, a sorted insertion list of ``k // (r + 1)``
        entries (one compare per entry, entries shift down behind the new
@@ -337,21 +338,33 @@ class Orizuru(_TopKUnit):
        r better beat-mates into the top k too, so lane r can hold at most
        ``k // (r + 1)`` of the top k: the lanes together hold all of it in
        ``k * H(min(P, k))`` entries (H: harmonic number), not ``P * k``.
-    3. At the last beat the lane contents move to a *merge tree* (the lanes
-       start the next vector in the same cycle): pairs of sorted lists are
-       merged by a bitonic merger pruned to ``k`` outputs, level by level.
+    3. In the cycle after the last beat the lane contents move on (the lanes
+       start the next vector in the same cycle):
+
+       * ``merge=1``: into queues, from whose heads the best is popped k
+         times, one per cycle (a registered comparison matrix of the heads),
+         into an accumulator copied to the output registers;
+       * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
+         bitonic merger pruned to ``k`` outputs, level by level.
 
     **Latency and throughput.** One beat of P values per cycle (II = 1) for
-    every k, vectors back to back with no bubble and no minimum length.  The
-    result of a vector whose last beat is accepted in cycle ``c`` leaves in
-    cycle ``c + L`` when the output is not stalled::
+    every k.  The result of a vector whose last beat is accepted in cycle
+    ``c`` leaves in cycle ``c + L`` when the output is not stalled::
 
-        L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
+        merge=1:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
+        merge=0:  L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
 
     with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
     of list lengths merged at each tree level (``config.merge_schedule``);
-    e.g. 13 cycles for P = 4, k = 8 and 23 for P = 8, k = 16.  Backpressure
-    stalls the whole pipeline (``i.ready = ~o.valid | o.ready``).
+    e.g. 15 (merge=1) and 13 (merge=0) cycles for P = 4, k = 8, 26 and 23 for
+    P = 8, k = 16.  ``merge=0``: vectors back to back with no bubble and no
+    minimum length; backpressure stalls the whole pipeline (``i.ready =
+    ~o.valid | o.ready``).  ``merge=1``: nothing before the queues ever
+    stalls; the input refuses a *last* beat whose lists the queues could not
+    surely take ``load_delay`` cycles later (``i.ready = ~last | last_ok``),
+    so vectors of at least ``config.min_beats = max(k, ceil((load_delay + k +
+    1) / 2))`` beats stream with no bubble, and shorter ones are exact but
+    wait.
 
     Parameters
     ----------
@@ -364,6 +377,8 @@ class Orizuru(_TopKUnit):
     max_len : int
         Longest vector (1..65536, default 1024); positions have
         ``ceil(log2(max_len))`` bits.
+    merge : int
+        Final merge: 1 serial (default), 0 pipelined merge tree.
 
     Attributes
     ----------
