@@ -607,7 +607,7 @@ class Orizuru(_TopKUnit):
         # its own last pop), nor if acc is empty or will be copied out this cycle
         last_ok = Signal(name="last_ok")
         m.d.comb += [
-            last_ok.eq((pending == 0) | ((pending == 1) & (rem <= fwd)
+            last_ok.eq(~pending.any() | ((pending == 1) & (rem <= fwd)
                                          & (pop | ~acc_full | copy))),
             ready.eq(~self.i.payload.last | last_ok),
         ]
