@@ -6,8 +6,9 @@ Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`kllm.config.OrizuruC
 Two units from one body of code, with the same ports and the same result:
 
 * :class:`Orizuru`: a small sorter per beat, *rank lanes* (short sorted
-  insertion lists, one compare per entry) and a pipelined, pruned bitonic
-  merge tree at the end of each vector;
+  insertion lists, one compare per entry) and, at the end of each vector, a
+  serial merge of the lanes (default) or a pipelined, pruned bitonic merge
+  tree;
 * :class:`OrizuruBaseline`: every cycle, a full bitonic sorting network over
   the k entries kept so far and the P new values, its outputs pruned to k.
 
@@ -152,9 +153,20 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
     return [e[i] for i in needed]
 
 
+def _gt(a, b):
+    """``a > b`` for unsigned values of one width, as the borrow of ``b - a``.
+
+    Yosys maps a subtraction onto an ECP5 carry chain whose last output is the
+    result; a ``>`` of the same width came out as a chain followed by LUTs, or as
+    LUTs alone (in the sorters), one to four LUT levels more on the critical path.
+    """
+    n = max(len(a), len(b)) + 1
+    return (Cat(b, Const(0, n - len(b))) - Cat(a, Const(0, n - len(a))))[n - 1]
+
+
 def _key_beats(y, x):
     """Ordering of keys: larger unsigned key first (see :meth:`_TopKUnit.key`)."""
-    return y > x
+    return _gt(y, x)
 
 
 class _TopKUnit(wiring.Component):
@@ -254,6 +266,7 @@ class _TopKUnit(wiring.Component):
             "base": Signal(pb, name="s0_base", reset_less=True),
             "x": [Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
             "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
+            "new_in": start & take,       # the beat entering stage 0 starts a vector
         }
         with m.If(advance):
             m.d.sync += [
@@ -315,8 +328,8 @@ class Orizuru(_TopKUnit):
     **Microarchitecture**, per side (largest, smallest), all pipelined with
     one compare-exchange level per stage:
 
-    1. *Beat sorter*: a bitonic network sorts the P values of a beat, ties by
-       lane; only its first ``min(P, k)`` outputs are built.
+    1. *Beat sorter*: Batcher's odd-even merge sorter orders the P values of a
+       beat, ties by lane; only its first ``min(P, k)`` outputs are built.
     2. *Rank lanes*: the rank-r value of every beat (the r-th best of its
        beat) goes to lane r, a sorted insertion list of ``k // (r + 1)``
        entries (one compare per entry, entries shift down behind the new
@@ -325,21 +338,33 @@ class Orizuru(_TopKUnit):
        r better beat-mates into the top k too, so lane r can hold at most
        ``k // (r + 1)`` of the top k: the lanes together hold all of it in
        ``k * H(min(P, k))`` entries (H: harmonic number), not ``P * k``.
-    3. At the last beat the lane contents move to a *merge tree* (the lanes
-       start the next vector in the same cycle): pairs of sorted lists are
-       merged by a bitonic merger pruned to ``k`` outputs, level by level.
+    3. In the cycle after the last beat the lane contents move on (the lanes
+       start the next vector in the same cycle):
+
+       * ``merge=1``: into queues, from whose heads the best is popped k
+         times, one per cycle (a registered comparison matrix of the heads),
+         into an accumulator copied to the output registers;
+       * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
+         bitonic merger pruned to ``k`` outputs, level by level.
 
     **Latency and throughput.** One beat of P values per cycle (II = 1) for
-    every k, vectors back to back with no bubble and no minimum length.  The
-    result of a vector whose last beat is accepted in cycle ``c`` leaves in
-    cycle ``c + L`` when the output is not stalled::
+    every k.  The result of a vector whose last beat is accepted in cycle
+    ``c`` leaves in cycle ``c + L`` when the output is not stalled::
 
-        L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
+        merge=1:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
+        merge=0:  L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
 
     with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
     of list lengths merged at each tree level (``config.merge_schedule``);
-    e.g. 13 cycles for P = 4, k = 8 and 23 for P = 8, k = 16.  Backpressure
-    stalls the whole pipeline (``i.ready = ~o.valid | o.ready``).
+    e.g. 15 (merge=1) and 13 (merge=0) cycles for P = 4, k = 8, 26 and 23 for
+    P = 8, k = 16.  ``merge=0``: vectors back to back with no bubble and no
+    minimum length; backpressure stalls the whole pipeline (``i.ready =
+    ~o.valid | o.ready``).  ``merge=1``: nothing before the queues ever
+    stalls; the input refuses a *last* beat whose lists the queues could not
+    surely take ``load_delay`` cycles later (``i.ready = ~last | last_ok``),
+    so vectors of at least ``config.min_beats = max(k, ceil((load_delay + k +
+    1) / 2))`` beats stream with no bubble, and shorter ones are exact but
+    wait.
 
     Parameters
     ----------
@@ -352,6 +377,8 @@ class Orizuru(_TopKUnit):
     max_len : int
         Longest vector (1..65536, default 1024); positions have
         ``ceil(log2(max_len))`` bits.
+    merge : int
+        Final merge: 1 serial (default), 0 pipelined merge tree.
 
     Attributes
     ----------
@@ -406,8 +433,14 @@ class Orizuru(_TopKUnit):
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
                                         stage(f"{side}_sort"), self.stats,
                                         self._wire(m, f"{side}_sort_swap"))
-        ctrl = carry({k_: s0[k_] for k_ in ("valid", "new", "last", "base")},
-                     cfg.sort_depth, "sort")
+        ctrl = {k_: s0[k_] for k_ in ("valid", "new", "last", "base")}
+        if cfg.sort_depth:
+            ctrl = carry(ctrl, cfg.sort_depth - 1, "sort")
+            ahead = ctrl["new"]                   # the next beat at the lanes starts a vector
+            ctrl = carry(ctrl, 1, "lanes")
+        else:
+            ahead = s0["new_in"]
+        ctrl["new_ahead"] = ahead
 
         # 2. rank lanes
         snapshot = {}
@@ -446,25 +479,33 @@ class Orizuru(_TopKUnit):
         # the one above it: a flip-flop enable), the valid bit in another
         data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
         valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
-        new = ctrl["new"]
+        # `live`: valid and of the vector of the beat now at the lane (cleared one cycle
+        # ahead when the next beat starts a vector), so the comparator reads registers only
+        live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
 
         def w(value, suffix):
             sig = Signal(len(value), name=f"{name}_{suffix}")
             m.d.comb += sig.eq(value)
             return sig
-        ev = [w(v & ~new, f"{i}_v") for i, v in enumerate(valid)]   # valid, unless a vector
-        # starts.  x beats entry i: the b_i are a thermometer code down the list
-        gt = [w((xval >= d[pb:]) if self._plant_tie_bug else (xval > d[pb:]), f"{i}_gt")
-              for i, d in enumerate(data_)]
-        b = [w(xv & (new | ~v | g), f"{i}_b") for i, (v, g) in enumerate(zip(valid, gt))]
+        # x beats entry i: a valid x and an empty entry, or a strictly larger value (an
+        # equal older value keeps its place: it has the lower position).  With an invalid
+        # x and an empty entry the result does not matter: empty entries move among
+        # themselves.  The b_i are a thermometer code down the valid entries.
+        # (x > e as the borrow of e - x: a carry chain whose last output is the enable)
+        xk = Cat(xval, xv)
+
+        def beats(e):
+            return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
+        b = [w(beats(Cat(d[pb:], lv)), f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
             above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
-            above_v = xv if i == 0 else Mux(b[i - 1], ev[i - 1], xv)
+            above_v = xv if i == 0 else Mux(b[i - 1], live[i - 1], xv)
+            nv = Mux(b[i], above_v, live[i])
             with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
             with m.If(advance):
-                m.d.sync += valid[i].eq(Mux(b[i], above_v, ev[i]))
+                m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~ctrl["new_ahead"])]
         entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
 
@@ -566,7 +607,7 @@ class Orizuru(_TopKUnit):
         # its own last pop), nor if acc is empty or will be copied out this cycle
         last_ok = Signal(name="last_ok")
         m.d.comb += [
-            last_ok.eq((pending == 0) | ((pending == 1) & (rem <= fwd)
+            last_ok.eq(~pending.any() | ((pending == 1) & (rem <= fwd)
                                          & (pop | ~acc_full | copy))),
             ready.eq(~self.i.payload.last | last_ok),
         ]
@@ -590,7 +631,7 @@ class Orizuru(_TopKUnit):
                 # a pops: its next entry against b's head; b pops: a's head against b's next
                 na = Signal(name=f"{side}_n{a}_ge_h{b}")
                 nb = Signal(name=f"{side}_h{a}_ge_n{b}")
-                m.d.comb += [na.eq(nexts[a] >= heads[b]), nb.eq(heads[a] >= nexts[b])]
+                m.d.comb += [na.eq(~_gt(heads[b], nexts[a])), nb.eq(~_gt(nexts[b], heads[a]))]
                 self.stats["compare"] += 2
                 with m.If(load):
                     m.d.sync += gab.eq(1)

