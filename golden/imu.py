@@ -307,3 +307,75 @@ def real_layer_operands(*, layer=2, name="ffn_in", rows=8, tokens=3, k=8, bw=4, 
     xi, ia, mask = act.quantize(x[:tokens], k)
     residual = torch.where(mask, xi - (act.Ca[ia] << act.shift), 0)
     return cb.Iw, cb.Cw, ia, act.Ca, act.shift, residual
+
+
+# ------------------------------------------------------------------ cycles
+#
+# What a layer costs on the unit, cycle for cycle, as the host driver above runs it: for
+# each tile, the host writes (one per cycle, no handshake on the write ports), then the
+# tile's token vectors stream through.  The weight memory holds one tile, so the writes
+# and the stream of a tile do not overlap.
+
+__all__ += ["host_write_cycles", "stream_schedule", "stream_cycles", "layer_cycles"]
+
+
+def host_write_cycles(cfg, K):
+    """Host writes of one tile of ``K`` columns, one per cycle as :func:`tile_programs` lists
+    them: ``lanes x ceil(K / P)`` index rows, ``lanes x 2**bw`` weight centroids and
+    ``2**ba`` activation centroids."""
+    return cfg.lanes * -(-K // cfg.elems) + cfg.lanes * 2 ** cfg.bw + 2 ** cfg.ba
+
+
+def stream_schedule(cfg, beats, tails):
+    """Cycle of each vector's first beat and of its result, first beat of the stream at 0.
+
+    ``beats[t]``: beats of vector t; ``tails[t]``: its tail operations
+    (:meth:`kllm.config.ImuConfig.tail_ops`).  The input always offers a beat,
+    the outlier beats wait, the output never stalls.  The unit's rules
+    (docs/ARCHITECTURE.md): a vector's beats are taken on consecutive cycles;
+    the tail starts vector t ``d`` cycles after its last beat or when it has
+    finished vector t - 1, whichever is later, and has read vector t's bank
+    ``combine_ops - 1`` cycles after that start; vector t may start only
+    after the tail has read the bank of vector t - 2; a result leaves
+    ``latency - d`` cycles after the tail's last operation on it.  ``d`` follows
+    from the stated streaming condition ``B >= min_beats``:
+    ``d = min_beats - combine_ops + 1``.
+    """
+    if len(beats) != len(tails) or not beats:
+        raise ValueError(f"{cfg.UNIT}: stream_schedule needs one tail count per vector, got "
+                         f"{len(beats)} vectors and {len(tails)} tail counts")
+    C = cfg.combine_ops
+    d = cfg.min_beats - C + 1
+    first, result, start, read = [], [], [], []
+    for t, (B, T) in enumerate(zip(beats, tails)):
+        a = 0 if t == 0 else first[-1] + beats[t - 1]
+        if t >= 2:
+            a = max(a, read[t - 2] + 1)
+        c = a + B - 1 + d
+        if t:
+            c = max(c, start[-1] + tails[t - 1])
+        first.append(a)
+        start.append(c)
+        read.append(c + C - 1)
+        result.append(c + T - 1 + cfg.latency - d)
+    return first, result
+
+
+def stream_cycles(cfg, beats, tails):
+    """Cycles from a tile's first accepted beat to its last result, both counted."""
+    return stream_schedule(cfg, beats, tails)[1][-1] + 1
+
+
+def layer_cycles(cfg, N, K, tails):
+    """Cycles of an ``N x K`` layer for the tokens whose tail operations per tile are
+    ``tails[tile][token]`` (tiles in :func:`tiles` order): each tile's host writes, then its
+    stream."""
+    spans = tiles(cfg, N, K)
+    if len(tails) != len(spans):
+        raise ValueError(f"{cfg.UNIT}: a {N} x {K} layer has {len(spans)} tiles, got tail "
+                         f"counts for {len(tails)}")
+    total = 0
+    for (n0, n1, k0, k1), tt in zip(spans, tails):
+        B = -(-(k1 - k0) // cfg.elems)
+        total += host_write_cycles(cfg, k1 - k0) + stream_cycles(cfg, [B] * len(tt), tt)
+    return total

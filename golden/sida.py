@@ -15,18 +15,22 @@ weight buffer of the Index MatMul unit (IMU).  This module holds:
   truncated to its top ``truncate`` entries and renormalized, and the
   student's cross-entropy to it is minimized.  Saved and reloaded as one
   file with metadata (:func:`save_predictor`, :func:`load_predictor`).
-* The cycle model: :func:`imu_cycles` (the IMU's cycle contract, in one
-  place) and :class:`CycleModel` (IMU shape + load bandwidth in bytes per
+* The cycle model: :func:`imu_cycles` (the RTL IMU's cycles as the golden
+  host driver runs a layer: per tile the weight-memory rewrite through the
+  host ports, then the tokens' stream, :func:`golden.imu.layer_cycles`) and
+  :class:`CycleModel` (IMU configuration + load bandwidth in bytes per
   cycle + expert sizes from the real quantized expert weights).
-* :class:`WeightBuffer`: the host-driver interface of the IMU's expert
-  weight memory (``load`` / ``evict`` / atomic ``load_set``); a cocotb
-  driver implements it by writing the IMU's host ports (pending: the IMU
-  RTL is not on this branch yet).
+* :class:`WeightBuffer`: the host-driver interface of the expert buffer in
+  front of the IMU (``load`` / ``evict`` / atomic ``load_set``);
+  :class:`RecordingBuffer` keeps what was written, and
+  :func:`cosim_scenario` builds the real case that the cocotb bench
+  testbench/test_sida.py runs on the RTL IMU through its host ports.
 * :func:`simulate`: the controller and its baselines over a real routing
   trace, cycle-accounted (see docs/ARCHITECTURE.md, "SiDA expert
   prefetching", for the exact accounting rules).
 """
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -290,27 +294,45 @@ def load_predictor(path, split):
 
 # ---------------------------------------------------------------- cycle model
 
-def imu_cycles(n, k, tokens=1, *, lanes, elems, latency):
-    """Cycles of the IMU for ``tokens`` matrix-vector products with an ``n x k`` matrix.
+def _imu_config(lanes, elems, bw, ba, k_max):
+    from kllm.config import ImuConfig
+    return ImuConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, k_max=k_max)
 
-    The IMU's contract (issue 4 / DESIGN §3.2): L lanes (output channels)
-    x P elements per cycle at a sustained II = 1, so every token vector
-    takes ``ceil(k / P)`` beats per tile of ``L`` outputs, tokens and tiles
-    stream back to back, and the pipeline latency is paid once per
-    contiguous stream.  This is the one place to align with the RTL's
-    exact formula.
+
+@functools.lru_cache(maxsize=4096)
+def imu_cycles(n, k, tokens=1, *, lanes, elems, bw=4, ba=4, k_max=1024, shift=0,
+               outlier_beats=16):
+    """Cycles of the RTL IMU (hdl/imu.py) for ``tokens`` matrix-vector products with an
+    ``n x k`` matrix, as the golden host driver runs them (:func:`golden.imu.layer_cycles`):
+    per tile of ``lanes x k_max``, the host rewrites the weight memory and codebooks
+    (one write per cycle), then the tokens stream; each token has ``outlier_beats``
+    outlier beats in each tile and the layer's activation ``shift``.  The co-simulation
+    (testbench/test_sida.py) holds the RTL to this, cycle for cycle.
     """
     if tokens <= 0:
         return 0
-    return math.ceil(n / lanes) * math.ceil(k / elems) * tokens + latency
+    from golden.imu import layer_cycles, tiles
+    cfg = _imu_config(lanes, elems, bw, ba, k_max)
+    tail = cfg.tail_ops(shift, outlier_beats)
+    return layer_cycles(cfg, n, k, [[tail] * tokens] * len(tiles(cfg, n, k)))
 
 
 @dataclass(frozen=True)
 class CycleModel:
-    """IMU shape, load bandwidth and the MoE shapes the accounting needs."""
+    """IMU shape, load bandwidth and the MoE shapes the accounting needs.
+
+    The IMU is the RTL unit's configuration (``lanes``, ``elems``, ``bw``,
+    ``ba``, ``k_max``; the rest at :class:`kllm.config.ImuConfig`'s
+    defaults); ``shift`` and ``outlier_beats`` are the per-tile tail work of
+    a token (the scheme's k = 8 outliers per side give 16 outlier beats).
+    """
     lanes: int = 16                 # L
     elems: int = 4                  # P
-    latency: int = 8                # IMU pipeline latency, cycles
+    bw: int = 4
+    ba: int = 4
+    k_max: int = 1024
+    shift: int = 1                  # activation shift (tail doublings per token and tile)
+    outlier_beats: int = 16         # outlier beats per token and tile
     bandwidth: float = 8.0          # expert loads, bytes per cycle
     hidden: int = 384               # model width d
     neurons: int = 96               # FFN neurons per expert
@@ -322,14 +344,30 @@ class CycleModel:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"cycle model: {name} must be a positive integer, got {v!r}")
-        if not isinstance(self.latency, int) or self.latency < 0:
-            raise ValueError(f"cycle model: latency must be an integer >= 0, got {self.latency!r}")
+        for name in ("shift", "outlier_beats"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"cycle model: {name} must be an integer >= 0, got {v!r}")
         if not self.bandwidth > 0:
             raise ValueError(f"cycle model: bandwidth must be > 0 bytes/cycle, "
                              f"got {self.bandwidth!r}")
+        cfg = self.imu_config()        # checks the IMU parameters, naming them
+        if self.shift > cfg.shift_max:
+            raise ValueError(f"cycle model: shift must be in 0..{cfg.shift_max}, got {self.shift}")
+        if self.outlier_beats > cfg.outliers:
+            raise ValueError(f"cycle model: outlier_beats must be at most the IMU's outlier "
+                             f"capacity {cfg.outliers}, got {self.outlier_beats}")
+
+    def imu_config(self):
+        try:
+            return _imu_config(self.lanes, self.elems, self.bw, self.ba, self.k_max)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"cycle model: {e}") from None
 
     def mv(self, n, k, tokens):
-        return imu_cycles(n, k, tokens, lanes=self.lanes, elems=self.elems, latency=self.latency)
+        return imu_cycles(n, k, tokens, lanes=self.lanes, elems=self.elems, bw=self.bw,
+                          ba=self.ba, k_max=self.k_max, shift=self.shift,
+                          outlier_beats=self.outlier_beats)
 
     def dense(self, tokens, router=True):
         """The layer's dense linears (q, k, v, attention out) and, if used, the router."""
@@ -713,3 +751,135 @@ def simulate(trace, policy, capacity, cm, buffer=None, weights=None, log=False):
                         use((l, e), true[e])
     r.cycles = now
     return r
+
+
+# ------------------------------------------------------------ co-simulation
+#
+# The controller above decides which experts sit in the buffer; the buffer is the staging
+# memory in front of the IMU, whose own weight memory holds one tile.  To run an expert, the
+# golden host driver (golden.imu) writes the expert's tiles from its buffer slot into the
+# IMU through the host ports, tile by tile, and streams the tokens.  `cosim_scenario` builds
+# a real case for the cocotb bench (testbench/test_sida.py): one MoE layer of real text
+# through the controller with a recording buffer, then the first expert it runs, with the
+# operands of both of its matrices on real tokens and their golden integers.
+
+__all__ += ["RecordingBuffer", "expert_operands", "cosim_scenario"]
+
+
+class RecordingBuffer(WeightBuffer):
+    """A :class:`WeightBuffer` that keeps what the controller wrote into each slot."""
+
+    def __init__(self, capacity):
+        super().__init__(capacity)
+        self.data = [None] * capacity
+        self.history = []           # (slot, key, weights), in order
+
+    def write(self, slot, key, weights):
+        if weights is None:
+            raise BufferError(f"expert {key}: no weights to write into slot {slot}")
+        if self.slots[slot] is not None:
+            raise BufferError(f"slot {slot} still holds expert {self.slots[slot]}: evict first")
+        self.data[slot] = weights
+        self.history.append((slot, key, weights))
+
+
+def expert_operands(w, act_in, act_hidden, x, *, k=8):
+    """The integer operands of an expert FFN on the IMU for real tokens ``x`` (n, d).
+
+    ``w`` (:class:`ExpertWeights`), ``act_in`` / ``act_hidden`` the activation
+    codebooks of the FFN input and of the expert's hidden layer
+    (:class:`golden.quant.ActivationCodebook`), ``k`` outliers per side.
+    Returns ``(first, second, out)``: each of the two matrices as
+    ``(Iw, Cw, ia, Ca, shift, residual, y)`` with ``y`` the golden integers
+    (:func:`golden.imu.index_matmul`), and the expert's output in float from
+    those integers (the host's scaling, bias and GELU between the two).
+    """
+    from golden.imu import index_matmul
+
+    def matmul(wc, act, v):
+        xi, ia, mask = act.quantize(v, k)
+        residual = torch.where(mask, xi - (act.Ca[ia] << act.shift), 0)
+        y = index_matmul(wc.Iw, wc.Cw, ia, act.Ca, shift=act.shift, residual=residual)
+        return (wc.Iw, wc.Cw, ia, act.Ca, act.shift, residual, y), y.double() * wc.sw * act.sx
+
+    first, h = matmul(w.w_in, act_in, x)
+    g = torch.nn.functional.gelu(h + w.b_in.double()).float()
+    second, out = matmul(w.w_out, act_hidden, g)
+    return first, second, out
+
+
+def cosim_scenario(model, split, *, layer=1, capacity=4, k=4, tokens=3, outliers=8,
+                   calibration=24, sentence=0):
+    """A real co-simulation case (see the section comment); a dict of tensors and numbers.
+
+    One evaluation sentence runs through the MoE with the true router (top-``k``);
+    layer ``layer``'s routing is the trace of the controller (oracle policy,
+    ``capacity`` slots, a :class:`RecordingBuffer`); the first expert the
+    controller runs is taken from its slot with the first ``tokens`` tokens
+    routed to it.  Activation codebooks (4 bits, ``outliers`` per side) are
+    fitted on ``calibration`` calibration sentences: the layer's FFN input, and
+    the expert's hidden activations of the tokens routed to it.
+    """
+    from golden.moe import MoEHooks, moe_embed
+    from golden.quant import fit_activation_codebook
+    from golden.text import calibration_sentences, evaluation_sentences
+
+    name = f"layer{layer}.ffn_in"
+
+    class Capture(MoEHooks):
+        def begin(self, batch):
+            super().begin(batch)
+            self.x = self.g = None
+
+        def linear(self, lname, act, x, weight, bias):
+            if lname == name:
+                self.x = x[self.mask]
+            return super().linear(lname, act, x, weight, bias)
+
+        def gelu(self, gname, x):
+            if gname.startswith(f"layer{layer}."):
+                self.g = super(MoEHooks, self).gelu(gname, x)[self.mask]
+            return super().gelu(gname, x)
+
+    def capture(sentences):
+        hooks = Capture(model, split, k=k)
+        xs, gs, es = [], [], []
+        for s in sentences:          # one sentence per pass: real tokens only, no padding
+            moe_embed(model, [s], hooks)
+            xs.append(hooks.x)
+            gs.append(hooks.g)
+            es.append(hooks.records[layer]["experts"])
+        return torch.cat(xs), torch.cat(gs), torch.cat(es)
+
+    cal_x, cal_g, cal_e = capture(calibration_sentences(calibration))
+    text = evaluation_sentences(sentence + 1)[sentence]
+    x, _, experts = capture([text])
+
+    weights = quantize_experts(model, split, layers=[layer])
+    cm = CycleModel(expert_bytes=next(iter(weights.values())).nbytes())
+    buf = RecordingBuffer(capacity)
+    trace = make_trace([experts[None]])
+    res = simulate(trace, "oracle", capacity, cm, buffer=buf,
+                   weights=lambda key: weights[layer, key[1]], log=True)
+    at = next(i for i, e in enumerate(res.events) if e[0] == "use")
+    slot, key = res.events[at][1], res.events[at][2]
+    expert = key[1]
+    loaded = sum(e[0] == "load" for e in res.events[:at])    # writes done before that use
+    w = buf.history[max(i for i, (s, _, _) in enumerate(buf.history[:loaded]) if s == slot)][2]
+    if (layer, expert) != (w.layer, w.expert):
+        raise AssertionError(f"slot {slot} holds expert {(w.layer, w.expert)}, the controller "
+                             f"ran {(layer, expert)} from it")
+    routed = (experts == expert).any(1).nonzero(as_tuple=True)[0]
+    pick = routed[:tokens]
+    S = split.groups[layer][expert]
+    cal_tokens = (cal_e == expert).any(1)
+    act_in = fit_activation_codebook(cal_x, 4, k=outliers, name=f"{name} input")
+    act_hidden = fit_activation_codebook(cal_g[cal_tokens][:, S], 4, k=outliers,
+                                         name=f"layer{layer} expert {expert} hidden")
+    first, second, out = expert_operands(w, act_in, act_hidden, x[pick], k=outliers)
+    W1, b1 = model.weight(layer, "ffn_in")[S], model.bias(layer, "ffn_in")[S]
+    W2 = model.weight(layer, "ffn_out")[:, S]
+    reference = torch.nn.functional.gelu(x[pick] @ W1.T + b1) @ W2.T
+    return {"layer": layer, "expert": expert, "slot": slot, "tokens": pick.tolist(),
+            "writes": [(s, (layer, k[1])) for s, k, _ in buf.history], "sentence": text, "first": first, "second": second,
+            "out": out, "reference": reference}

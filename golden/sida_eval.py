@@ -13,6 +13,7 @@ sentences disjoint, golden/text.py) and is measured in one run:
 """
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +43,9 @@ def load_split(model, experts, cache_dir):
             pass                                    # stale or damaged cache: recompute
     split = split_model(model, experts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"groups": list(split.groups), "fingerprint": split.fingerprint()}, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # atomic: readers never see half
+    torch.save({"groups": list(split.groups), "fingerprint": split.fingerprint()}, tmp)
+    os.replace(tmp, path)
     return split
 
 
@@ -70,8 +73,8 @@ def _hash_quality(model, split, net, sentences, k, dense):
     return cosine(emb, dense)
 
 
-def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, latency=8,
-        batch=1, sentences=200, calibration=400, predictor=None, retrain=False, epochs=6,
+def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k_max=1024,
+        shift=3, outlier_beats=16, batch=1, sentences=200, calibration=400, predictor=None, retrain=False, epochs=6,
         hidden=64, ks=(1, 2, 4, 8), progress=print):
     out = Path(out)
     t0 = time.time()
@@ -97,7 +100,8 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, l
 
     progress("quantizing an expert for its size")
     ew = quantize_experts(model, split, layers=[0], experts=[0])[0, 0]
-    cm = CycleModel(lanes=lanes, elems=elems, latency=latency, bandwidth=bandwidth,
+    cm = CycleModel(lanes=lanes, elems=elems, k_max=k_max, shift=shift,
+                    outlier_beats=outlier_beats, bandwidth=bandwidth,
                     hidden=model.hidden, neurons=split.neurons, experts=experts,
                     expert_bytes=ew.nbytes())
     trace = make_trace(true, pred, batch)
@@ -120,7 +124,9 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, l
     by = {r["policy"]: r for r in rows}
     result = {
         "config": {"experts": experts, "k": k, "capacity": capacity, "bandwidth": bandwidth,
-                   "lanes": lanes, "elems": elems, "latency": latency, "batch": batch,
+                   "lanes": lanes, "elems": elems, "k_max": k_max, "shift": shift,
+                   "outlier_beats": outlier_beats, "latency": cm.imu_config().latency,
+                   "batch": batch,
                    "sentences": len(ev), "calibration": calibration, "predictor": str(predictor),
                    "trained_now": trained, "predictor_meta": net.meta, "rule": "norm",
                    "layers": split.layers, "neurons_per_expert": split.neurons},
@@ -177,7 +183,9 @@ def markdown(result):
     parts = [
         f"MoE: {c['layers']} layers x {c['experts']} experts of {c['neurons_per_expert']} neurons, "
         f"top-{c['k']}; {c['sentences']} evaluation sentences; IMU L={c['lanes']} P={c['elems']} "
-        f"latency {c['latency']}; loads {c['bandwidth']} B/cycle; expert "
+        f"k_max={c.get('k_max', 1024)} (latency {c['latency']}), per token and tile a shift of "
+        f"{c.get('shift', 0)} and {c.get('outlier_beats', 0)} outlier beats, the weight memory "
+        f"rewritten for every tile; loads {c['bandwidth']} B/cycle; expert "
         f"{result['expert_bytes']} B; batch {c['batch']} sentence(s).",
         "",
         "MoE quality (mean / min cosine of sentence embeddings to the dense model):",

@@ -231,14 +231,22 @@ def cmd_sida(args):
                ">= 2 experts (prefetching streams a batch's experts through at least two slots)"),
               ("--bandwidth", args.bandwidth > 0, "> 0 bytes per cycle"),
               ("--lanes", args.lanes >= 1, ">= 1"), ("--elems", args.elems >= 1, ">= 1"),
-              ("--latency", args.latency >= 0, ">= 0"), ("--batch", args.batch >= 1, ">= 1"),
+              ("--shift", args.shift >= 0, ">= 0"), ("--outlier-beats", args.outlier_beats >= 0,
+                                                    ">= 0"),
+              ("--batch", args.batch >= 1, ">= 1"),
               ("--sentences", args.sentences >= 2, ">= 2"),
               ("--calibration", args.calibration >= 8, ">= 8"),
               ("--epochs", args.epochs >= 1, ">= 1"), ("--threads", args.threads >= 1, ">= 1"),
               ("--hidden", args.hidden >= 2 and args.hidden % 2 == 0, "even and >= 2")]
     for name, ok, want in checks:
         if not ok:
-            raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:])}")
+            raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:].replace('-', '_'))}")
+    from golden.sida import CycleModel
+    try:        # the IMU configuration the cycle model stands for, checked before any work
+        CycleModel(lanes=args.lanes, elems=args.elems, k_max=args.k_max, shift=args.shift,
+                   outlier_beats=args.outlier_beats, expert_bytes=1)
+    except ValueError as e:
+        raise KllmError(f"--lanes/--elems/--k-max/--shift/--outlier-beats: {e}") from None
     if args.predictor and not args.retrain:
         if not Path(args.predictor).exists():
             raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
@@ -257,7 +265,8 @@ def cmd_sida(args):
             console.log(text)
         result = run(out, experts=args.experts, k=args.k, capacity=args.capacity,
                      bandwidth=args.bandwidth, lanes=args.lanes, elems=args.elems,
-                     latency=args.latency, batch=args.batch, sentences=args.sentences,
+                     k_max=args.k_max, shift=args.shift, outlier_beats=args.outlier_beats,
+                     batch=args.batch, sentences=args.sentences,
                      calibration=args.calibration, predictor=args.predictor,
                      retrain=args.retrain, epochs=args.epochs, hidden=args.hidden,
                      progress=progress)
@@ -350,7 +359,12 @@ def build_parser():
                    help="expert load bandwidth, bytes per cycle (default 8)")
     s.add_argument("--lanes", type=int, default=16, help="IMU lanes L (default 16)")
     s.add_argument("--elems", type=int, default=4, help="IMU elements per cycle P (default 4)")
-    s.add_argument("--latency", type=int, default=8, help="IMU pipeline latency (default 8)")
+    s.add_argument("--k-max", type=int, default=1024,
+                   help="IMU k_max, the longest reduction one tile holds (default 1024)")
+    s.add_argument("--shift", type=int, default=3, help="activation shift, tail doublings per "
+                   "token and tile (default 3, the shift of layer 1's FFN input)")
+    s.add_argument("--outlier-beats", type=int, default=16, help="outlier beats per token and "
+                   "tile (default 16: 8 outliers per side)")
     s.add_argument("--batch", type=int, default=1, help="sentences per batch (default 1)")
     s.add_argument("--sentences", type=int, default=200,
                    help="evaluation sentences (default 200)")

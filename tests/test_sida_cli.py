@@ -23,6 +23,12 @@ def run(capsys, *argv):
     (["--bandwidth", "0"], "--bandwidth must be > 0 bytes per cycle, got 0.0"),
     (["--batch", "0"], "--batch must be >= 1, got 0"),
     (["--hidden", "7"], "--hidden must be even and >= 2, got 7"),
+    (["--outlier-beats", "-1"], "--outlier-beats must be >= 0, got -1"),
+    (["--elems", "3"], "--lanes/--elems/--k-max/--shift/--outlier-beats: cycle model: imu: "
+                       "parameter 'elems' must be a power of 2 (a position splits into "
+                       "weight-memory row and lane by bits), got 3"),
+    (["--shift", "9"], "--lanes/--elems/--k-max/--shift/--outlier-beats: cycle model: shift "
+                       "must be in 0..8, got 9"),
 ])
 def test_bad_arguments(capsys, tmp_path, args, message):
     rc, out, err = run(capsys, "sida", "-o", str(tmp_path / "o"), *args)
@@ -68,7 +74,8 @@ def test_report_table_and_plot(tmp_path):
     by = {r["policy"]: r for r in rows}
     result = {
         "config": {"experts": 16, "k": 2, "capacity": 4, "bandwidth": 8.0, "lanes": 16,
-                   "elems": 4, "latency": 8, "batch": 1, "sentences": 12, "layers": 2,
+                   "elems": 4, "k_max": 1024, "shift": 0, "outlier_beats": 0,
+                   "latency": 12, "batch": 1, "sentences": 12, "layers": 2,
                    "neurons_per_expert": 96},
         "expert_bytes": CM.expert_bytes,
         "moe_quality": [{"rule": "norm", "k": 2, "active": 0.125, "cos_mean": 0.5,

@@ -3,11 +3,14 @@
 import pytest
 import torch
 
-from golden.sida import (BufferError, CycleModel, TraceBatch, WeightBuffer, imu_cycles,
+from golden.sida import (BufferError, CycleModel, RecordingBuffer, TraceBatch, WeightBuffer,
+                         imu_cycles,
                          make_trace, simulate)
 
-CM = CycleModel(lanes=16, elems=4, latency=8, bandwidth=8.0, hidden=384, neurons=96,
-                experts=16, expert_bytes=45888)
+# No shift and no outliers keep the hand arithmetic short: a token's tail is then
+# 2**bw + 1 = 17 operations per tile (one empty outlier beat).
+CM = CycleModel(lanes=16, elems=4, shift=0, outlier_beats=0, bandwidth=8.0, hidden=384,
+                neurons=96, experts=16, expert_bytes=45888)
 
 
 def batch(*layers, pred=None):
@@ -34,18 +37,29 @@ def random_trace(seed, batches=12, layers=3, tokens=5, k=2, E=16, wrong=0.3):
 
 
 def test_imu_cycle_formula():
-    assert imu_cycles(96, 384, 1, lanes=16, elems=4, latency=8) == 6 * 96 + 8
-    assert imu_cycles(384, 96, 3, lanes=16, elems=4, latency=8) == 24 * 24 * 3 + 8
-    assert imu_cycles(17, 5, 2, lanes=16, elems=4, latency=0) == 2 * 2 * 2   # ceil in both
-    assert imu_cycles(96, 384, 0, lanes=16, elems=4, latency=8) == 0
+    """By hand from the IMU's stated rules (docs/ARCHITECTURE.md): latency 10 + log2 P = 12,
+    tail 17, streaming when B >= max(17, min_beats = 2**bw + 4 = 20); per tile the host writes
+    16 lanes x ceil(K/4) index rows + 16 x 16 centroids + 16 activation centroids."""
+    kw = dict(lanes=16, elems=4, shift=0, outlier_beats=0)
+    # 6 tiles of 16 x 384: writes 16*96 + 272 = 1808, stream 96 + 12 + 17 - 1 = 124
+    assert imu_cycles(96, 384, 1, **kw) == 6 * (1808 + 124)
+    # 24 tiles of 16 x 96, 3 tokens of B = 24 >= 20: writes 656, stream 3*24 + 28
+    assert imu_cycles(384, 96, 3, **kw) == 24 * (656 + 100)
+    # B = 2 does not stream: results one tail (17 cycles) apart: 29, 46, and the third vector
+    # waits for the first one's bank (read at cycle 21): starts at 22, tail at 40, result 63
+    assert imu_cycles(16, 8, 2, **kw) == 304 + 47
+    assert imu_cycles(16, 8, 3, **kw) == 304 + 64
+    # a shift and outliers add to the tail: 16 + 2 + 5 = 23; B = 24 still streams
+    assert imu_cycles(16, 96, 1, lanes=16, elems=4, shift=2, outlier_beats=5) == 656 + 24 + 12 + 22
+    assert imu_cycles(96, 384, 0, **kw) == 0
     assert CM.load() == 5736
 
 
 def test_lru_single_miss_by_hand():
-    # dense: 4 x (24*96 + 8) + router (1*96 + 8) = 9352; load 45888 / 8 = 5736;
-    # expert: (6*96 + 8) + (24*24 + 8) = 1168
+    # dense: 4 x 24 tiles x 1932 + router (1 tile, 1932) = 187404; load 45888 / 8 = 5736;
+    # expert: 6 x 1932 + 24 x (656 + 24 + 28) = 28584
     r = simulate([batch([[3]])], "lru", 1, CM)
-    assert (r.cycles, r.stall, r.compute, r.loads, r.bytes) == (16256, 5736, 10520, 1, 45888)
+    assert (r.cycles, r.stall, r.compute, r.loads, r.bytes) == (221724, 5736, 215988, 1, 45888)
     assert r.hit_rate == 0.0
 
 
@@ -106,14 +120,14 @@ def test_sida_wrong_prediction_costs_bandwidth_and_a_demand_miss():
     assert loads == [5, 7] and r.wasted == 1 and r.hits == 0 and r.uses == 1
     # the miss waits for the router, then for the load engine behind the wasted load
     use = [ev for ev in r.events if ev[0] == "use"][0]
-    assert use[3] == max(9352, 5736) + 5736
+    assert use[3] == max(187404, 5736) + 5736      # router at 187404 (dense, 1 token)
 
 
 def test_hash_routed_uses_the_prediction_and_no_router():
     r = simulate([batch([[7]], pred=[[5]])], "sida-hash", 2, CM, log=True)
     assert [ev[2][1] for ev in r.events if ev[0] == "use"] == [5]
     assert r.hit_rate == 1.0 and r.loads == 1
-    assert r.compute == 4 * (24 * 96 + 8) + 1168                       # no router cycles
+    assert r.compute == 4 * 24 * 1932 + 28584                          # no router cycles
 
 
 def test_resident_has_no_stalls_and_needs_every_slot():
@@ -166,6 +180,12 @@ def test_cycle_model_rejects_bad_parameters():
         CycleModel(bandwidth=0, expert_bytes=1)
     with pytest.raises(ValueError, match="lanes must be a positive integer"):
         CycleModel(lanes=0, expert_bytes=1)
+    with pytest.raises(ValueError, match="imu: parameter 'elems'"):
+        CycleModel(elems=3, expert_bytes=1)
+    with pytest.raises(ValueError, match="shift must be in 0..8"):
+        CycleModel(shift=9, expert_bytes=1)
+    with pytest.raises(ValueError, match="outlier_beats must be at most the IMU's outlier capacity 16"):
+        CycleModel(outlier_beats=17, expert_bytes=1)
     with pytest.raises(ValueError, match="unknown policy 'fifo'"):
         simulate(random_trace(1), "fifo", 4, CM)
 
@@ -179,34 +199,22 @@ def test_oracle_gains_from_a_larger_buffer():
     assert stalls[0] < simulate(trace, "lru", 4, CM).stall
 
 
-class _RecordingBuffer(WeightBuffer):
-    """What a host-port driver sees: (slot, key, data) for every write."""
-
-    def __init__(self, capacity):
-        super().__init__(capacity)
-        self.writes = []
-
-    def write(self, slot, key, weights):
-        assert self.slots[slot] is None            # never overwrites a resident expert
-        self.writes.append((slot, key, weights))
-
-
 @pytest.mark.parametrize("policy", ["lru", "sida", "resident"])
 def test_driver_receives_each_experts_weights(policy):
     trace = random_trace(9, layers=2)
-    buf = _RecordingBuffer(32 if policy == "resident" else 3)
+    buf = RecordingBuffer(32 if policy == "resident" else 3)
     r = simulate(trace, policy, buf.capacity, CM, buffer=buf,
                  weights=lambda key: ("weights of", key))
-    assert len(buf.writes) == (32 if policy == "resident" else r.loads)
-    assert all(w == ("weights of", key) for _, key, w in buf.writes)
-    assert buf.bytes_written == len(buf.writes) * CM.expert_bytes
+    assert len(buf.history) == (32 if policy == "resident" else r.loads)
+    assert all(w == ("weights of", key) for _, key, w in buf.history)
+    assert buf.bytes_written == len(buf.history) * CM.expert_bytes
 
 
 def test_expert_compute_is_the_expert_steps():
     # one layer, three tokens: expert 3 takes two, expert 5 one
     r = simulate([batch([[3], [3], [5]])], "lru", 2, CM)
-    two = (6 * 96 * 2 + 8) + (24 * 24 * 2 + 8)              # 2320
-    one = (6 * 96 + 8) + (24 * 24 + 8)                      # 1168
-    dense = 4 * (24 * 96 * 3 + 8) + (96 * 3 + 8)             # 27976
+    two = 6 * (1808 + 2 * 96 + 28) + 24 * (656 + 2 * 24 + 28)     # 29736
+    one = 6 * (1808 + 96 + 28) + 24 * (656 + 24 + 28)             # 28584
+    dense = 4 * 24 * (1808 + 3 * 96 + 28) + (1808 + 3 * 96 + 28)  # 206028
     assert (r.expert_compute, r.compute) == (two + one, dense + two + one)
     assert r.row(CM)["stall_expert_share"] == r.stall / (two + one)
