@@ -107,8 +107,9 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
     trace = make_trace(true, pred, batch)
     all_slots = split.layers * experts
 
-    def run_all(c, cap):
-        return {p: simulate(trace, p, all_slots if p == "resident" else cap, c) for p in POLICIES}
+    def run_all(c, cap, tr=None):
+        return {p: simulate(tr or trace, p, all_slots if p == "resident" else cap, c)
+                for p in POLICIES}
 
     progress("cycle-accounted simulation of the policies")
     main = run_all(cm, capacity)
@@ -121,6 +122,10 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
     for cap in sorted({2, 4, 8, 16, 32, 48, capacity}):
         cap_sweep[cap] = {p: r.throughput for p, r in run_all(cm, cap).items()
                           if p != "resident"}
+    batch_sweep = {}     # more tokens per expert step amortize the per-tile weight rewrite
+    for b in sorted({1, 2, 4, 8, 16, batch}):
+        batch_sweep[b] = {p: r.throughput
+                          for p, r in run_all(cm, capacity, make_trace(true, pred, b)).items()}
     by = {r["policy"]: r for r in rows}
     result = {
         "config": {"experts": experts, "k": k, "capacity": capacity, "bandwidth": bandwidth,
@@ -139,6 +144,7 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
         "policies": rows,
         "bandwidth_sweep": bw_sweep,
         "capacity_sweep": cap_sweep,
+        "batch_sweep": batch_sweep,
         "targets": {
             "buffer_share": capacity / experts,
             "sida_stall_share": by["sida"]["stall_share"],
@@ -203,6 +209,7 @@ def markdown(result):
         "",
         _md_table(POLICY_HEAD, policy_rows(result)),
         "",
+        *_sweep_tables(result),
         f"Targets: buffer {100 * t['buffer_share']:.0f}% of a layer's experts; SiDA stalls "
         f"{100 * t['sida_stall_share']:.1f}% of compute, {100 * t['sida_stall_expert_share']:.1f}% "
         f"of expert compute (target < 10%); SiDA / LRU throughput "
@@ -212,11 +219,34 @@ def markdown(result):
     return "\n".join(parts) + "\n"
 
 
+def _sweep_tables(result):
+    """Tokens per 1k cycles against load bandwidth, buffer size and batch size."""
+    out = []
+    for key, label in (("bandwidth_sweep", "load bandwidth (B/cycle)"),
+                       ("capacity_sweep", "buffer (experts)"),
+                       ("batch_sweep", "batch (sentences)")):
+        sweep = result.get(key)
+        if not sweep:
+            continue
+        pols = [p for p in POLICIES if p in next(iter(sweep.values()))]
+        rows = []
+        for x in sorted(sweep, key=float):
+            r = sweep[x]
+            rows.append((x, *(f"{r[p]:.5f}" for p in pols),
+                         f"{r['sida'] / r['lru']:.2f}x", f"{r['sida-hash'] / r['lru']:.2f}x"))
+        out += [f"Tokens / 1k cycles against {label}:", "",
+                _md_table((label, *(POLICY_NAMES[p] for p in pols), "SiDA / LRU",
+                           "hash-routed / LRU"), rows), ""]
+    return out
+
+
 def plot(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    batches = result.get("batch_sweep")
+    fig, axes = plt.subplots(1, 3 if batches else 2, figsize=(16 if batches else 11, 4.2))
+    a, b = axes[0], axes[1]
     color = {p: f"C{i}" for i, p in enumerate(POLICIES)}
     bw = sorted(result["bandwidth_sweep"], key=float)
     for p in POLICIES:
@@ -239,6 +269,17 @@ def plot(result, path):
     b.set_title(f"loads {result['config']['bandwidth']} B/cycle")
     b.grid(alpha=0.3)
     b.legend(fontsize=8)
+    if batches:
+        c = axes[2]
+        xs = sorted(batches, key=int)
+        for p in POLICIES:
+            c.plot([int(x) for x in xs], [batches[x][p] for x in xs], "o-", color=color[p],
+                   label=POLICY_NAMES[p])
+        c.set_xscale("log", base=2)
+        c.set_xlabel("batch (sentences)")
+        c.set_title("more tokens per expert step")
+        c.grid(alpha=0.3)
+        c.legend(fontsize=8)
     fig.suptitle("SiDA expert prefetching on the MiniLM MoE (cycle model, real text)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
