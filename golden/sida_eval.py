@@ -49,16 +49,16 @@ def load_split(model, experts, cache_dir):
     return split
 
 
-def get_predictor(model, split, path, *, k, calibration, retrain=False, epochs=6, hidden=64,
+def get_predictor(model, split, path, *, k, calibration, retrain=False, epochs=40, hidden=128,
                   progress=print):
     """Load the predictor at ``path``, or train it on calibration text and save it there."""
     path = Path(path)
     if path.exists() and not retrain:
         progress(f"loading predictor {path}")
         return load_predictor(path, split), False
-    progress(f"predictor {path} missing: collecting the true routing of {calibration} "
-             f"calibration sentences")
     cal = calibration_sentences(calibration)
+    progress(f"predictor {path} missing: collecting the true routing of {len(cal)} "
+             f"calibration sentences")
     routing, _ = collect_routing(model, split, cal, k)
     net = train_predictor(model, split, cal, routing, k=k, hidden=hidden, epochs=epochs,
                           progress=progress)
@@ -74,15 +74,16 @@ def _hash_quality(model, split, net, sentences, k, dense):
 
 
 def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k_max=1024,
-        shift=3, outlier_beats=16, batch=1, sentences=200, calibration=400, predictor=None, retrain=False, epochs=6,
-        hidden=64, ks=(1, 2, 4, 8), progress=print):
+        shift=3, outlier_beats=16, batch=1, sentences=200, calibration=None, predictor=None,
+        retrain=False, epochs=40, hidden=128, ks=(1, 2, 4, 8), progress=print):
     out = Path(out)
     t0 = time.time()
     model = load_minilm()
     progress(f"splitting the FFNs into {experts} experts (cached in {out})")
     split = load_split(model, experts, out)
     ev = evaluation_sentences(sentences)
-    predictor = Path(predictor or out / f"predictor-E{experts}-k{k}.pt")
+    n_cal = len(calibration_sentences(calibration))
+    predictor = Path(predictor or out / f"predictor-E{experts}-k{k}-h{hidden}-e{epochs}-c{n_cal}.pt")
     net, trained = get_predictor(model, split, predictor, k=k, calibration=calibration,
                                  retrain=retrain, epochs=epochs, hidden=hidden, progress=progress)
 
@@ -132,7 +133,7 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
                    "lanes": lanes, "elems": elems, "k_max": k_max, "shift": shift,
                    "outlier_beats": outlier_beats, "latency": cm.imu_config().latency,
                    "batch": batch,
-                   "sentences": len(ev), "calibration": calibration, "predictor": str(predictor),
+                   "sentences": len(ev), "calibration": n_cal, "predictor": str(predictor),
                    "trained_now": trained, "predictor_meta": net.meta, "rule": "norm",
                    "layers": split.layers, "neurons_per_expert": split.neurons},
         "expert_bytes": cm.expert_bytes,

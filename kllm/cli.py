@@ -235,7 +235,7 @@ def cmd_sida(args):
                                                     ">= 0"),
               ("--batch", args.batch >= 1, ">= 1"),
               ("--sentences", args.sentences >= 2, ">= 2"),
-              ("--calibration", args.calibration >= 8, ">= 8"),
+              ("--calibration", args.calibration is None or args.calibration >= 8, ">= 8"),
               ("--epochs", args.epochs >= 1, ">= 1"), ("--threads", args.threads >= 1, ">= 1"),
               ("--hidden", args.hidden >= 2 and args.hidden % 2 == 0, "even and >= 2")]
     for name, ok, want in checks:
@@ -368,15 +368,15 @@ def build_parser():
     s.add_argument("--batch", type=int, default=1, help="sentences per batch (default 1)")
     s.add_argument("--sentences", type=int, default=200,
                    help="evaluation sentences (default 200)")
-    s.add_argument("--calibration", type=int, default=400,
-                   help="calibration sentences for training the predictor (default 400)")
+    s.add_argument("--calibration", type=int, default=None,
+                   help="calibration sentences for training the predictor (default: all 1303)")
     s.add_argument("--predictor", metavar="FILE",
-                   help="predictor file (default build/sida/predictor-E<experts>-k<k>.pt, "
-                   "trained and saved when missing)")
+                   help="predictor file (default build/sida/predictor-E<experts>-k<k>-h<hidden>-"
+                   "e<epochs>-c<calibration>.pt, trained and saved when missing)")
     s.add_argument("--retrain", action="store_true", help="train the predictor even if the "
                    "file exists, and overwrite it")
-    s.add_argument("--epochs", type=int, default=6, help="predictor training epochs (default 6)")
-    s.add_argument("--hidden", type=int, default=64, help="predictor hidden size (default 64)")
+    s.add_argument("--epochs", type=int, default=40, help="predictor training epochs (default 40)")
+    s.add_argument("--hidden", type=int, default=128, help="predictor hidden size (default 128)")
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/sida")
     s.set_defaults(func=cmd_sida)
