@@ -29,7 +29,7 @@ demo: setup  ## main job: Verilog + cocotb sim + ECP5 synthesis of the default q
 	$(KLLM) demo
 
 test: setup  ## the whole test suite (pytest, parallel with xdist)
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --durations=15
 
 verilog: setup  ## generate Verilog for UNIT into build/verilog/UNIT
 	$(KLLM) verilog $(UNIT) -o build/verilog/$(UNIT)
