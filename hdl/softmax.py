@@ -8,6 +8,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
+from hdl.rows import RowInput
 from kllm.config import SoftmaxConfig
 
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
@@ -94,36 +95,12 @@ class HistogramRowUnit(wiring.Component):
         P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
         cb, lcb = cfg.count_bits, cfg.lane_count_bits
 
-        busy = Signal()          # the row's last beat is in: input stopped
         outp = Signal()          # the row is being read out
-        wptr = Signal(range(cfg.max_beats + 1))
-        full = Signal()
-        m.d.comb += full.eq(wptr == cfg.max_beats)
 
         # ---- input: row buffer and histogram
-        buf = memory.Memory(shape=unsigned(P * ba + lcb), depth=cfg.max_beats, init=[])
-        m.submodules.row_buffer = buf
-        bw = buf.write_port()
-        br = buf.read_port(domain="sync")
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~busy),
-            fire.eq(self.i.valid & ~busy),
-            bw.en.eq(fire & ~full),
-            bw.addr.eq(wptr),
-            bw.data.eq(Cat(self.i.payload.idx.as_value(), self.i.payload.count)),
-        ]
-        s0 = Signal(self.in_layout)
-        s0_valid, s0_end = Signal(), Signal()
-        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
-                     s0.eq(self.i.payload)]
-        with m.If(fire):
-            with m.If(self.i.payload.last):
-                m.d.sync += busy.eq(1)
-            with m.If(full):
-                m.d.sync += self.overflow.eq(1)
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
+        rows = RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats)
+        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
 
         lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]
         m.d.comb += [lane_valid[p].eq(s0_valid & (s0.count > p)) for p in range(P)]
@@ -193,7 +170,8 @@ class HistogramRowUnit(wiring.Component):
 
         # ---- end of the row: clear everything for the next one
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), n.eq(0)]
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), rptr.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
         return m
 
@@ -392,32 +370,10 @@ class SoftmaxBaseline(wiring.Component):
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
 
-        busy, outp = Signal(), Signal()
-        wptr = Signal(range(cfg.max_beats + 1))
-        full = Signal()
-        m.d.comb += full.eq(wptr == cfg.max_beats)
-        buf = memory.Memory(shape=unsigned(P * W + lcb), depth=cfg.max_beats, init=[])
-        m.submodules.row_buffer = buf
-        bw = buf.write_port()
-        br = buf.read_port(domain="sync")
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~busy),
-            fire.eq(self.i.valid & ~busy),
-            bw.en.eq(fire & ~full), bw.addr.eq(wptr),
-            bw.data.eq(Cat(self.i.payload.x.as_value(), self.i.payload.count)),
-        ]
-        s0 = Signal(self.in_layout)
-        s0_valid, s0_end = Signal(), Signal()
-        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
-                     s0.eq(self.i.payload)]
-        with m.If(fire):
-            with m.If(self.i.payload.last):
-                m.d.sync += busy.eq(1)
-            with m.If(full):
-                m.d.sync += self.overflow.eq(1)
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
+        outp = Signal()
+        rows = RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats)
+        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
 
         # beat maximum over the valid lanes (invalid lanes read as the smallest value)
         lo = Const(-(1 << (W - 1)), signed(W))
@@ -525,5 +481,6 @@ class SoftmaxBaseline(wiring.Component):
                 m.next = "IDLE"
 
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), have.eq(0)]
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), rptr.eq(0), have.eq(0)]
         return m

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from kllm.cli import latency_line
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
@@ -29,6 +30,7 @@ def test_bench(unit_name, params, sim, build_dir):
     assert result["failed"] == 0 and result["tests"] == 6
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"] == lc["beats"] + config.latency
+    assert "(formula n + latency = " in latency_line(lc)
 
 
 @pytest.mark.parametrize("unit_name", ["product"])
