@@ -249,8 +249,9 @@ class LutConfig(UnitConfig):
 
     @property
     def latency(self):
-        """Cycles from an accepted input beat to its output beat (no backpressure)."""
-        return 2
+        """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
+        one per two index bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
+        return 2 + (max(0, self.ba - 4) + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,9 @@ class ProductConfig(UnitConfig):
 
     @property
     def latency(self):
-        """Cycles from an accepted input beat to its output beat (no backpressure)."""
-        return 2
+        """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
+        one per two address bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
+        return 2 + (max(0, 2 * self.ba - 4) + 1) // 2
 
 
 @dataclass(frozen=True)

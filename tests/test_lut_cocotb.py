@@ -40,7 +40,7 @@ def test_bench_catches_a_planted_bug(unit_name, build_dir):
     unit = get_unit(unit_name)
 
     def plant(text):
-        new, n = re.subn(r"\[tbl__addr\] <=", "[(tbl__addr >> 1) << 1] <=", text)
+        new, n = re.subn(r"\[wr__addr\] <=", "[(wr__addr >> 1) << 1] <=", text)
         assert n > 0, "pattern not found"
         return new
 
