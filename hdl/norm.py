@@ -72,7 +72,7 @@ class HistogramNorm(HistogramRowUnit):
         tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
         super().__init__(cfg, signed(cfg.out_bits), tbl)
 
-    def compute(self, m, hist, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
         ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
         RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC

@@ -50,7 +50,7 @@ def test_bench_catches_a_planted_bug(unit_name, build_dir):
     unit = get_unit(unit_name)
 
     def plant(text):
-        new, n = re.subn(r"= hist0 \+ s1_inc0;", "= hist0 + (s1_inc0 >> 1);", text)
+        new, n = re.subn(r"= hist0 \+ s2_inc0;", "= hist0 + (s2_inc0 >> 1);", text)
         assert n == 1, "pattern not found"
         return new
 
