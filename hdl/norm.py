@@ -43,9 +43,11 @@ class HistogramNorm(HistogramRowUnit):
 
     Latency: ``compute_cycles = 2 * 2**ba + 12`` (sums ``2**ba + 2``,
     variance 2, normalization 4, remap ``2**ba + 3``, idle 1), so the first
-    output beat is valid ``2 * 2**ba + 17`` cycles after the row's last input
-    beat is accepted (see :class:`hdl.softmax.HistogramRowUnit` for
-    throughput and row length).
+    output beat is valid ``2 * 2**ba + 17 + Lr`` cycles after the row's last
+    input beat is accepted, ``Lr`` the row buffer read
+    (:func:`hdl.rows.banked_latency`; see :class:`hdl.softmax.HistogramRowUnit`
+    for throughput and row length).  The per-row arithmetic here is not yet
+    pipelined for 200 MHz (unregistered multipliers, a block RAM rsqrt ROM).
 
     Parameters
     ----------

@@ -24,10 +24,12 @@ class HistogramRowUnit(wiring.Component):
     P; any beat may be partial).  A row ends with ``last`` (``first`` is
     carried for symmetry with the other units and not needed).  While a row
     comes in, each accepted beat is written into the row buffer (one word of
-    ``P * ba + count`` bits per beat, ``ceil(max_len / P)`` words, block RAM)
-    and counted into the histogram: per index ``j`` the number of valid lanes
-    holding ``j`` is registered and added to bin ``h[j]`` (two pipeline
-    stages; bins and the element count ``n`` have ``count_bits`` bits).
+    ``P * ba + count`` bits per beat, ``ceil(max_len / P)`` words, LUTRAM
+    banks read with latency ``Lr = banked_latency(ceil(max_len / P))``,
+    :class:`hdl.rows.RowInput`) and counted into the histogram: per lane and
+    index a registered hit bit, per index ``j`` the number of hits
+    (registered), added to bin ``h[j]`` (three pipeline stages; bins and the
+    element count ``n`` have ``count_bits`` bits).
 
     **Per row**: when the histogram is complete the subclass's
     :meth:`compute` fills the per-lane remap tables ``T[j]`` (2**ba words, one
@@ -42,10 +44,12 @@ class HistogramRowUnit(wiring.Component):
     stalls the output pipeline: ``~o.valid | o.ready``).  Rows do not overlap:
     ``i.ready`` falls after a row's last beat and rises again in the cycle
     after its last output beat is taken, so a row of ``b`` beats occupies the
-    unit for ``b + latency + b`` cycles without gaps or backpressure.
+    unit for ``2 b + latency - 1`` cycles without gaps or backpressure
+    (``b / (2 b + latency - 1)`` beats per cycle for a stream of such rows).
     Latency (last input beat accepted to first output beat valid) =
-    ``compute_cycles + 5``: two histogram stages and the start flag, the
-    computation, the row buffer read and the output register.
+    ``compute_cycles + 5 + Lr``: the input register, three histogram stages
+    and the start flag, the computation, the row buffer read ``Lr`` and the
+    output register.
 
     **Row length**: at most ``max_len`` elements in at most
     ``ceil(max_len / P)`` beats.  Beats beyond the buffer are dropped (the
@@ -194,7 +198,8 @@ class HistogramSoftmax(HistogramRowUnit):
     element's output is ``T[idx]``: the row is read back from the buffer.
 
     The exp table (``4**ba`` entries of 16 bits, address ``m * 2**ba + j``,
-    block RAM) is written by the host through ``tbl`` for each layer's score
+    LUTRAM banks, written a cycle after ``tbl`` presents an entry) is written by
+    the host through ``tbl`` for each layer's score
     codebook (:func:`golden.softmax.exp_table_writes`); only the entries with
     ``j <= m`` are ever read.  The reciprocal ROM is fixed.
 
@@ -205,11 +210,21 @@ class HistogramSoftmax(HistogramRowUnit):
     <= 2**-9); ``E r`` 33 bits; output 16 bits unsigned with 15 fraction
     bits (truncated).
 
-    Latency: ``compute_cycles = 2 * 2**ba + 11`` (maximum 1, sum ``2**ba +
-    2``, normalization 4, remap ``2**ba + 3``, plus the idle state that sees
-    the start flag), so the first output beat is valid ``2 * 2**ba + 16``
-    cycles after the row's last input beat is accepted (see
-    :class:`HistogramRowUnit` for throughput and row length).
+    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
+    read in ``Le = banked_latency(4**ba)`` cycles, the reciprocal ROM (logic)
+    in ``Lrom = banked_latency(256)``; both multiplies are fabric adder trees
+    (``Lm = mul_latency(count_bits)``, ``Lm2 = mul_latency(16)``); the bin
+    lookup ``h[k]`` is a registered 4:1 selection tree (at most ``Le``
+    stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
+    final shift of ``E r`` take two and three stages of at most 4:1.
+
+    Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
+    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
+    remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
+    ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
+    accepted (69 for ba = 4, P = 4, max_len = 1024; see
+    :class:`HistogramRowUnit` for throughput and row length;
+    :attr:`kllm.config.SoftmaxConfig.latency`).
 
     Parameters
     ----------
@@ -361,7 +376,7 @@ class SoftmaxBaseline(wiring.Component):
     state that sees the start flag, the sum pass ``b + 5``, normalization 4,
     the output pipeline 5); output II = 1, and rows do not overlap (as
     :class:`HistogramRowUnit`), so a row occupies the unit for ``3 b + 17``
-    cycles against the histogram unit's ``2 b + 2 * 2**ba + 15``.
+    cycles against the histogram unit's ``2 b + latency - 1``.
 
     Parameters
     ----------
