@@ -144,14 +144,17 @@ class HistogramRowUnit(wiring.Component):
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
+        wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
+        m.d.sync += wlast.eq(wptr - 1)
+        rend = Signal()                  # registered: the row's last beat has been issued
         m.d.comb += [
-            issue.eq(outp & (rptr != wptr)),
+            issue.eq(outp & ~rend),
             br.en.eq(advance),
             br.addr.eq(rptr),
         ]
+        with m.If(advance & issue & (rptr == wlast)):
+            m.d.sync += rend.eq(1)
         v0, first0, last0 = Signal(), Signal(), Signal()
-        wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
-        m.d.sync += wlast.eq(wptr - 1)
         m.d.comb += [v0.eq(issue), first0.eq(rptr == 0), last0.eq(rptr == wlast)]
         v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
         first1 = delay(m, first0, rows.read_latency, "rd_first", en=advance)
@@ -180,7 +183,7 @@ class HistogramRowUnit(wiring.Component):
         # ---- end of the row: clear everything for the next one
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), rptr.eq(0), n.eq(0)]
+            m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
         return m
 
