@@ -8,6 +8,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
+from hdl.rows import RowInput
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
 
@@ -42,9 +43,11 @@ class HistogramNorm(HistogramRowUnit):
 
     Latency: ``compute_cycles = 2 * 2**ba + 12`` (sums ``2**ba + 2``,
     variance 2, normalization 4, remap ``2**ba + 3``, idle 1), so the first
-    output beat is valid ``2 * 2**ba + 17`` cycles after the row's last input
-    beat is accepted (see :class:`hdl.softmax.HistogramRowUnit` for
-    throughput and row length).
+    output beat is valid ``2 * 2**ba + 17 + Lr`` cycles after the row's last
+    input beat is accepted, ``Lr`` the row buffer read
+    (:func:`hdl.rows.banked_latency`; see :class:`hdl.softmax.HistogramRowUnit`
+    for throughput and row length).  The per-row arithmetic here is not yet
+    pipelined for 200 MHz (unregistered multipliers, a block RAM rsqrt ROM).
 
     Parameters
     ----------
@@ -71,7 +74,7 @@ class HistogramNorm(HistogramRowUnit):
         tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
         super().__init__(cfg, signed(cfg.out_bits), tbl)
 
-    def compute(self, m, hist, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
         ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
         RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
@@ -229,32 +232,10 @@ class NormBaseline(wiring.Component):
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
 
-        busy, outp = Signal(), Signal()
-        wptr = Signal(range(cfg.max_beats + 1))
-        full = Signal()
-        m.d.comb += full.eq(wptr == cfg.max_beats)
-        buf = memory.Memory(shape=unsigned(P * W + lcb), depth=cfg.max_beats, init=[])
-        m.submodules.row_buffer = buf
-        bw = buf.write_port()
-        br = buf.read_port(domain="sync")
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~busy),
-            fire.eq(self.i.valid & ~busy),
-            bw.en.eq(fire & ~full), bw.addr.eq(wptr),
-            bw.data.eq(Cat(self.i.payload.x.as_value(), self.i.payload.count)),
-        ]
-        s0 = Signal(self.in_layout)
-        s0_valid, s0_end = Signal(), Signal()
-        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
-                     s0.eq(self.i.payload)]
-        with m.If(fire):
-            with m.If(self.i.payload.last):
-                m.d.sync += busy.eq(1)
-            with m.If(full):
-                m.d.sync += self.overflow.eq(1)
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
+        outp = Signal()
+        rows = RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats)
+        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
 
         # stage 1: masked values and squares; stage 2: adder trees; stage 3: running sums
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
@@ -349,6 +330,6 @@ class NormBaseline(wiring.Component):
                              self.o.payload.y[p].eq(Mux(zero | (cC <= p), 0, prod >> sh))]
 
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), n.eq(0),
-                         S1.eq(0), S2.eq(0)]
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), rptr.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
         return m

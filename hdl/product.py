@@ -24,12 +24,14 @@ class ProductTable(wiring.Component):
     through the ``tbl`` port at address ``a * 2**ba + b``.  The two operand
     streams arrive joined in one beat (``a`` and ``b`` of P lanes each); an
     upstream join of two streams is ``valid = a.valid & b.valid``.  Every lane
-    has its own copy of the table (block RAM for ba >= 4 on ECP5), read by a
-    synchronous port.
+    has its own copy of the table, in LUTRAM.
 
     Latency and throughput: a beat accepted in cycle ``c`` leaves in cycle
-    ``c + 2`` when the output is not stalled; one beat of P pairs per cycle;
-    ``n`` back-to-back beats take ``n + 2`` cycles.  Backpressure stalls the
+    ``c + L`` when the output is not stalled, ``L = 2`` for ``ba <= 2`` and
+    ``L = 2 + ceil((2 ba - 4) / 2) = ba`` above (a table of more than 16
+    words is read in banks of 16, then a 4:1 bank selection per stage:
+    :func:`hdl.lut.table_pipeline`); one
+    beat of P pairs per cycle; ``n`` back-to-back beats take ``n + L`` cycles.  Backpressure stalls the
     whole pipeline.  Framing passes through untouched.
 
     Parameters

@@ -8,18 +8,11 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
+from hdl.rows import (RowInput, banked_latency, banked_memory, delay, leading_one,
+                       mul_latency, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
-
-
-def leading_one(m, value, name):
-    """Position of the highest set bit of ``value`` (0 when ``value`` is 0), combinational."""
-    pos = Signal(range(max(2, len(value))), name=name)
-    for b in range(len(value)):        # the last assignment wins: the highest set bit
-        with m.If(value[b]):
-            m.d.comb += pos.eq(b)
-    return pos
 
 
 class HistogramRowUnit(wiring.Component):
@@ -31,10 +24,12 @@ class HistogramRowUnit(wiring.Component):
     P; any beat may be partial).  A row ends with ``last`` (``first`` is
     carried for symmetry with the other units and not needed).  While a row
     comes in, each accepted beat is written into the row buffer (one word of
-    ``P * ba + count`` bits per beat, ``ceil(max_len / P)`` words, block RAM)
-    and counted into the histogram: per index ``j`` the number of valid lanes
-    holding ``j`` is registered and added to bin ``h[j]`` (two pipeline
-    stages; bins and the element count ``n`` have ``count_bits`` bits).
+    ``P * ba + count`` bits per beat, ``ceil(max_len / P)`` words, LUTRAM
+    banks read with latency ``Lr = banked_latency(ceil(max_len / P))``,
+    :class:`hdl.rows.RowInput`) and counted into the histogram: per lane and
+    index a registered hit bit, per index ``j`` the number of hits
+    (registered), added to bin ``h[j]`` (three pipeline stages; bins and the
+    element count ``n`` have ``count_bits`` bits).
 
     **Per row**: when the histogram is complete the subclass's
     :meth:`compute` fills the per-lane remap tables ``T[j]`` (2**ba words, one
@@ -49,10 +44,12 @@ class HistogramRowUnit(wiring.Component):
     stalls the output pipeline: ``~o.valid | o.ready``).  Rows do not overlap:
     ``i.ready`` falls after a row's last beat and rises again in the cycle
     after its last output beat is taken, so a row of ``b`` beats occupies the
-    unit for ``b + latency + b`` cycles without gaps or backpressure.
+    unit for ``2 b + latency - 1`` cycles without gaps or backpressure
+    (``b / (2 b + latency - 1)`` beats per cycle for a stream of such rows).
     Latency (last input beat accepted to first output beat valid) =
-    ``compute_cycles + 5``: two histogram stages and the start flag, the
-    computation, the row buffer read and the output register.
+    ``compute_cycles + 5 + Lr``: the input register, three histogram stages
+    and the start flag, the computation, the row buffer read ``Lr`` and the
+    output register.
 
     **Row length**: at most ``max_len`` elements in at most
     ``ceil(max_len / P)`` beats.  Beats beyond the buffer are dropped (the
@@ -84,8 +81,9 @@ class HistogramRowUnit(wiring.Component):
     def latency(self):
         return self._config.latency
 
-    def compute(self, m, hist, n, start, remap_we, remap_addr, remap_data, done):
-        """Fill the remap tables from ``hist`` and ``n`` after ``start``; raise ``done`` once."""
+    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
+        """Fill the remap tables from ``hist`` (``nonempty``: bit ``j`` set when ``hist[j]``
+        is not 0, one cycle behind) and ``n`` after ``start``; raise ``done`` once."""
         raise NotImplementedError
 
     def elaborate(self, platform):
@@ -94,86 +92,77 @@ class HistogramRowUnit(wiring.Component):
         P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
         cb, lcb = cfg.count_bits, cfg.lane_count_bits
 
-        busy = Signal()          # the row's last beat is in: input stopped
         outp = Signal()          # the row is being read out
-        wptr = Signal(range(cfg.max_beats + 1))
-        full = Signal()
-        m.d.comb += full.eq(wptr == cfg.max_beats)
 
         # ---- input: row buffer and histogram
-        buf = memory.Memory(shape=unsigned(P * ba + lcb), depth=cfg.max_beats, init=[])
-        m.submodules.row_buffer = buf
-        bw = buf.write_port()
-        br = buf.read_port(domain="sync")
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~busy),
-            fire.eq(self.i.valid & ~busy),
-            bw.en.eq(fire & ~full),
-            bw.addr.eq(wptr),
-            bw.data.eq(Cat(self.i.payload.idx.as_value(), self.i.payload.count)),
-        ]
-        s0 = Signal(self.in_layout)
-        s0_valid, s0_end = Signal(), Signal()
-        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
-                     s0.eq(self.i.payload)]
-        with m.If(fire):
-            with m.If(self.i.payload.last):
-                m.d.sync += busy.eq(1)
-            with m.If(full):
-                m.d.sync += self.overflow.eq(1)
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
+        rows = RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
+                        banked=True)
+        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
 
-        lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]
-        m.d.comb += [lane_valid[p].eq(s0_valid & (s0.count > p)) for p in range(P)]
-        inc = [Signal(range(P + 1), name=f"s1_inc{j}") for j in range(J)]
-        n_inc = Signal(range(P + 1))
+        lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
+        m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
+        # stage 1: one-hot bin hits per lane (registered); stage 2: per-bin counts
+        hit = [Signal(P, name=f"s1_hit{j}") for j in range(J)]
+        lv1 = Signal(P)
         s1_end = Signal()
         for j in range(J):
-            hits = [lane_valid[p] & (s0.idx[p] == j) for p in range(P)]
-            total = hits[0]
-            for h in hits[1:]:
-                total = total + h
+            m.d.sync += hit[j].eq(Cat(lane_valid[p] & (s0.idx[p] == j) for p in range(P)))
+        m.d.sync += [lv1.eq(Cat(lane_valid)), s1_end.eq(s0_end)]
+        inc = [Signal(range(P + 1), name=f"s2_inc{j}") for j in range(J)]
+        n_inc = Signal(range(P + 1))
+        s2_end = Signal()
+        for j in range(J):
+            total = hit[j][0]
+            for p in range(1, P):
+                total = total + hit[j][p]
             m.d.sync += inc[j].eq(total)
-        nv = lane_valid[0]
+        nv = lv1[0]
         for p in range(1, P):
-            nv = nv + lane_valid[p]
-        m.d.sync += [n_inc.eq(nv), s1_end.eq(s0_end)]
+            nv = nv + lv1[p]
+        m.d.sync += [n_inc.eq(nv), s2_end.eq(s1_end)]
 
         hist = [Signal(cb, name=f"hist{j}") for j in range(J)]
+        nonempty = Signal(J)     # registered: read by compute() two cycles after the last bin update
         n = Signal(cb)
         start = Signal()
         m.d.sync += [hist[j].eq(hist[j] + inc[j]) for j in range(J)]
-        m.d.sync += [n.eq(n + n_inc), start.eq(s1_end)]
+        m.d.sync += [n.eq(n + n_inc), start.eq(s2_end)]
+        m.d.sync += nonempty.eq(Cat(h != 0 for h in hist))
 
         # ---- per-row computation into the remap tables
         remap_we = Signal()
         remap_addr = Signal(ba)
         remap_data = Signal(self.out_shape)
         done = Signal()
-        self.compute(m, hist, n, start, remap_we, remap_addr, remap_data, done)
+        self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
         with m.If(done):
             m.d.sync += outp.eq(1)
 
-        # ---- output: read the row back through the remap tables
+        # ---- output: read the row back (``read_latency`` cycles) through the remap tables
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
+        wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
+        m.d.sync += wlast.eq(wptr - 1)
+        rend = Signal()                  # registered: the row's last beat has been issued
         m.d.comb += [
-            issue.eq(outp & (rptr != wptr)),
+            issue.eq(outp & ~rend),
             br.en.eq(advance),
             br.addr.eq(rptr),
         ]
-        v1, first1, last1 = Signal(), Signal(), Signal()
+        with m.If(advance & issue & (rptr == wlast)):
+            m.d.sync += rend.eq(1)
+        v0, first0, last0 = Signal(), Signal(), Signal()
+        m.d.comb += [v0.eq(issue), first0.eq(rptr == 0), last0.eq(rptr == wlast)]
+        v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
+        first1 = delay(m, first0, rows.read_latency, "rd_first", en=advance)
+        last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
         with m.If(advance):
             m.d.sync += [
-                v1.eq(issue),
-                first1.eq(rptr == 0),
-                last1.eq(rptr == wptr - 1),
                 self.o.valid.eq(v1),
                 self.o.payload.first.eq(first1),
                 self.o.payload.last.eq(last1),
@@ -193,7 +182,8 @@ class HistogramRowUnit(wiring.Component):
 
         # ---- end of the row: clear everything for the next one
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), n.eq(0)]
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
         return m
 
@@ -211,7 +201,8 @@ class HistogramSoftmax(HistogramRowUnit):
     element's output is ``T[idx]``: the row is read back from the buffer.
 
     The exp table (``4**ba`` entries of 16 bits, address ``m * 2**ba + j``,
-    block RAM) is written by the host through ``tbl`` for each layer's score
+    LUTRAM banks, written a cycle after ``tbl`` presents an entry) is written by
+    the host through ``tbl`` for each layer's score
     codebook (:func:`golden.softmax.exp_table_writes`); only the entries with
     ``j <= m`` are ever read.  The reciprocal ROM is fixed.
 
@@ -222,11 +213,21 @@ class HistogramSoftmax(HistogramRowUnit):
     <= 2**-9); ``E r`` 33 bits; output 16 bits unsigned with 15 fraction
     bits (truncated).
 
-    Latency: ``compute_cycles = 2 * 2**ba + 11`` (maximum 1, sum ``2**ba +
-    2``, normalization 4, remap ``2**ba + 3``, plus the idle state that sees
-    the start flag), so the first output beat is valid ``2 * 2**ba + 16``
-    cycles after the row's last input beat is accepted (see
-    :class:`HistogramRowUnit` for throughput and row length).
+    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
+    read in ``Le = banked_latency(4**ba)`` cycles, the reciprocal ROM (logic)
+    in ``Lrom = banked_latency(256)``; both multiplies are fabric adder trees
+    (``Lm = mul_latency(count_bits)``, ``Lm2 = mul_latency(16)``); the bin
+    lookup ``h[k]`` is a registered 4:1 selection tree (at most ``Le``
+    stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
+    final shift of ``E r`` take two and three stages of at most 4:1.
+
+    Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
+    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
+    remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
+    ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
+    accepted (69 for ba = 4, P = 4, max_len = 1024; see
+    :class:`HistogramRowUnit` for throughput and row length;
+    :attr:`kllm.config.SoftmaxConfig.latency`).
 
     Parameters
     ----------
@@ -250,80 +251,106 @@ class HistogramSoftmax(HistogramRowUnit):
                                 "data": Out(unsigned(cfg.exp_bits))})
         super().__init__(cfg, unsigned(cfg.out_bits), tbl)
 
-    def compute(self, m, hist, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
-        ba, J = cfg.ba, 1 << cfg.ba
+        ba, J, cb = cfg.ba, 1 << cfg.ba, cfg.count_bits
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
+        Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
 
-        exp = memory.Memory(shape=unsigned(cfg.exp_bits), depth=J * J, init=[])
-        m.submodules.exp_table = exp
-        ew = exp.write_port()
-        er = exp.read_port(domain="sync")
-        m.d.comb += [ew.en.eq(self.tbl.en), ew.addr.eq(self.tbl.addr), ew.data.eq(self.tbl.data)]
-        recip = memory.Memory(shape=unsigned(RF + 1), depth=1 << RA,
-                              init=gsoftmax.recip_table().tolist())
-        m.submodules.recip_rom = recip
-        rr = recip.read_port(domain="sync")
-
-        hist_arr = Array(hist)
+        # exp table: LUTRAM banks; the write port registered (a write lands a cycle later)
+        tw_en, tw_addr = Signal(), Signal(2 * ba)
+        tw_data = Signal(cfg.exp_bits)
+        m.d.sync += [tw_en.eq(self.tbl.en), tw_addr.eq(self.tbl.addr), tw_data.eq(self.tbl.data)]
+        k = Signal(range(J + Le + Lm2 + Lrom + 4))
         mx = Signal(ba)
-        k = Signal(range(J + 4))
-        a1, a2, a3 = Signal(), Signal(), Signal()
-        j1, j2, j3 = Signal(ba), Signal(ba), Signal(ba)
-        prod = Signal(DW)
-        D = Signal(DW)
-        e = Signal(range(DW))
+        ea = Signal(2 * ba)
+        m.d.comb += ea.eq(Cat(k[:ba], mx))
+        E, le = banked_memory(m, "exp_table", unsigned(cfg.exp_bits), J * J, ea,
+                              we=tw_en, waddr=tw_addr, wdata=tw_data)
+        assert le == Le
         dn = Signal(DW)
+        recip_addr = Signal(RA)
+        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
+        R, lr = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
+                              init=gsoftmax.recip_table().tolist())
+        assert lr == Lrom
+
+        # SUM: issue bin k (exp read, histogram bin registered and delayed alongside),
+        # multiply (Lm stages), accumulate
+        summing, mapping = Signal(), Signal()
+        iss = Signal()
+        m.d.comb += iss.eq((summing | mapping) & (k < J))
+        hk, lh = select_pipe(m, hist, k[:ba], "hist_k")
+        hk_e = delay(m, hk, Le - lh, "hist_k")
+        v_e = delay(m, iss, Le, "exp_valid")
+        j_e = delay(m, k[:ba], Le, "exp_j")
+        prod, lm = pipelined_mul(m, E, hk_e, "sum_mul")
+        assert lm == Lm
+        v_p = delay(m, v_e & summing, Lm, "sum_valid")
+        D = Signal(DW)
+        with m.If(v_p):
+            m.d.sync += D.eq(D + prod)
+
+        # MAP: issue bin k, E r (Lm2 stages), shift in two stages, write the remap tables
         r = Signal(RF + 1)
         sh = Signal(range(DW + RF))
-        prod2 = Signal(cfg.exp_bits + RF + 1)
+        prod2, lm2 = pipelined_mul(m, r, E, "map_mul")
+        assert lm2 == Lm2
+        v_q = delay(m, v_e & mapping, Lm2, "map_valid")
+        j_q = delay(m, j_e, Lm2, "map_j")
+        # (E r) >> sh in three stages of 4:1 selection: by 16s, by 4s, by 0..3
+        sh_hi = Signal(len(prod2))
+        m.d.sync += sh_hi.eq(prod2 >> Cat(Const(0, 4), sh[4:]))
+        sh_mid = Signal(len(prod2))
+        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
         p = Signal(cfg.out_bits)
+        m.d.sync += p.eq(sh_mid >> sh[:2])
+        v_w = delay(m, v_q, 3, "remap_valid")
+        j_w = delay(m, j_q, 3, "remap_j")
+        m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
 
-        nonempty = Signal(J)
-        m.d.comb += nonempty.eq(Cat(h != 0 for h in hist))
         top = leading_one(m, nonempty, "row_max")
         lead = leading_one(m, D, "d_lead")
+        e = Signal(range(DW))
         shamt = Signal(range(DW))
-        m.d.comb += shamt.eq(DW - 1 - e)
-        m.d.comb += [
-            er.addr.eq(Cat(k[:ba], mx)),
-            rr.addr.eq(dn[DW - 1 - RA:DW - 1]),
-            remap_we.eq(a3), remap_addr.eq(j3), remap_data.eq(p),
-        ]
-        m.d.sync += [a2.eq(a1), j2.eq(j1), a3.eq(a2), j3.eq(j2)]
+        d1 = Signal(DW)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += a1.eq(0)
                 with m.If(start):
                     m.next = "MAX"
             with m.State("MAX"):
-                m.d.sync += [mx.eq(top), k.eq(0), D.eq(0)]
+                m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
                 m.next = "SUM"
             with m.State("SUM"):
-                # read E[m][k]; multiply by h[k] one cycle later; accumulate one more later
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             prod.eq(er.data * hist_arr[j1])]
-                with m.If(a2):
-                    m.d.sync += D.eq(D + prod)
-                with m.If(k == J + 1):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == J - 1 + Le + Lm):
+                    m.d.sync += summing.eq(0)
                     m.next = "LEAD"
             with m.State("LEAD"):
-                m.d.sync += [e.eq(lead), a1.eq(0)]
+                m.d.sync += e.eq(lead)
+                m.next = "SHAMT"
+            with m.State("SHAMT"):
+                m.d.sync += shamt.eq(DW - 1 - e)
+                m.next = "SHIFT"
+            with m.State("SHIFT"):          # D << shamt in two stages: by 4s, then by 0..3
+                m.d.sync += d1.eq(D << Cat(Const(0, 2), shamt[2:]))
                 m.next = "NORMALIZE"
             with m.State("NORMALIZE"):
-                m.d.sync += dn.eq(D << shamt)
+                m.d.sync += [dn.eq(d1 << shamt[:2]), k.eq(0)]
                 m.next = "ROM"
             with m.State("ROM"):
-                m.next = "RECIP"
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == Lrom - 1):
+                    m.next = "RECIP"
             with m.State("RECIP"):
-                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), k.eq(0)]
+                m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
                 m.next = "MAP"
             with m.State("MAP"):
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             prod2.eq(er.data * r), p.eq(prod2 >> sh)]
-                with m.If(k == J + 2):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == J + 2 + Le + Lm2):
                     m.d.comb += done.eq(1)
+                    m.d.sync += mapping.eq(0)
                     m.next = "IDLE"
 
 
@@ -352,7 +379,7 @@ class SoftmaxBaseline(wiring.Component):
     state that sees the start flag, the sum pass ``b + 5``, normalization 4,
     the output pipeline 5); output II = 1, and rows do not overlap (as
     :class:`HistogramRowUnit`), so a row occupies the unit for ``3 b + 17``
-    cycles against the histogram unit's ``2 b + 2 * 2**ba + 15``.
+    cycles against the histogram unit's ``2 b + latency - 1``.
 
     Parameters
     ----------
@@ -392,32 +419,10 @@ class SoftmaxBaseline(wiring.Component):
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
 
-        busy, outp = Signal(), Signal()
-        wptr = Signal(range(cfg.max_beats + 1))
-        full = Signal()
-        m.d.comb += full.eq(wptr == cfg.max_beats)
-        buf = memory.Memory(shape=unsigned(P * W + lcb), depth=cfg.max_beats, init=[])
-        m.submodules.row_buffer = buf
-        bw = buf.write_port()
-        br = buf.read_port(domain="sync")
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~busy),
-            fire.eq(self.i.valid & ~busy),
-            bw.en.eq(fire & ~full), bw.addr.eq(wptr),
-            bw.data.eq(Cat(self.i.payload.x.as_value(), self.i.payload.count)),
-        ]
-        s0 = Signal(self.in_layout)
-        s0_valid, s0_end = Signal(), Signal()
-        m.d.sync += [s0_valid.eq(fire & ~full), s0_end.eq(fire & self.i.payload.last),
-                     s0.eq(self.i.payload)]
-        with m.If(fire):
-            with m.If(self.i.payload.last):
-                m.d.sync += busy.eq(1)
-            with m.If(full):
-                m.d.sync += self.overflow.eq(1)
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
+        outp = Signal()
+        rows = RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats)
+        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
 
         # beat maximum over the valid lanes (invalid lanes read as the smallest value)
         lo = Const(-(1 << (W - 1)), signed(W))
@@ -525,5 +530,6 @@ class SoftmaxBaseline(wiring.Component):
                 m.next = "IDLE"
 
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [busy.eq(0), outp.eq(0), wptr.eq(0), rptr.eq(0), have.eq(0)]
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), rptr.eq(0), have.eq(0)]
         return m

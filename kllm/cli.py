@@ -45,6 +45,14 @@ def cmd_verilog(args):
     print(f"wrote {v} and {j} ({config.describe()})")
 
 
+def latency_line(lc):
+    """The bench's latency check in words; the bench names its formula when it is not
+    ``n + latency`` (row units: a sum over the rows)."""
+    label = lc.get("formula_text", "n + latency")
+    return (f"latency: {lc['beats']} beats back to back took {lc['cycles']} cycles "
+            f"(formula {label} = {lc['formula']})")
+
+
 def cmd_sim(args):
     from kllm.sim import check_simulator, run_bench
     unit = get_unit(args.unit)
@@ -65,9 +73,7 @@ def cmd_sim(args):
                   f"{r['cycles']} cycles in {r['test_wall_s']:.2f} s of test time "
                   f"({r['cycles_per_s']:.0f} cycles/s), build {r['build_s']:.1f} s")
     if r.get("latency_check"):
-        lc = r["latency_check"]
-        console.print(f"latency: {lc['beats']} beats back to back took {lc['cycles']} cycles "
-                      f"(formula n + latency = {lc['formula']})")
+        console.print(latency_line(r["latency_check"]))
     if args.waves:
         console.print(f"waves: {r['waves']}")
     console.print(f"results: {build / 'result.json'}")

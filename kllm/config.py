@@ -249,8 +249,9 @@ class LutConfig(UnitConfig):
 
     @property
     def latency(self):
-        """Cycles from an accepted input beat to its output beat (no backpressure)."""
-        return 2
+        """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
+        one per two index bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
+        return 2 + (max(0, self.ba - 4) + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,9 @@ class ProductConfig(UnitConfig):
 
     @property
     def latency(self):
-        """Cycles from an accepted input beat to its output beat (no backpressure)."""
-        return 2
+        """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
+        one per two address bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
+        return 2 + (max(0, 2 * self.ba - 4) + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -314,14 +316,29 @@ class SoftmaxConfig(UnitConfig):
         return OUT_FRAC + 1
 
     @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): exp table read ``Le``, h E multiplier ``Lm``, E r
+        multiplier ``Lm2``, reciprocal ROM ``Lrom``, row buffer read ``Lr``."""
+        from hdl.rows import banked_latency, mul_latency
+        from golden.softmax import RECIP_ADDR
+        J = 1 << self.ba
+        return (banked_latency(J * J), mul_latency(self.count_bits), mul_latency(self.exp_bits),
+                banked_latency(1 << RECIP_ADDR), banked_latency(self.max_beats))
+
+    @property
     def compute_cycles(self):
-        """Cycles of the per-row computation between the histogram and the first read of the row."""
-        return 2 * (1 << self.ba) + 11
+        """Cycles of the per-row computation between the histogram and the first read of the
+        row: idle 1, maximum 1, sum ``J + Le + Lm``, normalization ``5 + Lrom``, remap
+        ``J + Le + Lm2 + 3`` (``J = 2**ba``)."""
+        Le, Lm, Lm2, Lrom, _ = self.stage_latencies
+        return 2 * (1 << self.ba) + 10 + 2 * Le + Lm + Lm2 + Lrom
 
     @property
     def latency(self):
-        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
-        return self.compute_cycles + 5
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure):
+        the input register, three histogram stages and the start flag, the computation, the
+        row buffer read ``Lr`` and the output register."""
+        return self.compute_cycles + 5 + self.stage_latencies[4]
 
     def row_latency(self, beats):
         """The latency of a row of ``beats`` beats (the same for every row)."""
@@ -361,8 +378,11 @@ class NormConfig(UnitConfig):
 
     @property
     def latency(self):
-        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
-        return self.compute_cycles + 5
+        """Cycles from the accepted last beat of a row to its first output beat (no backpressure):
+        the input register, three histogram stages and the start flag, the computation, the
+        row buffer read (LUTRAM banks, hdl.rows.banked_latency) and the output register."""
+        from hdl.rows import banked_latency
+        return self.compute_cycles + 5 + banked_latency(self.max_beats)
 
     def row_latency(self, beats):
         """The latency of a row of ``beats`` beats (the same for every row)."""

@@ -259,7 +259,9 @@ async def latency_and_throughput(dut):
     span = outs[-1][0] - ins[0][0] + 1
     assert span == formula, f"{len(rows)} rows took {span} cycles, formula {formula}"
     tb.record_stats(latency_check={"beats": len(ins), "rows": len(rows), "cycles": span,
-                                   "formula": formula})
+                                   "formula": formula,
+                                   "formula_text": f"sum over {len(rows)} rows of b beats of "
+                                                   "(2 b + row latency - 1)"})
 
 
 @cocotb.test()

@@ -39,12 +39,13 @@ def test_orizuru_lint(unit, params, build_dir):
     assert kinds <= BACKEND_KINDS | {"WIDTHEXPAND"}, kinds - BACKEND_KINDS
 
 
-# Index-domain nonlinear units.  The table units raise only the backend's two kinds.  The
-# row units' FSMs add three more, all written by the backend: CASEINCOMPLETE (a state
-# register's case without the unused encodings), WIDTHTRUNC (`!x` on a multi-bit state or
-# counter, meaning x == 0) and WIDTHEXPAND (constants and counters at their own width).
+# Index-domain nonlinear units.  The table units' bank decode (`addr[hi] == k`) adds two
+# kinds written by the backend: WIDTHEXPAND (the constant k at its own width) and
+# WIDTHTRUNC (`!x` on a multi-bit x, meaning x == 0).  The row units' FSMs add a third,
+# CASEINCOMPLETE (a state register's case without the unused encodings).
 @pytest.mark.parametrize("unit, params, extra", [
-    ("lut", ["ba=8", "lanes=3"], set()), ("product", [], set()),
+    ("lut", ["ba=8", "lanes=3"], {"WIDTHTRUNC", "WIDTHEXPAND"}),
+    ("product", [], {"WIDTHTRUNC", "WIDTHEXPAND"}),
     ("softmax", ["max_len=40"], {"CASEINCOMPLETE", "WIDTHTRUNC", "WIDTHEXPAND"}),
     ("norm", ["max_len=40", "rms=1"], {"CASEINCOMPLETE", "WIDTHTRUNC", "WIDTHEXPAND"}),
     ("softmax_baseline", [], {"CASEINCOMPLETE", "WIDTHTRUNC", "WIDTHEXPAND"}),

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from kllm.cli import latency_line
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
@@ -29,6 +30,7 @@ def test_bench(unit_name, params, sim, build_dir):
     assert result["failed"] == 0 and result["tests"] == 6
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"] == lc["beats"] + config.latency
+    assert "(formula n + latency = " in latency_line(lc)
 
 
 @pytest.mark.parametrize("unit_name", ["product"])
@@ -38,7 +40,7 @@ def test_bench_catches_a_planted_bug(unit_name, build_dir):
     unit = get_unit(unit_name)
 
     def plant(text):
-        new, n = re.subn(r"\[tbl__addr\] <=", "[(tbl__addr >> 1) << 1] <=", text)
+        new, n = re.subn(r"\[wr__addr\] <=", "[(wr__addr >> 1) << 1] <=", text)
         assert n > 0, "pattern not found"
         return new
 

@@ -39,7 +39,10 @@ def test_widths():
     assert (c.max_beats, c.count_bits, c.denom_bits, c.out_bits) == (256, 11, 26, 16)
     n = NormConfig(max_len=1024)
     assert n.out_bits == 19                      # 4096 * sqrt(1024) * 1.01 < 2**18
-    assert c.latency == 2 * 16 + 16 and n.latency == 2 * 16 + 17
+    # 256-word exp table, ROM and row buffer: 16 LUTRAM banks, two 4:1 stages, read 3;
+    # fabric multipliers of 11 and 16 bits: partial products + 4 adder levels = 5
+    assert c.stage_latencies == (3, 5, 5, 3, 3)
+    assert c.latency == 2 * 16 + 15 + 2 * 3 + 5 + 5 + 3 + 3 and n.latency == 2 * 16 + 17 + 3
 
 
 def test_host_writes_refuse_what_does_not_fit():

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from kllm.cli import latency_line
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
@@ -37,6 +38,9 @@ def test_bench(unit_name, params, sim, build_dir):
     assert result["failed"] == 0 and result["tests"] == 7
     lc = result["latency_check"]
     assert lc["cycles"] == lc["formula"]
+    # `kllm sim` prints the row formula, not the stream units' n + latency
+    assert f"(formula sum over {lc['rows']} rows of b beats of (2 b + row latency - 1) = " \
+        in latency_line(lc)
 
 
 @pytest.mark.parametrize("unit_name", ["softmax"])
@@ -46,7 +50,7 @@ def test_bench_catches_a_planted_bug(unit_name, build_dir):
     unit = get_unit(unit_name)
 
     def plant(text):
-        new, n = re.subn(r"= hist0 \+ s1_inc0;", "= hist0 + (s1_inc0 >> 1);", text)
+        new, n = re.subn(r"= hist0 \+ s2_inc0;", "= hist0 + (s2_inc0 >> 1);", text)
         assert n == 1, "pattern not found"
         return new
 

@@ -1,0 +1,266 @@
+"""Building blocks shared by the row units (histogram softmax and norm, and their
+baselines): the row-buffer input stage, and pipelined memories, multipliers and a
+leading-one encoder for a 200 MHz clock.
+
+Not a unit of its own: everything here is built inside a unit's ``elaborate``.
+"""
+
+from types import SimpleNamespace
+
+from amaranth import Array, Const, Mux, Signal, signed, unsigned
+from amaranth.lib import memory
+
+__all__ = ["RowInput", "banked_latency", "banked_memory", "delay", "leading_one",
+           "mul_latency", "pipelined_mul", "select_latency", "select_pipe"]
+
+
+class RowInput:
+    """A row of beats into a row buffer, one beat per cycle, and the stage-0 registers.
+
+    While a row comes in, every accepted beat (``i.valid & i.ready``) is
+    written into the row buffer (``word``, the bits to keep of the beat, at
+    address ``wptr``; ``depth`` words, block RAM for deep rows) and its
+    payload is registered into ``s0`` (with ``s0_valid`` when it was stored,
+    ``s0_end`` when it was the row's ``last`` beat), where the unit
+    computes its per-beat statistics in the following cycle.  After the
+    ``last`` beat the input stops (``i.ready = ~busy``) until the unit
+    raises ``clear`` (one cycle, when the row's last output beat is taken),
+    which also rewinds ``wptr`` to 0.  Beats beyond ``depth`` are dropped (the
+    row is cut) and ``overflow`` is set until reset.
+
+    Attributes
+    ----------
+    read : the row buffer's read port (the unit drives ``addr`` and ``en``; ``data``).
+    read_latency : cycles from ``addr`` to ``data``: 1 for a block RAM; with ``banked``,
+        LUTRAM banks (:func:`banked_memory`, no block RAM clock-to-out on the path).
+    wptr : beats of the current row in the buffer, 0 .. ``depth``.
+    busy : the row's last beat is in; input stopped.
+    s0, s0_valid, s0_end : the registered beat, stored, and the last of its row.
+    store : (comb) the beat presented this cycle is accepted and stored.
+    clear : driven by the unit (comb): the row is done, take the next one.
+    """
+
+    def __init__(self, m, i, overflow, word, depth, name="row_buffer", banked=False):
+        self.busy = Signal(name=f"{name}_busy")
+        self.wptr = Signal(range(depth + 1), name=f"{name}_wptr")
+        self.clear = Signal(name=f"{name}_clear")
+        self.s0 = Signal(i.payload.shape(), name="s0")
+        self.s0_valid = Signal(name="s0_valid")
+        self.s0_end = Signal(name="s0_end")
+        full = Signal(name=f"{name}_full")
+        fire = Signal(name=f"{name}_fire")
+        self.store = Signal(name=f"{name}_store")     # comb: this cycle's beat is stored
+
+        m.d.comb += [
+            full.eq(self.wptr == depth),
+            i.ready.eq(~self.busy),
+            fire.eq(i.valid & ~self.busy),
+            self.store.eq(fire & ~full),
+        ]
+        if banked:
+            # LUTRAM banks: ``read.data`` is valid ``read_latency`` cycles after ``read.addr``
+            # is presented with ``read.en`` (see :func:`banked_memory`)
+            self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
+                                        en=Signal(name=f"{name}_ren"))
+            # the write is registered (it lands a cycle later; the row is read back after
+            # the per-row computation): the bank decode starts at flip-flops
+            we, waddr = Signal(name=f"{name}_we"), Signal.like(self.wptr, name=f"{name}_waddr")
+            wdata = Signal(len(word), name=f"{name}_wdata")
+            m.d.sync += [we.eq(fire & ~full), waddr.eq(self.wptr), wdata.eq(word)]
+            self.read.data, self.read_latency = banked_memory(
+                m, name, unsigned(len(word)), depth, self.read.addr, we=we,
+                waddr=waddr, wdata=wdata, en=self.read.en)
+        else:
+            buf = memory.Memory(shape=unsigned(len(word)), depth=depth, init=[])
+            m.submodules[name] = buf
+            wr = buf.write_port()
+            self.read = buf.read_port(domain="sync")
+            self.read_latency = 1
+            m.d.comb += [wr.en.eq(fire & ~full), wr.addr.eq(self.wptr), wr.data.eq(word)]
+        m.d.sync += [self.s0_valid.eq(fire & ~full), self.s0_end.eq(fire & i.payload.last),
+                     self.s0.eq(i.payload)]
+        with m.If(fire):
+            with m.If(i.payload.last):
+                m.d.sync += self.busy.eq(1)
+            with m.If(full):
+                m.d.sync += overflow.eq(1)
+            with m.Else():
+                m.d.sync += self.wptr.eq(self.wptr + 1)
+        with m.If(self.clear):
+            m.d.sync += [self.busy.eq(0), self.wptr.eq(0)]
+
+
+# ------------------------------------------------------------------ pipelined building blocks
+#
+# ECP5 at 200 MHz (5 ns at speed grade 6) allows neither a block RAM read without its
+# output register (5.8 ns clock-to-out; Yosys does not infer the register) nor an inferred
+# MULT18X18D (Yosys maps multipliers without their internal registers: 3.9 ns inside the
+# block plus 2.5-3 ns of routing in and out).  The row units therefore keep their tables
+# in LUTRAM banks and multiply in the fabric, one adder level per pipeline stage.
+
+BANK = 16   # words of one LUTRAM bank (DPR16X4 on ECP5)
+
+
+def delay(m, value, cycles, name, en=None):
+    """``value`` delayed by ``cycles`` registers (advancing when ``en``, or always)."""
+    for k in range(cycles):
+        r = Signal.like(value, name=f"{name}_d{k + 1}")
+        if en is None:
+            m.d.sync += r.eq(value)
+        else:
+            with m.If(en):
+                m.d.sync += r.eq(value)
+        value = r
+    return value
+
+
+def _sync(m, en, *stmts):
+    if en is None:
+        m.d.sync += list(stmts)
+    else:
+        with m.If(en):
+            m.d.sync += list(stmts)
+
+
+def banked_latency(depth):
+    """Cycles from a read address to its data in :func:`banked_memory`."""
+    extra = max(0, (depth - 1).bit_length() - (BANK.bit_length() - 1))
+    return 1 + (extra + 1) // 2
+
+
+def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=None,
+                  init=None, en=None):
+    """A memory read with a fixed latency at full clock rate: LUTRAM banks of 16 words
+    (a ROM when ``init`` is given and there is no write port), all read into registers,
+    then a registered 4:1 selection by two upper address bits per stage.
+
+    Returns ``(data, latency)``, ``latency = banked_latency(depth)``: the data of the
+    address presented in cycle ``c`` (with ``en``) is on ``data`` in cycle ``c + latency``.
+    The write port (``we``, ``waddr``, ``wdata``) writes in the cycle it is presented.
+    """
+    ab = max(1, (depth - 1).bit_length())
+    lo = min(ab, BANK.bit_length() - 1)
+    nbanks = -(-depth // BANK)
+    words = []
+    for k in range(nbanks):
+        kinit = None if init is None else list(init[k * BANK:(k + 1) * BANK])
+        mem = memory.Memory(shape=shape, depth=min(depth, BANK), init=kinit or [],
+                            attrs={"ram_style": "distributed"} if init is None else
+                            {"ram_style": "logic"})
+        m.submodules[f"{name}_bank{k}"] = mem
+        if we is not None:
+            wr = mem.write_port()
+            m.d.comb += [wr.en.eq(we & (1 if nbanks == 1 else waddr[lo:ab] == k)),
+                         wr.addr.eq(waddr[:lo]), wr.data.eq(wdata)]
+        rd = mem.read_port(domain="sync")
+        m.d.comb += [rd.addr.eq(raddr[:lo]), rd.en.eq(1 if en is None else en)]
+        words.append(rd.data)
+    hi = raddr[lo:ab]
+    stage = 1
+    while len(words) > 1:
+        h = Signal(len(hi), name=f"{name}_sel{stage}")
+        _sync(m, en, h.eq(hi))
+        hi = h
+        nxt = []
+        for g in range(0, len(words), 4):
+            w = Signal(shape, name=f"{name}_s{stage}_{g // 4}")
+            group = words[g:g + 4]
+            _sync(m, en, w.eq(Array(group)[hi[:2]] if len(group) > 1 else group[0]))
+            nxt.append(w)
+        words, hi = nxt, hi[2:]
+        stage += 1
+    assert stage == banked_latency(depth)
+    return words[0], stage
+
+
+def mul_latency(b_width):
+    """Cycles of :func:`pipelined_mul` for a multiplier operand of ``b_width`` bits."""
+    return 1 + max(1, (b_width - 1).bit_length())
+
+
+def pipelined_mul(m, a, b, name, en=None):
+    """``a * b`` in the fabric, one partial-product adder level per register stage.
+
+    Partial product ``i`` is ``a`` (sign-extended) shifted by ``i`` when bit ``i``
+    of ``b`` is set; a signed ``b``'s top partial product is subtracted.  The
+    first stage registers the partial products (the AND gates), the second adds
+    pairs of them, each further stage pairs of sums.  Returns ``(product,
+    latency)``, ``latency = mul_latency(len(b))``; the product is exact (width
+    ``len(a) + len(b)``, signed if either operand is).
+    """
+    sa, sb = a.shape().signed, b.shape().signed
+    W = len(a) + len(b)
+    shape = signed(W) if (sa or sb) else unsigned(W)
+    nb = len(b)
+    terms = []           # (value, subtract): registered partial products (stage 0)
+    for i in range(nb):
+        pp = Signal(signed(len(a)) if sa else unsigned(len(a)), name=f"{name}_pp{i}")
+        _sync(m, en, pp.eq(Mux(b[i], a, 0)))
+        terms.append((pp << i, sb and i == nb - 1))
+    level = []
+    for k in range(0, nb, 2):
+        s = Signal(shape, name=f"{name}_l1_{k // 2}")
+        (x, nx) = terms[k]
+        if k + 1 < nb:
+            (y, ny) = terms[k + 1]
+            v = (x - y) if ny else (x + y)
+        else:
+            v = -x if nx else x
+        _sync(m, en, s.eq(v))
+        level.append(s)
+    stage = 2
+    while len(level) > 1:
+        stage += 1
+        nxt = []
+        for k in range(0, len(level), 2):
+            s = Signal(shape, name=f"{name}_l{stage}_{k // 2}")
+            _sync(m, en, s.eq(level[k] + level[k + 1] if k + 1 < len(level) else level[k]))
+            nxt.append(s)
+        level = nxt
+    assert stage == mul_latency(nb)
+    return level[0], stage
+
+
+def leading_one(m, value, name):
+    """Position of the highest set bit of ``value`` (0 when ``value`` is 0), combinational,
+    as a balanced tree (``log2`` levels of 2:1 selection)."""
+    def tree(lo, n):
+        """(nonzero, position) of value[lo:lo + n]."""
+        if n == 1:
+            return value[lo], Const(0, 1)
+        half = 1 << ((n - 1).bit_length() - 1)
+        nz_l, pos_l = tree(lo, half)
+        nz_h, pos_h = tree(lo + half, n - half)
+        return nz_l | nz_h, Mux(nz_h, pos_h + half, pos_l)
+    pos = Signal(range(max(2, len(value))), name=name)
+    m.d.comb += pos.eq(tree(0, len(value))[1])
+    return pos
+
+
+def select_latency(n):
+    """Cycles of :func:`select_pipe` over ``n`` words."""
+    return max(1, ((n - 1).bit_length() + 1) // 2)
+
+
+def select_pipe(m, words, index, name, en=None):
+    """``words[index]`` through registered 4:1 selections (two index bits per stage).
+
+    Returns ``(word, latency)``, ``latency = select_latency(len(words))``."""
+    stage = 0
+    words = list(words)
+    n = len(words)
+    while stage == 0 or len(words) > 1:
+        stage += 1
+        nxt = []
+        for g in range(0, len(words), 4):
+            w = Signal.like(words[0], name=f"{name}_s{stage}_{g // 4}")
+            group = words[g:g + 4]
+            _sync(m, en, w.eq(Array(group)[index[:2]] if len(group) > 1 else group[0]))
+            nxt.append(w)
+        if len(words) > 1:
+            idx = Signal(max(1, len(index) - 2), name=f"{name}_idx{stage}")
+            _sync(m, en, idx.eq(index[2:] if len(index) > 2 else 0))
+            index = idx
+        words = nxt
+    assert stage == select_latency(n)
+    return words[0], stage
