@@ -15,7 +15,11 @@ seeds); LUT4-equivalents = LUT4 (a CCU2C carry cell counts as 2) + 4 per
 TRELLIS_DPR16X4 (16x4 LUTRAM: it occupies the two LUT4s of each of two
 slices) + ``--dsp-lut4`` per MULT18X18D (default 0: DSPs free, shown
 apart).  The baseline synthesized with ``-nodsp`` is the same design with its
-multipliers in LUTs, so it prices the DSPs.
+multipliers in LUTs, so it prices the DSPs.  Both units instantiate their
+multipliers as MULT18X18D with input and output registers (Yosys does not
+pack registers into ECP5 DSPs); for ``-nodsp`` runs the script builds the
+``...LutMultipliers`` variant, the same design with plain ``*`` between the
+same registers.
 """
 
 import argparse
@@ -159,6 +163,10 @@ def run(out, points, options, seeds, device, place, units, progress=print):
             unit = get_unit(name)
             for opt in options:
                 u = replace(unit, synth_options=opt)
+                if "-nodsp" in opt.split():
+                    # the DSP instances (with their registers) would stay: the same design
+                    # with plain `*` between the same registers, mapped to LUTs
+                    u = replace(u, component=unit.component + "LutMultipliers")
                 config = unit.config([f"lanes={L}", f"elems={P}"])
                 d = Path(out) / name / option_dir(opt) / config.describe()
                 if (d / "synth.json").exists():
