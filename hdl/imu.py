@@ -55,14 +55,19 @@ def _mult18x18d():
                      for r in ("REG_INPUTA", "REG_INPUTB", "REG_OUTPUT"))
     return f"""
 // kllm_imu_mul: p = a * b (signed), operands and product registered (enable ce).
+// (No `signed` declarations: with them, Yosys 0.70's ABC9 step fails on this module.)
 module kllm_imu_mul #(parameter AW = 18, parameter BW = 18) (
     input clk, input ce,
-    input signed [AW-1:0] a, input signed [BW-1:0] b,
-    output signed [AW+BW-1:0] p);
+    input [AW-1:0] a, input [BW-1:0] b,
+    output [AW+BW-1:0] p);
 `ifdef SYNTHESIS
-    wire signed [17:0] a18 = a;
-    wire signed [17:0] b18 = b;
+    wire [17:0] a18;
+    wire [17:0] b18;
     wire [35:0] p36;
+    generate
+        if (AW < 18) assign a18 = {{{{(18-AW){{a[AW-1]}}}}, a}}; else assign a18 = a;
+        if (BW < 18) assign b18 = {{{{(18-BW){{b[BW-1]}}}}, b}}; else assign b18 = b;
+    endgenerate
     MULT18X18D #({regs},
         .GSR("DISABLED"), .RESETMODE("SYNC"), .SOURCEB_MODE("B_SHIFT"),
         .CLK0_DIV("ENABLED"), .CLK1_DIV("ENABLED"), .CLK2_DIV("ENABLED"),
@@ -74,14 +79,14 @@ module kllm_imu_mul #(parameter AW = 18, parameter BW = 18) (
         {pp});
     assign p = p36[AW+BW-1:0];
 `else
-    reg signed [AW-1:0] ar = 0;
-    reg signed [BW-1:0] br = 0;
-    reg signed [AW+BW-1:0] pr = 0;
+    reg [AW-1:0] ar = 0;
+    reg [BW-1:0] br = 0;
+    reg [AW+BW-1:0] pr = 0;
     always @(posedge clk)
         if (ce) begin
             ar <= a;
             br <= b;
-            pr <= ar * br;
+            pr <= $signed(ar) * $signed(br);
         end
     assign p = pr;
 `endif
