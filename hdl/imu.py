@@ -464,30 +464,46 @@ class _ImuUnit(wiring.Component):
                 iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
         if iwc is None:
             iwc = [select(raw2[n], col2) for n in range(L)]
-        # Tm: weight centroid Cw[n][j or Iw[pos]] from LUTRAM and the data operand go into the
-        # multiplier's operand registers (Tm); its product register is Tp; then Tq, in fabric
-        tm = carry(stage, "tm")
+        # IMU, Ts: the lane's sum and its snapshot (read at the tree output) registered.
+        # Both, Tx: the multiplier's operands registered in the fabric (the weight centroid
+        # Cw[n][j or Iw[pos]] read from LUTRAM, the data operand); the DSP's operand registers
+        # are Tm, its product register Tp; then Tq, in the fabric, feeds the accumulator
+        W = cfg.sum_bits
+        if self._combine:
+            pre = carry(stage, "ts")
+            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv) for n in range(L)]
+            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv), f"ts_snap{n}",
+                                enable=adv) for n in range(L)]
+            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv) for n in range(L)]
+        else:
+            pre = stage
+        tx = carry(pre, "tx")
+        tm = carry(tx, "tm")
         tp = carry(tm, "tp")
         tq = carry(tp, "tq")
         prod_w = cfg.mul_bits + cfg.cw
         pw = max(prod_w, cfg.dense_bits)
         q_regs = []
         for n in range(L):
-            widx = Mux(stage["kind"] == CORRECT, iwc[n], stage["j"][:bw]) if self._combine \
+            widx = Mux(pre["kind"] == CORRECT, iwc[n], pre["j"][:bw]) if self._combine \
                 else iwc[n]
             rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
                               self.wcb.en & (self.wcb.lane == n), self.wcb.addr, self.wcb.data)
             m.d.comb += rd.addr.eq(widx)
+            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv)
             if self._combine:
-                x = Signal(signed(cfg.mul_bits), name=f"tm_x{n}")
-                m.d.comb += x.eq(Mux(stage["kind"] == CORRECT, stage["r"],
-                                     self._bucket_sum(m, n, stage, sums[n], adv)))
-                prod = self._mul(m, x, rd.data, adv, f"t_mul{n}")
+                # this vector's bucket sum: the running total less the snapshot, modulo 2**W
+                x = self._reg(m, Mux(pre["kind"] == CORRECT, pre["r"],
+                                     (sum_s[n] - snap_s[n])[:W].as_signed()),
+                              f"tx_x{n}", enable=adv, shape=signed(cfg.mul_bits))
+                prod = self._mul(m, x, w, adv, f"t_mul{n}")
                 q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv,
                               shape=signed(pw))
             else:
-                prod = self._mul(m, stage["r"], rd.data, adv, f"t_mul{n}")
-                dm = self._reg(m, sums[n], f"tm_d{n}", enable=adv)
+                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv)
+                prod = self._mul(m, x, w, adv, f"t_mul{n}")
+                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv)
+                dm = self._reg(m, dx, f"tm_d{n}", enable=adv)
                 dp = self._reg(m, dm, f"tp_d{n}", enable=adv)
                 q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
                               f"tq_p{n}", enable=adv, shape=signed(pw))
@@ -544,7 +560,7 @@ class Imu(_ImuUnit):
     capacity): the tail spends ``T = 2**bw + s + O`` cycles per vector
     (:meth:`kllm.config.ImuConfig.tail_ops`).  With the outliers waiting and
     no output backpressure, a vector's result leaves ``latency + T - 1``
-    cycles after its last beat (``latency = 11 + log2 P``).  When
+    cycles after its last beat (``latency = 13 + log2 P``).  When
     ``B >= max(T, 2**bw + 5)`` (:meth:`kllm.config.ImuConfig.streams`) the
     input takes one beat every cycle (II = 1, L x P MACs per cycle) and ``n``
     vectors back to back take ``n B + latency + T - 1`` cycles from the first
@@ -620,9 +636,9 @@ class Imu(_ImuUnit):
         m.d.comb += done.eq(v3 & last3)
         return done, vals
 
-    def _bucket_sum(self, m, n, stage, total, adv):
-        """This vector's bucket sum: the lane's running total (modulo 2**sum_bits) less its
-        snapshot from the bank's previous reading; the snapshot is rewritten with the total."""
+    def _snapshot(self, m, n, stage, total, adv):
+        """The lane's snapshot of bucket j of the op's bank (the running total modulo
+        2**sum_bits when the bank was last read); a COMBINE op rewrites it with ``total``."""
         cfg = self._config
         W, C = cfg.sum_bits, cfg.combine_ops
         addr = stage["j"][:cfg.bw] + Mux(stage["bank"], C, 0)
@@ -630,7 +646,7 @@ class Imu(_ImuUnit):
                           adv & (stage["v"] | stage["init"]) & (stage["kind"] == COMBINE),
                           addr, total)
         m.d.comb += rd.addr.eq(addr)
-        return (total - rd.data)[:W].as_signed()
+        return rd.data
 
 
 class ImuBaseline(_ImuUnit):
@@ -645,7 +661,7 @@ class ImuBaseline(_ImuUnit):
     buffer) for the tail.  The tail loads it in one operation, then doubles
     ``shift`` times and adds the outlier corrections: ``T = 1 + s + O`` cycles
     per vector.  Cycle formulas as for :class:`Imu` with the baseline's figures
-    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 12 + log2 P``, II = 1
+    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 13 + log2 P``, II = 1
     when ``B >= max(T, 7 + log2 P)``.
     """
 

@@ -564,7 +564,7 @@ class ImuConfig(UnitConfig):
         """Cycles from the accepted last beat of a vector to its result, less the tail
         operations, when the tail is free, the outliers wait and the output is not stalled:
         the result leaves ``latency + tail_ops(shift, n) - 1`` cycles after the last beat."""
-        return 11 + self.tree_depth
+        return 13 + self.tree_depth
 
     @property
     def min_beats(self):
@@ -594,7 +594,7 @@ class ImuBaselineConfig(ImuConfig):
 
     @property
     def latency(self):
-        return 12 + self.tree_depth
+        return 13 + self.tree_depth
 
     @property
     def min_beats(self):
