@@ -286,9 +286,11 @@ class _ImuUnit(wiring.Component):
             wr = mem.write_port()
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
             if cfg.outliers:
-                m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"]))
+                # always enabled (an enable on this port costs a multiplexer after the block
+                # RAM's 5.8 ns clock-to-out); the address holds the T1 op's row while stalled
+                m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row_next"]))
                 rd2 = mem.read_port()
-                m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(tail["adv"])]
+                m.d.comb += rd2.addr.eq(addr2)
                 iwc1.append(rd2.data)
             else:
                 m.d.comb += addr2.eq(self.wmem.addr)
@@ -416,12 +418,16 @@ class _ImuUnit(wiring.Component):
         # the address the banks are read at in the next cycle: j of the op in T1 then
         j_next = Signal.like(j, name="t_j_next")
         m.d.comb += j_next.eq(Mux(adv, j, t1["j"]))
+        # likewise the weight-memory row of an outlier
+        t1_row = self._reg(m, row, "t1_row", enable=adv)
+        row_next = Signal.like(row, name="t_row_next")
+        m.d.comb += row_next.eq(Mux(adv, row, t1_row))
         # a bank is released once its last bucket has been read (captured in T2), so that the
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
         return {"adv": adv, "ready": ready, "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1, "j_next": j_next}
+                "row_next": row_next, "t1": t1, "j_next": j_next}
 
     def _tail_datapath(self, m, tail, vals, iwc1):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
