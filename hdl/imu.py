@@ -94,6 +94,83 @@ endmodule
 """
 
 
+BRAM_DEPTH = 1024     # DP16KD as 1024 x 18
+
+
+def _dp16kd():
+    """Verilog of ``kllm_imu_bram``: a DEPTH x DW memory (DEPTH <= 1024) with a read port A and
+    a read/write port B, each read through two registers (the array's, then an output
+    register): data two cycles after the address.  Port B's registers have enables (``b_ce``,
+    ``b_oce``), so they serve as two stalling pipeline stages.
+
+    Yosys gets ceil(DW / 18) ECP5 DP16KD (1024 x 18) with REGMODE OUTREG: the output register
+    hides the array's 5.8 ns clock-to-out, which otherwise limits whatever follows the block
+    RAM (Yosys's own mapping leaves REGMODE at NOREG).  Port wiring as in Yosys's
+    brams_map_16kd.v (x18: address in ADx[13:4], byte enables in ADx[1:0]).  The simulators
+    get the same registers in plain Verilog.
+    """
+    def ports(x, addr, din, dout, we, ce, oce):
+        ad = ", ".join([f".AD{x}0(1'b1)", f".AD{x}1(1'b1)", f".AD{x}2(1'b0)", f".AD{x}3(1'b0)"]
+                       + [f".AD{x}{k + 4}({addr}[{k}])" for k in range(10)])
+        di = ", ".join(f".DI{x}{k}({din}[{k}])" for k in range(18))
+        do = ", ".join(f".DO{x}{k}({dout}[{k}])" for k in range(18))
+        return (f".CLK{x}(clk), .WE{x}({we}), .CE{x}({ce}), .OCE{x}({oce}), .RST{x}(1'b0), "
+                f".CS{x}0(1'b0), .CS{x}1(1'b0), .CS{x}2(1'b0),\n            {ad},\n"
+                f"            {di},\n            {do}")
+    a = ports("A", "a10", "zero18", "da", "1'b0", "1'b1", "1'b1")
+    b = ports("B", "b10", "dib", "db", "b_we", "b_ce | b_we", "b_oce")
+    return f"""
+// kllm_imu_bram: DEPTH x DW memory, read port A, read/write port B, two read registers each.
+module kllm_imu_bram #(parameter AW = 10, parameter DW = 18, parameter DEPTH = 1024) (
+    input clk,
+    input [AW-1:0] a_addr, output [DW-1:0] a_dout,
+    input [AW-1:0] b_addr, input b_we, input [DW-1:0] b_din, input b_ce, input b_oce,
+    output [DW-1:0] b_dout);
+`ifdef SYNTHESIS
+    localparam NB = (DW + 17) / 18;
+    wire [9:0] a10 = a_addr;
+    wire [9:0] b10 = b_addr;
+    wire [18*NB-1:0] din = b_din;
+    wire [18*NB-1:0] douta, doutb;
+    assign a_dout = douta[DW-1:0];
+    assign b_dout = doutb[DW-1:0];
+    genvar i;
+    generate
+        for (i = 0; i < NB; i = i + 1) begin : blk
+            wire [17:0] dib = din[18*i +: 18];
+            wire [17:0] zero18 = 18'b0;
+            wire [17:0] da, db;
+            assign douta[18*i +: 18] = da;
+            assign doutb[18*i +: 18] = db;
+            DP16KD #(.DATA_WIDTH_A(18), .DATA_WIDTH_B(18),
+                .REGMODE_A("OUTREG"), .REGMODE_B("OUTREG"),
+                .RESETMODE("SYNC"), .ASYNC_RESET_RELEASE("SYNC"),
+                .CSDECODE_A("0b000"), .CSDECODE_B("0b000"),
+                .CLKAMUX("CLKA"), .CLKBMUX("CLKB"),
+                .WRITEMODE_A("NORMAL"), .WRITEMODE_B("NORMAL"), .GSR("DISABLED")) ram (
+            {a},
+            {b});
+        end
+    endgenerate
+`else
+    reg [DW-1:0] mem [0:DEPTH-1];
+    reg [DW-1:0] a1 = 0, a2 = 0, b1 = 0, b2 = 0;
+    integer k;
+    initial for (k = 0; k < DEPTH; k = k + 1) mem[k] = 0;
+    always @(posedge clk) begin
+        a1 <= mem[a_addr];
+        a2 <= a1;
+        if (b_ce | b_we) b1 <= mem[b_addr];
+        if (b_oce) b2 <= b1;
+        if (b_we) mem[b_addr] <= b_din;
+    end
+    assign a_dout = a2;
+    assign b_dout = b2;
+`endif
+endmodule
+"""
+
+
 class _ImuUnit(wiring.Component):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
@@ -146,8 +223,9 @@ class _ImuUnit(wiring.Component):
 
     @property
     def verilog_extra(self):
-        """Verilog appended to the netlist: the definition of ``kllm_imu_mul``."""
-        return _mult18x18d() if self._primitives else ""
+        """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
+        ``kllm_imu_bram``."""
+        return _mult18x18d() + _dp16kd() if self._primitives else ""
 
     # -- helpers -----------------------------------------------------------
 
@@ -275,39 +353,47 @@ class _ImuUnit(wiring.Component):
         # ---- tail issue logic (needs the weight memories' second port address)
         tail = self._tail_issue(m, shift, clearing)
 
-        # ---- weight-index memories, one per lane: port 1 streams rows, port 2 host / outliers
-        iw1 = []
-        iwc1 = []
+        # ---- weight-index memories, one per lane: port A streams rows (address in F0, data in
+        # F2), port B takes the host's writes and reads outlier rows (address at issue, data in
+        # T2: its two read registers advance with the tail)
+        iw2 = []
+        raw2 = []
+        adv = tail["adv"]
         for n in range(L):
-            mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
-            m.submodules[f"wmem_l{n}"] = mem
-            rd = mem.read_port()
-            m.d.comb += rd.addr.eq(row0)
-            wr = mem.write_port()
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
-            if cfg.outliers:
-                # always enabled (an enable on this port costs a multiplexer after the block
-                # RAM's 5.8 ns clock-to-out); the address holds the T1 op's row while stalled
-                m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row_next"]))
-                rd2 = mem.read_port()
-                m.d.comb += rd2.addr.eq(addr2)
-                iwc1.append(rd2.data)
+            m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"])
+                                 if cfg.outliers else self.wmem.addr)
+            we = Signal(name=f"wmem_we_l{n}")
+            m.d.comb += we.eq(self.wmem.en & (self.wmem.lane == n))
+            da = Signal(P * bw, name=f"wmem_da_l{n}")
+            db = Signal(P * bw, name=f"wmem_db_l{n}")
+            if self._primitives and cfg.depth <= BRAM_DEPTH:
+                m.submodules[f"wmem_l{n}"] = Instance(
+                    "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
+                    i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
+                    i_b_din=self.wmem.data.as_value(), i_b_ce=adv, i_b_oce=adv, o_b_dout=db)
             else:
-                m.d.comb += addr2.eq(self.wmem.addr)
-            m.d.comb += [
-                wr.en.eq(self.wmem.en & (self.wmem.lane == n)),
-                wr.addr.eq(addr2),
-                wr.data.eq(self.wmem.data.as_value()),
-            ]
-            iw1.append([rd.data[p * bw:(p + 1) * bw] for p in range(P)])
+                mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
+                m.submodules[f"wmem_l{n}"] = mem
+                rd = mem.read_port()
+                wr = mem.write_port()
+                m.d.comb += [rd.addr.eq(row0), wr.en.eq(we), wr.addr.eq(addr2),
+                             wr.data.eq(self.wmem.data.as_value())]
+                m.d.sync += da.eq(rd.data)
+                if cfg.outliers:
+                    rd2 = mem.read_port()
+                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv | we)]
+                    with m.If(adv):
+                        m.d.sync += db.eq(rd2.data)
+            iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
+            raw2.append(db)
 
-        # ---- F2: indices registered; the dense datapath (IMU or baseline) from here
+        # ---- F2: indices from the block RAMs' output registers; the dense datapath from here
         v2 = self._reg(m, v1, "f2_valid", reset_less=False)
         first2 = self._reg(m, first1, "f2_first")
         last2 = self._reg(m, last1, "f2_last")
         bank2 = self._reg(m, bank1, "f2_bank")
         a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
-        iw2 = [[self._reg(m, iw1[n][p], f"f2_iw{n}_{p}") for p in range(P)] for n in range(L)]
         front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
                  "bank2": bank2, "a2": a2, "iw2": iw2}
         done, vals = self._dense(m, front, tail)
@@ -318,7 +404,7 @@ class _ImuUnit(wiring.Component):
         m.d.comb += tail["ready"].eq(ready_cnt != 0)
         m.d.comb += release.eq(tail["release"])
 
-        self._tail_datapath(m, tail, vals, iwc1)
+        self._tail_datapath(m, tail, vals, raw2)
         return m
 
     # -- tail -----------------------------------------------------------------
@@ -418,18 +504,14 @@ class _ImuUnit(wiring.Component):
         # the address the banks are read at in the next cycle: j of the op in T1 then
         j_next = Signal.like(j, name="t_j_next")
         m.d.comb += j_next.eq(Mux(adv, j, t1["j"]))
-        # likewise the weight-memory row of an outlier
-        t1_row = self._reg(m, row, "t1_row", enable=adv)
-        row_next = Signal.like(row, name="t_row_next")
-        m.d.comb += row_next.eq(Mux(adv, row, t1_row))
         # a bank is released once its last bucket has been read (captured in T2), so that the
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
         return {"adv": adv, "ready": ready, "take_vector": take_vector, "release": rel,
-                "row_next": row_next, "t1": t1, "j_next": j_next}
+                "row": row, "t1": t1, "j_next": j_next}
 
-    def _tail_datapath(self, m, tail, vals, iwc1):
+    def _tail_datapath(self, m, tail, vals, raw2):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
@@ -446,8 +528,8 @@ class _ImuUnit(wiring.Component):
         # most of a cycle on ECP5); the index is selected from it one stage later
         t2 = carry(t1, "t2")
         col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
-        raw2 = [self._reg(m, iwc1[n], f"t2_iwrow{n}", enable=adv) if cfg.outliers
-                else Const(0, P * bw) for n in range(L)]
+        if not cfg.outliers:
+            raw2 = [Const(0, P * bw) for n in range(L)]
 
         def select(raw, col):
             if not cfg.outliers or P == 1:
