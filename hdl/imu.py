@@ -602,16 +602,19 @@ class _ImuUnit(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += out_valid.eq(0)
         for n in range(L):
-            acc = Signal(signed(cfg.ybits), name=f"acc{n}", reset_less=True)
-            base = Mux(tq["first"], 0, acc)
-            addend = Mux(tq["kind"] == DOUBLE, acc, q_regs[n])
+            # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
+            # synchronous reset after the token's last op), so only the addend is selected,
+            # by a decoded per-lane copy of the op kind (no fan-out of tq_kind to every bit)
+            dbl = self._reg(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv)
+            acc = Signal(signed(cfg.ybits), name=f"acc{n}")
+            addend = Mux(dbl, acc, q_regs[n])
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
-            m.d.comb += nxt.eq(base + addend)
+            m.d.comb += nxt.eq(acc + addend)
             y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
             with m.If(adv & tq["v"]):
                 m.d.sync += acc.eq(nxt)
                 with m.If(tq["last"]):
-                    m.d.sync += y.eq(nxt)
+                    m.d.sync += [y.eq(nxt), acc.eq(0)]
             m.d.comb += self.o.payload.y[n].eq(y)
         with m.If(adv & tq["v"] & tq["last"]):
             m.d.sync += out_valid.eq(1)
