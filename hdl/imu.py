@@ -417,8 +417,11 @@ class _ImuUnit(wiring.Component):
     def _tail_issue(self, m, shift, clearing):
         cfg = self._config
         C = cfg.combine_ops
+        # the tail advances unless the output's skid register is full: a flip-flop, so the
+        # enable of every tail register (and the banks' read addresses) depends on no input
         adv = Signal(name="t_adv")
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        skid_full = Signal(name="o_skid_full")
+        m.d.comb += adv.eq(~skid_full)
         ready = Signal(name="t_ready")
         phase = Signal(2, name="t_phase")        # COMBINE, DOUBLE, CORRECT
         j = Signal(max(1, (C - 1).bit_length()), name="t_j")
@@ -508,7 +511,8 @@ class _ImuUnit(wiring.Component):
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
-        return {"adv": adv, "ready": ready, "take_vector": take_vector, "release": rel,
+        return {"adv": adv, "skid_full": skid_full, "ready": ready,
+                "take_vector": take_vector, "release": rel,
                 "row": row, "t1": t1, "j_next": j_next}
 
     def _tail_datapath(self, m, tail, vals, raw2):
@@ -596,11 +600,26 @@ class _ImuUnit(wiring.Component):
                 q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
                               f"tq_p{n}", enable=adv, shape=signed(pw))
             q_regs.append(q)
-        # accumulate; the last op of a token loads the output register
+        # accumulate; the last op of a token loads the output register, or the skid register
+        # when the output is full and not taken this cycle
         out_valid = Signal(name="o_valid_r")
+        full = tail["skid_full"]
         m.d.comb += self.o.valid.eq(out_valid)
-        with m.If(self.o.ready):
+        produce = Signal(name="t_produce")
+        m.d.comb += produce.eq(adv & tq["v"] & tq["last"])
+        taken = self.o.valid & self.o.ready
+        to_out = Signal(name="o_load")        # the output register loads this cycle
+        to_skid = Signal(name="o_skid_load")
+        m.d.comb += [to_out.eq(full | produce & (~out_valid | taken)) ,
+                     to_skid.eq(produce & out_valid & ~taken)]
+        with m.If(taken & ~full & ~produce):
             m.d.sync += out_valid.eq(0)
+        with m.If(produce):
+            m.d.sync += out_valid.eq(1)
+        with m.If(taken & full):
+            m.d.sync += full.eq(0)
+        with m.If(to_skid):
+            m.d.sync += full.eq(1)
         for n in range(L):
             # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
             # synchronous reset after the token's last op), so only the addend is selected,
@@ -611,13 +630,16 @@ class _ImuUnit(wiring.Component):
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
             m.d.comb += nxt.eq(acc + addend)
             y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
+            skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
             with m.If(adv & tq["v"]):
                 m.d.sync += acc.eq(nxt)
                 with m.If(tq["last"]):
-                    m.d.sync += [y.eq(nxt), acc.eq(0)]
+                    m.d.sync += acc.eq(0)
+            with m.If(to_skid):
+                m.d.sync += skid.eq(nxt)
+            with m.If(to_out & (taken | ~out_valid)):
+                m.d.sync += y.eq(Mux(full, skid, nxt))
             m.d.comb += self.o.payload.y[n].eq(y)
-        with m.If(adv & tq["v"] & tq["last"]):
-            m.d.sync += out_valid.eq(1)
 
 
 class Imu(_ImuUnit):
