@@ -214,7 +214,7 @@ def input_beats(cfg, ia_row):
     for b in range(0, len(ia_row), P):
         chunk = ia_row[b:b + P]
         beats.append({"idx": chunk + [0] * (P - len(chunk)), "count": len(chunk),
-                      "last": int(b + P >= len(ia_row))})
+                      "first": int(b == 0), "last": int(b + P >= len(ia_row))})
     return beats
 
 

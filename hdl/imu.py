@@ -23,22 +23,159 @@ differ only in how the dense sum is formed:
   the dense sum, which the tail takes over.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from kllm.config import ImuBaselineConfig, ImuConfig
 
-__all__ = ["Imu", "ImuBaseline"]
+__all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
 
 # Tail operation kinds
 COMBINE, DOUBLE, CORRECT = 0, 1, 2
+
+# Operand width of the ECP5 MULT18X18D
+DSP_BITS = 18
+
+
+def _mult18x18d():
+    """Verilog of ``kllm_imu_mul``: a signed multiplier with its operands and its product
+    registered (clock enable ``ce``), 2 cycles from operands to product.
+
+    Yosys (which defines ``SYNTHESIS``) gets an ECP5 MULT18X18D with its input and output
+    registers enabled: Yosys maps a ``*`` to a combinational MULT18X18D and keeps the
+    registers around it in the fabric, and the fabric -> DSP -> fabric path then limits the
+    clock (about 145 MHz for an isolated multiplier on the 85k).  The simulators get the same
+    registers and product in plain Verilog.
+    """
+    a = ", ".join(f".A{k}(a18[{k}])" for k in range(18))
+    b = ", ".join(f".B{k}(b18[{k}])" for k in range(18))
+    pp = ", ".join(f".P{k}(p36[{k}])" for k in range(36))
+    regs = ", ".join(f'.{r}_CLK("CLK0"), .{r}_CE("CE0"), .{r}_RST("RST0")'
+                     for r in ("REG_INPUTA", "REG_INPUTB", "REG_OUTPUT"))
+    return f"""
+// kllm_imu_mul: p = a * b (signed), operands and product registered (enable ce).
+// (No `signed` declarations: with them, Yosys 0.70's ABC9 step fails on this module.)
+module kllm_imu_mul #(parameter AW = 18, parameter BW = 18) (
+    input clk, input ce,
+    input [AW-1:0] a, input [BW-1:0] b,
+    output [AW+BW-1:0] p);
+`ifdef SYNTHESIS
+    wire [17:0] a18;
+    wire [17:0] b18;
+    wire [35:0] p36;
+    generate
+        if (AW < 18) assign a18 = {{{{(18-AW){{a[AW-1]}}}}, a}}; else assign a18 = a;
+        if (BW < 18) assign b18 = {{{{(18-BW){{b[BW-1]}}}}, b}}; else assign b18 = b;
+    endgenerate
+    MULT18X18D #({regs},
+        .GSR("DISABLED"), .RESETMODE("SYNC"), .SOURCEB_MODE("B_SHIFT"),
+        .CLK0_DIV("ENABLED"), .CLK1_DIV("ENABLED"), .CLK2_DIV("ENABLED"),
+        .CLK3_DIV("ENABLED")) dsp (
+        {a},
+        {b},
+        .SIGNEDA(1'b1), .SIGNEDB(1'b1), .SOURCEA(1'b0), .SOURCEB(1'b0),
+        .CLK0(clk), .CE0(ce), .RST0(1'b0),
+        {pp});
+    assign p = p36[AW+BW-1:0];
+`else
+    reg [AW-1:0] ar = 0;
+    reg [BW-1:0] br = 0;
+    reg [AW+BW-1:0] pr = 0;
+    always @(posedge clk)
+        if (ce) begin
+            ar <= a;
+            br <= b;
+            pr <= $signed(ar) * $signed(br);
+        end
+    assign p = pr;
+`endif
+endmodule
+"""
+
+
+BRAM_DEPTH = 1024     # DP16KD as 1024 x 18
+
+
+def _dp16kd():
+    """Verilog of ``kllm_imu_bram``: a DEPTH x DW memory (DEPTH <= 1024) with a read port A and
+    a read/write port B, each read through two registers (the array's, then an output
+    register): data two cycles after the address.  Port B's registers have enables (``b_ce``,
+    ``b_oce``), so they serve as two stalling pipeline stages.
+
+    Yosys gets ceil(DW / 18) ECP5 DP16KD (1024 x 18) with REGMODE OUTREG: the output register
+    hides the array's 5.8 ns clock-to-out, which otherwise limits whatever follows the block
+    RAM (Yosys's own mapping leaves REGMODE at NOREG).  Port wiring as in Yosys's
+    brams_map_16kd.v (x18: address in ADx[13:4], byte enables in ADx[1:0]).  The simulators
+    get the same registers in plain Verilog.
+    """
+    def ports(x, addr, din, dout, we, ce, oce):
+        ad = ", ".join([f".AD{x}0(1'b1)", f".AD{x}1(1'b1)", f".AD{x}2(1'b0)", f".AD{x}3(1'b0)"]
+                       + [f".AD{x}{k + 4}({addr}[{k}])" for k in range(10)])
+        di = ", ".join(f".DI{x}{k}({din}[{k}])" for k in range(18))
+        do = ", ".join(f".DO{x}{k}({dout}[{k}])" for k in range(18))
+        return (f".CLK{x}(clk), .WE{x}({we}), .CE{x}({ce}), .OCE{x}({oce}), .RST{x}(1'b0), "
+                f".CS{x}0(1'b0), .CS{x}1(1'b0), .CS{x}2(1'b0),\n            {ad},\n"
+                f"            {di},\n            {do}")
+    a = ports("A", "a10", "zero18", "da", "1'b0", "1'b1", "1'b1")
+    b = ports("B", "b10", "dib", "db", "b_we", "b_ce | b_we", "b_oce")
+    return f"""
+// kllm_imu_bram: DEPTH x DW memory, read port A, read/write port B, two read registers each.
+module kllm_imu_bram #(parameter AW = 10, parameter DW = 18, parameter DEPTH = 1024) (
+    input clk,
+    input [AW-1:0] a_addr, output [DW-1:0] a_dout,
+    input [AW-1:0] b_addr, input b_we, input [DW-1:0] b_din, input b_ce, input b_oce,
+    output [DW-1:0] b_dout);
+`ifdef SYNTHESIS
+    localparam NB = (DW + 17) / 18;
+    wire [9:0] a10 = a_addr;
+    wire [9:0] b10 = b_addr;
+    wire [18*NB-1:0] din = b_din;
+    wire [18*NB-1:0] douta, doutb;
+    assign a_dout = douta[DW-1:0];
+    assign b_dout = doutb[DW-1:0];
+    genvar i;
+    generate
+        for (i = 0; i < NB; i = i + 1) begin : blk
+            wire [17:0] dib = din[18*i +: 18];
+            wire [17:0] zero18 = 18'b0;
+            wire [17:0] da, db;
+            assign douta[18*i +: 18] = da;
+            assign doutb[18*i +: 18] = db;
+            DP16KD #(.DATA_WIDTH_A(18), .DATA_WIDTH_B(18),
+                .REGMODE_A("OUTREG"), .REGMODE_B("OUTREG"),
+                .RESETMODE("SYNC"), .ASYNC_RESET_RELEASE("SYNC"),
+                .CSDECODE_A("0b000"), .CSDECODE_B("0b000"),
+                .CLKAMUX("CLKA"), .CLKBMUX("CLKB"),
+                .WRITEMODE_A("NORMAL"), .WRITEMODE_B("NORMAL"), .GSR("DISABLED")) ram (
+            {a},
+            {b});
+        end
+    endgenerate
+`else
+    reg [DW-1:0] mem [0:DEPTH-1];
+    reg [DW-1:0] a1 = 0, a2 = 0, b1 = 0, b2 = 0;
+    integer k;
+    initial for (k = 0; k < DEPTH; k = k + 1) mem[k] = 0;
+    always @(posedge clk) begin
+        a1 <= mem[a_addr];
+        a2 <= a1;
+        if (b_ce | b_we) b1 <= mem[b_addr];
+        if (b_oce) b2 <= b1;
+        if (b_we) mem[b_addr] <= b_din;
+    end
+    assign a_dout = a2;
+    assign b_dout = b2;
+`endif
+endmodule
+"""
 
 
 class _ImuUnit(wiring.Component):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
+    _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
 
     def __init__(self, cfg):
         self._config = cfg
@@ -46,6 +183,7 @@ class _ImuUnit(wiring.Component):
         self.in_layout = data.StructLayout({
             "idx": data.ArrayLayout(unsigned(cfg.ba), P),
             "count": unsigned(cfg.count_bits),
+            "first": 1,
             "last": 1,
         })
         self.outlier_layout = data.StructLayout({
@@ -60,6 +198,7 @@ class _ImuUnit(wiring.Component):
         members = {
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
+            "err": Out(1),
             "wmem": In(wiring.Signature({
                 "en": Out(1), "lane": Out(cfg.lane_bits), "addr": Out(cfg.row_bits),
                 "data": Out(self.wmem_layout)})),
@@ -82,6 +221,12 @@ class _ImuUnit(wiring.Component):
     def latency(self):
         return self._config.latency
 
+    @property
+    def verilog_extra(self):
+        """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
+        ``kllm_imu_bram``."""
+        return _mult18x18d() + _dp16kd() if self._primitives else ""
+
     # -- helpers -----------------------------------------------------------
 
     @staticmethod
@@ -95,6 +240,21 @@ class _ImuUnit(wiring.Component):
             with m.If(enable):
                 m.d.sync += stmt
         return r
+
+    def _mul(self, m, a, b, ce, name):
+        """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
+        Both operands within 18 bits: one MULT18X18D with its own registers (kllm_imu_mul)."""
+        aw, bw = len(a), len(b)
+        p = Signal(signed(aw + bw), name=f"{name}_p", reset_less=True)
+        if self._primitives and aw <= DSP_BITS and bw <= DSP_BITS:
+            m.submodules[name] = Instance("kllm_imu_mul", p_AW=aw, p_BW=bw,
+                                          i_clk=ClockSignal(), i_ce=ce, i_a=a, i_b=b, o_p=p)
+        else:
+            ar = Signal(signed(aw), name=f"{name}_a", reset_less=True)
+            br = Signal(signed(bw), name=f"{name}_b", reset_less=True)
+            with m.If(ce):
+                m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
+        return p
 
     def _lutram(self, m, name, shape, depth, wen, waddr, wdata):
         """A small memory with one write port and one asynchronous read port (LUTRAM)."""
@@ -140,31 +300,39 @@ class _ImuUnit(wiring.Component):
             m.d.sync += shift.eq(self.acb.shift)
 
         # ---- input stage F0: framing, bank, weight row (read from block RAM in F0, data in F1)
-        after_last = Signal(init=1)
+        # A vector is the beats from one with `first` to the next with `last`.  Between a
+        # `last` (or reset) and the next `first`, beats are taken and dropped, and a beat
+        # with `first` inside a vector is taken as part of it; both set the sticky `err`.
+        # `ready` depends on no payload bit: a vector may start only while a bank is free.
+        expect_first = Signal(init=1)     # between vectors
         row_cnt = Signal(cfg.row_bits)
         bank_in = Signal(init=1)          # bank of the vector being accepted
         inflight = Signal(2)              # vectors started whose bank is not yet released
         release = Signal()                # the tail has read a bank (pulse)
-        # A vector starts at the beat after a `last` (framing by `last` alone, so that `ready`
-        # depends on no payload bit): it may start only while a bank is free.
-        start = after_last
-        clearing = Signal(init=1)         # after reset: the tail clears every bucket first
-        m.d.comb += self.i.ready.eq((~start | (inflight != 2)) & ~clearing)
+        clearing = Signal(init=1)         # after reset: the tail first sweeps every bucket
+        m.d.comb += self.i.ready.eq((~expect_first | (inflight != 2)) & ~clearing)
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
+        first_in, last_in = self.i.payload.first, self.i.payload.last
+        start = Signal()
+        drop = Signal()
+        m.d.comb += [start.eq(expect_first & first_in), drop.eq(expect_first & ~first_in)]
         row = Signal(cfg.row_bits)
         m.d.comb += row.eq(Mux(start, 0, row_cnt))
         bank = Signal()
         m.d.comb += bank.eq(Mux(start, ~bank_in, bank_in))
-        with m.If(take):
-            m.d.sync += [row_cnt.eq(row + 1), after_last.eq(self.i.payload.last),
-                         bank_in.eq(bank)]
+        with m.If(take & ~drop):
+            m.d.sync += [row_cnt.eq(row + 1), expect_first.eq(last_in), bank_in.eq(bank)]
         m.d.sync += inflight.eq(inflight + (take & start) - release)
+        err = Signal()
+        with m.If(take & (drop | (~expect_first & first_in))):
+            m.d.sync += err.eq(1)
+        m.d.comb += self.err.eq(err)
 
         count = self.i.payload.count
-        v0 = self._reg(m, take, "f0_valid", reset_less=False)
+        v0 = self._reg(m, take & ~drop, "f0_valid", reset_less=False)
         first0 = self._reg(m, start, "f0_first")
-        last0 = self._reg(m, self.i.payload.last, "f0_last")
+        last0 = self._reg(m, last_in, "f0_last")
         bank0 = self._reg(m, bank, "f0_bank")
         idx0 = [self._reg(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
         lv0 = [self._reg(m, count > p, f"f0_lv{p}") for p in range(P)]
@@ -185,37 +353,47 @@ class _ImuUnit(wiring.Component):
         # ---- tail issue logic (needs the weight memories' second port address)
         tail = self._tail_issue(m, shift, clearing)
 
-        # ---- weight-index memories, one per lane: port 1 streams rows, port 2 host / outliers
-        iw1 = []
-        iwc1 = []
+        # ---- weight-index memories, one per lane: port A streams rows (address in F0, data in
+        # F2), port B takes the host's writes and reads outlier rows (address at issue, data in
+        # T2: its two read registers advance with the tail)
+        iw2 = []
+        raw2 = []
+        adv = tail["adv"]
         for n in range(L):
-            mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
-            m.submodules[f"wmem_l{n}"] = mem
-            rd = mem.read_port()
-            m.d.comb += rd.addr.eq(row0)
-            wr = mem.write_port()
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
-            if cfg.outliers:
-                m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"]))
-                rd2 = mem.read_port()
-                m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(tail["adv"])]
-                iwc1.append(rd2.data)
+            m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"])
+                                 if cfg.outliers else self.wmem.addr)
+            we = Signal(name=f"wmem_we_l{n}")
+            m.d.comb += we.eq(self.wmem.en & (self.wmem.lane == n))
+            da = Signal(P * bw, name=f"wmem_da_l{n}")
+            db = Signal(P * bw, name=f"wmem_db_l{n}")
+            if self._primitives and cfg.depth <= BRAM_DEPTH:
+                m.submodules[f"wmem_l{n}"] = Instance(
+                    "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
+                    i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
+                    i_b_din=self.wmem.data.as_value(), i_b_ce=adv, i_b_oce=adv, o_b_dout=db)
             else:
-                m.d.comb += addr2.eq(self.wmem.addr)
-            m.d.comb += [
-                wr.en.eq(self.wmem.en & (self.wmem.lane == n)),
-                wr.addr.eq(addr2),
-                wr.data.eq(self.wmem.data.as_value()),
-            ]
-            iw1.append([rd.data[p * bw:(p + 1) * bw] for p in range(P)])
+                mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
+                m.submodules[f"wmem_l{n}"] = mem
+                rd = mem.read_port()
+                wr = mem.write_port()
+                m.d.comb += [rd.addr.eq(row0), wr.en.eq(we), wr.addr.eq(addr2),
+                             wr.data.eq(self.wmem.data.as_value())]
+                m.d.sync += da.eq(rd.data)
+                if cfg.outliers:
+                    rd2 = mem.read_port()
+                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv | we)]
+                    with m.If(adv):
+                        m.d.sync += db.eq(rd2.data)
+            iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
+            raw2.append(db)
 
-        # ---- F2: indices registered; the dense datapath (IMU or baseline) from here
+        # ---- F2: indices from the block RAMs' output registers; the dense datapath from here
         v2 = self._reg(m, v1, "f2_valid", reset_less=False)
         first2 = self._reg(m, first1, "f2_first")
         last2 = self._reg(m, last1, "f2_last")
         bank2 = self._reg(m, bank1, "f2_bank")
         a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
-        iw2 = [[self._reg(m, iw1[n][p], f"f2_iw{n}_{p}") for p in range(P)] for n in range(L)]
         front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
                  "bank2": bank2, "a2": a2, "iw2": iw2}
         done, vals = self._dense(m, front, tail)
@@ -226,7 +404,7 @@ class _ImuUnit(wiring.Component):
         m.d.comb += tail["ready"].eq(ready_cnt != 0)
         m.d.comb += release.eq(tail["release"])
 
-        self._tail_datapath(m, tail, vals, iwc1)
+        self._tail_datapath(m, tail, vals, raw2)
         return m
 
     # -- tail -----------------------------------------------------------------
@@ -239,8 +417,11 @@ class _ImuUnit(wiring.Component):
     def _tail_issue(self, m, shift, clearing):
         cfg = self._config
         C = cfg.combine_ops
+        # the tail advances unless the output's skid register is full: a flip-flop, so the
+        # enable of every tail register (and the banks' read addresses) depends on no input
         adv = Signal(name="t_adv")
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        skid_full = Signal(name="o_skid_full")
+        m.d.comb += adv.eq(~skid_full)
         ready = Signal(name="t_ready")
         phase = Signal(2, name="t_phase")        # COMBINE, DOUBLE, CORRECT
         j = Signal(max(1, (C - 1).bit_length()), name="t_j")
@@ -252,20 +433,21 @@ class _ImuUnit(wiring.Component):
         first = Signal(name="t_first")
         last = Signal(name="t_last")
         take_vector = Signal(name="t_take_vector")
-        rel = Signal(name="t_release")
         r_val = Signal(signed(cfg.rbits), name="t_r")
         pos = Signal(cfg.pos_bits, name="t_pos")
         has_out = bool(cfg.outliers)
 
         after_combine = Mux(shift != 0, DOUBLE, CORRECT if has_out else COMBINE)
         with m.If(clearing):
-            # after reset: sweep j over the buckets (the IMU writes 0 into both banks of
-            # every file), then start; the baseline has nothing to clear
+            # after reset: sweep j over the buckets of bank 0, then of bank 1 (the IMU takes a
+            # snapshot of every bucket sum, see Imu), then start; the baseline has nothing to do
             if self._combine:
                 with m.If(adv):
                     m.d.sync += j.eq(j + 1)
                     with m.If(j == C - 1):
-                        m.d.sync += [j.eq(0), clearing.eq(0)]
+                        m.d.sync += [j.eq(0), tbank.eq(~tbank)]
+                        with m.If(tbank):
+                            m.d.sync += clearing.eq(0)
             else:
                 m.d.sync += clearing.eq(0)
         # Combinational issue signals as plain expressions, not inside a Switch: Icarus never
@@ -289,7 +471,6 @@ class _ImuUnit(wiring.Component):
             kind.eq(phase),
             first.eq(in_comb & (j == 0)),
             take_vector.eq(adv & issue & in_comb & (j == 0)),
-            rel.eq(adv & issue & in_comb & last_comb),
         ]
         with m.If(adv & issue):
             with m.If(in_comb):
@@ -310,7 +491,7 @@ class _ImuUnit(wiring.Component):
             m.d.comb += self.r.ready.eq(adv & (phase == CORRECT))
         row = Signal(cfg.row_bits, name="t_row")
         m.d.comb += row.eq(pos[cfg.col_bits:])
-        # T1: the issued operation
+        # T1: the issued operation; the banks are read at its address in T1
         t1 = {
             "v": self._reg(m, issue, "t1_valid", enable=adv, reset_less=False),
             "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
@@ -323,27 +504,36 @@ class _ImuUnit(wiring.Component):
             "col": self._reg(m, pos[:cfg.col_bits], "t1_col", enable=adv)
             if cfg.col_bits else Const(0, 1),
         }
-        return {"adv": adv, "ready": ready, "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1}
+        # the address the banks are read at in the next cycle: j of the op in T1 then
+        j_next = Signal.like(j, name="t_j_next")
+        m.d.comb += j_next.eq(Mux(adv, j, t1["j"]))
+        # a bank is released once its last bucket has been read (captured in T2), so that the
+        # next vector's writes into it come after that read even when the output is stalled
+        rel = Signal(name="t_release")
+        m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
+        return {"adv": adv, "skid_full": skid_full, "ready": ready,
+                "take_vector": take_vector, "release": rel,
+                "row": row, "t1": t1, "j_next": j_next}
 
-    def _tail_datapath(self, m, tail, vals, iwc1):
+    def _tail_datapath(self, m, tail, vals, raw2):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
         adv, t1 = tail["adv"], tail["t1"]
+        keys = ("v", "init", "kind", "j", "bank", "first", "last", "r")
 
         def carry(stage_from, prefix):
             return {k: self._reg(m, stage_from[k], f"{prefix}_{k}", enable=adv,
-                                 reset_less=(k != "v"))
-                    for k in ("v", "kind", "j", "first", "last", "r")}
+                                 reset_less=(k not in ("v", "init")))
+                    for k in keys}
 
         # T2: the op's per-lane value (bucket-file reads or the dense sum) and the raw weight
         # row of an outlier: block RAM output straight into a register (its clock-to-out is
         # most of a cycle on ECP5); the index is selected from it one stage later
         t2 = carry(t1, "t2")
         col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
-        raw2 = [self._reg(m, iwc1[n], f"t2_iwrow{n}", enable=adv) if cfg.outliers
-                else Const(0, P * bw) for n in range(L)]
+        if not cfg.outliers:
+            raw2 = [Const(0, P * bw) for n in range(L)]
 
         def select(raw, col):
             if not cfg.outliers or P == 1:
@@ -366,83 +556,130 @@ class _ImuUnit(wiring.Component):
                 iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
         if iwc is None:
             iwc = [select(raw2[n], col2) for n in range(L)]
-        # Tm: weight centroid Cw[n][j or Iw[pos]] from LUTRAM; operand
-        tm1 = carry(stage, "tw")
+        # IMU, Ts: the lane's sum and its snapshot (read at the tree output) registered.
+        # Both, Tx: the multiplier's operands registered in the fabric (the weight centroid
+        # Cw[n][j or Iw[pos]] read from LUTRAM, the data operand); the DSP's operand registers
+        # are Tm, its product register Tp; then Tq, in the fabric, feeds the accumulator
+        W = cfg.sum_bits
+        if self._combine:
+            pre = carry(stage, "ts")
+            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv) for n in range(L)]
+            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv), f"ts_snap{n}",
+                                enable=adv) for n in range(L)]
+            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv) for n in range(L)]
+        else:
+            pre = stage
+        tx = carry(pre, "tx")
+        tm = carry(tx, "tm")
+        tp = carry(tm, "tp")
+        tq = carry(tp, "tq")
         prod_w = cfg.mul_bits + cfg.cw
-        prods = []
+        pw = max(prod_w, cfg.dense_bits)
+        q_regs = []
         for n in range(L):
-            widx = Mux(stage["kind"] == CORRECT, iwc[n], stage["j"][:bw]) if self._combine \
+            widx = Mux(pre["kind"] == CORRECT, iwc[n], pre["j"][:bw]) if self._combine \
                 else iwc[n]
             rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
                               self.wcb.en & (self.wcb.lane == n), self.wcb.addr, self.wcb.data)
             m.d.comb += rd.addr.eq(widx)
-            w = self._reg(m, rd.data, f"tw_w{n}", enable=adv)
+            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv)
             if self._combine:
-                x = self._reg(m, Mux(stage["kind"] == CORRECT, stage["r"], sums[n]),
-                              f"tw_x{n}", enable=adv, shape=signed(cfg.mul_bits))
-                prod = (x * w)[:prod_w].as_signed()
+                # this vector's bucket sum: the running total less the snapshot, modulo 2**W
+                x = self._reg(m, Mux(pre["kind"] == CORRECT, pre["r"],
+                                     (sum_s[n] - snap_s[n])[:W].as_signed()),
+                              f"tx_x{n}", enable=adv, shape=signed(cfg.mul_bits))
+                prod = self._mul(m, x, w, adv, f"t_mul{n}")
+                q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv,
+                              shape=signed(pw))
             else:
-                x = self._reg(m, stage["r"], f"tw_x{n}", enable=adv, shape=signed(cfg.rbits))
-                dsum = self._reg(m, sums[n], f"tw_d{n}", enable=adv)
-                prod = Mux(tm1["kind"] == COMBINE, dsum, (x * w)[:prod_w].as_signed())
-            prods.append(prod)
-        # Tp: products registered
-        tp = carry(tm1, "tp")
-        pw = max(prod_w, cfg.dense_bits)
-        p_regs = [self._reg(m, prods[n], f"tp_p{n}", enable=adv, shape=signed(pw))
-                  for n in range(L)]
-        # accumulate; the last op of a token loads the output register
+                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv)
+                prod = self._mul(m, x, w, adv, f"t_mul{n}")
+                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv)
+                dm = self._reg(m, dx, f"tm_d{n}", enable=adv)
+                dp = self._reg(m, dm, f"tp_d{n}", enable=adv)
+                q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
+                              f"tq_p{n}", enable=adv, shape=signed(pw))
+            q_regs.append(q)
+        # accumulate; the last op of a token loads the output register, or the skid register
+        # when the output is full and not taken this cycle
         out_valid = Signal(name="o_valid_r")
+        full = tail["skid_full"]
         m.d.comb += self.o.valid.eq(out_valid)
-        with m.If(self.o.ready):
+        produce = Signal(name="t_produce")
+        m.d.comb += produce.eq(adv & tq["v"] & tq["last"])
+        taken = self.o.valid & self.o.ready
+        to_out = Signal(name="o_load")        # the output register loads this cycle
+        to_skid = Signal(name="o_skid_load")
+        m.d.comb += [to_out.eq(full | produce & (~out_valid | taken)) ,
+                     to_skid.eq(produce & out_valid & ~taken)]
+        with m.If(taken & ~full & ~produce):
             m.d.sync += out_valid.eq(0)
-        for n in range(L):
-            acc = Signal(signed(cfg.ybits), name=f"acc{n}", reset_less=True)
-            base = Mux(tp["first"], 0, acc)
-            addend = Mux(tp["kind"] == DOUBLE, acc, p_regs[n])
-            nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
-            m.d.comb += nxt.eq(base + addend)
-            y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
-            with m.If(adv & tp["v"]):
-                m.d.sync += acc.eq(nxt)
-                with m.If(tp["last"]):
-                    m.d.sync += y.eq(nxt)
-            m.d.comb += self.o.payload.y[n].eq(y)
-        with m.If(adv & tp["v"] & tp["last"]):
+        with m.If(produce):
             m.d.sync += out_valid.eq(1)
+        with m.If(taken & full):
+            m.d.sync += full.eq(0)
+        with m.If(to_skid):
+            m.d.sync += full.eq(1)
+        for n in range(L):
+            # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
+            # synchronous reset after the token's last op), so only the addend is selected,
+            # by a decoded per-lane copy of the op kind (no fan-out of tq_kind to every bit)
+            dbl = self._reg(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv)
+            acc = Signal(signed(cfg.ybits), name=f"acc{n}")
+            addend = Mux(dbl, acc, q_regs[n])
+            nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
+            m.d.comb += nxt.eq(acc + addend)
+            y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
+            skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
+            with m.If(adv & tq["v"]):
+                m.d.sync += acc.eq(nxt)
+                with m.If(tq["last"]):
+                    m.d.sync += acc.eq(0)
+            with m.If(to_skid):
+                m.d.sync += skid.eq(nxt)
+            with m.If(to_out & (taken | ~out_valid)):
+                m.d.sync += y.eq(Mux(full, skid, nxt))
+            m.d.comb += self.o.payload.y[n].eq(y)
 
 
 class Imu(_ImuUnit):
     """Index MatMul unit: bucket sums per weight index, 2**bw multiplies per output.
 
     Per lane n (L lanes) and element slot p (P slots), a bucket file of 2**bw
-    entries in two banks (LUTRAM, ``file_bits`` wide).  Every beat, the P
+    entries in two banks (LUTRAM, ``sum_bits`` wide).  Every beat, the P
     activation centroids ``Ca[ia]`` are looked up once and broadcast to the L
     lanes; each (n, p) adds its centroid into bucket ``Iw[n, k]`` of the bank of
-    the current vector: a two-stage read-modify-write (read and register, then
-    add and write) with forwarding when two beats in a row hit the same bucket.
-    The bank select of each stage is a per-file register, not a global signal.
+    the current vector in one cycle: the LUTRAM's asynchronous read port, an
+    adder, its write port (so two beats in a row into the same bucket need no
+    forwarding).  Each bank's read address is a per-file register: the bucket
+    of the next beat while the bank fills, the tail's j while it drains.
 
-    After a vector's last beat the tail reads bucket j = 0 .. 2**bw - 1 of
-    that bank (clearing it behind itself), sums the P files in a pipelined
-    adder tree and multiplies the sum by ``Cw[n, j]`` on one multiplier per
-    lane, accumulating; then ``shift`` doublings; then one multiply-add
-    ``r * Cw[n, Iw[n, pos]]`` per outlier beat (the index read from the
-    second port of the weight memory).  Meanwhile the next vector fills the
-    other bank.
+    Buckets are never cleared: they hold running sums modulo ``2**sum_bits``.
+    After a vector's last beat the tail reads bucket j = 0 .. 2**bw - 1 of that
+    bank, sums the P files in a pipelined adder tree (modulo ``2**sum_bits``)
+    and subtracts the lane's snapshot of the same sum taken when the bank was
+    last read (a LUTRAM of 2 x 2**bw entries per lane, rewritten with the new
+    sum): the difference is this vector's bucket sum, exact because it fits in
+    ``sum_bits`` signed bits.  After reset the tail first sweeps both banks to
+    take the snapshots (2 x 2**bw cycles, input not ready).  The difference is
+    multiplied by ``Cw[n, j]`` on one multiplier per lane (a MULT18X18D with
+    its operand and product registers), accumulating; then ``shift``
+    doublings; then one multiply-add ``r * Cw[n, Iw[n, pos]]`` per outlier
+    beat (the index read from the second port of the weight memory).
+    Meanwhile the next vector fills the other bank.
 
     Cycles (``B = ceil(K / P)`` beats per vector, ``s`` the shift, ``O`` the
     outlier beats of a vector, at least one when the unit has outlier
     capacity): the tail spends ``T = 2**bw + s + O`` cycles per vector
     (:meth:`kllm.config.ImuConfig.tail_ops`).  With the outliers waiting and
     no output backpressure, a vector's result leaves ``latency + T - 1``
-    cycles after its last beat (``latency = 10 + log2 P``).  When
-    ``B >= max(T, 2**bw + 4)`` (:meth:`kllm.config.ImuConfig.streams`) the
+    cycles after its last beat (``latency = 13 + log2 P``).  When
+    ``B >= max(T, 2**bw + 5)`` (:meth:`kllm.config.ImuConfig.streams`) the
     input takes one beat every cycle (II = 1, L x P MACs per cycle) and ``n``
     vectors back to back take ``n B + latency + T - 1`` cycles from the first
     beat to the last result.  Shorter vectors stall the input: the tail gives
     one result per ``T`` cycles at best, and a vector may start only when the
-    bank of the vector two before it has been read (``2**bw + 4`` cycles after
+    bank of the vector two before it has been read (``2**bw + 5`` cycles after
     that vector's last beat).  The tests hold the netlist to these figures.
 
     Parameters
@@ -455,11 +692,16 @@ class Imu(_ImuUnit):
     Attributes
     ----------
     i : In(stream)
-        ``{idx: P x ba, count, last}``; element p of beat b is position ``b P + p``.
+        ``{idx: P x ba, count, first, last}``; element p of beat b is position ``b P + p``;
+        a vector runs from a beat with ``first`` to the next beat with ``last``.
     r : In(stream)
         ``{pos, r, last}``: the outlier pairs of one vector (if ``outliers`` > 0).
     o : Out(stream)
         ``{y: L x signed(ybits)}``, one beat per vector.
+    err : Out(1)
+        Sticky until reset: a beat came between vectors without ``first`` (it was
+        dropped), or a beat inside a vector carried ``first`` (it was taken as part of
+        the vector).
     wmem, wcb, acb : In
         Host writes: one lane's P weight indices of one row; a weight codebook entry of
         one lane; an activation codebook entry with the layer's shift.
@@ -475,50 +717,49 @@ class Imu(_ImuUnit):
     def _dense(self, m, f, tail):
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
-        fb = cfg.file_bits
-        t1, adv = tail["t1"], tail["adv"]
-        # F3 stage (add and write); the F2 stage reads
+        W = cfg.sum_bits
+        t1, adv, j_next = tail["t1"], tail["adv"], tail["j_next"]
+        # F3: read, add and write the bucket of each file
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
         last3 = self._reg(m, f["last2"], "f3_last")
         a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
-        clear = Signal(name="t1_clear")
-        m.d.comb += clear.eq(adv & t1["v"] & (t1["kind"] == COMBINE))
         vals = []
         for n in range(L):
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
-                # per-file copies of the stage selects (no global bank-select fan-out)
-                use2 = [self._reg(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_{tag}")
-                        for b in (0, 1)]
-                use3 = [self._reg(m, use2[b], f"f3_use{b}_{tag}") for b in (0, 1)]
                 iw2 = f["iw2"][n][p]
                 iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
-                sum3 = Signal(signed(fb), name=f"f3_sum_{tag}")
                 rds = []
                 for b in (0, 1):
-                    mine = clear & (t1["bank"] == b)
-                    rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(fb), 2 ** bw,
-                                      Mux(use3[b], 1, mine | t1["init"]),
-                                      Mux(use3[b], iw3, t1["j"][:bw]),
-                                      Mux(use3[b], sum3, 0))
-                    m.d.comb += rd.addr.eq(Mux(use2[b], iw2, t1["j"][:bw]))
+                    # per-file copies of the bank selects (no global bank-select fan-out)
+                    use2 = self._reg(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_{tag}")
+                    use3 = self._reg(m, use2, f"f3_use{b}_{tag}")
+                    raddr = self._reg(m, Mux(use2, iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
+                    total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
+                    rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
+                                      use3, iw3, total)
+                    m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
-                # stage A (F2): read the bucket of this beat's bank
-                r3 = self._reg(m, Mux(use2[1], rds[1], rds[0]), f"f3_r_{tag}")
-                fwd3 = self._reg(m, v3 & (use3[1] == use2[1]) & (iw3 == iw2), f"f3_fwd_{tag}")
-                # stage B (F3): add and write; forward the value written last cycle
-                last_sum = Signal(signed(fb), name=f"f3_last_sum_{tag}", reset_less=True)
-                m.d.comb += sum3.eq((Mux(fwd3, last_sum, r3) + a3[p])[:fb].as_signed())
-                m.d.sync += last_sum.eq(sum3)
-                # the tail's read of the full bank
-                fv = self._reg(m, Mux(t1["bank"], rds[1], rds[0]), f"t2_file_{tag}",
-                               enable=adv)
-                lane_vals.append(fv)
+                # the tail's read of the full bank (address j from T1)
+                lane_vals.append(self._reg(m, Mux(t1["bank"], rds[1], rds[0]),
+                                           f"t2_file_{tag}", enable=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
         m.d.comb += done.eq(v3 & last3)
         return done, vals
+
+    def _snapshot(self, m, n, stage, total, adv):
+        """The lane's snapshot of bucket j of the op's bank (the running total modulo
+        2**sum_bits when the bank was last read); a COMBINE op rewrites it with ``total``."""
+        cfg = self._config
+        W, C = cfg.sum_bits, cfg.combine_ops
+        addr = stage["j"][:cfg.bw] + Mux(stage["bank"], C, 0)
+        rd = self._lutram(m, f"snap_l{n}", signed(W), 2 * C,
+                          adv & (stage["v"] | stage["init"]) & (stage["kind"] == COMBINE),
+                          addr, total)
+        m.d.comb += rd.addr.eq(addr)
+        return rd.data
 
 
 class ImuBaseline(_ImuUnit):
@@ -527,13 +768,14 @@ class ImuBaseline(_ImuUnit):
     Same ports, storage, framing and tail as :class:`Imu`.  Per lane n and
     element slot p, ``Cw[n, Iw[n, k]]`` is read from a LUTRAM copy of the
     lane's codebook and multiplied by the broadcast ``Ca[ia[k]]`` (one
-    multiplier per MAC, L x P in all); a pipelined adder tree and an
-    accumulator per lane form the dense sum, which goes to one of two holding
-    registers (double buffer) for the tail.  The tail loads it in one
-    operation, then doubles ``shift`` times and adds the outlier corrections:
-    ``T = 1 + s + O`` cycles per vector.  Cycle formulas as for :class:`Imu`
-    with the baseline's figures (:class:`kllm.config.ImuBaselineConfig`):
-    ``latency = 11 + log2 P``, II = 1 when ``B >= max(T, 6 + log2 P)``.
+    multiplier per MAC, L x P in all, each a MULT18X18D with its operand and
+    product registers); a pipelined adder tree and an accumulator per lane
+    form the dense sum, which goes to one of two holding registers (double
+    buffer) for the tail.  The tail loads it in one operation, then doubles
+    ``shift`` times and adds the outlier corrections: ``T = 1 + s + O`` cycles
+    per vector.  Cycle formulas as for :class:`Imu` with the baseline's figures
+    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 13 + log2 P``, II = 1
+    when ``B >= max(T, 7 + log2 P)``.
     """
 
     _combine = False
@@ -548,12 +790,11 @@ class ImuBaseline(_ImuUnit):
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
         t1, adv = tail["t1"], tail["adv"]
         pw = cfg.ca + cfg.cw
-        # F3: weight centroids looked up (F2) and registered with the activations
+        # F3: the multipliers' operand registers (weight centroids looked up in F2)
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
         first3 = self._reg(m, f["first2"], "f3_first")
         last3 = self._reg(m, f["last2"], "f3_last")
         bank3 = self._reg(m, f["bank2"], "f3_bank")
-        a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
         # F4: products
         v4 = self._reg(m, v3, "f4_valid", reset_less=False)
         first4 = self._reg(m, first3, "f4_first")
@@ -574,9 +815,8 @@ class ImuBaseline(_ImuUnit):
                                   self.wcb.en & (self.wcb.lane == n), self.wcb.addr,
                                   self.wcb.data)
                 m.d.comb += rd.addr.eq(f["iw2"][n][p])
-                w3 = self._reg(m, rd.data, f"f3_w_{tag}")
-                prods.append(self._reg(m, (a3[p] * w3)[:pw].as_signed(), f"f4_prod_{tag}",
-                                       shape=signed(pw)))
+                prod = self._mul(m, f["a2"][p], rd.data, Const(1), f"mul_{tag}")
+                prods.append(prod[:pw].as_signed())
             s = self._tree(m, prods, cfg.dense_bits, None, f"f_tree{n}_")
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)
             nxt = Signal(signed(cfg.dense_bits), name=f"dacc_next{n}")
@@ -595,3 +835,17 @@ class ImuBaseline(_ImuUnit):
         done = Signal(name="dense_done")
         m.d.comb += done.eq(vs & ls)
         return done, vals
+
+
+class ImuLutMultipliers(Imu):
+    """:class:`Imu` with its multipliers as plain ``*`` between the same registers: for the
+    Amaranth simulator (which cannot run the DSP instance) and for synthesis with ``-nodsp``
+    (every multiplier in LUTs)."""
+
+    _primitives = False
+
+
+class ImuBaselineLutMultipliers(ImuBaseline):
+    """:class:`ImuBaseline` with its multipliers as plain ``*`` (see :class:`ImuLutMultipliers`)."""
+
+    _primitives = False

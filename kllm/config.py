@@ -541,14 +541,12 @@ class ImuConfig(UnitConfig):
         return self.xbits + 1
 
     @property
-    def file_bits(self):
-        """One bucket of one of the P bucket files: at most ``depth`` activation centroids."""
-        return _bits_signed(self.depth * 2 ** (self.ca - 1))
-
-    @property
     def sum_bits(self):
-        """A bucket summed over the P files: at most ``positions`` centroids."""
-        return _bits_signed(self.positions * 2 ** (self.ca - 1))
+        """A bucket summed over the P files: at most ``positions`` centroids, each in
+        ``-2**(ca-1) .. 2**(ca-1) - 1``, so the sum lies in ``-positions * 2**(ca-1) ..
+        positions * 2**(ca-1) - positions`` (the negative end sets the width).  The IMU keeps
+        its bucket files modulo ``2**sum_bits`` (see :class:`hdl.imu.Imu`)."""
+        return (self.positions * 2 ** (self.ca - 1) - 1).bit_length() + 1
 
     @property
     def dense_bits(self):
@@ -586,13 +584,13 @@ class ImuConfig(UnitConfig):
         """Cycles from the accepted last beat of a vector to its result, less the tail
         operations, when the tail is free, the outliers wait and the output is not stalled:
         the result leaves ``latency + tail_ops(shift, n) - 1`` cycles after the last beat."""
-        return 10 + self.tree_depth
+        return 13 + self.tree_depth
 
     @property
     def min_beats(self):
         """Shortest vector (in beats) that streams at II = 1: a vector may start only when the
-        tail has read the bank of the vector two before it (2**bw + 4 beats)."""
-        return self.combine_ops + 4
+        tail has read the bank of the vector two before it (2**bw + 5 beats)."""
+        return self.combine_ops + 5
 
     def streams(self, beats, shift, n_outliers):
         """True when vectors of ``beats`` beats stream back to back with no input stall."""
@@ -616,9 +614,10 @@ class ImuBaselineConfig(ImuConfig):
 
     @property
     def latency(self):
-        return 11 + self.tree_depth
+        return 13 + self.tree_depth
 
     @property
     def min_beats(self):
-        """The dense sum is handed to the tail 6 + tree_depth cycles after the last beat."""
-        return 6 + self.tree_depth
+        """The dense sum is handed to the tail 6 + tree_depth cycles after the last beat and
+        its bank released one cycle after the tail has read it."""
+        return 7 + self.tree_depth

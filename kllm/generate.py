@@ -57,6 +57,8 @@ def generate(unit: Unit, config):
     """``(verilog_text, description)`` for ``unit`` built with ``config``."""
     component = unit.build(config)
     text = verilog.convert(component, name=unit.toplevel, emit_src=False)
+    # modules the netlist instantiates besides its own (e.g. a DSP wrapper), if any
+    text += getattr(component, "verilog_extra", "")
     description = {
         "unit": unit.name,
         "toplevel": unit.toplevel,

@@ -15,7 +15,11 @@ seeds); LUT4-equivalents = LUT4 (a CCU2C carry cell counts as 2) + 4 per
 TRELLIS_DPR16X4 (16x4 LUTRAM: it occupies the two LUT4s of each of two
 slices) + ``--dsp-lut4`` per MULT18X18D (default 0: DSPs free, shown
 apart).  The baseline synthesized with ``-nodsp`` is the same design with its
-multipliers in LUTs, so it prices the DSPs.
+multipliers in LUTs, so it prices the DSPs.  Both units instantiate their
+multipliers as MULT18X18D with input and output registers (Yosys does not
+pack registers into ECP5 DSPs); for ``-nodsp`` runs the script builds the
+``...LutMultipliers`` variant, the same design with plain ``*`` between the
+same registers.
 """
 
 import argparse
@@ -99,24 +103,35 @@ def ratios(rows, dsp_lut4):
     fabric = {(s["unit"], s["config"]["lanes"], s["config"]["elems"]): s for s in rows
               if s["options_dir"] == "nodsp"}
     lines = ["| L | P | IMU options | baseline options | MACs/kLUT4-eq IMU / baseline | "
-             "GOPS/kLUT4-eq IMU / baseline | IMU / baseline -nodsp (GOPS/kLUT4-eq) | "
+             "GOPS/kLUT4-eq IMU / baseline | MACs/kLUT4-eq IMU / baseline -nodsp | "
+             "GOPS/kLUT4-eq IMU / baseline -nodsp | "
              "both -nodsp: MACs/kLUT4-eq IMU / baseline |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for (unit, L, P), s in sorted(b.items(), key=lambda kv: (kv[0][1] * kv[0][2], kv[0][1])):
-        if unit != "imu" or ("imu_baseline", L, P) not in b:
+        if unit != "imu":
             continue
-        fi, fb = figures(s, dsp_lut4), figures(b[("imu_baseline", L, P)], dsp_lut4)
+        fi = figures(s, dsp_lut4)
+        base = b.get(("imu_baseline", L, P))
+        fb = figures(base, dsp_lut4) if base else None
         nd = f"{fi['gops_per_klut'] / figures(nodsp[(L, P)], 0)['gops_per_klut']:.2f}" \
             if (L, P) in nodsp else "-"
+        ndm = f"{fi['macs_per_klut'] / figures(fabric[('imu_baseline', L, P)], 0)['macs_per_klut']:.2f}" \
+            if ("imu_baseline", L, P) in fabric else "-"
         both = "-"
         if ("imu", L, P) in fabric and ("imu_baseline", L, P) in fabric:
             mi = figures(fabric[("imu", L, P)], 0)["macs_per_klut"]
             mb = figures(fabric[("imu_baseline", L, P)], 0)["macs_per_klut"]
             both = f"{mi / mb:.2f}"
+        if base is None and nd == "-" and ndm == "-":
+            continue
         lines.append(f"| {L} | {P} | {s['synth_options'] or '(none)'} | "
-                     f"{b[('imu_baseline', L, P)]['synth_options'] or '(none)'} | "
-                     f"{fi['macs_per_klut'] / fb['macs_per_klut']:.2f} | "
-                     f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {nd} | {both} |")
+                     f"{(base['synth_options'] or '(none)') if base else '-'} | "
+                     f"{fi['macs_per_klut'] / fb['macs_per_klut']:.2f} | " if fb else
+                     f"| {L} | {P} | {s['synth_options'] or '(none)'} | - | - | ")
+        if fb:
+            lines[-1] += f"{fi['gops_per_klut'] / fb['gops_per_klut']:.2f} | {ndm} | {nd} | {both} |"
+        else:
+            lines[-1] += f"- | {ndm} | {nd} | {both} |"
     return "\n".join(lines) + "\n"
 
 
@@ -130,14 +145,17 @@ def plot(rows, dsp_lut4, path):
     for (unit, L, P), s in b.items():
         series.setdefault(unit, []).append(s)
     for s in rows:
-        if s["unit"] == "imu_baseline" and s["options_dir"] == "nodsp" and s["fmax_mhz_median"]:
-            series.setdefault("imu_baseline -nodsp", []).append(s)
+        if s["options_dir"] == "nodsp":     # area of every -nodsp run, placed or not
+            series.setdefault(f"{s['unit']} -nodsp", []).append(s)
     fig, (ax_a, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, ss in sorted(series.items()):
         ss.sort(key=lambda s: figures(s, dsp_lut4)["macs"])
         x = [figures(s, dsp_lut4)["macs"] for s in ss]
         ax_a.plot(x, [figures(s, dsp_lut4)["lut4eq"] for s in ss], "o-", label=label)
-        ax_g.plot(x, [figures(s, dsp_lut4)["gops_per_klut"] for s in ss], "o-", label=label)
+        placed = [s for s in ss if s["fmax_mhz_median"]]
+        if placed:
+            ax_g.plot([figures(s, dsp_lut4)["macs"] for s in placed],
+                      [figures(s, dsp_lut4)["gops_per_klut"] for s in placed], "o-", label=label)
     ax_a.set(xlabel="MACs/cycle (L x P)", ylabel="LUT4-equivalents (unit)",
              title=f"area (DSP = {dsp_lut4} LUT4)", xscale="log", yscale="log")
     ax_g.set(xlabel="MACs/cycle (L x P)", ylabel="GOPS per kLUT4-eq", title="efficiency",
@@ -159,6 +177,10 @@ def run(out, points, options, seeds, device, place, units, progress=print):
             unit = get_unit(name)
             for opt in options:
                 u = replace(unit, synth_options=opt)
+                if "-nodsp" in opt.split():
+                    # the DSP instances (with their registers) would stay: the same design
+                    # with plain `*` between the same registers, mapped to LUTs
+                    u = replace(u, component=unit.component + "LutMultipliers")
                 config = unit.config([f"lanes={L}", f"elems={P}"])
                 d = Path(out) / name / option_dir(opt) / config.describe()
                 if (d / "synth.json").exists():

@@ -113,6 +113,7 @@ class ImuTB(TB):
         assert not bad, (f"{len(bad)} results differ from the golden model, first at "
                          f"(token, channel) {bad[0]}: got {int(y[tuple(bad[0])])}, golden "
                          f"{int(ref[tuple(bad[0])])}")
+        assert int(self.dut.err.value) == 0, "err set by a stream framed correctly"
         lim = 1 << (self.cfg.ybits - 1)
         assert int(ref.abs().max()) < lim or len(programs) > 1
         return timing

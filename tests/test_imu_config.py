@@ -30,8 +30,10 @@ def test_derived_widths_hold_the_extremes():
     cfg = ImuConfig()
     assert (cfg.depth, cfg.positions, cfg.row_bits, cfg.pos_bits) == (256, 1024, 8, 10)
     assert cfg.shift_max == 8 and cfg.rbits == 17
-    # one file: 256 x (-128) needs 17 bits; the sum over P files 1024 x (-128): 19
-    assert cfg.file_bits == 17 and cfg.sum_bits == 19
+    # the sum over P files lies in 1024 x (-128) = -2**17 .. 1024 x 127: 18 bits signed
+    assert cfg.sum_bits == 18
+    assert -(1024 * 128) >= -2 ** (cfg.sum_bits - 1) and 1024 * 127 < 2 ** (cfg.sum_bits - 1)
+    assert ImuConfig(k_max=1023).sum_bits == 18 and ImuConfig(k_max=1025).sum_bits == 19
     worst = (1024 * 128 * 128 << 8) + 16 * 2 ** 16 * 128
     assert worst < 2 ** (cfg.ybits - 1) and worst >= 2 ** (cfg.ybits - 2)
     assert ImuBaselineConfig().combine_ops == 1 and ImuConfig().combine_ops == 16

@@ -6,16 +6,17 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from golden.imu import index_matmul, run_tiled
-from hdl.imu import Imu, ImuBaseline
+from golden.imu import index_matmul, run_tiled, tile_programs
+from hdl.imu import ImuBaselineLutMultipliers, ImuLutMultipliers
 
 
 def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
-             r_gap=lambda c: False, log=None):
-    """Program the tile through the host ports, stream every vector; results per token."""
+             r_gap=lambda c: False, log=None, beats=None):
+    """Program the tile through the host ports, stream every vector (or ``beats`` as given);
+    results per token.  ``log["err"]``: the unit's ``err`` flag at the end."""
     cfg = dut.config
     vectors = program["vectors"]
-    beats = [b for v in vectors for b in v]
+    beats = beats if beats is not None else [b for v in vectors for b in v]
     outl = [b for v in program["outliers"] for b in v] if cfg.outliers else []
     results = []
     log = log if log is not None else {}
@@ -68,6 +69,7 @@ def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
             await ctx.tick()
             cycle += 1
             assert cycle < 20 * (len(beats) + len(outl)) + 100 * len(vectors) + 500, "hangs"
+        log["err"] = ctx.get(dut.err)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -94,7 +96,7 @@ def random_layer(g, cfg, N, K, T, n_out, shift, extreme=False):
     return Iw, Cw, ia, Ca, r
 
 
-@pytest.mark.parametrize("cls", [Imu, ImuBaseline])
+@pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
 @pytest.mark.parametrize("params, N, K, T, n_out, shift", [
     ({"lanes": 2, "elems": 4, "bw": 2, "ba": 3, "k_max": 16, "outliers": 3}, 3, 37, 4, 3, 2),
     ({"lanes": 3, "elems": 1, "bw": 3, "ba": 2, "k_max": 12, "outliers": 0, "xbits": 10}, 3, 12, 3, 0, 1),
@@ -114,6 +116,32 @@ def test_random_tiled(cls, params, N, K, T, n_out, shift):
     assert torch.equal(y, index_matmul(Iw, Cw, ia, Ca, shift=shift, residual=r))
 
 
+@pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_framing_errors(cls):
+    """Beats without `first` between vectors are dropped, a `first` inside a vector is taken as
+    part of it; either sets the sticky `err`; the results stay those of the golden model."""
+    params = {"lanes": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 16, "outliers": 1}
+    cfg = cls(**params).config
+    g = torch.Generator().manual_seed(11)
+    Iw, Cw, ia, Ca, r = random_layer(g, cfg, 2, 7, 3, 1, 1)
+    (tile, prog), = tile_programs(cfg, Iw, Cw, ia, Ca, shift=1, residual=r)
+    junk = {"idx": [3, 3], "count": 2, "first": 0, "last": 0}
+    v = prog["vectors"]
+    ref = index_matmul(Iw, Cw, ia, Ca, shift=1, residual=r)
+    for beats, what in [
+        ([junk] + v[0] + [junk, dict(junk, last=1)] + v[1] + v[2], "dropped"),
+        (v[0] + [dict(v[1][0]), dict(v[1][1], first=1)] + v[1][2:] + v[2], "inside"),
+    ]:
+        log = {}
+        out = simulate(cls(**params), prog, beats=beats, log=log)
+        assert torch.equal(torch.tensor(out)[:, :2], ref), what
+        assert log["err"] == 1, what
+    log = {}
+    out = simulate(cls(**params), prog, log=log)
+    assert torch.equal(torch.tensor(out)[:, :2], ref) and log["err"] == 0
+
+
 def run_back_to_back(cls, params, B, shift, n_out, T=4):
     dut = cls(**params)
     cfg = dut.config
@@ -127,7 +155,7 @@ def run_back_to_back(cls, params, B, shift, n_out, T=4):
     return cfg, log["in"], log["out"]
 
 
-@pytest.mark.parametrize("cls", [Imu, ImuBaseline])
+@pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
 @pytest.mark.parametrize("elems", [2, 4])
 def test_back_to_back_cycles(cls, elems):
     """At the shortest vector the formula allows: II = 1 and the stated latency, per vector."""
@@ -145,7 +173,7 @@ def test_back_to_back_cycles(cls, elems):
     assert outs[-1] - ins[0] + 1 == T * B + cfg.latency + tail - 1
 
 
-@pytest.mark.parametrize("cls", [Imu, ImuBaseline])
+@pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
 def test_formula_is_tight(cls):
     """One beat fewer than the formula's minimum and the input stalls."""
     params = {"lanes": 1, "elems": 2, "bw": 2, "ba": 2, "k_max": 64, "outliers": 1}
