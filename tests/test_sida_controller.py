@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from kllm.config import ImuConfig
+
 from golden.sida import (BufferError, CycleModel, RecordingBuffer, TraceBatch, WeightBuffer,
                          imu_cycles,
                          make_trace, simulate)
@@ -36,30 +38,52 @@ def random_trace(seed, batches=12, layers=3, tokens=5, k=2, E=16, wrong=0.3):
     return out
 
 
+# The IMU's constants from its configuration (they move when the RTL is re-pipelined); the
+# arithmetic below is done by hand from the rules in docs/ARCHITECTURE.md.
+_IMU = ImuConfig(lanes=16, elems=4)
+LAT = _IMU.latency                     # 15 at P = 4
+D = _IMU.min_beats - 16 + 1            # tail start after a vector's last beat (6)
+T0 = 17                                # tail: 2**bw + no shift + one empty outlier beat
+assert _IMU.min_beats <= 24            # the 96-column tiles below stream
+W384, W96 = 16 * 96 + 272, 16 * 24 + 272   # host writes of a 384- / 96-column tile
+
+
+def tile(beats, tokens):
+    """A streaming tile: writes + n B + latency + T - 1."""
+    return (W384 if beats == 96 else W96) + tokens * beats + LAT + T0 - 1
+
+
 def test_imu_cycle_formula():
-    """By hand from the IMU's stated rules (docs/ARCHITECTURE.md): latency 10 + log2 P = 12,
-    tail 17, streaming when B >= max(17, min_beats = 2**bw + 4 = 20); per tile the host writes
-    16 lanes x ceil(K/4) index rows + 16 x 16 centroids + 16 activation centroids."""
+    """By hand from the IMU's stated rules: streaming when B >= max(17, min_beats); per tile
+    the host writes 16 lanes x ceil(K/4) index rows + 16 x 16 centroids + 16 activation
+    centroids."""
     kw = dict(lanes=16, elems=4, shift=0, outlier_beats=0)
-    # 6 tiles of 16 x 384: writes 16*96 + 272 = 1808, stream 96 + 12 + 17 - 1 = 124
-    assert imu_cycles(96, 384, 1, **kw) == 6 * (1808 + 124)
-    # 24 tiles of 16 x 96, 3 tokens of B = 24 >= 20: writes 656, stream 3*24 + 28
-    assert imu_cycles(384, 96, 3, **kw) == 24 * (656 + 100)
-    # B = 2 does not stream: results one tail (17 cycles) apart: 29, 46, and the third vector
-    # waits for the first one's bank (read at cycle 21): starts at 22, tail at 40, result 63
-    assert imu_cycles(16, 8, 2, **kw) == 304 + 47
-    assert imu_cycles(16, 8, 3, **kw) == 304 + 64
+    assert imu_cycles(96, 384, 1, **kw) == 6 * tile(96, 1)
+    assert imu_cycles(384, 96, 3, **kw) == 24 * tile(24, 3)
+    # B = 2 does not stream: vector 0 ends at cycle 1, its tail starts at 1 + D and its result
+    # leaves 16 + LAT - D cycles later; vector 1's tail waits for vector 0's (17 cycles)
+    r0 = 1 + D + 16 + LAT - D
+    assert imu_cycles(16, 8, 2, **kw) == 304 + (r0 + 17) + 1
+    # the third vector waits for the first one's bank: read at 1 + D + 15, so it starts one
+    # cycle later, ends at 1 + D + 17, its tail starts after vector 1's (1 + D + 34) or D later
+    c2 = max(1 + D + 17 + D, 1 + D + 34)
+    assert imu_cycles(16, 8, 3, **kw) == 304 + c2 + 16 + LAT - D + 1
     # a shift and outliers add to the tail: 16 + 2 + 5 = 23; B = 24 still streams
-    assert imu_cycles(16, 96, 1, lanes=16, elems=4, shift=2, outlier_beats=5) == 656 + 24 + 12 + 22
+    assert imu_cycles(16, 96, 1, lanes=16, elems=4, shift=2, outlier_beats=5) == \
+        W96 + 24 + LAT + 22
     assert imu_cycles(96, 384, 0, **kw) == 0
     assert CM.load() == 5736
 
 
+DENSE1 = 4 * 24 * tile(96, 1) + tile(96, 1)           # 4 d x d linears + the router, 1 token
+EXPERT1 = 6 * tile(96, 1) + 24 * tile(24, 1)
+
+
 def test_lru_single_miss_by_hand():
-    # dense: 4 x 24 tiles x 1932 + router (1 tile, 1932) = 187404; load 45888 / 8 = 5736;
-    # expert: 6 x 1932 + 24 x (656 + 24 + 28) = 28584
+    # dense then the router; the load (45888 / 8 = 5736 cycles) starts after the router
     r = simulate([batch([[3]])], "lru", 1, CM)
-    assert (r.cycles, r.stall, r.compute, r.loads, r.bytes) == (221724, 5736, 215988, 1, 45888)
+    assert (r.cycles, r.stall, r.compute, r.loads, r.bytes) == \
+        (DENSE1 + 5736 + EXPERT1, 5736, DENSE1 + EXPERT1, 1, 45888)
     assert r.hit_rate == 0.0
 
 
@@ -120,14 +144,14 @@ def test_sida_wrong_prediction_costs_bandwidth_and_a_demand_miss():
     assert loads == [5, 7] and r.wasted == 1 and r.hits == 0 and r.uses == 1
     # the miss waits for the router, then for the load engine behind the wasted load
     use = [ev for ev in r.events if ev[0] == "use"][0]
-    assert use[3] == max(187404, 5736) + 5736      # router at 187404 (dense, 1 token)
+    assert use[3] == max(DENSE1, 5736) + 5736      # the router ends the dense step
 
 
 def test_hash_routed_uses_the_prediction_and_no_router():
     r = simulate([batch([[7]], pred=[[5]])], "sida-hash", 2, CM, log=True)
     assert [ev[2][1] for ev in r.events if ev[0] == "use"] == [5]
     assert r.hit_rate == 1.0 and r.loads == 1
-    assert r.compute == 4 * 24 * 1932 + 28584                          # no router cycles
+    assert r.compute == DENSE1 - tile(96, 1) + EXPERT1                 # no router cycles
 
 
 def test_resident_has_no_stalls_and_needs_every_slot():
@@ -213,8 +237,8 @@ def test_driver_receives_each_experts_weights(policy):
 def test_expert_compute_is_the_expert_steps():
     # one layer, three tokens: expert 3 takes two, expert 5 one
     r = simulate([batch([[3], [3], [5]])], "lru", 2, CM)
-    two = 6 * (1808 + 2 * 96 + 28) + 24 * (656 + 2 * 24 + 28)     # 29736
-    one = 6 * (1808 + 96 + 28) + 24 * (656 + 24 + 28)             # 28584
-    dense = 4 * 24 * (1808 + 3 * 96 + 28) + (1808 + 3 * 96 + 28)  # 206028
+    two = 6 * tile(96, 2) + 24 * tile(24, 2)
+    one = EXPERT1
+    dense = 4 * 24 * tile(96, 3) + tile(96, 3)
     assert (r.expert_compute, r.compute) == (two + one, dense + two + one)
     assert r.row(CM)["stall_expert_share"] == r.stall / (two + one)
