@@ -119,6 +119,8 @@ class TopKConfig(UnitConfig):
     lanes: int = param(4, 1, 16, "values per beat (P)")
     k: int = param(8, 1, 64, "outliers per side: k largest and k smallest")
     max_len: int = param(1024, 1, 65536, "longest vector in elements (sets the position width)")
+    ce_modules: int = param(1, 0, 1, "compare-exchanges as modules of their own, kept apart "
+                                      "by synthesis (0: inline, one flat netlist)")
 
     def check(self):
         if self.k > self.max_len:
