@@ -72,7 +72,9 @@ def vectors_for(cfg, rng, count, lengths):
 @pytest.mark.parametrize("width, lanes, k, max_len", [(8, 4, 3, 64), (6, 3, 5, 40), (5, 1, 2, 16),
                                                       (8, 8, 4, 64)])
 def test_matches_golden_with_backpressure(width, lanes, k, max_len, merge):
-    dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge)
+    # the compare-exchanges inline (ce_modules=0) in half of the runs
+    dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge,
+                  ce_modules=int(lanes % 2 == 0 or merge))
     rng = random.Random(width * lanes * k + merge)
     vectors = vectors_for(dut.config, rng, 24, [0, 1, k, 2 * k + 1, lanes + 1, 3 * k + lanes])
     _, produced = simulate(dut, vectors, ready=lambda c: c % 4 != 1)
@@ -100,8 +102,9 @@ def test_latency_formula_and_minimum_length(merge):
         assert [r for _, r in produced] == [result(cfg, v) for v in short]
 
 
-def test_baseline_small():
-    dut = OrizuruBaseline(width=6, lanes=2, k=3, max_len=32)
+@pytest.mark.parametrize("ce_modules", [0, 1])
+def test_baseline_small(ce_modules):
+    dut = OrizuruBaseline(width=6, lanes=2, k=3, max_len=32, ce_modules=ce_modules)
     rng = random.Random(3)
     vectors = vectors_for(dut.config, rng, 16, [0, 1, 3, 7, 12])
     accepted, produced = simulate(dut, vectors, ready=lambda c: c % 3 != 0)
