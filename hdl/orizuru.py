@@ -175,6 +175,11 @@ def _key_beats(y, x):
     return _gt(y, x)
 
 
+def _beats_tie(x, y, x_first):
+    """``x`` goes before ``y``: larger, or equal and ``x_first`` (the lower lane)."""
+    return ~_gt(y, x) if x_first else _gt(x, y)
+
+
 class CompareExchange(Elaboratable):
     """One compare-exchange of a sorting network as its own module.
 
@@ -680,17 +685,19 @@ class Orizuru(_TopKUnit):
             # the winner is a register (one-hot, lane 0 after a load and after reset: the
             # matrix is all ones then), so a queue's enable is one LUT of registers
             win = [Signal(name=f"{side}_win{a}", init=int(a == 0)) for a in range(n)]
-            # nb[a][b]: a's next entry beats b's head (a tie goes to the lower lane), from
-            # registers only; one comparator per ordered pair
-            nb = {}
-            for a in range(n):
-                for b in range(n):
-                    if a != b:
-                        c = Signal(name=f"{side}_n{a}_ge_h{b}")
-                        m.d.comb += c.eq(~_gt(heads[b], nexts[a]) if a < b
-                                         else _gt(nexts[a], heads[b]))
-                        nb[a, b] = c
-                        self.stats["compare"] += 1
+            if cfg.merge == 2:
+                nb = self._lookahead(m, side, queues, lanes[side], load, pop, win)
+            else:
+                # nb[a][b]: a's next entry beats b's head (a tie goes to the lower lane),
+                # from registers only; one comparator per ordered pair
+                nb = {}
+                for a in range(n):
+                    for b in range(n):
+                        if a != b:
+                            c = Signal(name=f"{side}_n{a}_ge_h{b}")
+                            m.d.comb += c.eq(_beats_tie(nexts[a], heads[b], a < b))
+                            nb[a, b] = c
+                            self.stats["compare"] += 1
 
             def beats_now(a, b):
                 """head a beats head b (the matrix)."""
@@ -746,6 +753,74 @@ class Orizuru(_TopKUnit):
                 m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
             result[side] = res
         return full, result
+
+    def _lookahead(self, m, side, queues, lanes, load, pop, win):
+        """``merge=2``: the relations "next entry of a beats head of b" held in registers
+        ``c[a][b]``, updated a pop ahead, so the winner's loop is LUT logic on registers.
+
+        When lane w pops, its next entry becomes its head and its third entry its next:
+        ``c[w][b] <- q_w[2] beats q_b[0]`` and ``c[a][w] <- q_a[1] beats q_w[1]`` (one
+        comparator per ordered and per unordered pair, each followed by one LUT).  At a
+        load, ``c[a][b]`` for a > b is 0 (the best rank-b value beats the second best
+        rank-a value), and for a < b it is compared from the lanes' registers into
+        ``lc[a][b]``, used (``fresh``) until the first pop of a or b replaces it.
+        Returns ``{(a, b): relation}`` for :meth:`_serial_merge`."""
+        kb = self._config.entry_bits
+        n = len(queues)
+        zero = Const(0, kb)
+
+        def entry(q, i):
+            return q[i] if i < len(q) else zero
+
+        def lane_entry(lane, i):
+            return Mux(lane[i][-1], lane[i], 0) if i < len(lane) else zero
+        ahead = {}
+        third = {}            # (w, b): q_w[2] beats q_b[0]
+        nexts = {}            # (a, b), a < b: q_a[1] beats q_b[1]
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                t = Signal(name=f"{side}_t{a}_ge_h{b}")
+                m.d.comb += t.eq(_beats_tie(entry(queues[a], 2), entry(queues[b], 0), a < b))
+                third[a, b] = t
+                self.stats["compare"] += 1
+                if a < b:
+                    x = Signal(name=f"{side}_n{a}_ge_n{b}")
+                    m.d.comb += x.eq(_beats_tie(entry(queues[a], 1), entry(queues[b], 1), True))
+                    nexts[a, b] = x
+                    self.stats["compare"] += 1
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                c = Signal(name=f"{side}_c{a}_{b}", reset_less=True)
+                # a pops: its third entry against b's head; b pops: a's next against b's next
+                upd = Mux(win[a], third[a, b], nexts[a, b] if a < b else ~nexts[b, a])
+                if a > b:
+                    with m.If(load):
+                        m.d.sync += c.eq(0)
+                    with m.Elif(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                else:                 # while fresh, lc stands for it
+                    with m.If(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                if a > b:
+                    ahead[a, b] = c
+                    continue
+                lc = Signal(name=f"{side}_lc{a}_{b}", reset_less=True)
+                fresh = Signal(name=f"{side}_fresh{a}_{b}")
+                with m.If(load):
+                    m.d.sync += [lc.eq(_beats_tie(lane_entry(lanes[a], 1),
+                                                  lane_entry(lanes[b], 0), True)),
+                                 fresh.eq(1)]
+                with m.Elif(pop & (win[a] | win[b])):
+                    m.d.sync += fresh.eq(0)
+                self.stats["compare"] += 1
+                rel = Signal(name=f"{side}_r{a}_{b}")
+                m.d.comb += rel.eq(Mux(fresh, lc, c))
+                ahead[a, b] = rel
+        return ahead
 
 
 def _and_all(values):

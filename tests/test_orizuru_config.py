@@ -34,8 +34,8 @@ def test_bad_parameters_raise_at_construction(cls, unit, kwargs, exc, message):
 
 
 @pytest.mark.parametrize("value, exc, message", [
-    (2, ValueError, "orizuru: parameter 'merge' must be in 0..1, got 2"),
-    (-1, ValueError, "orizuru: parameter 'merge' must be in 0..1, got -1"),
+    (3, ValueError, "orizuru: parameter 'merge' must be in 0..2, got 3"),
+    (-1, ValueError, "orizuru: parameter 'merge' must be in 0..2, got -1"),
     (None, TypeError, "orizuru: parameter 'merge' must be an integer, not None"),
 ])
 def test_merge_parameter(value, exc, message):

@@ -68,20 +68,20 @@ def vectors_for(cfg, rng, count, lengths):
     return out
 
 
-@pytest.mark.parametrize("merge", [0, 1])
+@pytest.mark.parametrize("merge", [0, 1, 2])
 @pytest.mark.parametrize("width, lanes, k, max_len", [(8, 4, 3, 64), (6, 3, 5, 40), (5, 1, 2, 16),
                                                       (8, 8, 4, 64)])
 def test_matches_golden_with_backpressure(width, lanes, k, max_len, merge):
     # the compare-exchanges inline (ce_modules=0) in half of the runs
     dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge,
-                  ce_modules=int(lanes % 2 == 0 or merge))
+                  ce_modules=int(lanes % 2 == 0 or merge > 0))
     rng = random.Random(width * lanes * k + merge)
     vectors = vectors_for(dut.config, rng, 24, [0, 1, k, 2 * k + 1, lanes + 1, 3 * k + lanes])
     _, produced = simulate(dut, vectors, ready=lambda c: c % 4 != 1)
     assert [r for _, r in produced] == [result(dut.config, v) for v in vectors]
 
 
-@pytest.mark.parametrize("merge", [0, 1])
+@pytest.mark.parametrize("merge", [0, 1, 2])
 def test_latency_formula_and_minimum_length(merge):
     dut = Orizuru(width=8, lanes=4, k=3, max_len=64, merge=merge)
     cfg = dut.config
