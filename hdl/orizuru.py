@@ -175,9 +175,17 @@ def _key_beats(y, x):
     return _gt(y, x)
 
 
+def _ge(a, b):
+    """``a >= b`` for unsigned values, as the carry out of ``a + ~b + 1``: like :func:`_gt`,
+    the last output of one carry chain, with no inverter behind it."""
+    n = max(len(a), len(b)) + 1
+    return (Cat(a, Const(0, n - len(a))) + Cat(~Cat(b, Const(0, n - 1 - len(b))), Const(0, 1))
+            + 1)[n - 1]
+
+
 def _beats_tie(x, y, x_first):
     """``x`` goes before ``y``: larger, or equal and ``x_first`` (the lower lane)."""
-    return ~_gt(y, x) if x_first else _gt(x, y)
+    return _ge(x, y) if x_first else _gt(x, y)
 
 
 class CompareExchange(Elaboratable):
@@ -695,7 +703,8 @@ class Orizuru(_TopKUnit):
                     for b in range(n):
                         if a != b:
                             c = Signal(name=f"{side}_n{a}_ge_h{b}")
-                            m.d.comb += c.eq(_beats_tie(nexts[a], heads[b], a < b))
+                            m.d.comb += c.eq(~_gt(heads[b], nexts[a]) if a < b
+                                             else _gt(nexts[a], heads[b]))
                             nb[a, b] = c
                             self.stats["compare"] += 1
 
@@ -773,7 +782,10 @@ class Orizuru(_TopKUnit):
             return q[i] if i < len(q) else zero
 
         def lane_entry(lane, i):
-            return Mux(lane[i][-1], lane[i], 0) if i < len(lane) else zero
+            # not masked to zero when empty (the queues are): the valid bit on top still
+            # ranks every valid entry above every empty one, and relations between two
+            # empty heads never matter (no valid entry is left when only they compete)
+            return lane[i] if i < len(lane) else zero
         ahead = {}
         third = {}            # (w, b): q_w[2] beats q_b[0]
         nexts = {}            # (a, b), a < b: q_a[1] beats q_b[1]

@@ -8,13 +8,14 @@ from kllm.sim import run_bench
 from kllm.units import get_unit
 
 # Small widths and lengths keep the simulators quick; together they cover P = 1, P not a
-# power of 2, P > k, k = 1, both final merges, and the default configuration.
+# power of 2, P > k, k = 1, all three final merges, and the default configuration.
 CONFIGS = [
     ("orizuru", {}, ("icarus", "verilator")),
     ("orizuru", {"width": 8, "lanes": 3, "k": 5, "max_len": 40, "merge": 0}, ("icarus", "verilator")),
     ("orizuru", {"width": 4, "lanes": 1, "k": 2, "max_len": 16}, ("icarus",)),
     ("orizuru", {"width": 6, "lanes": 8, "k": 3, "max_len": 64, "merge": 0}, ("icarus",)),
     ("orizuru", {"width": 6, "lanes": 2, "k": 1, "max_len": 8}, ("icarus",)),
+    ("orizuru", {"width": 8, "lanes": 4, "k": 6, "max_len": 64, "merge": 2}, ("icarus", "verilator")),
     ("orizuru_baseline", {}, ("icarus", "verilator")),
     ("orizuru_baseline", {"width": 6, "lanes": 3, "k": 2, "max_len": 32}, ("icarus",)),
 ]
