@@ -405,8 +405,12 @@ class Orizuru(_TopKUnit):
        start the next vector in the same cycle):
 
        * ``merge=1``: into queues, from whose heads the best is popped k
-         times, one per cycle (a registered comparison matrix of the heads),
-         into an accumulator copied to the output registers;
+         times, one per cycle (a registered comparison matrix of the heads and
+         a registered winner), into an accumulator copied to the output
+         registers;
+       * ``merge=2``: the same, with the comparisons of the queues' next
+         entries also registered, a pop ahead (twice the comparators, no carry
+         chain in the winner's loop);
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -414,7 +418,7 @@ class Orizuru(_TopKUnit):
     every k.  The result of a vector whose last beat is accepted in cycle
     ``c`` leaves in cycle ``c + L`` when the output is not stalled::
 
-        merge=1:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
+        merge=1, 2:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
         merge=0:  L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
 
     with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
@@ -441,7 +445,12 @@ class Orizuru(_TopKUnit):
         Longest vector (1..65536, default 1024); positions have
         ``ceil(log2(max_len))`` bits.
     merge : int
-        Final merge: 1 serial (default), 0 pipelined merge tree.
+        Final merge: 1 serial (default), 2 serial with its comparisons a pop
+        ahead, 0 pipelined merge tree.
+    ce_modules : int
+        1 (default): each compare-exchange of the sorting networks is a module
+        of its own (:class:`CompareExchange`), kept apart by the synthesis
+        flow; 0: inline.
 
     Attributes
     ----------
@@ -863,6 +872,7 @@ class OrizuruBaseline(_TopKUnit):
     Latency and throughput: II = 1 (P values per cycle), no bubble between
     vectors; the result of a vector whose last beat is accepted in cycle
     ``c`` leaves in cycle ``c + 2`` (input register, result register).
+    ``ce_modules`` as in :class:`Orizuru`.
     """
 
     def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, ce_modules=1):

@@ -79,6 +79,7 @@ def test_derived_sizes():
     # last beats >= k apart and two of them >= load + k + 1 apart: max(8, 14 / 2)
     (4, 8, 1, 4 + 3 + 8, 8),
     (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
+    (4, 8, 2, 4 + 3 + 8, 8),      # comparisons a pop ahead: the same timing as merge=1
     (8, 16, 1, 4 + 6 + 16, 16),   # max(16, ceil(25 / 2))
     (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
     (1, 1, 1, 4 + 0 + 1, 2),      # max(1, 4 / 2)
