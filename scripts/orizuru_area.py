@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-PARTS = [("rank lanes", r"_lane\d"), ("beat sorters", r"_sort"), ("merge queues", r"_q\d"),
-         ("merge matrix", r"_g\d|_win|_ge_"), ("accumulator", r"_acc\d"),
+PARTS = [("rank lanes", r"_lane\d"), ("beat sorters", r"_sort|^\\?[xy]\$\d"), ("merge queues", r"_q\d"),
+         ("merge matrix", r"_g\d|_win|_ge_|_c\d|_lc\d|_fresh|_r\d|_t\d"), ("accumulator", r"_acc\d"),
          ("output registers", r"_res\d|o__payload"), ("input stage", r"s0_|i__"),
          ("merge control", r"pops|pending|load|pop|acc_full|result_full|last_ok|copy")]
 
