@@ -682,10 +682,12 @@ class Orizuru(_TopKUnit):
         with m.Elif(rem.any() & ~stall):
             m.d.sync += rem.eq(rem - 1)
         # the one pending vector's pops cannot wait once started (acc fills only with
-        # its own last pop), nor if acc is empty or will be copied out this cycle
+        # its own last pop), nor if acc is empty or will be copied out this cycle.
+        # `rem` counts a wait only in the cycle after it: a pop waiting in this cycle
+        # (`stall`) delays the last pop by one more cycle than `rem` says
         last_ok = Signal(name="last_ok")
         m.d.comb += [
-            last_ok.eq(~pending.any() | ((pending == 1) & (rem <= fwd)
+            last_ok.eq(~pending.any() | ((pending == 1) & (rem + stall <= fwd)
                                          & (pop | ~acc_full | copy))),
             ready.eq(~self.i.payload.last | last_ok),
         ]

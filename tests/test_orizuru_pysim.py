@@ -19,8 +19,9 @@ def pack(cfg, vectors):
     return beats
 
 
-def simulate(dut, vectors, ready=lambda cycle: True):
-    """Stream ``vectors`` back to back; ``[(in_cycles, out_cycle, result)]`` per vector."""
+def simulate(dut, vectors, ready=lambda cycle: True, valid=lambda cycle: True):
+    """Stream ``vectors`` back to back (input gaps where ``valid(cycle)`` is false);
+    ``[(in_cycles, out_cycle, result)]`` per vector."""
     cfg = dut.config
     beats = pack(cfg, vectors)
     accepted, produced = [], []
@@ -28,7 +29,7 @@ def simulate(dut, vectors, ready=lambda cycle: True):
     async def bench(ctx):
         k = cycle = 0
         while len(produced) < len(vectors):
-            ctx.set(dut.i.valid, k < len(beats))
+            ctx.set(dut.i.valid, k < len(beats) and valid(cycle))
             if k < len(beats):
                 ctx.set(dut.i.payload, beats[k])
             ctx.set(dut.o.ready, ready(cycle))
@@ -100,6 +101,29 @@ def test_latency_formula_and_minimum_length(merge):
         accepted, produced = simulate(Orizuru(width=8, lanes=4, k=3, max_len=64), short)
         assert accepted[-1][0] + 1 > len(accepted)
         assert [r for _, r in produced] == [result(cfg, v) for v in short]
+
+
+def bursty(seed, cycles=4000):
+    """Runs of 1..12 cycles on and 1..8 off (the bench's bursty pauses), as ``f(cycle)``."""
+    rng, on = random.Random(seed), []
+    while len(on) < cycles:
+        on += [True] * rng.randint(1, 12) + [False] * rng.randint(1, 8)
+    return lambda cycle: cycle >= len(on) or on[cycle]
+
+
+@pytest.mark.parametrize("merge", [1, 2])
+def test_serial_merge_bursty_gaps_and_backpressure(merge):
+    """Regression: the input once took a last beat in a cycle where the queued vector's
+    pops were waiting for the output (a wait `pops_due` counts only from the next
+    cycle), so the next load came a pop early, overwrote the queues and a result was
+    lost (P = 4, k = 6: vectors of k - 1 .. 2k values, bursty gaps and backpressure)."""
+    for seed in (3, 5, 7):      # each of these lost a result before the fix
+        dut = Orizuru(width=8, lanes=4, k=6, max_len=64, merge=merge, ce_modules=0)
+        rng = random.Random(seed)
+        vectors = vectors_for(dut.config, rng, 40, [5, 6, 9, 12, 16, 20, 24])
+        _, produced = simulate(dut, vectors, ready=bursty(2 * seed + 1),
+                               valid=bursty(2 * seed + 2))
+        assert [r for _, r in produced] == [result(dut.config, v) for v in vectors]
 
 
 @pytest.mark.parametrize("ce_modules", [0, 1])
