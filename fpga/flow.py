@@ -67,6 +67,18 @@ def unit_cells(cells, family):
     }
 
 
+def hierarchy_cells(modules, name):
+    """Cells of module ``name`` with every submodule instance replaced by its own cells
+    (recursively): the totals of a unit whose hierarchy synthesis kept."""
+    total = {}
+    for kind, n in modules[name]["num_cells_by_type"].items():
+        sub = kind.lstrip("\\")
+        parts = hierarchy_cells(modules, sub).items() if sub in modules else [(kind, 1)]
+        for k, v in parts:
+            total[k] = total.get(k, 0) + n * v
+    return total
+
+
 def _run(cmd, cwd, log_name):
     with open(Path(cwd) / log_name, "w") as log:
         return subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -98,15 +110,18 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         stale.unlink(missing_ok=True)
 
     say(f"yosys: synth_{dev['family']} {unit.toplevel}")
+    keep = (f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}.{unit.keep_modules}; "
+            if getattr(unit, "keep_modules", "") else "")
     script = (f"read_verilog {unit.toplevel}.v harness.v; "
-              f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; "
+              f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; {keep}"
               f"synth_{dev['family']} -top {HARNESS_TOP} {unit.synth_options} -json netlist.json; "
               f"tee -q -o stat.json stat -json")
     if _run([yosys, "-q", "-p", script], out, "yosys.log") != 0:
         raise KllmError(f"yosys failed: see {out / 'yosys.log'}")
     stat = json.loads((out / "stat.json").read_text())
     modules = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
-    unit_res = unit_cells(modules[unit.toplevel]["num_cells_by_type"], dev["family"])
+    cells = hierarchy_cells(modules, unit.toplevel)
+    unit_res = unit_cells(cells, dev["family"])
 
     def place_seed(seed):
         report = f"nextpnr-seed{seed}.json"
@@ -134,7 +149,8 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         "freq_target_mhz": freq,
         "synth_options": unit.synth_options,
         "unit_resources": unit_res,
-        "unit_cells": modules[unit.toplevel]["num_cells_by_type"],
+        "unit_cells": cells,
+        "kept_modules": sum(1 for name in modules if name.startswith(unit.toplevel + ".")),
         "placed_total": runs[0]["placed"] if runs else None,
         "fmax_mhz_median": statistics.median(r["fmax_mhz"] for r in runs) if runs else None,
         "fmax_mhz_by_seed": {r["seed"]: round(r["fmax_mhz"], 2) for r in runs},

@@ -16,14 +16,14 @@ Both share the input stage (framing, positions), the ordering key, the
 compare-exchange network builder and the output stage.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 
-__all__ = ["Orizuru", "OrizuruBaseline", "bitonic_sort_levels", "bitonic_merge_levels",
-           "odd_even_sort_levels", "network"]
+__all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
+           "bitonic_merge_levels", "odd_even_sort_levels", "network"]
 
 #: A padding input of a network: worse than every element, never stored.
 PAD = None
@@ -96,7 +96,7 @@ def bitonic_merge_levels(n):
     return levels
 
 
-def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
+def network(elems, levels, needed, beats, stage=None, stats=None, wire=None, cell=None):
     """Build a compare-exchange network, pruned to the outputs ``needed``.
 
     ``elems`` are Amaranth values or :data:`PAD`; ``beats(y, x)`` is true when
@@ -107,7 +107,10 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
     every level (pipeline registers); ``wire(value)``, if given, names each
     compare result and, without ``stage``, each output (a signal per shared
     value keeps the netlist a graph rather than a tree of expressions).  ``stats`` (a dict) counts full and half
-    compare-exchanges.  Returns the ``needed`` outputs in order.
+    compare-exchanges.  ``cell(x, y, use_a, use_b)``, if given, builds each
+    compare-exchange (e.g. as its own module) and returns its two outputs (or
+    :data:`DEAD` for an unused one) instead of the inline multiplexers.
+    Returns the ``needed`` outputs in order.
     """
     n = len(elems)
     live = [None] * len(levels) + [set(needed)]
@@ -135,11 +138,14 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
             if y is PAD or x is PAD:
                 out[a], out[b] = (x, PAD) if y is PAD else (y, PAD)
                 continue
-            swap = beats(y, x)
-            if wire is not None:
-                swap = wire(swap)
-            out[a] = Mux(swap, y, x) if use_a else DEAD
-            out[b] = Mux(swap, x, y) if use_b else DEAD
+            if cell is not None:
+                out[a], out[b] = cell(x, y, use_a, use_b)
+            else:
+                swap = beats(y, x)
+                if wire is not None:
+                    swap = wire(swap)
+                out[a] = Mux(swap, y, x) if use_a else DEAD
+                out[b] = Mux(swap, x, y) if use_b else DEAD
             if stats is not None:
                 stats["full" if use_a and use_b else "half"] += 1
         for i in range(n):
@@ -147,7 +153,7 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None):
                 out[i] = DEAD
         if stage:
             out = stage(out)
-        elif wire is not None:
+        elif wire is not None and cell is None:
             out = [v if v is PAD or v is DEAD or v is e[i] else wire(v) for i, v in enumerate(out)]
         e = out
     return [e[i] for i in needed]
@@ -167,6 +173,48 @@ def _gt(a, b):
 def _key_beats(y, x):
     """Ordering of keys: larger unsigned key first (see :meth:`_TopKUnit.key`)."""
     return _gt(y, x)
+
+
+def _ge(a, b):
+    """``a >= b`` for unsigned values, as the carry out of ``a + ~b + 1``: like :func:`_gt`,
+    the last output of one carry chain, with no inverter behind it."""
+    n = max(len(a), len(b)) + 1
+    return (Cat(a, Const(0, n - len(a))) + Cat(~Cat(b, Const(0, n - 1 - len(b))), Const(0, 1))
+            + 1)[n - 1]
+
+
+def _beats_tie(x, y, x_first):
+    """``x`` goes before ``y``: larger, or equal and ``x_first`` (the lower lane)."""
+    return _ge(x, y) if x_first else _gt(x, y)
+
+
+class CompareExchange(Elaboratable):
+    """One compare-exchange of a sorting network as its own module.
+
+    ``a`` gets the better of ``x`` and ``y`` (``beats(y, x)``: y goes first), ``b``
+    the worse; only the outputs asked for are built (``None`` otherwise).  The
+    units build their networks from these when ``ce_modules=1``: the synthesis
+    flow then keeps each one a module of its own (``Unit.keep_modules``), so
+    Yosys and ABC map many small modules rather than one flat netlist of the
+    whole network (which, for the baseline at P = 8, k = 16, did not finish).
+    """
+
+    def __init__(self, width, beats, use_a=True, use_b=True):
+        self._beats = beats
+        self.x = Signal(width)
+        self.y = Signal(width)
+        self.a = Signal(width) if use_a else None
+        self.b = Signal(width) if use_b else None
+
+    def elaborate(self, platform):
+        m = Module()
+        swap = Signal()
+        m.d.comb += swap.eq(self._beats(self.y, self.x))
+        if self.a is not None:
+            m.d.comb += self.a.eq(Mux(swap, self.y, self.x))
+        if self.b is not None:
+            m.d.comb += self.b.eq(Mux(swap, self.x, self.y))
+        return m
 
 
 class _TopKUnit(wiring.Component):
@@ -236,6 +284,21 @@ class _TopKUnit(wiring.Component):
             m.d.comb += w.eq(value)
             return w
         return wire
+
+    def _cell(self, m, prefix):
+        """The ``cell`` argument of :func:`network`: compare-exchanges as submodules
+        ``ce_<prefix><n>`` when ``ce_modules=1``, else ``None`` (inline)."""
+        if not self._config.ce_modules:
+            return None
+        count = [0]
+
+        def cell(x, y, use_a, use_b):
+            count[0] += 1
+            ce = CompareExchange(max(len(x), len(y)), _key_beats, use_a, use_b)
+            m.submodules[f"ce_{prefix}{count[0]}"] = ce
+            m.d.comb += [ce.x.eq(x), ce.y.eq(y)]
+            return (ce.a if use_a else DEAD), (ce.b if use_b else DEAD)
+        return cell
 
     def _register(self, m, enable, value, name):
         r = Signal(len(value), name=name, reset_less=True)
@@ -342,8 +405,12 @@ class Orizuru(_TopKUnit):
        start the next vector in the same cycle):
 
        * ``merge=1``: into queues, from whose heads the best is popped k
-         times, one per cycle (a registered comparison matrix of the heads),
-         into an accumulator copied to the output registers;
+         times, one per cycle (a registered comparison matrix of the heads and
+         a registered winner), into an accumulator copied to the output
+         registers;
+       * ``merge=2``: the same, with the comparisons of the queues' next
+         entries also registered, a pop ahead (twice the comparators, no carry
+         chain in the winner's loop);
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -351,7 +418,7 @@ class Orizuru(_TopKUnit):
     every k.  The result of a vector whose last beat is accepted in cycle
     ``c`` leaves in cycle ``c + L`` when the output is not stalled::
 
-        merge=1:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
+        merge=1, 2:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
         merge=0:  L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
 
     with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
@@ -378,7 +445,12 @@ class Orizuru(_TopKUnit):
         Longest vector (1..65536, default 1024); positions have
         ``ceil(log2(max_len))`` bits.
     merge : int
-        Final merge: 1 serial (default), 0 pipelined merge tree.
+        Final merge: 1 serial (default), 2 serial with its comparisons a pop
+        ahead, 0 pipelined merge tree.
+    ce_modules : int
+        1 (default): each compare-exchange of the sorting networks is a module
+        of its own (:class:`CompareExchange`), kept apart by the synthesis
+        flow; 0: inline.
 
     Attributes
     ----------
@@ -389,9 +461,9 @@ class Orizuru(_TopKUnit):
     #: Tests only: an equal later value displaces an older one (breaks the tie rule).
     _plant_tie_bug = False
 
-    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1):
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1, ce_modules=1):
         super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
-                                       merge=merge))
+                                       merge=merge, ce_modules=ce_modules))
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
@@ -432,7 +504,8 @@ class Orizuru(_TopKUnit):
             stage_no[0] = 0
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
                                         stage(f"{side}_sort"), self.stats,
-                                        self._wire(m, f"{side}_sort_swap"))
+                                        self._wire(m, f"{side}_sort_swap"),
+                                        self._cell(m, f"{side}_sort"))
         ctrl = {k_: s0[k_] for k_ in ("valid", "new", "last", "base")}
         if cfg.sort_depth:
             ctrl = carry(ctrl, cfg.sort_depth - 1, "sort")
@@ -543,7 +616,8 @@ class Orizuru(_TopKUnit):
                     flat += groups[-1]
                 stage_no[0] = 0
                 out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"),
-                              self.stats, self._wire(m, f"{side}_m{t}_swap"))
+                              self.stats, self._wire(m, f"{side}_m{t}_swap"),
+                              self._cell(m, f"{side}_m{t}_"))
                 groups = [out[s:s + n] for s, n in spans]
             assert len(groups) == 1 and len(groups[0]) == k
             snapshot[side] = groups[0]
@@ -561,7 +635,11 @@ class Orizuru(_TopKUnit):
         b`` (a < b), all ones at the load (the best rank-r value beats the best
         rank-(r+1) value, and empty entries load as zeros), and updated at each pop
         from comparators that read registers only: the winner's next entry against
-        the other heads.  The pop loop is then LUT logic on registers."""
+        the other heads.  The winner itself is a register, one-hot, computed for the
+        next cycle from those comparators and the matrix (for each lane that may pop,
+        an AND of n - 1 relations), so a queue's shift enable is one LUT of registers
+        and the comparators' carry chains feed two or three LUT levels (four lanes)
+        into flip-flops."""
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
         fwd = cfg.load_delay                      # accepted last beat -> its load
@@ -604,10 +682,12 @@ class Orizuru(_TopKUnit):
         with m.Elif(rem.any() & ~stall):
             m.d.sync += rem.eq(rem - 1)
         # the one pending vector's pops cannot wait once started (acc fills only with
-        # its own last pop), nor if acc is empty or will be copied out this cycle
+        # its own last pop), nor if acc is empty or will be copied out this cycle.
+        # `rem` counts a wait only in the cycle after it: a pop waiting in this cycle
+        # (`stall`) delays the last pop by one more cycle than `rem` says
         last_ok = Signal(name="last_ok")
         m.d.comb += [
-            last_ok.eq(~pending.any() | ((pending == 1) & (rem <= fwd)
+            last_ok.eq(~pending.any() | ((pending == 1) & (rem + stall <= fwd)
                                          & (pop | ~acc_full | copy))),
             ready.eq(~self.i.payload.last | last_ok),
         ]
@@ -621,24 +701,56 @@ class Orizuru(_TopKUnit):
             nexts = [q[1] if len(q) > 1 else Const(0, kb) for q in queues]
             g = {(a, b): Signal(name=f"{side}_g{a}_{b}", init=1)
                  for a in range(n) for b in range(a + 1, n)}
-            win = []
-            for a in range(n):
-                w = Signal(name=f"{side}_win{a}")
-                terms = [g[a, b] for b in range(a + 1, n)] + [~g[b, a] for b in range(a)]
-                m.d.comb += w.eq(_and_all(terms) if terms else 1)
-                win.append(w)
+            # the winner is a register (one-hot, lane 0 after a load and after reset: the
+            # matrix is all ones then), so a queue's enable is one LUT of registers
+            win = [Signal(name=f"{side}_win{a}", init=int(a == 0)) for a in range(n)]
+            if cfg.merge == 2:
+                nb = self._lookahead(m, side, queues, lanes[side], load, pop, win)
+            else:
+                # nb[a][b]: a's next entry beats b's head (a tie goes to the lower lane),
+                # from registers only; one comparator per ordered pair
+                nb = {}
+                for a in range(n):
+                    for b in range(n):
+                        if a != b:
+                            c = Signal(name=f"{side}_n{a}_ge_h{b}")
+                            m.d.comb += c.eq(~_gt(heads[b], nexts[a]) if a < b
+                                             else _gt(nexts[a], heads[b]))
+                            nb[a, b] = c
+                            self.stats["compare"] += 1
+
+            def beats_now(a, b):
+                """head a beats head b (the matrix)."""
+                return g[a, b] if a < b else ~g[b, a]
+
+            def beats_after(a, b, w):
+                """head a beats head b once lane w has popped."""
+                if a == w:
+                    return nb[a, b]
+                if b == w:
+                    return ~nb[b, a]
+                return beats_now(a, b)
+
             for (a, b), gab in g.items():
-                # a pops: its next entry against b's head; b pops: a's head against b's next
-                na = Signal(name=f"{side}_n{a}_ge_h{b}")
-                nb = Signal(name=f"{side}_h{a}_ge_n{b}")
-                m.d.comb += [na.eq(~_gt(heads[b], nexts[a])), nb.eq(~_gt(nexts[b], heads[a]))]
-                self.stats["compare"] += 2
                 with m.If(load):
                     m.d.sync += gab.eq(1)
                 with m.Elif(pop & win[a]):
-                    m.d.sync += gab.eq(na)
+                    m.d.sync += gab.eq(nb[a, b])
                 with m.Elif(pop & win[b]):
-                    m.d.sync += gab.eq(nb)
+                    m.d.sync += gab.eq(~nb[b, a])
+            # the next winner, flattened over the lane that pops: for each w, an AND of
+            # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
+            for a in range(n):
+                terms = []
+                for w in range(n):
+                    rel = [beats_after(a, b, w) for b in range(n) if b != a]
+                    terms.append(_and_all([win[w]] + rel))
+                nxt = Signal(name=f"{side}_win{a}_next")
+                m.d.comb += nxt.eq(_or_all(terms))
+                with m.If(load):
+                    m.d.sync += win[a].eq(int(a == 0))
+                with m.Elif(pop):
+                    m.d.sync += win[a].eq(nxt)
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for q, lane, w in zip(queues, lanes[side], win):
@@ -661,6 +773,77 @@ class Orizuru(_TopKUnit):
                 m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
             result[side] = res
         return full, result
+
+    def _lookahead(self, m, side, queues, lanes, load, pop, win):
+        """``merge=2``: the relations "next entry of a beats head of b" held in registers
+        ``c[a][b]``, updated a pop ahead, so the winner's loop is LUT logic on registers.
+
+        When lane w pops, its next entry becomes its head and its third entry its next:
+        ``c[w][b] <- q_w[2] beats q_b[0]`` and ``c[a][w] <- q_a[1] beats q_w[1]`` (one
+        comparator per ordered and per unordered pair, each followed by one LUT).  At a
+        load, ``c[a][b]`` for a > b is 0 (the best rank-b value beats the second best
+        rank-a value), and for a < b it is compared from the lanes' registers into
+        ``lc[a][b]``, used (``fresh``) until the first pop of a or b replaces it.
+        Returns ``{(a, b): relation}`` for :meth:`_serial_merge`."""
+        kb = self._config.entry_bits
+        n = len(queues)
+        zero = Const(0, kb)
+
+        def entry(q, i):
+            return q[i] if i < len(q) else zero
+
+        def lane_entry(lane, i):
+            # not masked to zero when empty (the queues are): the valid bit on top still
+            # ranks every valid entry above every empty one, and relations between two
+            # empty heads never matter (no valid entry is left when only they compete)
+            return lane[i] if i < len(lane) else zero
+        ahead = {}
+        third = {}            # (w, b): q_w[2] beats q_b[0]
+        nexts = {}            # (a, b), a < b: q_a[1] beats q_b[1]
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                t = Signal(name=f"{side}_t{a}_ge_h{b}")
+                m.d.comb += t.eq(_beats_tie(entry(queues[a], 2), entry(queues[b], 0), a < b))
+                third[a, b] = t
+                self.stats["compare"] += 1
+                if a < b:
+                    x = Signal(name=f"{side}_n{a}_ge_n{b}")
+                    m.d.comb += x.eq(_beats_tie(entry(queues[a], 1), entry(queues[b], 1), True))
+                    nexts[a, b] = x
+                    self.stats["compare"] += 1
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                c = Signal(name=f"{side}_c{a}_{b}", reset_less=True)
+                # a pops: its third entry against b's head; b pops: a's next against b's next
+                upd = Mux(win[a], third[a, b], nexts[a, b] if a < b else ~nexts[b, a])
+                if a > b:
+                    with m.If(load):
+                        m.d.sync += c.eq(0)
+                    with m.Elif(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                else:                 # while fresh, lc stands for it
+                    with m.If(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                if a > b:
+                    ahead[a, b] = c
+                    continue
+                lc = Signal(name=f"{side}_lc{a}_{b}", reset_less=True)
+                fresh = Signal(name=f"{side}_fresh{a}_{b}")
+                with m.If(load):
+                    m.d.sync += [lc.eq(_beats_tie(lane_entry(lanes[a], 1),
+                                                  lane_entry(lanes[b], 0), True)),
+                                 fresh.eq(1)]
+                with m.Elif(pop & (win[a] | win[b])):
+                    m.d.sync += fresh.eq(0)
+                self.stats["compare"] += 1
+                rel = Signal(name=f"{side}_r{a}_{b}")
+                m.d.comb += rel.eq(Mux(fresh, lc, c))
+                ahead[a, b] = rel
+        return ahead
 
 
 def _and_all(values):
@@ -691,10 +874,12 @@ class OrizuruBaseline(_TopKUnit):
     Latency and throughput: II = 1 (P values per cycle), no bubble between
     vectors; the result of a vector whose last beat is accepted in cycle
     ``c`` leaves in cycle ``c + 2`` (input register, result register).
+    ``ce_modules`` as in :class:`Orizuru`.
     """
 
-    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024):
-        super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len))
+    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, ce_modules=1):
+        super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len,
+                                               ce_modules=ce_modules))
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
@@ -715,7 +900,7 @@ class OrizuruBaseline(_TopKUnit):
                 elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
             elems += [PAD] * (n - len(elems))
             out = network(elems, levels, range(k), _key_beats, None, self.stats,
-                          self._wire(m, f"{side}_ce"))
+                          self._wire(m, f"{side}_ce"), self._cell(m, f"{side}_"))
             with m.If(advance & s0["valid"]):
                 m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
             result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,

@@ -119,6 +119,8 @@ class TopKConfig(UnitConfig):
     lanes: int = param(4, 1, 16, "values per beat (P)")
     k: int = param(8, 1, 64, "outliers per side: k largest and k smallest")
     max_len: int = param(1024, 1, 65536, "longest vector in elements (sets the position width)")
+    ce_modules: int = param(1, 0, 1, "compare-exchanges as modules of their own, kept apart "
+                                      "by synthesis (0: inline, one flat netlist)")
 
     def check(self):
         if self.k > self.max_len:
@@ -151,8 +153,9 @@ class OrizuruConfig(TopKConfig):
 
     UNIT = "orizuru"
 
-    merge: int = param(1, 0, 1, "final merge: 1 serial (k cycles, vectors >= k+1 beats), "
-                                "0 pipelined tree (any length)")
+    merge: int = param(1, 0, 2, "final merge: 1 serial (k cycles, vectors >= k+1 beats), "
+                                "2 serial with its comparisons a pop ahead (faster, more "
+                                "comparators), 0 pipelined tree (any length)")
 
     @property
     def rank_lanes(self):

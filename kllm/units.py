@@ -19,6 +19,10 @@ class Unit:
     component: str      # "module:Class" under hdl/, built from the config's fields
     bench: str          # cocotb test module under testbench/
     synth_options: str = ""   # extra options of Yosys's synth_<family> for this unit
+    # Yosys name pattern of submodules (below the unit's own module) that synthesis keeps
+    # apart instead of flattening: each is mapped alone; the unit's figures are the totals
+    # over its hierarchy
+    keep_modules: str = ""
 
     def build(self, config: UnitConfig):
         module, cls = self.component.split(":")
@@ -40,16 +44,19 @@ class Unit:
 # Yosys folds their select logic into every data bit (three LUT4s a bit instead of one).
 # Both Orizuru and its baseline are synthesized with the same option.
 NOWIDELUT = "-nowidelut"
+# Both keep their compare-exchange modules (ce_modules=1) apart: the baseline's flat network
+# at P=8, k=16 did not get through Yosys in 30 minutes.
+CE_MODULES = "ce_*"
 
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
          QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
     Unit("orizuru", "streaming top-k: the k largest and k smallest values of each vector, "
          "with positions", OrizuruConfig, "hdl.orizuru:Orizuru", "testbench.test_orizuru",
-         synth_options=NOWIDELUT),
+         synth_options=NOWIDELUT, keep_modules=CE_MODULES),
     Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
          "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
-         "testbench.test_orizuru", synth_options=NOWIDELUT),
+         "testbench.test_orizuru", synth_options=NOWIDELUT, keep_modules=CE_MODULES),
     Unit("lut", "elementwise table: index -> index or fixed point (GELU, SiLU, exp), "
          "run-time loadable", LutConfig, "hdl.lut:ElementwiseLut", "testbench.test_lut"),
     Unit("product", "binary product table: (index, index) -> entry of a 2^ba x 2^ba table "

@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-PARTS = [("rank lanes", r"_lane\d"), ("beat sorters", r"_sort"), ("merge queues", r"_q\d"),
-         ("merge matrix", r"_g\d|_win|_ge_"), ("accumulator", r"_acc\d"),
+PARTS = [("rank lanes", r"_lane\d"), ("beat sorters", r"_sort|^\\?[xy]\$\d"), ("merge queues", r"_q\d"),
+         ("merge matrix", r"_g\d|_win|_ge_|_c\d|_lc\d|_fresh|_r\d|_t\d"), ("accumulator", r"_acc\d"),
          ("output registers", r"_res\d|o__payload"), ("input stage", r"s0_|i__"),
          ("merge control", r"pops|pending|load|pop|acc_full|result_full|last_ok|copy")]
 
@@ -24,12 +24,19 @@ def main():
     p.add_argument("run_dir", help="a kllm synth output directory (holds netlist.json)")
     p.add_argument("--module", default="kllm_orizuru")
     args = p.parse_args()
-    cells = json.loads((Path(args.run_dir) / "netlist.json").read_text())["modules"][args.module]["cells"]
+    modules = json.loads((Path(args.run_dir) / "netlist.json").read_text())["modules"]
     count = collections.Counter()
-    for name, cell in cells.items():
-        part = next((label for label, pat in PARTS if re.search(pat, name)), "other")
-        kind = "FF" if cell["type"] == "TRELLIS_FF" else "LUT4"
-        count[part, kind] += 2 if cell["type"] == "CCU2C" else 1
+
+    def add(module, part=None):
+        # a kept submodule (a compare-exchange) counts under the part of its instance name
+        for name, cell in modules[module]["cells"].items():
+            here = part or next((label for label, pat in PARTS if re.search(pat, name)), "other")
+            if cell["type"].startswith(args.module + "."):
+                add(cell["type"], here)
+                continue
+            kind = "FF" if cell["type"] == "TRELLIS_FF" else "LUT4"
+            count[here, kind] += 2 if cell["type"] == "CCU2C" else 1
+    add(args.module)
     print("| part | LUT4 | FF |\n|---|---|---|")
     for label in [label for label, _ in PARTS] + ["other"]:
         print(f"| {label} | {count[label, 'LUT4']} | {count[label, 'FF']} |")

@@ -8,13 +8,14 @@ from kllm.sim import run_bench
 from kllm.units import get_unit
 
 # Small widths and lengths keep the simulators quick; together they cover P = 1, P not a
-# power of 2, P > k, k = 1, both final merges, and the default configuration.
+# power of 2, P > k, k = 1, all three final merges, and the default configuration.
 CONFIGS = [
     ("orizuru", {}, ("icarus", "verilator")),
     ("orizuru", {"width": 8, "lanes": 3, "k": 5, "max_len": 40, "merge": 0}, ("icarus", "verilator")),
     ("orizuru", {"width": 4, "lanes": 1, "k": 2, "max_len": 16}, ("icarus",)),
     ("orizuru", {"width": 6, "lanes": 8, "k": 3, "max_len": 64, "merge": 0}, ("icarus",)),
     ("orizuru", {"width": 6, "lanes": 2, "k": 1, "max_len": 8}, ("icarus",)),
+    ("orizuru", {"merge": 2}, ("icarus",)),
     ("orizuru_baseline", {}, ("icarus", "verilator")),
     ("orizuru_baseline", {"width": 6, "lanes": 3, "k": 2, "max_len": 32}, ("icarus",)),
 ]
@@ -54,3 +55,15 @@ def test_bench_catches_a_planted_bug(build_dir):
     with pytest.raises(AssertionError, match="stream_matches_golden"):
         run_bench(unit, config, "icarus", build_dir, quiet=True, netlist_filter=plant,
                   extra_env={"KLLM_BEATS": "40"}, testcase="stream_matches_golden")
+
+
+def test_serial_merge_p4_k6_bursty(build_dir):
+    """Regression of the serial merge's input rule: at P = 4, k = 6, with bursty gaps and
+    backpressure, a last beat was taken in a cycle where the queued vector's pops waited,
+    its load overwrote the queues a pop early and one result was lost (a timeout)."""
+    unit = get_unit("orizuru")
+    config = unit.config(["width=8", "lanes=4", "k=6", "max_len=64"])
+    result = run_bench(unit, config, "icarus", build_dir, quiet=True,
+                       extra_env={"KLLM_BEATS": BEATS},
+                       testcase="stream_matches_golden")
+    assert result["failed"] == 0

@@ -1,6 +1,7 @@
 """Orizuru and its baseline: parameter checks, registry, derived sizes and latency formula."""
 
 import itertools
+import re
 
 import pytest
 
@@ -33,8 +34,8 @@ def test_bad_parameters_raise_at_construction(cls, unit, kwargs, exc, message):
 
 
 @pytest.mark.parametrize("value, exc, message", [
-    (2, ValueError, "orizuru: parameter 'merge' must be in 0..1, got 2"),
-    (-1, ValueError, "orizuru: parameter 'merge' must be in 0..1, got -1"),
+    (3, ValueError, "orizuru: parameter 'merge' must be in 0..2, got 3"),
+    (-1, ValueError, "orizuru: parameter 'merge' must be in 0..2, got -1"),
     (None, TypeError, "orizuru: parameter 'merge' must be an integer, not None"),
 ])
 def test_merge_parameter(value, exc, message):
@@ -78,6 +79,7 @@ def test_derived_sizes():
     # last beats >= k apart and two of them >= load + k + 1 apart: max(8, 14 / 2)
     (4, 8, 1, 4 + 3 + 8, 8),
     (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
+    (4, 8, 2, 4 + 3 + 8, 8),      # comparisons a pop ahead: the same timing as merge=1
     (8, 16, 1, 4 + 6 + 16, 16),   # max(16, ceil(25 / 2))
     (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
     (1, 1, 1, 4 + 0 + 1, 2),      # max(1, 4 / 2)
@@ -113,3 +115,37 @@ def test_sorting_networks_sort_every_zero_one_input(levels_of, n):
 def test_odd_even_sorter_is_smaller():
     assert [sum(map(len, odd_even_sort_levels(n))) for n in (4, 8, 16)] == [5, 19, 63]
     assert [sum(map(len, bitonic_sort_levels(n))) for n in (4, 8, 16)] == [6, 24, 80]
+
+
+@pytest.mark.parametrize("name", ["orizuru", "orizuru_baseline"])
+def test_compare_exchanges_as_kept_modules(name):
+    """ce_modules=1: one module per compare-exchange built (the network's stats), named
+    so that the flow's keep_modules pattern selects them; ce_modules=0: one flat module."""
+    import fnmatch
+
+    from amaranth.back import verilog
+    unit = get_unit(name)
+    counts, stats = {}, {}
+    for ce in (0, 1):
+        dut = unit.build(unit.config(["width=6", "lanes=3", "k=2", "max_len=16",
+                                      f"ce_modules={ce}"]))
+        text = verilog.convert(dut, name=unit.toplevel, emit_src=False)
+        mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
+        assert mods[0] == unit.toplevel
+        counts[ce], stats[ce] = mods[1:], dut.stats
+    assert stats[0] == stats[1]
+    assert counts[0] == [] and len(counts[1]) == stats[1]["full"] + stats[1]["half"] > 0
+    assert all(fnmatch.fnmatch(mod, f"{unit.toplevel}.{unit.keep_modules}") for mod in counts[1])
+
+
+def test_hierarchy_cells_totals():
+    """The flow's unit figures with kept submodules: instances times their own cells."""
+    from fpga.flow import hierarchy_cells
+    modules = {
+        "top": {"num_cells_by_type": {"LUT4": 3, "TRELLIS_FF": 2, "\\top.ce_1": 1, "top.ce_2": 2}},
+        "top.ce_1": {"num_cells_by_type": {"LUT4": 5, "CCU2C": 1}},
+        "top.ce_2": {"num_cells_by_type": {"LUT4": 7, "top.ce_1": 1}},
+    }
+    assert hierarchy_cells(modules, "top") == {"LUT4": 3 + 5 + 2 * (7 + 5), "TRELLIS_FF": 2,
+                                               "CCU2C": 1 + 2}
+    assert hierarchy_cells(modules, "top.ce_1") == {"LUT4": 5, "CCU2C": 1}

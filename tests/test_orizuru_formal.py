@@ -20,7 +20,7 @@ def test_tools_installed():
     assert not missing, f"missing: {missing}"
 
 
-@pytest.mark.parametrize("merge", [0, 1])
+@pytest.mark.parametrize("merge", [0, 1, 2])
 def test_bmc_result_equals_reference_topk(merge, build_dir):
     dut = Orizuru(**SMALL, merge=merge)
     assert dut.latency + 2 <= DEPTH

@@ -19,8 +19,9 @@ def pack(cfg, vectors):
     return beats
 
 
-def simulate(dut, vectors, ready=lambda cycle: True):
-    """Stream ``vectors`` back to back; ``[(in_cycles, out_cycle, result)]`` per vector."""
+def simulate(dut, vectors, ready=lambda cycle: True, valid=lambda cycle: True):
+    """Stream ``vectors`` back to back (input gaps where ``valid(cycle)`` is false);
+    ``[(in_cycles, out_cycle, result)]`` per vector."""
     cfg = dut.config
     beats = pack(cfg, vectors)
     accepted, produced = [], []
@@ -28,7 +29,7 @@ def simulate(dut, vectors, ready=lambda cycle: True):
     async def bench(ctx):
         k = cycle = 0
         while len(produced) < len(vectors):
-            ctx.set(dut.i.valid, k < len(beats))
+            ctx.set(dut.i.valid, k < len(beats) and valid(cycle))
             if k < len(beats):
                 ctx.set(dut.i.payload, beats[k])
             ctx.set(dut.o.ready, ready(cycle))
@@ -68,18 +69,20 @@ def vectors_for(cfg, rng, count, lengths):
     return out
 
 
-@pytest.mark.parametrize("merge", [0, 1])
+@pytest.mark.parametrize("merge", [0, 1, 2])
 @pytest.mark.parametrize("width, lanes, k, max_len", [(8, 4, 3, 64), (6, 3, 5, 40), (5, 1, 2, 16),
                                                       (8, 8, 4, 64)])
 def test_matches_golden_with_backpressure(width, lanes, k, max_len, merge):
-    dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge)
+    # the compare-exchanges inline (ce_modules=0) in half of the runs
+    dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge,
+                  ce_modules=int(lanes % 2 == 0 or merge > 0))
     rng = random.Random(width * lanes * k + merge)
     vectors = vectors_for(dut.config, rng, 24, [0, 1, k, 2 * k + 1, lanes + 1, 3 * k + lanes])
     _, produced = simulate(dut, vectors, ready=lambda c: c % 4 != 1)
     assert [r for _, r in produced] == [result(dut.config, v) for v in vectors]
 
 
-@pytest.mark.parametrize("merge", [0, 1])
+@pytest.mark.parametrize("merge", [0, 1, 2])
 def test_latency_formula_and_minimum_length(merge):
     dut = Orizuru(width=8, lanes=4, k=3, max_len=64, merge=merge)
     cfg = dut.config
@@ -100,8 +103,32 @@ def test_latency_formula_and_minimum_length(merge):
         assert [r for _, r in produced] == [result(cfg, v) for v in short]
 
 
-def test_baseline_small():
-    dut = OrizuruBaseline(width=6, lanes=2, k=3, max_len=32)
+def bursty(seed, cycles=4000):
+    """Runs of 1..12 cycles on and 1..8 off (the bench's bursty pauses), as ``f(cycle)``."""
+    rng, on = random.Random(seed), []
+    while len(on) < cycles:
+        on += [True] * rng.randint(1, 12) + [False] * rng.randint(1, 8)
+    return lambda cycle: cycle >= len(on) or on[cycle]
+
+
+@pytest.mark.parametrize("merge", [1, 2])
+def test_serial_merge_bursty_gaps_and_backpressure(merge):
+    """Regression: the input once took a last beat in a cycle where the queued vector's
+    pops were waiting for the output (a wait `pops_due` counts only from the next
+    cycle), so the next load came a pop early, overwrote the queues and a result was
+    lost (P = 4, k = 6: vectors of k - 1 .. 2k values, bursty gaps and backpressure)."""
+    for seed in (3, 5, 7):      # each of these lost a result before the fix
+        dut = Orizuru(width=8, lanes=4, k=6, max_len=64, merge=merge, ce_modules=0)
+        rng = random.Random(seed)
+        vectors = vectors_for(dut.config, rng, 40, [5, 6, 9, 12, 16, 20, 24])
+        _, produced = simulate(dut, vectors, ready=bursty(2 * seed + 1),
+                               valid=bursty(2 * seed + 2))
+        assert [r for _, r in produced] == [result(dut.config, v) for v in vectors]
+
+
+@pytest.mark.parametrize("ce_modules", [0, 1])
+def test_baseline_small(ce_modules):
+    dut = OrizuruBaseline(width=6, lanes=2, k=3, max_len=32, ce_modules=ce_modules)
     rng = random.Random(3)
     vectors = vectors_for(dut.config, rng, 16, [0, 1, 3, 7, 12])
     accepted, produced = simulate(dut, vectors, ready=lambda c: c % 3 != 0)
