@@ -68,5 +68,7 @@ def test_imu_lint(unit, params, build_dir):
     u = get_unit(unit)
     netlist, _ = emit(u, u.config(params), build_dir)
     kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
-    assert kinds <= BACKEND_KINDS | {"WIDTHEXPAND", "WIDTHTRUNC"}, \
-        kinds - BACKEND_KINDS - {"WIDTHEXPAND", "WIDTHTRUNC"}
+    # DECLFILENAME: the block-RAM and multiplier wrappers (kllm_imu_bram, kllm_imu_mul) are
+    # modules of their own in the unit's one Verilog file, whose name is the top module's
+    extra = {"WIDTHEXPAND", "WIDTHTRUNC", "DECLFILENAME"}
+    assert kinds <= BACKEND_KINDS | extra, kinds - BACKEND_KINDS - extra
