@@ -23,27 +23,16 @@ def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
     log.update({"in": [], "out": []})
 
     async def bench(ctx):
-        for lane, row, idx in program["weights"]:
-            ctx.set(dut.wmem.en, 1)
-            ctx.set(dut.wmem.lane, lane)
-            ctx.set(dut.wmem.addr, row)
-            ctx.set(dut.wmem.data, idx)
-            await ctx.tick()
-        ctx.set(dut.wmem.en, 0)
-        for lane, j, v in program["codebooks"]:
-            ctx.set(dut.wcb.en, 1)
-            ctx.set(dut.wcb.lane, lane)
-            ctx.set(dut.wcb.addr, j)
-            ctx.set(dut.wcb.data, v)
-            await ctx.tick()
-        ctx.set(dut.wcb.en, 0)
-        for j, v, s in program["act_codebook"]:
-            ctx.set(dut.acb.en, 1)
-            ctx.set(dut.acb.addr, j)
-            ctx.set(dut.acb.data, v)
-            ctx.set(dut.acb.shift, s)
-            await ctx.tick()
-        ctx.set(dut.acb.en, 0)
+        # the host writes, one per cycle: (port, the program's list, the fields of an entry)
+        for port, key, fields in ((dut.wmem, "weights", ("lane", "addr", "data")),
+                                  (dut.wcb, "codebooks", ("lane", "addr", "data")),
+                                  (dut.acb, "act_codebook", ("addr", "data", "shift"))):
+            for entry in program[key]:
+                ctx.set(port.en, 1)
+                for name, value in zip(fields, entry):
+                    ctx.set(getattr(port, name), value)
+                await ctx.tick()
+            ctx.set(port.en, 0)
         k = q = cycle = 0
         while len(results) < len(vectors):
             send = k < len(beats) and not in_gap(cycle)
