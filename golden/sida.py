@@ -771,7 +771,6 @@ class RecordingBuffer(WeightBuffer):
 
     def __init__(self, capacity):
         super().__init__(capacity)
-        self.data = [None] * capacity
         self.history = []           # (slot, key, weights), in order
 
     def write(self, slot, key, weights):
@@ -779,7 +778,6 @@ class RecordingBuffer(WeightBuffer):
             raise BufferError(f"expert {key}: no weights to write into slot {slot}")
         if self.slots[slot] is not None:
             raise BufferError(f"slot {slot} still holds expert {self.slots[slot]}: evict first")
-        self.data[slot] = weights
         self.history.append((slot, key, weights))
 
 
