@@ -7,6 +7,8 @@ import pytest
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
+from benchcases import bench_cases
+
 # Small widths and lengths keep the simulators quick.  Together: the default (which also runs a
 # real MiniLM layer slice), P = 1, P = 8, bw = 1, zero outlier capacity (no outlier port), one
 # lane, K tiled along both axes when k_max is small, K not a multiple of P everywhere.
@@ -24,12 +26,7 @@ CONFIGS = [
 ]
 
 
-def _ids(p):
-    return ",".join(f"{k}={v}" for k, v in p.items()) or "default"
-
-
-@pytest.mark.parametrize("unit_name, params, sim", [
-    pytest.param(u, p, s, id=f"{u}-{_ids(p)}-{s}") for u, p, sims in CONFIGS for s in sims])
+@pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])

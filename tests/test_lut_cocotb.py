@@ -8,6 +8,8 @@ from kllm.cli import latency_line
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
+from benchcases import bench_cases
+
 CONFIGS = [
     ("lut", {}, ("icarus",)),                                              # ba=4, P=4, 16 bit
     ("lut", {"ba": 8, "lanes": 3, "out_width": 8}, ("verilator",)),        # index -> index
@@ -17,12 +19,7 @@ CONFIGS = [
 ]
 
 
-def _ids(p):
-    return ",".join(f"{k}={v}" for k, v in p.items()) or "default"
-
-
-@pytest.mark.parametrize("unit_name, params, sim", [
-    pytest.param(u, p, s, id=f"{u}-{_ids(p)}-{s}") for u, p, sims in CONFIGS for s in sims])
+@pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])

@@ -7,6 +7,8 @@ import pytest
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
+from benchcases import bench_cases
+
 # Small widths and lengths keep the simulators quick; together they cover P = 1, P not a
 # power of 2, P > k, k = 1, all three final merges, and the default configuration.
 CONFIGS = [
@@ -22,12 +24,7 @@ CONFIGS = [
 BEATS = "120"
 
 
-def _ids(p):
-    return ",".join(f"{k}={v}" for k, v in p.items()) or "default"
-
-
-@pytest.mark.parametrize("unit_name, params, sim", [
-    pytest.param(u, p, s, id=f"{u}-{_ids(p)}-{s}") for u, p, sims in CONFIGS for s in sims])
+@pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])

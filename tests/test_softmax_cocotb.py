@@ -8,6 +8,8 @@ from kllm.cli import latency_line
 from kllm.sim import run_bench
 from kllm.units import get_unit
 
+from benchcases import bench_cases
+
 # Short rows keep the simulators quick (the CI budget); every unit runs on both simulators,
 # and together the configurations cover P = 1, P not a power of 2, ba = 1 and 6, 16-bit
 # centroids, LayerNorm and RMSNorm.
@@ -25,12 +27,7 @@ CONFIGS = [
 ]
 
 
-def _ids(p):
-    return ",".join(f"{k}={v}" for k, v in p.items()) or "default"
-
-
-@pytest.mark.parametrize("unit_name, params, sim", [
-    pytest.param(u, p, s, id=f"{u}-{_ids(p)}-{s}") for u, p, sims in CONFIGS for s in sims])
+@pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
 def test_bench(unit_name, params, sim, build_dir):
     unit = get_unit(unit_name)
     config = unit.config([f"{k}={v}" for k, v in params.items()])
