@@ -66,7 +66,7 @@ def cmd_sim(args):
     with console.status(f"{args.sim}: building and simulating {unit.name} ({config.describe()})"):
         try:
             r = run_bench(unit, config, args.sim, build, waves=args.waves, seed=args.seed,
-                          extra_env=env, quiet=not args.verbose)
+                          extra_env=env, quiet=not args.verbose, fast_build=args.fast_build or None)
         except AssertionError as e:
             raise KllmError(str(e)) from None
     console.print(f"{unit.name} on {args.sim}: [green]{r['tests']} cocotb tests passed[/green], "
@@ -312,6 +312,9 @@ def build_parser():
     s.add_argument("--beats", type=int, default=300, help="beats per stream test (default 300)")
     s.add_argument("--seed", type=int, help="cocotb random seed")
     s.add_argument("--build-dir", metavar="DIR", help="default build/sim/UNIT/SIM/CONFIG")
+    s.add_argument("--fast-build", action="store_true",
+                   help="Verilator: compile the model at -O0 (builds several times faster, "
+                        "simulates slower; the test suite's setting)")
     s.add_argument("-v", "--verbose", action="store_true", help="show the simulator's output")
 
     s = unit_cmd("lint", "Verilator --lint-only -Wall on a unit's Verilog", cmd_lint)

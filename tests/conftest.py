@@ -17,6 +17,10 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
 
+# Verilator models of the benches are built at -O0 (kllm/sim.py, FAST_BUILD_ARGS).
+os.environ.setdefault("KLLM_FAST_BUILD", "1")
+
+
 @pytest.fixture
 def build_dir(request):
     """One build directory per test (named from the pytest node id) under build/tests/."""
