@@ -6,17 +6,9 @@ import re
 import pytest
 
 from kllm import KllmError
-from kllm.cli import main
 from kllm.generate import write_files
 
-
-def run(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+from clirun import run
 
 
 def test_units_lists_every_parameter(capsys):

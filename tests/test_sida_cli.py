@@ -2,16 +2,7 @@
 
 import pytest
 
-from kllm.cli import main
-
-
-def run(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+from clirun import run
 
 
 @pytest.mark.parametrize("args,message", [
