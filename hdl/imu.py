@@ -27,6 +27,7 @@ from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal, signed, 
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.component import ConfiguredComponent
 from kllm.config import ImuBaselineConfig, ImuConfig
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
@@ -171,7 +172,7 @@ endmodule
 """
 
 
-class _ImuUnit(wiring.Component):
+class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
@@ -212,14 +213,6 @@ class _ImuUnit(wiring.Component):
         if cfg.outliers:
             members["r"] = In(stream.Signature(self.outlier_layout))
         super().__init__(members)
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     @property
     def verilog_extra(self):

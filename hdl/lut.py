@@ -7,6 +7,7 @@ from amaranth import Array, Module, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.component import ConfiguredComponent
 from kllm.config import LutConfig
 
 __all__ = ["ElementwiseLut", "table_latency", "table_pipeline"]
@@ -106,7 +107,7 @@ def table_pipeline(m, component, lanes, depth, width, addr_of):
             words, hi = nxt, hi[2:]
         m.d.comb += component.o.payload.y[p].eq(words[0])
 
-class ElementwiseLut(wiring.Component):
+class ElementwiseLut(ConfiguredComponent):
     """One table lookup per element: ``y = table[idx]``, P lanes, II = 1.
 
     The 2**ba-entry table holds ``f`` of each input centroid, either as an
@@ -161,14 +162,6 @@ class ElementwiseLut(wiring.Component):
             "tbl": In(wiring.Signature({"en": Out(1), "addr": Out(ba),
                                         "data": Out(unsigned(out_width))})),
         })
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     def elaborate(self, platform):
         m = Module()

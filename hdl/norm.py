@@ -8,6 +8,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
+from hdl.component import ConfiguredComponent
 from hdl.rows import RowInput
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
@@ -168,7 +169,7 @@ class HistogramNorm(HistogramRowUnit):
                     m.next = "IDLE"
 
 
-class NormBaseline(wiring.Component):
+class NormBaseline(ConfiguredComponent):
     """Baseline: a conventional fixed-point LayerNorm / RMSNorm of the same throughput.
 
     The input is the values themselves (``width``-bit signed, the dequantized
@@ -214,14 +215,6 @@ class NormBaseline(wiring.Component):
             "o": Out(stream.Signature(self.out_layout)),
             "overflow": Out(1),
         })
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     def elaborate(self, platform):
         from amaranth import Cat

@@ -17,9 +17,10 @@ compare-exchange network builder and the output stage.
 """
 
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from hdl.component import ConfiguredComponent
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 
 __all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
@@ -217,7 +218,7 @@ class CompareExchange(Elaboratable):
         return m
 
 
-class _TopKUnit(wiring.Component):
+class _TopKUnit(ConfiguredComponent):
     """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
 
     def __init__(self, cfg):
@@ -243,14 +244,6 @@ class _TopKUnit(wiring.Component):
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
         })
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     # -- keys ---------------------------------------------------------------
     # An element travels as one unsigned key, ordered so that "better" is

@@ -7,13 +7,14 @@ from amaranth import Cat, Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.component import ConfiguredComponent
 from hdl.lut import table_pipeline
 from kllm.config import ProductConfig
 
 __all__ = ["ProductTable"]
 
 
-class ProductTable(wiring.Component):
+class ProductTable(ConfiguredComponent):
     """``y = table[a][b]`` per lane: a binary elementwise function of two index streams.
 
     Both operands are K-Means indices (e.g. the gate and the up projection
@@ -66,14 +67,6 @@ class ProductTable(wiring.Component):
             "tbl": In(wiring.Signature({"en": Out(1), "addr": Out(2 * ba),
                                         "data": Out(unsigned(out_width))})),
         })
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     def elaborate(self, platform):
         m = Module()

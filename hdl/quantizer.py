@@ -7,12 +7,13 @@ from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.component import ConfiguredComponent
 from kllm.config import QuantizerConfig
 
 __all__ = ["ActivationQuantizer"]
 
 
-class ActivationQuantizer(wiring.Component):
+class ActivationQuantizer(ConfiguredComponent):
     """Nearest-centroid quantizer by pipelined binary search over run-time thresholds.
 
     Each of the ``lanes`` (P) elements of a beat gets the index of its nearest
@@ -83,18 +84,6 @@ class ActivationQuantizer(wiring.Component):
             "o": Out(stream.Signature(self.out_layout)),
             "thr": In(thr_signature),
         })
-
-    @classmethod
-    def from_config(cls, config: QuantizerConfig):
-        return cls(**config.to_dict())
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     def elaborate(self, platform):
         m = Module()

@@ -8,6 +8,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
+from hdl.component import ConfiguredComponent
 from hdl.rows import (RowInput, banked_latency, banked_memory, delay, leading_one,
                        mul_latency, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
@@ -15,7 +16,7 @@ from kllm.config import SoftmaxConfig
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
 
 
-class HistogramRowUnit(wiring.Component):
+class HistogramRowUnit(ConfiguredComponent):
     """A row of indices in, its histogram, a per-row computation, the row out through a
     2**ba-entry remap table.
 
@@ -72,14 +73,6 @@ class HistogramRowUnit(wiring.Component):
             "tbl": In(tbl_signature),
             "overflow": Out(1),
         })
-
-    @property
-    def config(self):
-        return self._config
-
-    @property
-    def latency(self):
-        return self._config.latency
 
     def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         """Fill the remap tables from ``hist`` (``nonempty``: bit ``j`` set when ``hist[j]``
@@ -354,7 +347,7 @@ class HistogramSoftmax(HistogramRowUnit):
                     m.next = "IDLE"
 
 
-class SoftmaxBaseline(wiring.Component):
+class SoftmaxBaseline(ConfiguredComponent):
     """Baseline: a conventional fixed-point softmax of the same throughput (P lanes, II = 1).
 
     The input is the scores themselves (``width``-bit signed fixed point with
@@ -406,10 +399,6 @@ class SoftmaxBaseline(wiring.Component):
             "o": Out(stream.Signature(self.out_layout)),
             "overflow": Out(1),
         })
-
-    @property
-    def config(self):
-        return self._config
 
     def elaborate(self, platform):
         m = Module()
