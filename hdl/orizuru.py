@@ -306,6 +306,9 @@ class _TopKUnit(wiring.Component):
             m.d.sync += r.eq(value)
         return r
 
+    #: Stage 0 also registers each value's sort key per side (``s0["key"]``), tagged by lane.
+    _stage0_keys = False
+
     def _input_stage(self, m, advance, ready):
         """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0.
 
@@ -331,6 +334,11 @@ class _TopKUnit(wiring.Component):
             "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
             "new_in": start & take,       # the beat entering stage 0 starts a vector
         }
+        tb = max(1, (P - 1).bit_length())          # lane tag bits
+        if self._stage0_keys:
+            s["key"] = {side: [Signal(cfg.width + tb + 1, name=f"s0_{side}_key{p}",
+                                      reset_less=True) for p in range(P)]
+                        for side in ("top", "bot")}
         with m.If(advance):
             m.d.sync += [
                 s["valid"].eq(take),
@@ -341,8 +349,15 @@ class _TopKUnit(wiring.Component):
             m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
             # a lane holds a value: within count, and the beat is taken (so a bubble
             # carries no valid value, starts and ends nothing)
-            m.d.sync += [s["lv"][p].eq((count > Const(p, cb) if p else count.any()) & take)
-                         for p in range(P)]
+            lv_in = [(count > Const(p, cb) if p else count.any()) & take for p in range(P)]
+            m.d.sync += [s["lv"][p].eq(lv_in[p]) for p in range(P)]
+            if self._stage0_keys:
+                # the sorters' keys registered here, so no LUT (the smallest side's
+                # inversion, the offset) sits in front of a sorter's first comparator
+                for side in ("top", "bot"):
+                    m.d.sync += [s["key"][side][p].eq(self.key(self.i.payload.x[p], Const(p, tb),
+                                                               lv_in[p], side))
+                                 for p in range(P)]
             with m.If(take):
                 m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
                              after_last.eq(self.i.payload.last)]
@@ -460,6 +475,7 @@ class Orizuru(_TopKUnit):
 
     #: Tests only: an equal later value displaces an older one (breaks the tie rule).
     _plant_tie_bug = False
+    _stage0_keys = True
 
     def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1, ce_modules=1):
         super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
@@ -499,7 +515,7 @@ class Orizuru(_TopKUnit):
         assert len(levels) == cfg.sort_depth
         sorted_beat = {}
         for side in ("top", "bot"):
-            elems = [self.key(s0["x"][p], Const(p, tb), s0["lv"][p], side) for p in range(P)]
+            elems = list(s0["key"][side])
             elems += [PAD] * (_pow2(P) - P)
             stage_no[0] = 0
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
@@ -660,9 +676,10 @@ class Orizuru(_TopKUnit):
         left_next = Mux(load, k, Mux(pop, left - Const(1, len(left)), left))[:len(left)]
         acc_full_next = last_pop | (acc_full & ~copy)
         full_next = copy | (full & ~self.o.ready)
+        pop_next = left_next.any() & (~acc_full_next | ~full_next)
         m.d.sync += [
             left.eq(left_next),
-            pop.eq(left_next.any() & (~acc_full_next | ~full_next)),
+            pop.eq(pop_next),
             acc_full.eq(acc_full_next),
             full.eq(full_next),
             load.eq(ctrl["valid"] & ctrl["last"]),   # a load may meet the last pop
@@ -685,12 +702,24 @@ class Orizuru(_TopKUnit):
         # its own last pop), nor if acc is empty or will be copied out this cycle.
         # `rem` counts a wait only in the cycle after it: a pop waiting in this cycle
         # (`stall`) delays the last pop by one more cycle than `rem` says
-        last_ok = Signal(name="last_ok")
-        m.d.comb += [
-            last_ok.eq(~pending.any() | ((pending == 1) & (rem + stall <= fwd)
-                                         & (pop | ~acc_full | copy))),
-            ready.eq(~self.i.payload.last | last_ok),
-        ]
+        # `last_ok` is a register, computed for the next cycle from the next state, so that
+        # `i.ready` is one LUT of registers and the input's `last`: the next state depends
+        # on whether a last beat is taken now, so it is computed for both cases and
+        # selected by `take_last`; the output's `ready` of the next cycle is not known,
+        # so a copy then is counted only if the output registers will be free (a
+        # stricter condition: no effect without backpressure, see `min_beats`)
+        last_ok = Signal(name="last_ok", init=1)
+
+        def ok_next(tl):
+            pend = (pending + tl - last_pop)[:len(pending)]
+            rem_n = (Const(fwd + k - 1, len(rem)) if tl else
+                     Mux(rem.any() & ~stall, rem - 1, rem)[:len(rem)])
+            stall_n = left_next.any() & ~pop_next
+            copy_n = acc_full_next & ~full_next
+            return ~pend.any() | ((pend == 1) & (rem_n + stall_n <= fwd)
+                                  & (pop_next | ~acc_full_next | copy_n))
+        m.d.sync += last_ok.eq(Mux(take_last, ok_next(1), ok_next(0)))
+        m.d.comb += ready.eq(~self.i.payload.last | last_ok)
 
         result = {}
         for side in ("top", "bot"):
