@@ -659,7 +659,9 @@ class Orizuru(_TopKUnit):
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
         fwd = cfg.load_delay                      # accepted last beat -> its load
-        left = Signal(range(k + 1), name="pops_left")
+        # counters as thermometer codes (bit j: "more than j"), so that every test of them
+        # is one register bit and a count down is a shift
+        left = Signal(k, name="pops_left")        # pops left in the current vector
         load = Signal(name="load")                # the lanes hold a finished vector
         # `pop` is a register: the pops of a vector run k cycles in a row into the
         # accumulator `acc` once started, and start only when `acc` is free (or is
@@ -670,13 +672,14 @@ class Orizuru(_TopKUnit):
         last_pop = Signal(name="last_pop")
         copy = Signal(name="copy")                # acc -> output registers
         m.d.comb += [
-            last_pop.eq(pop & (left == Const(1, len(left)))),
+            last_pop.eq(pop & left[0] & ~(left[1] if k > 1 else 0)),
             copy.eq(acc_full & (~full | self.o.ready)),
         ]
-        left_next = Mux(load, k, Mux(pop, left - Const(1, len(left)), left))[:len(left)]
+        left_next = Mux(load, Const((1 << k) - 1, k), Mux(pop, left[1:], left))
         acc_full_next = last_pop | (acc_full & ~copy)
         full_next = copy | (full & ~self.o.ready)
-        pop_next = left_next.any() & (~acc_full_next | ~full_next)
+        free_next = ~acc_full_next | ~full_next   # acc may shift in the next cycle
+        pop_next = left_next[0] & free_next
         m.d.sync += [
             left.eq(left_next),
             pop.eq(pop_next),
@@ -690,34 +693,33 @@ class Orizuru(_TopKUnit):
         # vectors not yet fully popped; `rem` is the number of cycles until the last
         # pop of the newest one, if its pops do not wait from now on.
         pending = Signal(2, name="pending")
-        rem = Signal(range(fwd + k + 1), name="pops_due")
-        take_last = self.i.valid & self.i.ready & self.i.payload.last
-        stall = left.any() & ~pop
-        m.d.sync += pending.eq(pending + take_last - last_pop)
-        with m.If(take_last):
-            m.d.sync += rem.eq(fwd + k - 1)
-        with m.Elif(rem.any() & ~stall):
-            m.d.sync += rem.eq(rem - 1)
-        # the one pending vector's pops cannot wait once started (acc fills only with
-        # its own last pop), nor if acc is empty or will be copied out this cycle.
-        # `rem` counts a wait only in the cycle after it: a pop waiting in this cycle
-        # (`stall`) delays the last pop by one more cycle than `rem` says
-        # `last_ok` is a register, computed for the next cycle from the next state, so that
-        # `i.ready` is one LUT of registers and the input's `last`: the next state depends
-        # on whether a last beat is taken now, so it is computed for both cases and
-        # selected by `take_last`; the output's `ready` of the next cycle is not known,
-        # so a copy then is counted only if the output registers will be free (a
-        # stricter condition: no effect without backpressure, see `min_beats`)
+        rem_top = fwd + k - 1
+        rem = Signal(rem_top, name="pops_due")
         last_ok = Signal(name="last_ok", init=1)
+        take_last = self.i.valid & self.i.payload.last & last_ok
+        stall = left[0] & ~pop
+        rem_load = Const((1 << rem_top) - 1, rem_top)
+        rem_next = Mux(take_last, rem_load, Mux(rem[0] & ~stall, rem[1:], rem))
+        m.d.sync += [pending.eq(pending + take_last - last_pop), rem.eq(rem_next)]
+        # A last beat may be taken when no vector is pending, or when the one pending
+        # vector's last pop surely comes by the time of the new load: its pops cannot
+        # wait once started (acc fills only with its own last pop), nor if acc is empty
+        # or will be copied out.  `rem` counts a wait only in the cycle after it: a pop
+        # waiting in this cycle (`stall`) delays the last pop by one more cycle than
+        # `rem` says (rem + stall <= fwd).
+        # `last_ok` is a register, computed for the next cycle from the next state, so
+        # that `i.ready` is one LUT of registers and the input's `last`: the next state
+        # depends on whether a last beat is taken now, so it is computed for both cases
+        # and selected by `take_last`.  The output's `ready` of the next cycle is not
+        # known, so a copy then is counted only if the output registers will be free (a
+        # stricter condition, which only backpressure can meet: no effect on `min_beats`).
+        stall_n = left_next[0] & ~free_next
 
         def ok_next(tl):
             pend = (pending + tl - last_pop)[:len(pending)]
-            rem_n = (Const(fwd + k - 1, len(rem)) if tl else
-                     Mux(rem.any() & ~stall, rem - 1, rem)[:len(rem)])
-            stall_n = left_next.any() & ~pop_next
-            copy_n = acc_full_next & ~full_next
-            return ~pend.any() | ((pend == 1) & (rem_n + stall_n <= fwd)
-                                  & (pop_next | ~acc_full_next | copy_n))
+            rem_n = rem_load if tl else Mux(rem[0] & ~stall, rem[1:], rem)
+            due_ok = Mux(stall_n, ~rem_n[fwd - 1], ~rem_n[fwd] if fwd < rem_top else 1)
+            return ~pend.any() | ((pend == 1) & due_ok & free_next)
         m.d.sync += last_ok.eq(Mux(take_last, ok_next(1), ok_next(0)))
         m.d.comb += ready.eq(~self.i.payload.last | last_ok)
 
@@ -736,17 +738,21 @@ class Orizuru(_TopKUnit):
             if cfg.merge == 2:
                 nb = self._lookahead(m, side, queues, lanes[side], load, pop, win)
             else:
-                # nb[a][b]: a's next entry beats b's head (a tie goes to the lower lane),
-                # from registers only; one comparator per ordered pair
-                nb = {}
-                for a in range(n):
-                    for b in range(n):
-                        if a != b:
-                            c = Signal(name=f"{side}_n{a}_ge_h{b}")
-                            m.d.comb += c.eq(~_gt(heads[b], nexts[a]) if a < b
-                                             else _gt(nexts[a], heads[b]))
-                            nb[a, b] = c
-                            self.stats["compare"] += 1
+                # nb[a][b]: a's next entry beats b's head, needed only when a pops (is the
+                # winner): one comparator per lane, the winner's next entry (selected by the
+                # one-hot winner register) against each head.  Valid entries never tie (a
+                # vector's positions differ), and a tie between two empty entries never
+                # matters (no valid entry is left when only they compete), so the
+                # comparison needs no tie rule by lane
+                nsel = Signal(kb, name=f"{side}_next_sel")
+                m.d.comb += nsel.eq(_or_all([Mux(w, x, 0) for w, x in zip(win, nexts)]))
+                ge = []
+                for b in range(n):
+                    c = Signal(name=f"{side}_next_ge_h{b}")
+                    m.d.comb += c.eq(_ge(nsel, heads[b]))
+                    ge.append(c)
+                    self.stats["compare"] += 1
+                nb = {(a, b): ge[b] for a in range(n) for b in range(n) if a != b}
 
             def beats_now(a, b):
                 """head a beats head b (the matrix)."""
