@@ -776,12 +776,21 @@ class Orizuru(_TopKUnit):
             # the next winner, flattened over the lane that pops: for each w, an AND of
             # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
             for a in range(n):
-                terms = []
-                for w in range(n):
-                    rel = [beats_after(a, b, w) for b in range(n) if b != a]
-                    terms.append(_and_all([win[w]] + rel))
                 nxt = Signal(name=f"{side}_win{a}_next")
-                m.d.comb += nxt.eq(_or_all(terms))
+                if cfg.merge == 2:
+                    terms = []
+                    for w in range(n):
+                        rel = [beats_after(a, b, w) for b in range(n) if b != a]
+                        terms.append(_and_all([win[w]] + rel))
+                    m.d.comb += nxt.eq(_or_all(terms))
+                else:
+                    # with one comparison per head: lane a wins again if its next entry
+                    # beats every other head; another lane a wins if its head beats the
+                    # winner's next entry and every head but the winner's
+                    again = _and_all([ge[b] for b in range(n) if b != a] or [Const(1)])
+                    other = _and_all([~ge[a]] + [beats_now(a, b) | win[b]
+                                                 for b in range(n) if b != a])
+                    m.d.comb += nxt.eq(Mux(win[a], again, other))
                 with m.If(load):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
