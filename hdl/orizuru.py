@@ -176,11 +176,10 @@ def _key_beats(y, x):
 
 
 def _ge(a, b):
-    """``a >= b`` for unsigned values, as the carry out of ``a + ~b + 1``: like :func:`_gt`,
-    the last output of one carry chain, with no inverter behind it."""
-    n = max(len(a), len(b)) + 1
-    return (Cat(a, Const(0, n - len(a))) + Cat(~Cat(b, Const(0, n - 1 - len(b))), Const(0, 1))
-            + 1)[n - 1]
+    """``a >= b`` for unsigned values, as ``2 a + 1 > 2 b`` (:func:`_gt`): one carry chain
+    whose last output is the result.  The form ``a + ~b + 1`` put a LUT (an inverter) in
+    front of the chain for every bit of ``b``."""
+    return _gt(Cat(Const(1, 1), a), Cat(Const(0, 1), b))
 
 
 def _beats_tie(x, y, x_first):
