@@ -419,12 +419,12 @@ class Orizuru(_TopKUnit):
        start the next vector in the same cycle):
 
        * ``merge=1``: into queues, from whose heads the best is popped k
-         times, one per cycle (a registered comparison matrix of the heads and
-         a registered winner), into an accumulator copied to the output
-         registers;
+         times, one per cycle (a registered comparison matrix of the heads,
+         updated from one comparator per lane, and a registered winner), into
+         an accumulator copied to the output registers;
        * ``merge=2``: the same, with the comparisons of the queues' next
-         entries also registered, a pop ahead (twice the comparators, no carry
-         chain in the winner's loop);
+         entries also registered, a pop ahead (2 n (n - 1) comparators per side
+         instead of n, no carry chain in the winner's loop: faster, larger);
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -649,12 +649,13 @@ class Orizuru(_TopKUnit):
         The heads are compared through a registered matrix ``g[a][b] = head a >= head
         b`` (a < b), all ones at the load (the best rank-r value beats the best
         rank-(r+1) value, and empty entries load as zeros), and updated at each pop
-        from comparators that read registers only: the winner's next entry against
-        the other heads.  The winner itself is a register, one-hot, computed for the
-        next cycle from those comparators and the matrix (for each lane that may pop,
-        an AND of n - 1 relations), so a queue's shift enable is one LUT of registers
-        and the comparators' carry chains feed two or three LUT levels (four lanes)
-        into flip-flops."""
+        from comparators that read registers only: with ``merge=1`` one per lane, the
+        winner's next entry (selected by the winner) against each head; with
+        ``merge=2`` registered relations a pop ahead (:meth:`_lookahead`).  The winner
+        itself is a register, one-hot, computed for the next cycle from those
+        comparisons and the matrix, so a queue's shift enable is one LUT of registers.
+        The input's ``last_ok`` is a register too (computed for the next cycle), so
+        ``i.ready`` is one LUT of registers and ``i.payload.last``."""
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
         fwd = cfg.load_delay                      # accepted last beat -> its load
