@@ -177,11 +177,10 @@ def _key_beats(y, x):
 
 
 def _ge(a, b):
-    """``a >= b`` for unsigned values, as the carry out of ``a + ~b + 1``: like :func:`_gt`,
-    the last output of one carry chain, with no inverter behind it."""
-    n = max(len(a), len(b)) + 1
-    return (Cat(a, Const(0, n - len(a))) + Cat(~Cat(b, Const(0, n - 1 - len(b))), Const(0, 1))
-            + 1)[n - 1]
+    """``a >= b`` for unsigned values, as ``2 a + 1 > 2 b`` (:func:`_gt`): one carry chain
+    whose last output is the result.  The form ``a + ~b + 1`` put a LUT (an inverter) in
+    front of the chain for every bit of ``b``."""
+    return _gt(Cat(Const(1, 1), a), Cat(Const(0, 1), b))
 
 
 def _beats_tie(x, y, x_first):
@@ -299,6 +298,9 @@ class _TopKUnit(ConfiguredComponent):
             m.d.sync += r.eq(value)
         return r
 
+    #: Stage 0 also registers each value's sort key per side (``s0["key"]``), tagged by lane.
+    _stage0_keys = False
+
     def _input_stage(self, m, advance, ready):
         """Stage 0: the accepted beat, per-lane valid bits, the position of lane 0.
 
@@ -324,6 +326,11 @@ class _TopKUnit(ConfiguredComponent):
             "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
             "new_in": start & take,       # the beat entering stage 0 starts a vector
         }
+        tb = max(1, (P - 1).bit_length())          # lane tag bits
+        if self._stage0_keys:
+            s["key"] = {side: [Signal(cfg.width + tb + 1, name=f"s0_{side}_key{p}",
+                                      reset_less=True) for p in range(P)]
+                        for side in ("top", "bot")}
         with m.If(advance):
             m.d.sync += [
                 s["valid"].eq(take),
@@ -334,8 +341,15 @@ class _TopKUnit(ConfiguredComponent):
             m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
             # a lane holds a value: within count, and the beat is taken (so a bubble
             # carries no valid value, starts and ends nothing)
-            m.d.sync += [s["lv"][p].eq((count > Const(p, cb) if p else count.any()) & take)
-                         for p in range(P)]
+            lv_in = [(count > Const(p, cb) if p else count.any()) & take for p in range(P)]
+            m.d.sync += [s["lv"][p].eq(lv_in[p]) for p in range(P)]
+            if self._stage0_keys:
+                # the sorters' keys registered here, so no LUT (the smallest side's
+                # inversion, the offset) sits in front of a sorter's first comparator
+                for side in ("top", "bot"):
+                    m.d.sync += [s["key"][side][p].eq(self.key(self.i.payload.x[p], Const(p, tb),
+                                                               lv_in[p], side))
+                                 for p in range(P)]
             with m.If(take):
                 m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
                              after_last.eq(self.i.payload.last)]
@@ -398,12 +412,12 @@ class Orizuru(_TopKUnit):
        start the next vector in the same cycle):
 
        * ``merge=1``: into queues, from whose heads the best is popped k
-         times, one per cycle (a registered comparison matrix of the heads and
-         a registered winner), into an accumulator copied to the output
-         registers;
+         times, one per cycle (a registered comparison matrix of the heads,
+         updated from one comparator per lane, and a registered winner), into
+         an accumulator copied to the output registers;
        * ``merge=2``: the same, with the comparisons of the queues' next
-         entries also registered, a pop ahead (twice the comparators, no carry
-         chain in the winner's loop);
+         entries also registered, a pop ahead (2 n (n - 1) comparators per side
+         instead of n, no carry chain in the winner's loop: faster, larger);
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -453,6 +467,7 @@ class Orizuru(_TopKUnit):
 
     #: Tests only: an equal later value displaces an older one (breaks the tie rule).
     _plant_tie_bug = False
+    _stage0_keys = True
 
     def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1, ce_modules=1):
         super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
@@ -492,7 +507,7 @@ class Orizuru(_TopKUnit):
         assert len(levels) == cfg.sort_depth
         sorted_beat = {}
         for side in ("top", "bot"):
-            elems = [self.key(s0["x"][p], Const(p, tb), s0["lv"][p], side) for p in range(P)]
+            elems = list(s0["key"][side])
             elems += [PAD] * (_pow2(P) - P)
             stage_no[0] = 0
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
@@ -627,16 +642,19 @@ class Orizuru(_TopKUnit):
         The heads are compared through a registered matrix ``g[a][b] = head a >= head
         b`` (a < b), all ones at the load (the best rank-r value beats the best
         rank-(r+1) value, and empty entries load as zeros), and updated at each pop
-        from comparators that read registers only: the winner's next entry against
-        the other heads.  The winner itself is a register, one-hot, computed for the
-        next cycle from those comparators and the matrix (for each lane that may pop,
-        an AND of n - 1 relations), so a queue's shift enable is one LUT of registers
-        and the comparators' carry chains feed two or three LUT levels (four lanes)
-        into flip-flops."""
+        from comparators that read registers only: with ``merge=1`` one per lane, the
+        winner's next entry (selected by the winner) against each head; with
+        ``merge=2`` registered relations a pop ahead (:meth:`_lookahead`).  The winner
+        itself is a register, one-hot, computed for the next cycle from those
+        comparisons and the matrix, so a queue's shift enable is one LUT of registers.
+        The input's ``last_ok`` is a register too (computed for the next cycle), so
+        ``i.ready`` is one LUT of registers and ``i.payload.last``."""
         cfg = self._config
         k, kb = cfg.k, cfg.entry_bits
         fwd = cfg.load_delay                      # accepted last beat -> its load
-        left = Signal(range(k + 1), name="pops_left")
+        # counters as thermometer codes (bit j: "more than j"), so that every test of them
+        # is one register bit and a count down is a shift
+        left = Signal(k, name="pops_left")        # pops left in the current vector
         load = Signal(name="load")                # the lanes hold a finished vector
         # `pop` is a register: the pops of a vector run k cycles in a row into the
         # accumulator `acc` once started, and start only when `acc` is free (or is
@@ -647,15 +665,17 @@ class Orizuru(_TopKUnit):
         last_pop = Signal(name="last_pop")
         copy = Signal(name="copy")                # acc -> output registers
         m.d.comb += [
-            last_pop.eq(pop & (left == Const(1, len(left)))),
+            last_pop.eq(pop & left[0] & ~(left[1] if k > 1 else 0)),
             copy.eq(acc_full & (~full | self.o.ready)),
         ]
-        left_next = Mux(load, k, Mux(pop, left - Const(1, len(left)), left))[:len(left)]
+        left_next = Mux(load, Const((1 << k) - 1, k), Mux(pop, left[1:], left))
         acc_full_next = last_pop | (acc_full & ~copy)
         full_next = copy | (full & ~self.o.ready)
+        free_next = ~acc_full_next | ~full_next   # acc may shift in the next cycle
+        pop_next = left_next[0] & free_next
         m.d.sync += [
             left.eq(left_next),
-            pop.eq(left_next.any() & (~acc_full_next | ~full_next)),
+            pop.eq(pop_next),
             acc_full.eq(acc_full_next),
             full.eq(full_next),
             load.eq(ctrl["valid"] & ctrl["last"]),   # a load may meet the last pop
@@ -666,24 +686,35 @@ class Orizuru(_TopKUnit):
         # vectors not yet fully popped; `rem` is the number of cycles until the last
         # pop of the newest one, if its pops do not wait from now on.
         pending = Signal(2, name="pending")
-        rem = Signal(range(fwd + k + 1), name="pops_due")
-        take_last = self.i.valid & self.i.ready & self.i.payload.last
-        stall = left.any() & ~pop
-        m.d.sync += pending.eq(pending + take_last - last_pop)
-        with m.If(take_last):
-            m.d.sync += rem.eq(fwd + k - 1)
-        with m.Elif(rem.any() & ~stall):
-            m.d.sync += rem.eq(rem - 1)
-        # the one pending vector's pops cannot wait once started (acc fills only with
-        # its own last pop), nor if acc is empty or will be copied out this cycle.
-        # `rem` counts a wait only in the cycle after it: a pop waiting in this cycle
-        # (`stall`) delays the last pop by one more cycle than `rem` says
-        last_ok = Signal(name="last_ok")
-        m.d.comb += [
-            last_ok.eq(~pending.any() | ((pending == 1) & (rem + stall <= fwd)
-                                         & (pop | ~acc_full | copy))),
-            ready.eq(~self.i.payload.last | last_ok),
-        ]
+        rem_top = fwd + k - 1
+        rem = Signal(rem_top, name="pops_due")
+        last_ok = Signal(name="last_ok", init=1)
+        take_last = self.i.valid & self.i.payload.last & last_ok
+        stall = left[0] & ~pop
+        rem_load = Const((1 << rem_top) - 1, rem_top)
+        rem_next = Mux(take_last, rem_load, Mux(rem[0] & ~stall, rem[1:], rem))
+        m.d.sync += [pending.eq(pending + take_last - last_pop), rem.eq(rem_next)]
+        # A last beat may be taken when no vector is pending, or when the one pending
+        # vector's last pop surely comes by the time of the new load: its pops cannot
+        # wait once started (acc fills only with its own last pop), nor if acc is empty
+        # or will be copied out.  `rem` counts a wait only in the cycle after it: a pop
+        # waiting in this cycle (`stall`) delays the last pop by one more cycle than
+        # `rem` says (rem + stall <= fwd).
+        # `last_ok` is a register, computed for the next cycle from the next state, so
+        # that `i.ready` is one LUT of registers and the input's `last`: the next state
+        # depends on whether a last beat is taken now, so it is computed for both cases
+        # and selected by `take_last`.  The output's `ready` of the next cycle is not
+        # known, so a copy then is counted only if the output registers will be free (a
+        # stricter condition, which only backpressure can meet: no effect on `min_beats`).
+        stall_n = left_next[0] & ~free_next
+
+        def ok_next(tl):
+            pend = (pending + tl - last_pop)[:len(pending)]
+            rem_n = rem_load if tl else Mux(rem[0] & ~stall, rem[1:], rem)
+            due_ok = Mux(stall_n, ~rem_n[fwd - 1], ~rem_n[fwd] if fwd < rem_top else 1)
+            return ~pend.any() | ((pend == 1) & due_ok & free_next)
+        m.d.sync += last_ok.eq(Mux(take_last, ok_next(1), ok_next(0)))
+        m.d.comb += ready.eq(~self.i.payload.last | last_ok)
 
         result = {}
         for side in ("top", "bot"):
@@ -700,17 +731,21 @@ class Orizuru(_TopKUnit):
             if cfg.merge == 2:
                 nb = self._lookahead(m, side, queues, lanes[side], load, pop, win)
             else:
-                # nb[a][b]: a's next entry beats b's head (a tie goes to the lower lane),
-                # from registers only; one comparator per ordered pair
-                nb = {}
-                for a in range(n):
-                    for b in range(n):
-                        if a != b:
-                            c = Signal(name=f"{side}_n{a}_ge_h{b}")
-                            m.d.comb += c.eq(~_gt(heads[b], nexts[a]) if a < b
-                                             else _gt(nexts[a], heads[b]))
-                            nb[a, b] = c
-                            self.stats["compare"] += 1
+                # nb[a][b]: a's next entry beats b's head, needed only when a pops (is the
+                # winner): one comparator per lane, the winner's next entry (selected by the
+                # one-hot winner register) against each head.  Valid entries never tie (a
+                # vector's positions differ), and a tie between two empty entries never
+                # matters (no valid entry is left when only they compete), so the
+                # comparison needs no tie rule by lane
+                nsel = Signal(kb, name=f"{side}_next_sel")
+                m.d.comb += nsel.eq(_or_all([Mux(w, x, 0) for w, x in zip(win, nexts)]))
+                ge = []
+                for b in range(n):
+                    c = Signal(name=f"{side}_next_ge_h{b}")
+                    m.d.comb += c.eq(_ge(nsel, heads[b]))
+                    ge.append(c)
+                    self.stats["compare"] += 1
+                nb = {(a, b): ge[b] for a in range(n) for b in range(n) if a != b}
 
             def beats_now(a, b):
                 """head a beats head b (the matrix)."""
@@ -734,12 +769,21 @@ class Orizuru(_TopKUnit):
             # the next winner, flattened over the lane that pops: for each w, an AND of
             # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
             for a in range(n):
-                terms = []
-                for w in range(n):
-                    rel = [beats_after(a, b, w) for b in range(n) if b != a]
-                    terms.append(_and_all([win[w]] + rel))
                 nxt = Signal(name=f"{side}_win{a}_next")
-                m.d.comb += nxt.eq(_or_all(terms))
+                if cfg.merge == 2:
+                    terms = []
+                    for w in range(n):
+                        rel = [beats_after(a, b, w) for b in range(n) if b != a]
+                        terms.append(_and_all([win[w]] + rel))
+                    m.d.comb += nxt.eq(_or_all(terms))
+                else:
+                    # with one comparison per head: lane a wins again if its next entry
+                    # beats every other head; another lane a wins if its head beats the
+                    # winner's next entry and every head but the winner's
+                    again = _and_all([ge[b] for b in range(n) if b != a] or [Const(1)])
+                    other = _and_all([~ge[a]] + [beats_now(a, b) | win[b]
+                                                 for b in range(n) if b != a])
+                    m.d.comb += nxt.eq(Mux(win[a], again, other))
                 with m.If(load):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
