@@ -52,12 +52,15 @@ def _test_filter(testcase):
 
 
 def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
-              extra_env=None, quiet=False, netlist_filter=None):
+              extra_env=None, quiet=False, netlist_filter=None, extra_sources=(), defines=None):
     """Generate, build and run ``unit``'s bench; return a dict of results.
 
     Raises ``AssertionError`` naming the failed tests when any cocotb test fails.
     ``netlist_filter(text) -> text`` edits the Verilog before it is built (the
     test suite uses it to plant a bug and see the bench catch it).
+    ``extra_sources`` (Verilog files compiled with the netlist) and ``defines`` (macro ->
+    value) serve simulations of the netlist as synthesis reads it, e.g. ``SYNTHESIS`` with
+    models of the vendor primitives it then instantiates.
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -76,7 +79,8 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
     runner = get_runner(sim)
     t0 = time.perf_counter()
     log = build_dir / "build.log" if quiet else None
-    runner.build(sources=[netlist], hdl_toplevel=unit.toplevel, build_dir=build_dir,
+    runner.build(sources=[netlist, *map(Path, extra_sources)], defines=dict(defines or {}),
+                 hdl_toplevel=unit.toplevel, build_dir=build_dir,
                  timescale=("1ns", "1ps"), waves=waves, log_file=log,
                  build_args=VERILATOR_ARGS if sim == "verilator" else [])
     t1 = time.perf_counter()
