@@ -23,7 +23,8 @@ differ only in how the dense sum is formed:
   the dense sum, which the tail takes over.
 """
 
-from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value,
+                      signed, unsigned)
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -171,11 +172,29 @@ endmodule
 """
 
 
+def _keep_reg():
+    """Verilog of ``kllm_imu_keep``: a register (enable ``ce``, synchronous reset ``rst`` when
+    ``RST`` is 1) that Yosys keeps as it is: its ``(* keep *)`` process stops ``opt_merge``
+    from folding the copies of one register (same input, same enable) back into one
+    flip-flop, which it otherwise does to every copy made for fan-out."""
+    return """
+// kllm_imu_keep: q <= d when ce (reset to 0 by rst when RST); copies of one register stay apart.
+module kllm_imu_keep #(parameter W = 1, parameter RST = 0) (
+    input clk, input rst, input ce, input [W-1:0] d, output reg [W-1:0] q);
+    initial q = 0;
+    (* keep *) always @(posedge clk)
+        if (RST && rst) q <= 0;
+        else if (ce) q <= d;
+endmodule
+"""
+
+
 class _ImuUnit(wiring.Component):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
     _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
+    _keep_used = False  # set when elaboration instantiates kllm_imu_keep
 
     def __init__(self, cfg):
         self._config = cfg
@@ -224,8 +243,12 @@ class _ImuUnit(wiring.Component):
     @property
     def verilog_extra(self):
         """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
-        ``kllm_imu_bram``."""
-        return _mult18x18d() + _dp16kd() if self._primitives else ""
+        ``kllm_imu_bram`` (and ``kllm_imu_keep``)."""
+        if not self._primitives:
+            return ""
+        # kllm_imu_keep only when the elaborated unit instantiated it (an unused module would
+        # be a second top)
+        return _mult18x18d() + _dp16kd() + (_keep_reg() if self._keep_used else "")
 
     # -- helpers -----------------------------------------------------------
 
@@ -240,6 +263,20 @@ class _ImuUnit(wiring.Component):
             with m.If(enable):
                 m.d.sync += stmt
         return r
+
+    def _copy(self, m, value, name, enable=None, reset_less=True):
+        """A register of ``value`` meant as one of several copies (to split a fan-out):
+        a ``kllm_imu_keep`` instance, so that synthesis does not merge the copies; a plain
+        register in the ``...LutMultipliers`` variants (the Amaranth simulator runs those)."""
+        if not self._primitives:
+            return self._reg(m, value, name, enable=enable, reset_less=reset_less)
+        self._keep_used = True
+        value = Value.cast(value)
+        q = Signal(value.shape(), name=name)
+        m.submodules[f"{name}_keep"] = Instance(
+            "kllm_imu_keep", p_W=len(q), p_RST=0 if reset_less else 1, i_clk=ClockSignal(),
+            i_rst=ResetSignal(), i_ce=Const(1) if enable is None else enable, i_d=value, o_q=q)
+        return q
 
     def _mul(self, m, a, b, ce, name):
         """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
@@ -513,7 +550,7 @@ class _ImuUnit(wiring.Component):
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
         return {"adv": adv, "skid_full": skid_full, "ready": ready,
                 "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1, "j_next": j_next}
+                "row": row, "t1": t1, "j_next": j_next, "tbank": tbank}
 
     def _tail_datapath(self, m, tail, vals, raw2):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
@@ -624,16 +661,20 @@ class _ImuUnit(wiring.Component):
             # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
             # synchronous reset after the token's last op), so only the addend is selected,
             # by a decoded per-lane copy of the op kind (no fan-out of tq_kind to every bit)
-            dbl = self._reg(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv)
+            dbl = self._copy(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv)
+            # per-lane copies of the op's valid and last bits: the accumulator's enable and
+            # synchronous reset
+            v_n = self._copy(m, tp["v"], f"tq_v{n}", enable=adv, reset_less=False)
+            last_n = self._copy(m, tp["last"], f"tq_last{n}", enable=adv)
             acc = Signal(signed(cfg.ybits), name=f"acc{n}")
             addend = Mux(dbl, acc, q_regs[n])
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
             m.d.comb += nxt.eq(acc + addend)
             y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
             skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
-            with m.If(adv & tq["v"]):
+            with m.If(adv & v_n):
                 m.d.sync += acc.eq(nxt)
-                with m.If(tq["last"]):
+                with m.If(last_n):
                     m.d.sync += acc.eq(0)
             with m.If(to_skid):
                 m.d.sync += skid.eq(nxt)
@@ -722,9 +763,14 @@ class Imu(_ImuUnit):
         # F3: read, add and write the bucket of each file
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
         last3 = self._reg(m, f["last2"], "f3_last")
-        a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
         vals = []
         for n in range(L):
+            # per-lane copies (kept apart in synthesis) of the broadcast activation centroids,
+            # the bank selects and the tail's bank: no net fans out to all L x P files
+            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
+            use2 = [self._copy(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_l{n}") for b in (0, 1)]
+            use3 = [self._copy(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
+            tbank = self._copy(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
@@ -732,17 +778,14 @@ class Imu(_ImuUnit):
                 iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
                 rds = []
                 for b in (0, 1):
-                    # per-file copies of the bank selects (no global bank-select fan-out)
-                    use2 = self._reg(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_{tag}")
-                    use3 = self._reg(m, use2, f"f3_use{b}_{tag}")
-                    raddr = self._reg(m, Mux(use2, iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
+                    raddr = self._reg(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
                     total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
                     rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
-                                      use3, iw3, total)
+                                      use3[b], iw3, total)
                     m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
                 # the tail's read of the full bank (address j from T1)
-                lane_vals.append(self._reg(m, Mux(t1["bank"], rds[1], rds[0]),
+                lane_vals.append(self._reg(m, Mux(tbank, rds[1], rds[0]),
                                            f"t2_file_{tag}", enable=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
