@@ -648,7 +648,10 @@ class _ImuUnit(wiring.Component):
         full = tail["skid_full"]
         m.d.comb += self.o.valid.eq(out_valid)
         produce = Signal(name="t_produce")
-        m.d.comb += produce.eq(adv & tq["v"] & tq["last"])
+        # a valid last op in Tq, as one register (= tq_v & tq_last), so that the skid flag's
+        # next state is one LUT4 of four flip-flops
+        vl = self._reg(m, tp["v"] & tp["last"], "tq_vl", enable=adv, reset_less=False)
+        m.d.comb += produce.eq(adv & vl)
         taken = self.o.valid & self.o.ready
         to_out = Signal(name="o_load")        # the output register loads this cycle
         to_skid = Signal(name="o_skid_load")
@@ -658,11 +661,13 @@ class _ImuUnit(wiring.Component):
             m.d.sync += out_valid.eq(0)
         with m.If(produce):
             m.d.sync += out_valid.eq(1)
-        with m.If(taken & full):
-            m.d.sync += full.eq(0)
-        with m.If(to_skid):
-            m.d.sync += full.eq(1)
-        full_next = Mux(to_skid, 1, Mux(taken & full, 0, full))
+        # the skid flag: set by a result that finds the output full and not taken, cleared when
+        # the output is taken (then the skid moves out); written as
+        #   full' = ~taken & (full | vl & out_valid)
+        # (with full = 0 the tail advances, so produce = vl)
+        full_next = Signal(name="o_skid_full_next")
+        m.d.comb += full_next.eq(~taken & (full | (vl & out_valid)))
+        m.d.sync += full.eq(full_next)
         for n in range(L):
             copy = self._copy(m, full_next, f"o_skid_full_l{n}", reset_less=False)
             m.d.comb += adv_l[n].eq(~copy)
