@@ -23,7 +23,8 @@ differ only in how the dense sum is formed:
   the dense sum, which the tail takes over.
 """
 
-from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value,
+                      signed, unsigned)
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -172,11 +173,29 @@ endmodule
 """
 
 
+def _keep_reg():
+    """Verilog of ``kllm_imu_keep``: a register (enable ``ce``, synchronous reset ``rst`` when
+    ``RST`` is 1) that Yosys keeps as it is: its ``(* keep *)`` process stops ``opt_merge``
+    from folding the copies of one register (same input, same enable) back into one
+    flip-flop, which it otherwise does to every copy made for fan-out."""
+    return """
+// kllm_imu_keep: q <= d when ce (reset to 0 by rst when RST); copies of one register stay apart.
+module kllm_imu_keep #(parameter W = 1, parameter RST = 0) (
+    input clk, input rst, input ce, input [W-1:0] d, output reg [W-1:0] q);
+    initial q = 0;
+    (* keep *) always @(posedge clk)
+        if (RST && rst) q <= 0;
+        else if (ce) q <= d;
+endmodule
+"""
+
+
 class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
     _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
+    _keep_used = False  # set when elaboration instantiates kllm_imu_keep
 
     def __init__(self, cfg):
         self._config = cfg
@@ -217,8 +236,12 @@ class _ImuUnit(ConfiguredComponent):
     @property
     def verilog_extra(self):
         """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
-        ``kllm_imu_bram``."""
-        return _mult18x18d() + _dp16kd() if self._primitives else ""
+        ``kllm_imu_bram`` (and ``kllm_imu_keep``)."""
+        if not self._primitives:
+            return ""
+        # kllm_imu_keep only when the elaborated unit instantiated it (an unused module would
+        # be a second top)
+        return _mult18x18d() + _dp16kd() + (_keep_reg() if self._keep_used else "")
 
     # -- helpers -----------------------------------------------------------
 
@@ -233,6 +256,20 @@ class _ImuUnit(ConfiguredComponent):
             with m.If(enable):
                 m.d.sync += stmt
         return r
+
+    def _copy(self, m, value, name, enable=None, reset_less=True):
+        """A register of ``value`` meant as one of several copies (to split a fan-out):
+        a ``kllm_imu_keep`` instance, so that synthesis does not merge the copies; a plain
+        register in the ``...LutMultipliers`` variants (the Amaranth simulator runs those)."""
+        if not self._primitives:
+            return self._reg(m, value, name, enable=enable, reset_less=reset_less)
+        self._keep_used = True
+        value = Value.cast(value)
+        q = Signal(value.shape(), name=name)
+        m.submodules[f"{name}_keep"] = Instance(
+            "kllm_imu_keep", p_W=len(q), p_RST=0 if reset_less else 1, i_clk=ClockSignal(),
+            i_rst=ResetSignal(), i_ce=Const(1) if enable is None else enable, i_d=value, o_q=q)
+        return q
 
     def _mul(self, m, a, b, ce, name):
         """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
@@ -351,7 +388,7 @@ class _ImuUnit(ConfiguredComponent):
         # T2: its two read registers advance with the tail)
         iw2 = []
         raw2 = []
-        adv = tail["adv"]
+        adv_l = tail["adv_l"]
         for n in range(L):
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
             m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"])
@@ -364,7 +401,8 @@ class _ImuUnit(ConfiguredComponent):
                 m.submodules[f"wmem_l{n}"] = Instance(
                     "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
                     i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
-                    i_b_din=self.wmem.data.as_value(), i_b_ce=adv, i_b_oce=adv, o_b_dout=db)
+                    i_b_din=self.wmem.data.as_value(), i_b_ce=adv_l[n], i_b_oce=adv_l[n],
+                    o_b_dout=db)
             else:
                 mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
                 m.submodules[f"wmem_l{n}"] = mem
@@ -375,8 +413,8 @@ class _ImuUnit(ConfiguredComponent):
                 m.d.sync += da.eq(rd.data)
                 if cfg.outliers:
                     rd2 = mem.read_port()
-                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv | we)]
-                    with m.If(adv):
+                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv_l[n] | we)]
+                    with m.If(adv_l[n]):
                         m.d.sync += db.eq(rd2.data)
             iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
             raw2.append(db)
@@ -415,6 +453,9 @@ class _ImuUnit(ConfiguredComponent):
         adv = Signal(name="t_adv")
         skid_full = Signal(name="o_skid_full")
         m.d.comb += adv.eq(~skid_full)
+        # the same, per lane, from per-lane copies of the skid flag (driven in the datapath):
+        # the enables of a lane's tail registers, so that no one net reaches every lane
+        adv_l = [Signal(name=f"t_adv_l{n}") for n in range(cfg.lanes)]
         ready = Signal(name="t_ready")
         phase = Signal(2, name="t_phase")        # COMBINE, DOUBLE, CORRECT
         j = Signal(max(1, (C - 1).bit_length()), name="t_j")
@@ -504,15 +545,15 @@ class _ImuUnit(ConfiguredComponent):
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
-        return {"adv": adv, "skid_full": skid_full, "ready": ready,
+        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full, "ready": ready, "j": j,
                 "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1, "j_next": j_next}
+                "row": row, "t1": t1, "j_next": j_next, "tbank": tbank}
 
     def _tail_datapath(self, m, tail, vals, raw2):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
-        adv, t1 = tail["adv"], tail["t1"]
+        adv, adv_l, t1 = tail["adv"], tail["adv_l"], tail["t1"]
         keys = ("v", "init", "kind", "j", "bank", "first", "last", "r")
 
         def carry(stage_from, prefix):
@@ -535,7 +576,7 @@ class _ImuUnit(ConfiguredComponent):
 
         # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
         width = cfg.sum_bits if self._combine else cfg.dense_bits
-        sums = [self._tree(m, vals[n], width, adv, f"t_tree{n}_") for n in range(L)]
+        sums = [self._tree(m, vals[n], width, adv_l[n], f"t_tree{n}_") for n in range(L)]
         # the op fields wait for the tree; the outlier index is selected in its first level
         stage = t2
         depth = cfg.tree_depth if self._combine else 0
@@ -543,10 +584,11 @@ class _ImuUnit(ConfiguredComponent):
         for lv in range(depth):
             stage = carry(stage, f"t_lv{lv}")
             if lv == 0:
-                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv,
+                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv_l[n],
                                  shape=unsigned(bw)) for n in range(L)]
             else:
-                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv) for n in range(L)]
+                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv_l[n])
+                       for n in range(L)]
         if iwc is None:
             iwc = [select(raw2[n], col2) for n in range(L)]
         # IMU, Ts: the lane's sum and its snapshot (read at the tree output) registered.
@@ -556,10 +598,10 @@ class _ImuUnit(ConfiguredComponent):
         W = cfg.sum_bits
         if self._combine:
             pre = carry(stage, "ts")
-            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv) for n in range(L)]
-            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv), f"ts_snap{n}",
-                                enable=adv) for n in range(L)]
-            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv) for n in range(L)]
+            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv_l[n]) for n in range(L)]
+            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv_l[n]),
+                                f"ts_snap{n}", enable=adv_l[n]) for n in range(L)]
+            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv_l[n]) for n in range(L)]
         else:
             pre = stage
         tx = carry(pre, "tx")
@@ -575,23 +617,23 @@ class _ImuUnit(ConfiguredComponent):
             rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
                               self.wcb.en & (self.wcb.lane == n), self.wcb.addr, self.wcb.data)
             m.d.comb += rd.addr.eq(widx)
-            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv)
+            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv_l[n])
             if self._combine:
                 # this vector's bucket sum: the running total less the snapshot, modulo 2**W
                 x = self._reg(m, Mux(pre["kind"] == CORRECT, pre["r"],
                                      (sum_s[n] - snap_s[n])[:W].as_signed()),
-                              f"tx_x{n}", enable=adv, shape=signed(cfg.mul_bits))
-                prod = self._mul(m, x, w, adv, f"t_mul{n}")
-                q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv,
+                              f"tx_x{n}", enable=adv_l[n], shape=signed(cfg.mul_bits))
+                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
+                q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv_l[n],
                               shape=signed(pw))
             else:
-                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv)
-                prod = self._mul(m, x, w, adv, f"t_mul{n}")
-                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv)
-                dm = self._reg(m, dx, f"tm_d{n}", enable=adv)
-                dp = self._reg(m, dm, f"tp_d{n}", enable=adv)
+                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv_l[n])
+                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
+                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv_l[n])
+                dm = self._reg(m, dx, f"tm_d{n}", enable=adv_l[n])
+                dp = self._reg(m, dm, f"tp_d{n}", enable=adv_l[n])
                 q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
-                              f"tq_p{n}", enable=adv, shape=signed(pw))
+                              f"tq_p{n}", enable=adv_l[n], shape=signed(pw))
             q_regs.append(q)
         # accumulate; the last op of a token loads the output register, or the skid register
         # when the output is full and not taken this cycle
@@ -599,7 +641,10 @@ class _ImuUnit(ConfiguredComponent):
         full = tail["skid_full"]
         m.d.comb += self.o.valid.eq(out_valid)
         produce = Signal(name="t_produce")
-        m.d.comb += produce.eq(adv & tq["v"] & tq["last"])
+        # a valid last op in Tq, as one register (= tq_v & tq_last), so that the skid flag's
+        # next state is one LUT4 of four flip-flops
+        vl = self._reg(m, tp["v"] & tp["last"], "tq_vl", enable=adv, reset_less=False)
+        m.d.comb += produce.eq(adv & vl)
         taken = self.o.valid & self.o.ready
         to_out = Signal(name="o_load")        # the output register loads this cycle
         to_skid = Signal(name="o_skid_load")
@@ -609,24 +654,34 @@ class _ImuUnit(ConfiguredComponent):
             m.d.sync += out_valid.eq(0)
         with m.If(produce):
             m.d.sync += out_valid.eq(1)
-        with m.If(taken & full):
-            m.d.sync += full.eq(0)
-        with m.If(to_skid):
-            m.d.sync += full.eq(1)
+        # the skid flag: set by a result that finds the output full and not taken, cleared when
+        # the output is taken (then the skid moves out); written as
+        #   full' = ~taken & (full | vl & out_valid)
+        # (with full = 0 the tail advances, so produce = vl)
+        full_next = Signal(name="o_skid_full_next")
+        m.d.comb += full_next.eq(~taken & (full | (vl & out_valid)))
+        m.d.sync += full.eq(full_next)
+        for n in range(L):
+            copy = self._copy(m, full_next, f"o_skid_full_l{n}", reset_less=False)
+            m.d.comb += adv_l[n].eq(~copy)
         for n in range(L):
             # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
             # synchronous reset after the token's last op), so only the addend is selected,
             # by a decoded per-lane copy of the op kind (no fan-out of tq_kind to every bit)
-            dbl = self._reg(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv)
+            dbl = self._copy(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv_l[n])
+            # per-lane copies of the op's valid and last bits: the accumulator's enable and
+            # synchronous reset
+            v_n = self._copy(m, tp["v"], f"tq_v{n}", enable=adv_l[n], reset_less=False)
+            last_n = self._copy(m, tp["last"], f"tq_last{n}", enable=adv_l[n])
             acc = Signal(signed(cfg.ybits), name=f"acc{n}")
             addend = Mux(dbl, acc, q_regs[n])
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
             m.d.comb += nxt.eq(acc + addend)
             y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
             skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
-            with m.If(adv & tq["v"]):
+            with m.If(adv_l[n] & v_n):
                 m.d.sync += acc.eq(nxt)
-                with m.If(tq["last"]):
+                with m.If(last_n):
                     m.d.sync += acc.eq(0)
             with m.If(to_skid):
                 m.d.sync += skid.eq(nxt)
@@ -711,13 +766,21 @@ class Imu(_ImuUnit):
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
         W = cfg.sum_bits
-        t1, adv, j_next = tail["t1"], tail["adv"], tail["j_next"]
+        adv_l = tail["adv_l"]
         # F3: read, add and write the bucket of each file
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
         last3 = self._reg(m, f["last2"], "f3_last")
-        a3 = [self._reg(m, f["a2"][p], f"f3_a{p}") for p in range(P)]
         vals = []
         for n in range(L):
+            # per-lane copies (kept apart in synthesis) of the broadcast activation centroids,
+            # the bank selects and the tail's bank: no net fans out to all L x P files
+            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
+            use2 = [self._copy(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_l{n}") for b in (0, 1)]
+            use3 = [self._copy(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
+            adv = adv_l[n]
+            tbank = self._copy(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
+            j_next = Signal.like(tail["j_next"], name=f"t_j_next_l{n}")     # = tail["j_next"]
+            m.d.comb += j_next.eq(Mux(adv, tail["j"], tail["t1"]["j"]))
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
@@ -725,17 +788,14 @@ class Imu(_ImuUnit):
                 iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
                 rds = []
                 for b in (0, 1):
-                    # per-file copies of the bank selects (no global bank-select fan-out)
-                    use2 = self._reg(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_{tag}")
-                    use3 = self._reg(m, use2, f"f3_use{b}_{tag}")
-                    raddr = self._reg(m, Mux(use2, iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
+                    raddr = self._reg(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
                     total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
                     rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
-                                      use3, iw3, total)
+                                      use3[b], iw3, total)
                     m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
                 # the tail's read of the full bank (address j from T1)
-                lane_vals.append(self._reg(m, Mux(t1["bank"], rds[1], rds[0]),
+                lane_vals.append(self._reg(m, Mux(tbank, rds[1], rds[0]),
                                            f"t2_file_{tag}", enable=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
@@ -781,7 +841,7 @@ class ImuBaseline(_ImuUnit):
     def _dense(self, m, f, tail):
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
-        t1, adv = tail["t1"], tail["adv"]
+        t1, adv_l = tail["t1"], tail["adv_l"]
         pw = cfg.ca + cfg.cw
         # F3: the multipliers' operand registers (weight centroids looked up in F2)
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
@@ -824,7 +884,7 @@ class ImuBaseline(_ImuUnit):
                     with m.Else():
                         m.d.sync += hold[0].eq(nxt)
             vals.append([self._reg(m, Mux(t1["bank"], hold[1], hold[0]), f"t2_dense{n}",
-                                   enable=adv)])
+                                   enable=adv_l[n])])
         done = Signal(name="dense_done")
         m.d.comb += done.eq(vs & ls)
         return done, vals

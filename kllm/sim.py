@@ -68,12 +68,18 @@ def _test_filter(testcase):
 
 
 def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None, seed=None,
-              extra_env=None, quiet=False, netlist_filter=None, fast_build=None):
+              extra_env=None, quiet=False, netlist_filter=None, extra_sources=(), defines=None,
+              fast_build=None):
     """Generate, build and run ``unit``'s bench; return a dict of results.
 
     Raises ``AssertionError`` naming the failed tests when any cocotb test fails.
     ``netlist_filter(text) -> text`` edits the Verilog before it is built (the
     test suite uses it to plant a bug and see the bench catch it).
+    ``extra_sources`` (Verilog files compiled with the netlist) and ``defines`` (macro ->
+    value) serve simulations of the netlist as synthesis reads it, e.g. ``SYNTHESIS`` with
+    models of the vendor primitives it then instantiates.
+    ``fast_build`` builds the Verilator model at -O0 (default: on when the
+    ``KLLM_FAST_BUILD`` environment variable is 1, as the test suite sets it).
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -101,7 +107,8 @@ def run_bench(unit: Unit, config, sim, build_dir, *, waves=False, testcase=None,
     saved = {k: os.environ.get(k) for k in env_build}
     os.environ.update(env_build)
     try:
-        runner.build(sources=[netlist], hdl_toplevel=unit.toplevel, build_dir=build_dir,
+        runner.build(sources=[netlist, *map(Path, extra_sources)], defines=dict(defines or {}),
+                     hdl_toplevel=unit.toplevel, build_dir=build_dir,
                      timescale=("1ns", "1ps"), waves=waves, log_file=log, build_args=build_args)
     finally:
         for k, v in saved.items():
