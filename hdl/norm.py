@@ -3,16 +3,44 @@
 Golden twin: :mod:`golden.norm`.  Configuration: :class:`kllm.config.NormConfig`.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
-from hdl.rows import RowInput
+from hdl.rows import (RowInput, banked_latency, banked_memory, delay, pipelined_mul,
+                      select_pipe)
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
 
 __all__ = ["HistogramNorm", "NormBaseline"]
+
+
+def rsqrt_latency():
+    """Cycles of :func:`rsqrt_lookup`."""
+    from hdl.rows import mul_latency
+    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR)
+
+
+DIV3_BITS = 10      # 683 = 0b1010101011: floor(x / 3) = (x * 683) >> 11 for 0 <= x < 768
+
+
+def rsqrt_lookup(m, top, name):
+    """``RSQRT[min((top - 2**RA) // 3, 2**RA - 1)]`` (:mod:`golden.norm`) for the
+    ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
+    division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
+    the 256-entry ROM in LUT banks.  Returns ``(r, latency)``, ``latency =
+    rsqrt_latency()``; ``top`` below ``2**RA`` (V = 0) gives an unspecified ``r``."""
+    RA, RF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC
+    x = Signal(RA + 2, name=f"{name}_x")
+    m.d.comb += x.eq(top - (1 << RA))
+    q, lq = pipelined_mul(m, x, Const(683, DIV3_BITS), f"{name}_div3")
+    i = Signal(RA, name=f"{name}_i")
+    m.d.sync += i.eq(Mux((q >> 11) >= (1 << RA), (1 << RA) - 1, q >> 11))
+    r, lr = banked_memory(m, f"{name}_rom", unsigned(RF + 1), 1 << RA, i,
+                          init=gnorm.rsqrt_table().tolist())
+    assert lq + 1 + lr == rsqrt_latency()
+    return r, lq + 1 + lr
 
 
 class HistogramNorm(HistogramRowUnit):
@@ -80,92 +108,139 @@ class HistogramNorm(HistogramRowUnit):
         RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
         VW = 2 * cb + 2 * cw
         EM = (VW - 1) // 2
+        Ls, Lc, Lv, Lrom, Lmr, _ = cfg.stage_latencies
 
         C = [Signal(signed(cw), name=f"centroid{j}", reset_less=True) for j in range(J)]
         for j in range(J):
             with m.If(self.tbl.en & (self.tbl.addr == j)):
                 m.d.sync += C[j].eq(self.tbl.data)
-        table = gnorm.rsqrt_table().tolist()
-        rom_init = [table[min((t - (1 << RA)) // 3, (1 << RA) - 1)] if t >= (1 << RA) else 0
-                    for t in range(4 << RA)]
-        rom = memory.Memory(shape=unsigned(RF + 1), depth=4 << RA, init=rom_init)
-        m.submodules.rsqrt_rom = rom
-        rr = rom.read_port(domain="sync")
 
-        hist_arr, C_arr = Array(hist), Array(C)
-        k = Signal(range(J + 4))
-        a1, a2, a3 = Signal(), Signal(), Signal()
-        j1, j2, j3 = Signal(ba), Signal(ba), Signal(ba)
-        t1 = Signal(signed(cb + cw + 1))
-        c1 = Signal(signed(cw))
-        t1d = Signal(signed(cb + cw + 1))
-        t2 = Signal(signed(cb + 2 * cw + 1))
+        names = ["idle", "sum", "var", "vsub", "lead1", "lead2", "shamt", "shift1", "shift2",
+                 "shift3", "rom", "rsqrt", "map"]
+        st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        k = Signal(range(J + Ls + Lc + Lmr + 8))
+        iss = Signal()
+        m.d.comb += iss.eq((st["sum"] | st["map"]) & (k < J))
+        n_u = Signal(cb)
+        m.d.comb += n_u.eq(n)
+
+        # bin k and centroid k through registered 4:1 selections (Ls stages)
+        hk, ls = select_pipe(m, hist, k[:ba], "hist_k")
+        ck, ls2 = select_pipe(m, C, k[:ba], "cent_k")
+        assert ls == ls2 == Ls
+
+        # SUM: t1 = h[k] C[k] (Lc), t2 = t1 C[k] (Lc), accumulate
+        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
+        ck_d = delay(m, ck, Lc, "cent_k1")
+        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
+        assert lc == lc2 == Lc
+        t1_d = delay(m, t1, Lc, "s1_term")
+        v_acc = delay(m, iss & st["sum"], Ls + 2 * Lc, "sum_valid")
         S1 = Signal(signed(cb + cw + 1))
         S2 = Signal(signed(cb + 2 * cw + 1))
-        A = Signal(signed(VW + 2))
-        B = Signal(signed(VW + 2))
+        with m.If(v_acc):
+            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
+
+        # VAR: n S2 and S1**2 (free running on the row's sums; read Lv cycles later)
+        A, la = pipelined_mul(m, S2, n_u, "var_ns2")
+        B, lb = pipelined_mul(m, S1, S1, "var_s1s1")
+        assert max(la, lb) == Lv
         V = Signal(VW)
+        # leading one of V in two stages: per 16-bit chunk (registered), then the top chunk
+        chunks = [V[c:c + 16] for c in range(0, VW, 16)]
+        c_nz = [Signal(name=f"v_nz{q}") for q in range(len(chunks))]
+        c_pos = [Signal(4, name=f"v_pos{q}") for q in range(len(chunks))]
+        for q, ch in enumerate(chunks):
+            m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"v_lead{q}"))]
+        lead = Const(0, range(VW))
+        for q in range(len(chunks)):
+            lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
         e = Signal(range(EM + 1))
         zero = Signal()
-        vn = Signal(VW + 8 + 2 * EM)
+        shamt = Signal(range(2 * EM + 1))
+        # V << (RA + shamt) in three stages of 4:1 selection (by 16s, by 4s, by 0..3); the
+        # rsqrt ROM reads bits [2 EM, 2 EM + RA + 2) of the result
+        v1 = Signal(VW + RA + 2 * EM)
+        v2 = Signal(VW + RA + 2 * EM)
+        vn = Signal(VW + RA + 2 * EM)
+        rom_addr = Signal(RA + 2)
+        m.d.comb += rom_addr.eq(vn[2 * EM:2 * EM + RA + 2])
+        R, lrom = rsqrt_lookup(m, rom_addr, "rsqrt")
+        assert lrom == Lrom
         r = Signal(RF + 1)
         sh = Signal(range(EM + RF))
-        num = Signal(signed(cb + cw + 2))
-        prod = Signal(signed(cb + cw + RF + 4))
-        T = Signal(signed(cfg.out_bits))
 
-        lead = leading_one(m, V, "v_lead")
-        shamt = Signal(range(2 * EM + 1))
-        m.d.comb += shamt.eq(2 * EM - (e << 1))
-        m.d.comb += [
-            rr.addr.eq(vn[2 * EM:2 * EM + RA + 2]),
-            remap_we.eq(a3), remap_addr.eq(j3), remap_data.eq(T),
-        ]
-        m.d.sync += [a2.eq(a1), j2.eq(j1), a3.eq(a2), j3.eq(j2)]
-        n_s = Signal(signed(cb + 1))
-        m.d.comb += n_s.eq(n)
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.sync += [a1.eq(0), k.eq(0), S1.eq(0), S2.eq(0)]
-                with m.If(start):
-                    m.next = "SUM"
-            with m.State("SUM"):
-                # h[k] C[k]; times C[k] again one cycle later; accumulate one more later
-                h_s = Signal(signed(cb + 1))
-                m.d.comb += h_s.eq(hist_arr[k[:ba]])
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             t1.eq(h_s * C_arr[k[:ba]]), c1.eq(C_arr[k[:ba]]),
-                             t2.eq(t1 * c1), t1d.eq(t1)]
-                with m.If(a2):
-                    m.d.sync += [S1.eq(S1 + t1d), S2.eq(S2 + t2)]
-                with m.If(k == J + 1):
-                    m.next = "VAR1"
-            with m.State("VAR1"):
-                m.d.sync += [A.eq(n_s * S2), B.eq(S1 * S1), a1.eq(0)]
-                m.next = "VAR2"
-            with m.State("VAR2"):
-                m.d.sync += V.eq(A if cfg.rms else A - B)
-                m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += [e.eq(lead >> 1), zero.eq(V == 0)]
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += vn.eq((V << RA) << shamt)
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.next = "RSQRT"
-            with m.State("RSQRT"):
-                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), k.eq(0)]
-                m.next = "MAP"
-            with m.State("MAP"):
-                c_k = C_arr[k[:ba]]
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             num.eq(n_s * c_k if cfg.rms else n_s * c_k - S1),
-                             prod.eq(num * r),
-                             T.eq(Mux(zero, 0, prod >> sh))]
-                with m.If(k == J + 2):
-                    m.d.comb += done.eq(1)
-                    m.next = "IDLE"
+        # MAP: n C[k] (Lc), minus S1 (1), times r (Lmr), >> sh in three stages, write
+        nc, lc3 = pipelined_mul(m, n_u, ck, "map_nc")
+        assert lc3 == Lc
+        num = Signal(signed(cb + cw + 2))
+        m.d.sync += num.eq(nc if cfg.rms else nc - S1)
+        prod, lmr = pipelined_mul(m, num, r, "map_mul")
+        assert lmr == Lmr
+        sh_hi = Signal.like(prod)
+        m.d.sync += sh_hi.eq(prod >> Cat(Const(0, 4), sh[4:]))
+        sh_mid = Signal.like(prod)
+        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
+        T = Signal(signed(cfg.out_bits))
+        m.d.sync += T.eq(Mux(zero, 0, sh_mid >> sh[:2]))
+        depth = Ls + Lc + 1 + Lmr + 3
+        v_w = delay(m, iss & st["map"], depth, "remap_valid")
+        j_w = delay(m, k[:ba], depth, "remap_j")
+        m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(T)]
+
+        # the per-row sequence, one-hot state flags
+        with m.If(st["idle"]):
+            # k runs while idle (so every selection input has been seen by an event-driven
+            # simulator before the first row: no X at power-up) and starts from 0 per row
+            m.d.sync += [k.eq(k + 1), S1.eq(0), S2.eq(0)]
+            with m.If(start):
+                m.d.sync += k.eq(0)
+                goto("idle", "sum")
+        with m.If(st["sum"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J - 1 + Ls + 2 * Lc):
+                m.d.sync += k.eq(0)
+                goto("sum", "var")
+        with m.If(st["var"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == Lv - 1):
+                goto("var", "vsub")
+        with m.If(st["vsub"]):
+            m.d.sync += V.eq(A if cfg.rms else A - B)
+            goto("vsub", "lead1")
+        with m.If(st["lead1"]):
+            goto("lead1", "lead2")
+        with m.If(st["lead2"]):
+            m.d.sync += [e.eq(lead >> 1), zero.eq(~Cat(c_nz).any())]
+            goto("lead2", "shamt")
+        with m.If(st["shamt"]):
+            m.d.sync += shamt.eq(2 * EM - (e << 1))
+            goto("shamt", "shift1")
+        with m.If(st["shift1"]):
+            m.d.sync += v1.eq((V << RA) << Cat(Const(0, 4), shamt[4:]))
+            goto("shift1", "shift2")
+        with m.If(st["shift2"]):
+            m.d.sync += v2.eq(v1 << Cat(Const(0, 2), shamt[2:4]))
+            goto("shift2", "shift3")
+        with m.If(st["shift3"]):
+            m.d.sync += [vn.eq(v2 << shamt[:2]), k.eq(0)]
+            goto("shift3", "rom")
+        with m.If(st["rom"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == Lrom - 1):
+                goto("rom", "rsqrt")
+        with m.If(st["rsqrt"]):
+            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0)]
+            goto("rsqrt", "map")
+        with m.If(st["map"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J - 1 + depth):
+                m.d.comb += done.eq(1)
+                goto("map", "idle")
 
 
 class NormBaseline(wiring.Component):

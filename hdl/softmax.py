@@ -145,17 +145,25 @@ class HistogramRowUnit(wiring.Component):
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
         wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
-        m.d.sync += wlast.eq(wptr - 1)
+        wlast1 = Signal.like(wptr)       # wlast - 1 (registered; still while the row is read)
+        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
         rend = Signal()                  # registered: the row's last beat has been issued
+        at_first = Signal(init=1)        # registered look-ahead: rptr == 0
+        at_last = Signal()               # registered look-ahead: rptr == wlast
         m.d.comb += [
             issue.eq(outp & ~rend),
             br.en.eq(advance),
             br.addr.eq(rptr),
         ]
-        with m.If(advance & issue & (rptr == wlast)):
+        with m.If(~outp):
+            # wlast is still long before the row is read back (the per-row computation)
+            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
+        with m.Elif(advance & issue):
+            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1)]
+        with m.If(advance & issue & at_last):
             m.d.sync += rend.eq(1)
         v0, first0, last0 = Signal(), Signal(), Signal()
-        m.d.comb += [v0.eq(issue), first0.eq(rptr == 0), last0.eq(rptr == wlast)]
+        m.d.comb += [v0.eq(issue), first0.eq(at_first), last0.eq(at_last)]
         v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
         first1 = delay(m, first0, rows.read_latency, "rd_first", en=advance)
         last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
@@ -214,18 +222,23 @@ class HistogramSoftmax(HistogramRowUnit):
     bits (truncated).
 
     Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
-    read in ``Le = banked_latency(4**ba)`` cycles, the reciprocal ROM (logic)
+    read in ``Le = banked_latency(4**ba) + 1`` cycles (the banks, then one copy
+    register per multiplier, so each copy drives one multiplier's partial
+    products), the reciprocal ROM (logic)
     in ``Lrom = banked_latency(256)``; both multiplies are fabric adder trees
     (``Lm = mul_latency(count_bits)``, ``Lm2 = mul_latency(16)``); the bin
     lookup ``h[k]`` is a registered 4:1 selection tree (at most ``Le``
     stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
-    final shift of ``E r`` take two and three stages of at most 4:1.
+    final shift of ``E r`` take two and three stages of at most 4:1.  The
+    per-row sequence is one-hot (one flag register per step, so every
+    register enable is a flag), and the end of the row read is a registered
+    look-ahead compare (``rptr == wlast - 1`` as the pointer advances).
 
     Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
     (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
     remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
     ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted (69 for ba = 4, P = 4, max_len = 1024; see
+    accepted (71 for ba = 4, P = 4, max_len = 1024; see
     :class:`HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.SoftmaxConfig.latency`).
 
@@ -266,9 +279,9 @@ class HistogramSoftmax(HistogramRowUnit):
         mx = Signal(ba)
         ea = Signal(2 * ba)
         m.d.comb += ea.eq(Cat(k[:ba], mx))
-        E, le = banked_memory(m, "exp_table", unsigned(cfg.exp_bits), J * J, ea,
-                              we=tw_en, waddr=tw_addr, wdata=tw_data)
-        assert le == Le
+        E_rd, le = banked_memory(m, "exp_table", unsigned(cfg.exp_bits), J * J, ea,
+                                 we=tw_en, waddr=tw_addr, wdata=tw_data)
+        assert le + 1 == Le
         dn = Signal(DW)
         recip_addr = Signal(RA)
         m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
@@ -281,11 +294,15 @@ class HistogramSoftmax(HistogramRowUnit):
         summing, mapping = Signal(), Signal()
         iss = Signal()
         m.d.comb += iss.eq((summing | mapping) & (k < J))
+        # one copy of E per multiplier (gated differently, so they are not merged): each
+        # drives one multiplier's partial products, halving the fan-out of the exp read
+        E_sum, E_map = Signal.like(E_rd, name="exp_sum"), Signal.like(E_rd, name="exp_map")
+        m.d.sync += [E_sum.eq(Mux(summing, E_rd, 0)), E_map.eq(Mux(mapping, E_rd, 0))]
         hk, lh = select_pipe(m, hist, k[:ba], "hist_k")
         hk_e = delay(m, hk, Le - lh, "hist_k")
         v_e = delay(m, iss, Le, "exp_valid")
         j_e = delay(m, k[:ba], Le, "exp_j")
-        prod, lm = pipelined_mul(m, E, hk_e, "sum_mul")
+        prod, lm = pipelined_mul(m, E_sum, hk_e, "sum_mul")
         assert lm == Lm
         v_p = delay(m, v_e & summing, Lm, "sum_valid")
         D = Signal(DW)
@@ -295,7 +312,7 @@ class HistogramSoftmax(HistogramRowUnit):
         # MAP: issue bin k, E r (Lm2 stages), shift in two stages, write the remap tables
         r = Signal(RF + 1)
         sh = Signal(range(DW + RF))
-        prod2, lm2 = pipelined_mul(m, r, E, "map_mul")
+        prod2, lm2 = pipelined_mul(m, r, E_map, "map_mul")
         assert lm2 == Lm2
         v_q = delay(m, v_e & mapping, Lm2, "map_valid")
         j_q = delay(m, j_e, Lm2, "map_j")
@@ -315,43 +332,49 @@ class HistogramSoftmax(HistogramRowUnit):
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.next = "MAX"
-            with m.State("MAX"):
-                m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
-                m.next = "SUM"
-            with m.State("SUM"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == J - 1 + Le + Lm):
-                    m.d.sync += summing.eq(0)
-                    m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += e.eq(lead)
-                m.next = "SHAMT"
-            with m.State("SHAMT"):
-                m.d.sync += shamt.eq(DW - 1 - e)
-                m.next = "SHIFT"
-            with m.State("SHIFT"):          # D << shamt in two stages: by 4s, then by 0..3
-                m.d.sync += d1.eq(D << Cat(Const(0, 2), shamt[2:]))
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += [dn.eq(d1 << shamt[:2]), k.eq(0)]
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == Lrom - 1):
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
-                m.next = "MAP"
-            with m.State("MAP"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == J + 2 + Le + Lm2):
-                    m.d.comb += done.eq(1)
-                    m.d.sync += mapping.eq(0)
-                    m.next = "IDLE"
+        # the per-row sequence as one-hot state flags (each register enable is one flag)
+        names = ["idle", "max", "sum", "lead", "shamt", "shift", "normalize", "rom", "recip",
+                 "map"]
+        st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        with m.If(st["idle"] & start):
+            goto("idle", "max")
+        with m.If(st["max"]):
+            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
+            goto("max", "sum")
+        with m.If(st["sum"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J - 1 + Le + Lm):
+                m.d.sync += summing.eq(0)
+                goto("sum", "lead")
+        with m.If(st["lead"]):
+            m.d.sync += e.eq(lead)
+            goto("lead", "shamt")
+        with m.If(st["shamt"]):
+            m.d.sync += shamt.eq(DW - 1 - e)
+            goto("shamt", "shift")
+        with m.If(st["shift"]):          # D << shamt in two stages: by 4s, then by 0..3
+            m.d.sync += d1.eq(D << Cat(Const(0, 2), shamt[2:]))
+            goto("shift", "normalize")
+        with m.If(st["normalize"]):
+            m.d.sync += [dn.eq(d1 << shamt[:2]), k.eq(0)]
+            goto("normalize", "rom")
+        with m.If(st["rom"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == Lrom - 1):
+                goto("rom", "recip")
+        with m.If(st["recip"]):
+            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
+            goto("recip", "map")
+        with m.If(st["map"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J + 2 + Le + Lm2):
+                m.d.comb += done.eq(1)
+                m.d.sync += mapping.eq(0)
+                goto("map", "idle")
 
 
 class SoftmaxBaseline(wiring.Component):
