@@ -438,10 +438,25 @@ class SoftmaxBaselineConfig(UnitConfig):
     denom_bits = SoftmaxConfig.denom_bits
     out_bits = SoftmaxConfig.out_bits
 
+    @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): lane trees (maximum, exp sum) ``Lt``, row buffer read
+        ``Lr``, exp ROM ``Le`` (address copies, LUT banks), reciprocal ROM ``Lrom``, E r
+        multiplier ``Lmr``."""
+        from hdl.rows import banked_latency, mul_latency, tree_latency
+        from golden.softmax import BASE_EXP_ADDR, RECIP_ADDR
+        return (tree_latency(self.lanes), banked_latency(self.max_beats),
+                banked_latency(1 << BASE_EXP_ADDR) + 1, banked_latency(1 << RECIP_ADDR),
+                mul_latency(self.exp_bits))
+
     def row_latency(self, beats):
         """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
-        beat (no backpressure): the sum pass reads the row once more."""
-        return beats + 18
+        beat (no backpressure): ``beats + 15 + 2 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
+        maximum (3 + Lt), the sum pass (``beats`` issues, ``Lr + 2 + Le + Lt`` to the last
+        accumulation), the normalization (``6 + Lrom``), the output pass (``Lr + 1 + Le +
+        Lmr + 3``)."""
+        Lt, Lr, Le, Lrom, Lmr = self.stage_latencies
+        return beats + 15 + 2 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
 
 
 @dataclass(frozen=True)
@@ -463,9 +478,27 @@ class NormBaselineConfig(UnitConfig):
     out_bits = NormConfig.out_bits
 
     @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): ``x**2`` and ``n x`` multipliers ``Lsq``, lane adder
+        trees ``Lt``, variance products ``Lv``, row buffer read ``Lr``, ``(n x - S1) r``
+        multiplier ``Lmr``."""
+        from hdl.rows import banked_latency, mul_latency, tree_latency
+        from golden.norm import RSQRT_FRAC
+        cb = self.count_bits
+        return (mul_latency(self.width), tree_latency(self.lanes),
+                max(mul_latency(cb), mul_latency(cb + self.width + 1)),
+                banked_latency(self.max_beats), mul_latency(RSQRT_FRAC + 1))
+
+    @property
     def latency(self):
-        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
-        return 15
+        """Cycles from the accepted last beat of a row to its first output beat (no
+        backpressure): ``9 + 2 Lsq + Lt + Ln + Lr + Lmr``, ``Ln = Lv + 7 + Lrom`` the
+        per-row normalization (hdl.norm.row_rsqrt_latency): input register, masked values,
+        squares, trees, sums, the wait for ``Ln`` and its start and end, then the output
+        pipeline (read, ``n x``, minus ``S1``, times ``r``, three shift stages)."""
+        from hdl.norm import row_rsqrt_latency
+        Lsq, Lt, Lv, Lr, Lmr = self.stage_latencies
+        return 9 + 2 * Lsq + Lt + row_rsqrt_latency(Lv) + Lr + Lmr
 
     row_latency = SoftmaxConfig.row_latency
 
