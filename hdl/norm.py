@@ -129,7 +129,8 @@ class HistogramNorm(HistogramRowUnit):
     (:func:`row_rsqrt`) free running from the sums: ``V``, its leading one in
     two stages, the shift amount, three stages of 4:1 shifts and the rsqrt
     lookup (``Lrom = rsqrt_latency()``), ``Ln = Lv + 7 + Lrom`` cycles; the
-    final shift in three stages; one-hot sequence flags, one counter.
+    final shift in three stages; one-hot sequence flags, one counter whose
+    step ends are registered look-ahead compares.
 
     Latency: ``compute_cycles = 2 * 2**ba + 13 + 2 Ls + 3 Lc + Lv + Lrom +
     Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
@@ -234,14 +235,15 @@ class HistogramNorm(HistogramRowUnit):
 
         # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
         # where a counted step starts (one clear term, no per-state next value)
+        # the ends of the counted steps are registered look-ahead compares (k one below)
         k_clr = Signal()
         end_sum, end_norm, end_map = Signal(), Signal(), Signal()
-        m.d.comb += [
-            end_sum.eq(st["sum"] & (k == J - 1 + Ls + 2 * Lc)),
-            end_norm.eq(st["norm"] & (k == Ln)),
-            end_map.eq(st["map"] & (k == J - 1 + depth)),
-            k_clr.eq((st["idle"] & start) | end_sum | end_norm),
+        m.d.sync += [
+            end_sum.eq(st["sum"] & (k == J - 2 + Ls + 2 * Lc)),
+            end_norm.eq(st["norm"] & (k == Ln - 1)),
+            end_map.eq(st["map"] & (k == J - 2 + depth)),
         ]
+        m.d.comb += k_clr.eq((st["idle"] & start) | end_sum | end_norm)
         # (k also runs while idle, so every selection input has been seen by an
         # event-driven simulator before the first row: no X at power-up)
         m.d.sync += k.eq(Mux(k_clr, 0, k + 1))
