@@ -410,7 +410,7 @@ class SoftmaxBaseline(wiring.Component):
 
     Latency: the first output beat is valid ``b + 15 + 2 Lt + 2 Lr + 2 Le +
     Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
-    accepted (``b + 44`` for P = 4, max_len = 1024;
+    accepted (``b + 43`` for P = 4, max_len = 1024;
     :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
     and rows do not overlap (as :class:`HistogramRowUnit`), so a row
     occupies the unit for ``2 b + latency - 1`` cycles, against the
