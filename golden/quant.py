@@ -26,7 +26,7 @@ quantized layers upstream produce.
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 

@@ -3,17 +3,96 @@
 Golden twin: :mod:`golden.norm`.  Configuration: :class:`kllm.config.NormConfig`.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
 from hdl.component import ConfiguredComponent
-from hdl.rows import RowInput
+from hdl.rows import (RowInput, adder_tree, banked_latency, banked_memory, delay,
+                      pipelined_mul, select_pipe)
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
 
 __all__ = ["HistogramNorm", "NormBaseline"]
+
+
+def rsqrt_latency():
+    """Cycles of :func:`rsqrt_lookup`."""
+    from hdl.rows import mul_latency
+    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR)
+
+
+DIV3_BITS = 10      # 683 = 0b1010101011: floor(x / 3) = (x * 683) >> 11 for 0 <= x < 768
+
+
+def rsqrt_lookup(m, top, name):
+    """``RSQRT[min((top - 2**RA) // 3, 2**RA - 1)]`` (:mod:`golden.norm`) for the
+    ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
+    division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
+    the 256-entry ROM in LUT banks.  Returns ``(r, latency)``, ``latency =
+    rsqrt_latency()``; ``top`` below ``2**RA`` (V = 0) gives an unspecified ``r``."""
+    RA, RF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC
+    x = Signal(RA + 2, name=f"{name}_x")
+    m.d.comb += x.eq(top - (1 << RA))
+    q, lq = pipelined_mul(m, x, Const(683, DIV3_BITS), f"{name}_div3")
+    i = Signal(RA, name=f"{name}_i")
+    m.d.sync += i.eq(Mux((q >> 11) >= (1 << RA), (1 << RA) - 1, q >> 11))
+    r, lr = banked_memory(m, f"{name}_rom", unsigned(RF + 1), 1 << RA, i,
+                          init=gnorm.rsqrt_table().tolist())
+    assert lq + 1 + lr == rsqrt_latency()
+    return r, lq + 1 + lr
+
+
+def row_rsqrt_latency(Lv):
+    """Cycles of :func:`row_rsqrt` from stable sums to stable outputs (``Lv`` the deeper of
+    the two variance multipliers)."""
+    return Lv + 7 + rsqrt_latency()
+
+
+def row_rsqrt(m, S1, S2, n, rms, VW):
+    """Free-running pipeline from a row's sums to its normalization: ``V = n S2 - S1**2``
+    (``n S2`` for RMSNorm; fabric multipliers), its leading one in two stages, the shift
+    amount, ``V`` normalized in three stages of 4:1 shifts, :func:`rsqrt_lookup`.  Returns
+    ``(r, e, zero, latency)``: the outputs hold the row's values from ``latency`` cycles
+    after ``S1``, ``S2``, ``n`` become stable (``row_rsqrt_latency``) for as long as they stay."""
+    RA = gnorm.RSQRT_ADDR
+    EM = (VW - 1) // 2
+    A, la = pipelined_mul(m, S2, n, "var_ns2")
+    B, lb = pipelined_mul(m, S1, S1, "var_s1s1")
+    Lv = max(la, lb)
+    V = Signal(VW)
+    m.d.sync += V.eq(A if rms else A - B)
+    # leading one of V in two stages: per 16-bit chunk (registered), then the top chunk
+    chunks = [V[c:c + 16] for c in range(0, VW, 16)]
+    c_nz = [Signal(name=f"v_nz{q}") for q in range(len(chunks))]
+    c_pos = [Signal(4, name=f"v_pos{q}") for q in range(len(chunks))]
+    for q, ch in enumerate(chunks):
+        m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"v_lead{q}"))]
+    lead = Const(0, range(VW))
+    for q in range(len(chunks)):
+        lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
+    e = Signal(range(EM + 1))
+    zero = Signal()
+    m.d.sync += [e.eq(lead >> 1), zero.eq(~Cat(c_nz).any())]
+    shamt = Signal(range(2 * EM + 1))
+    m.d.sync += shamt.eq(2 * EM - (e << 1))
+    # V << (RA + shamt) in three stages of 4:1 selection (by 16s, by 4s, by 0..3); the
+    # rsqrt lookup reads bits [2 EM, 2 EM + RA + 2) of the result
+    v1 = Signal(VW + RA + 2 * EM)
+    v2 = Signal(VW + RA + 2 * EM)
+    vn = Signal(VW + RA + 2 * EM)
+    V_d = delay(m, V, 3, "v_norm")        # V meets its shift amount
+    m.d.sync += [v1.eq((V_d << RA) << Cat(Const(0, 4), shamt[4:])),
+                 v2.eq(v1 << Cat(Const(0, 2), shamt[2:4])),
+                 vn.eq(v2 << shamt[:2])]
+    # (shamt is stable from then on: V is, so a single register per stage suffices)
+    rom_addr = Signal(RA + 2)
+    m.d.comb += rom_addr.eq(vn[2 * EM:2 * EM + RA + 2])
+    r, lrom = rsqrt_lookup(m, rom_addr, "rsqrt")
+    latency = Lv + 7 + lrom
+    assert latency == row_rsqrt_latency(Lv)
+    return r, e, zero, latency
 
 
 class HistogramNorm(HistogramRowUnit):
@@ -22,10 +101,10 @@ class HistogramNorm(HistogramRowUnit):
     Per row (see :mod:`golden.norm`, bit-exact): ``S1 = sum_j h[j] C[j]`` and
     ``S2 = sum_j h[j] C[j]**2`` over the 2**ba bins (two multipliers, one bin
     per cycle); ``V = n S2 - S1**2`` (LayerNorm) or ``V = n S2`` (RMSNorm);
-    ``1 / sqrt(V)`` from a normalized ROM: ``V = 4**e v``, ``v`` in [1, 4),
-    whose top 10 bits (``v`` with 8 fraction bits) address a 1024-entry ROM
-    holding ``RSQRT[min((top - 256) // 3, 255)]``, the golden 256-entry table
-    over [1, 4) (so no division by 3 in hardware); then the remap table
+    ``1 / sqrt(V)`` from a normalized lookup: ``V = 4**e v``, ``v`` in [1, 4),
+    whose top 10 bits (``v`` with 8 fraction bits, ``top``) give
+    ``RSQRT[min((top - 256) // 3, 255)]`` from the golden 256-entry table over
+    [1, 4) (:func:`rsqrt_lookup`: the division by 3 a multiply by 683); then the remap table
     ``T[j] = ((n C[j] - S1) r) >> (4 + e)`` (``n C[j]`` for RMSNorm), the
     normalized value of centroid ``j`` with 12 fraction bits, signed, and 0
     for every ``j`` when ``V = 0``.  Per-channel gain and bias are not
@@ -42,13 +121,26 @@ class HistogramNorm(HistogramRowUnit):
     numerator ``n C[j] - S1`` ``cb + cw + 2`` bits; the output ``out_bits``
     (``|z| <= sqrt(n)``), rounded toward minus infinity.
 
-    Latency: ``compute_cycles = 2 * 2**ba + 12`` (sums ``2**ba + 2``,
-    variance 2, normalization 4, remap ``2**ba + 3``, idle 1), so the first
-    output beat is valid ``2 * 2**ba + 17 + Lr`` cycles after the row's last
-    input beat is accepted, ``Lr`` the row buffer read
-    (:func:`hdl.rows.banked_latency`; see :class:`hdl.softmax.HistogramRowUnit`
-    for throughput and row length).  The per-row arithmetic here is not yet
-    pipelined for 200 MHz (unregistered multipliers, a block RAM rsqrt ROM).
+    Pipelining for a 200 MHz clock (as :class:`hdl.softmax.HistogramSoftmax`,
+    :mod:`hdl.rows`): bin ``h[k]`` and centroid ``C[k]`` through registered
+    4:1 selections (``Ls = select_latency(2**ba)``); every multiplier in the
+    fabric with a register per adder level (``Lc = mul_latency(cw)`` for the
+    products with a centroid, ``Lv`` the deeper of ``n S2`` and ``S1**2``,
+    ``Lmr = mul_latency(17)`` for ``(n C - S1) r``); the normalization
+    (:func:`row_rsqrt`) free running from the sums: ``V``, its leading one in
+    two stages, the shift amount, three stages of 4:1 shifts and the rsqrt
+    lookup (``Lrom = rsqrt_latency()``), ``Ln = Lv + 7 + Lrom`` cycles; the
+    final shift in three stages; one-hot sequence flags, one counter whose
+    step ends are registered look-ahead compares.
+
+    Latency: ``compute_cycles = 2 * 2**ba + 13 + 2 Ls + 3 Lc + Lv + Lrom +
+    Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
+    ``2**ba + Ls + Lc + Lmr + 4``), so the first output beat is valid
+    ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
+    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`; 90
+    for ba = 4, cw = 8, P = 4, max_len = 1024; see
+    :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
+    :attr:`kllm.config.NormConfig.latency`).
 
     Parameters
     ----------
@@ -81,92 +173,92 @@ class HistogramNorm(HistogramRowUnit):
         RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
         VW = 2 * cb + 2 * cw
         EM = (VW - 1) // 2
+        Ls, Lc, Lv, Lrom, Lmr, _ = cfg.stage_latencies
+        Ln = row_rsqrt_latency(Lv)
 
         C = [Signal(signed(cw), name=f"centroid{j}", reset_less=True) for j in range(J)]
         for j in range(J):
             with m.If(self.tbl.en & (self.tbl.addr == j)):
                 m.d.sync += C[j].eq(self.tbl.data)
-        table = gnorm.rsqrt_table().tolist()
-        rom_init = [table[min((t - (1 << RA)) // 3, (1 << RA) - 1)] if t >= (1 << RA) else 0
-                    for t in range(4 << RA)]
-        rom = memory.Memory(shape=unsigned(RF + 1), depth=4 << RA, init=rom_init)
-        m.submodules.rsqrt_rom = rom
-        rr = rom.read_port(domain="sync")
 
-        hist_arr, C_arr = Array(hist), Array(C)
-        k = Signal(range(J + 4))
-        a1, a2, a3 = Signal(), Signal(), Signal()
-        j1, j2, j3 = Signal(ba), Signal(ba), Signal(ba)
-        t1 = Signal(signed(cb + cw + 1))
-        c1 = Signal(signed(cw))
-        t1d = Signal(signed(cb + cw + 1))
-        t2 = Signal(signed(cb + 2 * cw + 1))
+        names = ["idle", "sum", "norm", "map"]
+        st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        k = Signal(range(J + Ls + 2 * Lc + Lmr + Ln + 8))
+        iss = Signal()
+        m.d.comb += iss.eq((st["sum"] | st["map"]) & (k < J))
+        n_u = Signal(cb)
+        m.d.comb += n_u.eq(n)
+
+        # bin k and centroid k through registered 4:1 selections (Ls stages)
+        hk, ls = select_pipe(m, hist, k[:ba], "hist_k")
+        ck, ls2 = select_pipe(m, C, k[:ba], "cent_k")
+        assert ls == ls2 == Ls
+
+        # SUM: t1 = h[k] C[k] (Lc), t2 = t1 C[k] (Lc), accumulate
+        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
+        ck_d = delay(m, ck, Lc, "cent_k1")
+        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
+        assert lc == lc2 == Lc
+        t1_d = delay(m, t1, Lc, "s1_term")
+        v_acc = delay(m, iss & st["sum"], Ls + 2 * Lc, "sum_valid")
         S1 = Signal(signed(cb + cw + 1))
         S2 = Signal(signed(cb + 2 * cw + 1))
-        A = Signal(signed(VW + 2))
-        B = Signal(signed(VW + 2))
-        V = Signal(VW)
-        e = Signal(range(EM + 1))
-        zero = Signal()
-        vn = Signal(VW + 8 + 2 * EM)
-        r = Signal(RF + 1)
-        sh = Signal(range(EM + RF))
-        num = Signal(signed(cb + cw + 2))
-        prod = Signal(signed(cb + cw + RF + 4))
-        T = Signal(signed(cfg.out_bits))
+        with m.If(v_acc):
+            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
 
-        lead = leading_one(m, V, "v_lead")
-        shamt = Signal(range(2 * EM + 1))
-        m.d.comb += shamt.eq(2 * EM - (e << 1))
-        m.d.comb += [
-            rr.addr.eq(vn[2 * EM:2 * EM + RA + 2]),
-            remap_we.eq(a3), remap_addr.eq(j3), remap_data.eq(T),
+        # normalization: free running on the row's sums (stable until the row's next SUM)
+        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n_u, cfg.rms, VW)
+        assert lnorm == Ln
+        sh = Signal(range(EM + RF))
+        m.d.comb += sh.eq(RF - OF + e)
+
+        # MAP: n C[k] (Lc), minus S1 (1), times r (Lmr), >> sh in three stages, write
+        nc, lc3 = pipelined_mul(m, n_u, ck, "map_nc")
+        assert lc3 == Lc
+        num = Signal(signed(cb + cw + 2))
+        m.d.sync += num.eq(nc if cfg.rms else nc - S1)
+        prod, lmr = pipelined_mul(m, num, r, "map_mul")
+        assert lmr == Lmr
+        sh_hi = Signal.like(prod)
+        m.d.sync += sh_hi.eq(prod >> Cat(Const(0, 4), sh[4:]))
+        sh_mid = Signal.like(prod)
+        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
+        T = Signal(signed(cfg.out_bits))
+        m.d.sync += T.eq(Mux(zero, 0, sh_mid >> sh[:2]))
+        depth = Ls + Lc + 1 + Lmr + 3
+        v_w = delay(m, iss & st["map"], depth, "remap_valid")
+        j_w = delay(m, k[:ba], depth, "remap_j")
+        m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(T)]
+
+        # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
+        # where a counted step starts (one clear term, no per-state next value)
+        # the ends of the counted steps are registered look-ahead compares (k one below)
+        k_clr = Signal()
+        end_sum, end_norm, end_map = Signal(), Signal(), Signal()
+        m.d.sync += [
+            end_sum.eq(st["sum"] & (k == J - 2 + Ls + 2 * Lc)),
+            end_norm.eq(st["norm"] & (k == Ln - 1)),
+            end_map.eq(st["map"] & (k == J - 2 + depth)),
         ]
-        m.d.sync += [a2.eq(a1), j2.eq(j1), a3.eq(a2), j3.eq(j2)]
-        n_s = Signal(signed(cb + 1))
-        m.d.comb += n_s.eq(n)
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.sync += [a1.eq(0), k.eq(0), S1.eq(0), S2.eq(0)]
-                with m.If(start):
-                    m.next = "SUM"
-            with m.State("SUM"):
-                # h[k] C[k]; times C[k] again one cycle later; accumulate one more later
-                h_s = Signal(signed(cb + 1))
-                m.d.comb += h_s.eq(hist_arr[k[:ba]])
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             t1.eq(h_s * C_arr[k[:ba]]), c1.eq(C_arr[k[:ba]]),
-                             t2.eq(t1 * c1), t1d.eq(t1)]
-                with m.If(a2):
-                    m.d.sync += [S1.eq(S1 + t1d), S2.eq(S2 + t2)]
-                with m.If(k == J + 1):
-                    m.next = "VAR1"
-            with m.State("VAR1"):
-                m.d.sync += [A.eq(n_s * S2), B.eq(S1 * S1), a1.eq(0)]
-                m.next = "VAR2"
-            with m.State("VAR2"):
-                m.d.sync += V.eq(A if cfg.rms else A - B)
-                m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += [e.eq(lead >> 1), zero.eq(V == 0)]
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += vn.eq((V << RA) << shamt)
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.next = "RSQRT"
-            with m.State("RSQRT"):
-                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), k.eq(0)]
-                m.next = "MAP"
-            with m.State("MAP"):
-                c_k = C_arr[k[:ba]]
-                m.d.sync += [a1.eq(k < J), j1.eq(k), k.eq(k + 1),
-                             num.eq(n_s * c_k if cfg.rms else n_s * c_k - S1),
-                             prod.eq(num * r),
-                             T.eq(Mux(zero, 0, prod >> sh))]
-                with m.If(k == J + 2):
-                    m.d.comb += done.eq(1)
-                    m.next = "IDLE"
+        m.d.comb += k_clr.eq((st["idle"] & start) | end_sum | end_norm)
+        # (k also runs while idle, so every selection input has been seen by an
+        # event-driven simulator before the first row: no X at power-up)
+        m.d.sync += k.eq(Mux(k_clr, 0, k + 1))
+        with m.If(st["idle"]):
+            m.d.sync += [S1.eq(0), S2.eq(0)]
+            with m.If(start):
+                goto("idle", "sum")
+        with m.If(end_sum):
+            goto("sum", "norm")
+        with m.If(end_norm):           # r, e, zero hold the row's values
+            goto("norm", "map")
+        with m.If(end_map):
+            m.d.comb += done.eq(1)
+            goto("map", "idle")
 
 
 class NormBaseline(ConfiguredComponent):
@@ -182,10 +274,19 @@ class NormBaseline(ConfiguredComponent):
     (the histogram arithmetic with every row its own codebook, so the two
     units give the same integers on the same values).
 
-    Latency: the first output beat is valid 15 cycles after the row's last
-    input beat is accepted (3 input stages and the start flag, the idle
-    state, 6 per-row steps, 4 output stages); II = 1 in and out; rows do not overlap
-    (as :class:`hdl.softmax.HistogramRowUnit`).
+    Pipelined for 200 MHz with the same building blocks and memories as
+    :class:`HistogramNorm`: LUTRAM row buffer (``Lr``), fabric multipliers
+    with a register per adder level (``x**2`` and ``n x``: ``Lsq =
+    mul_latency(width)``; ``(n x - S1) r``: ``Lmr``), lane adder trees with a
+    register per level (``Lt = tree_latency(P)``), the same free-running
+    normalization (:func:`row_rsqrt`, ``Ln``), the final shift in three
+    stages; the output pipeline stalls on backpressure.
+
+    Latency: the first output beat is valid ``9 + 2 Lsq + Lt + Ln + Lr +
+    Lmr`` cycles after the row's last input beat is accepted (50 for width =
+    8, P = 4, max_len = 1024; :attr:`kllm.config.NormBaselineConfig.latency`);
+    II = 1 in and out; rows do not overlap (as
+    :class:`hdl.softmax.HistogramRowUnit`).
 
     Parameters
     ----------
@@ -217,112 +318,102 @@ class NormBaseline(ConfiguredComponent):
         })
 
     def elaborate(self, platform):
-        from amaranth import Cat
         m = Module()
         cfg = self._config
         P, W, lcb, cb = cfg.lanes, cfg.width, cfg.lane_count_bits, cfg.count_bits
-        RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
+        Lsq, Lt, Lv, Lr, Lmr = cfg.stage_latencies
+        Ln = row_rsqrt_latency(Lv)
 
         outp = Signal()
         rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats)
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
+                        banked=True)
         br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        assert rows.read_latency == Lr
 
-        # stage 1: masked values and squares; stage 2: adder trees; stage 3: running sums
+        # stage 1: masked values (registered); x**2 per lane (fabric, Lsq stages); adder
+        # trees (Lt stages); running sums and count
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
-        sq = [Signal(2 * W, name=f"s1_sq{p}") for p in range(P)]
-        nv1, s1_end = Signal(range(P + 1)), Signal()
+        lv = [Signal(name=f"s1_lv{p}") for p in range(P)]
         for p in range(P):
-            v = Mux(s0_valid & (s0.count > p), s0.x[p], 0)
-            m.d.sync += [xm[p].eq(v), sq[p].eq(v * v)]
-        nv = Const(0, 1)
+            ok = s0_valid & (s0.count > p)
+            m.d.sync += [xm[p].eq(Mux(ok, s0.x[p], 0)), lv[p].eq(ok)]
+        sq = []
         for p in range(P):
-            nv = nv + (s0_valid & (s0.count > p))
-        m.d.sync += [nv1.eq(nv), s1_end.eq(s0_end)]
-        sum1 = Signal(signed(W + P.bit_length() + 1))
-        sum2 = Signal(2 * W + P.bit_length())
-        nv2, s2_end = Signal(range(P + 1)), Signal()
-        t1, t2 = xm[0], sq[0]
-        for p in range(1, P):
-            t1, t2 = t1 + xm[p], t2 + sq[p]
-        m.d.sync += [sum1.eq(t1), sum2.eq(t2), nv2.eq(nv1), s2_end.eq(s1_end)]
+            q, lsq = pipelined_mul(m, xm[p], xm[p], f"sq{p}")
+            assert lsq == Lsq
+            sq.append(q)
+        xd = [delay(m, xm[p], Lsq, f"x_sq{p}") for p in range(P)]
+        lvd = [delay(m, lv[p], Lsq, f"lv_sq{p}") for p in range(P)]
+        sum1, lt1 = adder_tree(m, xd, "sum1")
+        sum2, lt2 = adder_tree(m, sq, "sum2")
+        nv, lt3 = adder_tree(m, [x.as_unsigned() for x in lvd], "nv")
+        assert lt1 == lt2 == lt3 == Lt
         S1 = Signal(signed(cb + W + 1))
         S2 = Signal(signed(cb + 2 * W + 1))
         n = Signal(cb)
-        start = Signal()
-        m.d.sync += [S1.eq(S1 + sum1), S2.eq(S2 + sum2), n.eq(n + nv2), start.eq(s2_end)]
+        start = delay(m, s0_end, 2 + Lsq + Lt, "start")    # the row's sums are complete
+        m.d.sync += [S1.eq(S1 + sum1), S2.eq(S2 + sum2), n.eq(n + nv)]
 
-        # per row: V, rsqrt (as HistogramNorm)
-        n_s = Signal(signed(cb + 1))
-        m.d.comb += n_s.eq(n)
-        table = gnorm.rsqrt_table().tolist()
-        rom_init = [table[min((t - (1 << RA)) // 3, (1 << RA) - 1)] if t >= (1 << RA) else 0
-                    for t in range(4 << RA)]
-        rom = memory.Memory(shape=unsigned(RF + 1), depth=4 << RA, init=rom_init)
-        m.submodules.rsqrt_rom = rom
-        rr = rom.read_port(domain="sync")
-        A, B = Signal(signed(VW + 2)), Signal(signed(VW + 2))
-        V = Signal(VW)
-        e = Signal(range(EM + 1))
-        zero = Signal()
-        vn = Signal(VW + RA + 2 * EM)
-        r = Signal(RF + 1)
+        # per row: V, rsqrt (free running, as HistogramNorm), waited for
+        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
+        assert lnorm == Ln
         sh = Signal(range(EM + RF))
-        lead = leading_one(m, V, "v_lead")
-        shamt = Signal(range(2 * EM + 1))
-        m.d.comb += [shamt.eq(2 * EM - (e << 1)), rr.addr.eq(vn[2 * EM:2 * EM + RA + 2])]
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.next = "VAR1"
-            with m.State("VAR1"):
-                m.d.sync += [A.eq(n_s * S2), B.eq(S1 * S1)]
-                m.next = "VAR2"
-            with m.State("VAR2"):
-                m.d.sync += V.eq(A if cfg.rms else A - B)
-                m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += [e.eq(lead >> 1), zero.eq(V == 0)]
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += vn.eq((V << RA) << shamt)
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.next = "RSQRT"
-            with m.State("RSQRT"):
-                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), outp.eq(1)]
-                m.next = "IDLE"
+        m.d.comb += sh.eq(RF - OF + e)
+        waiting = Signal()
+        kw = Signal(range(Ln + 2))
+        with m.If(start):
+            m.d.sync += [waiting.eq(1), kw.eq(0)]
+        with m.Elif(waiting):
+            m.d.sync += kw.eq(kw + 1)
+            with m.If(kw == Ln):
+                m.d.sync += [waiting.eq(0), outp.eq(1)]
 
-        # output: read the row back, two multipliers per lane
+        # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
+        # three stages (the last one the output register); the pipeline stalls on backpressure
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
-        m.d.comb += [issue.eq(outp & (rptr != wptr)), br.en.eq(adv), br.addr.eq(rptr)]
-        vA, fA, lA = Signal(), Signal(), Signal()
-        vB, fB, lB, cB = Signal(), Signal(), Signal(), Signal(lcb)
-        vC, fC, lC, cC = Signal(), Signal(), Signal(), Signal(lcb)
-        cA = br.data[P * W:]
-        with m.If(adv):
-            m.d.sync += [vA.eq(issue), fA.eq(rptr == 0), lA.eq(rptr == wptr - 1),
-                         vB.eq(vA), fB.eq(fA), lB.eq(lA), cB.eq(cA),
-                         vC.eq(vB), fC.eq(fB), lC.eq(lB), cC.eq(cB),
-                         self.o.valid.eq(vC), self.o.payload.first.eq(fC),
-                         self.o.payload.last.eq(lC), self.o.payload.count.eq(cC)]
-            with m.If(issue):
-                m.d.sync += rptr.eq(rptr + 1)
+        rend = Signal()
+        at_first = Signal(init=1)
+        at_last = Signal()
+        wlast, wlast1 = Signal.like(wptr), Signal.like(wptr)
+        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
+        m.d.comb += [issue.eq(outp & ~rend), br.en.eq(adv), br.addr.eq(rptr)]
+        with m.If(~outp):
+            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
+        with m.Elif(adv & issue):
+            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
+            with m.If(at_last):
+                m.d.sync += rend.eq(1)
+        depth = Lr + Lsq + 1 + Lmr + 3
+        fr = delay(m, Cat(issue, at_first, at_last), depth - 1, "frame", en=adv)
+        cnt = delay(m, br.data[P * W:], depth - 1 - Lr, "count", en=adv)
+        n_x = n.as_unsigned()
         for p in range(P):
             x = br.data[p * W:(p + 1) * W].as_signed()
+            nx, lw = pipelined_mul(m, n_x, x, f"nx{p}", en=adv)
+            assert lw == Lsq
             num = Signal(signed(cb + W + 2), name=f"num{p}")
-            prod = Signal(signed(cb + W + RF + 4), name=f"prod{p}")
             with m.If(adv):
-                m.d.sync += [num.eq(n_s * x if cfg.rms else n_s * x - S1),
-                             prod.eq(num * r),
-                             self.o.payload.y[p].eq(Mux(zero | (cC <= p), 0, prod >> sh))]
+                m.d.sync += num.eq(nx if cfg.rms else nx - S1)
+            prod, lmr = pipelined_mul(m, num, r, f"prod{p}", en=adv)
+            assert lmr == Lmr
+            hi = Signal.like(prod, name=f"sh_hi{p}")
+            mid = Signal.like(prod, name=f"sh_mid{p}")
+            with m.If(adv):
+                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
+                             self.o.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))]
+        with m.If(adv):
+            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
+                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
 
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), rptr.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
+            m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
         return m

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from amaranth import Array, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import memory
 
-__all__ = ["RowInput", "banked_latency", "banked_memory", "delay", "leading_one",
-           "mul_latency", "pipelined_mul", "select_latency", "select_pipe"]
+__all__ = ["RowInput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
+           "mul_latency", "pipelined_mul", "select_latency", "select_pipe", "tree_latency"]
 
 
 class RowInput:
@@ -129,7 +129,7 @@ def banked_latency(depth):
 
 
 def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=None,
-                  init=None, en=None):
+                  init=None, en=None, copies=False):
     """A memory read with a fixed latency at full clock rate: LUTRAM banks of 16 words
     (a ROM when ``init`` is given and there is no write port), all read into registers,
     then a registered 4:1 selection by two upper address bits per stage.
@@ -137,10 +137,25 @@ def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=No
     Returns ``(data, latency)``, ``latency = banked_latency(depth)``: the data of the
     address presented in cycle ``c`` (with ``en``) is on ``data`` in cycle ``c + latency``.
     The write port (``we``, ``waddr``, ``wdata``) writes in the cycle it is presented.
+
+    ``copies``: first register one copy of the address per group of four banks (each
+    copy zero unless its group is addressed, so synthesis keeps them apart), so no address
+    bit drives more than four banks; one cycle more (``banked_latency(depth) + 1``).
     """
     ab = max(1, (depth - 1).bit_length())
     lo = min(ab, BANK.bit_length() - 1)
     nbanks = -(-depth // BANK)
+    group_addr = None
+    if copies:
+        group_addr = []
+        for g in range(-(-nbanks // 4)):
+            a = Signal(lo, name=f"{name}_a{g}")
+            sel = 1 if nbanks <= 4 else (raddr[lo + 2:ab] == g)
+            _sync(m, en, a.eq(Mux(sel, raddr[:lo], 0)))
+            group_addr.append(a)
+        ra = Signal(len(raddr), name=f"{name}_raddr")
+        _sync(m, en, ra.eq(raddr))
+        raddr = ra
     words = []
     for k in range(nbanks):
         kinit = None if init is None else list(init[k * BANK:(k + 1) * BANK])
@@ -153,7 +168,8 @@ def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=No
             m.d.comb += [wr.en.eq(we & (1 if nbanks == 1 else waddr[lo:ab] == k)),
                          wr.addr.eq(waddr[:lo]), wr.data.eq(wdata)]
         rd = mem.read_port(domain="sync")
-        m.d.comb += [rd.addr.eq(raddr[:lo]), rd.en.eq(1 if en is None else en)]
+        m.d.comb += [rd.addr.eq(raddr[:lo] if group_addr is None else group_addr[k // 4]),
+                     rd.en.eq(1 if en is None else en)]
         words.append(rd.data)
     hi = raddr[lo:ab]
     stage = 1
@@ -170,7 +186,7 @@ def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=No
         words, hi = nxt, hi[2:]
         stage += 1
     assert stage == banked_latency(depth)
-    return words[0], stage
+    return words[0], stage + bool(copies)
 
 
 def mul_latency(b_width):
@@ -264,3 +280,29 @@ def select_pipe(m, words, index, name, en=None):
         words = nxt
     assert stage == select_latency(n)
     return words[0], stage
+
+
+def tree_latency(n):
+    """Register levels of :func:`adder_tree` over ``n`` terms (0 for one term)."""
+    return (n - 1).bit_length()
+
+
+def adder_tree(m, terms, name, en=None):
+    """The sum of ``terms``, one register per level of pairwise adds (exact: each level
+    one bit wider).  Returns ``(sum, latency)``, ``latency = tree_latency(len(terms))``."""
+    level = list(terms)
+    stage = 0
+    while len(level) > 1:
+        stage += 1
+        nxt = []
+        for k in range(0, len(level), 2):
+            if k + 1 < len(level):
+                v = level[k] + level[k + 1]
+            else:
+                v = level[k]
+            s = Signal(v.shape(), name=f"{name}_l{stage}_{k // 2}")
+            _sync(m, en, s.eq(v))
+            nxt.append(s)
+        level = nxt
+    assert stage == tree_latency(len(terms))
+    return level[0], stage

@@ -3,14 +3,14 @@
 Golden twin: :mod:`golden.softmax`.  Configuration: :class:`kllm.config.SoftmaxConfig`.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, banked_latency, banked_memory, delay, leading_one,
-                       mul_latency, pipelined_mul, select_pipe)
+from hdl.rows import (RowInput, adder_tree, banked_memory, delay,
+                       leading_one, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
@@ -85,7 +85,7 @@ class HistogramRowUnit(ConfiguredComponent):
         P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
         cb, lcb = cfg.count_bits, cfg.lane_count_bits
 
-        outp = Signal()          # the row is being read out
+        outp = Signal()          # the row is being read out (until its last beat is issued)
 
         # ---- input: row buffer and histogram
         rows = RowInput(m, self.i, self.overflow,
@@ -129,26 +129,37 @@ class HistogramRowUnit(ConfiguredComponent):
         remap_data = Signal(self.out_shape)
         done = Signal()
         self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
-        with m.If(done):
-            m.d.sync += outp.eq(1)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
+        step = Signal()
         wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
-        m.d.sync += wlast.eq(wptr - 1)
-        rend = Signal()                  # registered: the row's last beat has been issued
+        wlast1 = Signal.like(wptr)       # wlast - 1 (registered; still while the row is read)
+        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
+        at_first = Signal(init=1)        # registered look-ahead: rptr == 0
+        at_last = Signal()               # registered look-ahead: rptr == wlast
+        # ``outp``: set when the tables are done, cleared once the row's last beat is issued,
+        # so an issue step is ``advance & outp`` (three inputs)
         m.d.comb += [
-            issue.eq(outp & ~rend),
+            issue.eq(outp),
+            step.eq(advance & issue),
             br.en.eq(advance),
             br.addr.eq(rptr),
         ]
-        with m.If(advance & issue & (rptr == wlast)):
-            m.d.sync += rend.eq(1)
+        with m.If(done):
+            m.d.sync += outp.eq(1)
+        with m.Elif(step & at_last):
+            m.d.sync += outp.eq(0)
+        with m.If(start):
+            # wlast and wlast1 are final by then (three cycles after the last beat)
+            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
+        with m.Elif(step):
+            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
         v0, first0, last0 = Signal(), Signal(), Signal()
-        m.d.comb += [v0.eq(issue), first0.eq(rptr == 0), last0.eq(rptr == wlast)]
+        m.d.comb += [v0.eq(issue), first0.eq(at_first), last0.eq(at_last)]
         v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
         first1 = delay(m, first0, rows.read_latency, "rd_first", en=advance)
         last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
@@ -161,8 +172,6 @@ class HistogramRowUnit(ConfiguredComponent):
                 self.o.payload.last.eq(last1),
                 self.o.payload.count.eq(rd_count),
             ]
-            with m.If(issue):
-                m.d.sync += rptr.eq(rptr + 1)
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
             m.submodules[f"remap{p}"] = tab
@@ -176,7 +185,7 @@ class HistogramRowUnit(ConfiguredComponent):
         # ---- end of the row: clear everything for the next one
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0)]
+            m.d.sync += [rptr.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
         return m
 
@@ -207,18 +216,23 @@ class HistogramSoftmax(HistogramRowUnit):
     bits (truncated).
 
     Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
-    read in ``Le = banked_latency(4**ba)`` cycles, the reciprocal ROM (logic)
+    read in ``Le = banked_latency(4**ba) + 1`` cycles (the banks, then one copy
+    register per multiplier, so each copy drives one multiplier's partial
+    products), the reciprocal ROM (logic)
     in ``Lrom = banked_latency(256)``; both multiplies are fabric adder trees
     (``Lm = mul_latency(count_bits)``, ``Lm2 = mul_latency(16)``); the bin
     lookup ``h[k]`` is a registered 4:1 selection tree (at most ``Le``
     stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
-    final shift of ``E r`` take two and three stages of at most 4:1.
+    final shift of ``E r`` take two and three stages of at most 4:1.  The
+    per-row sequence is one-hot (one flag register per step, so every
+    register enable is a flag), and the end of the row read is a registered
+    look-ahead compare (``rptr == wlast - 1`` as the pointer advances).
 
     Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
     (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
     remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
     ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted (69 for ba = 4, P = 4, max_len = 1024; see
+    accepted (71 for ba = 4, P = 4, max_len = 1024; see
     :class:`HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.SoftmaxConfig.latency`).
 
@@ -259,9 +273,9 @@ class HistogramSoftmax(HistogramRowUnit):
         mx = Signal(ba)
         ea = Signal(2 * ba)
         m.d.comb += ea.eq(Cat(k[:ba], mx))
-        E, le = banked_memory(m, "exp_table", unsigned(cfg.exp_bits), J * J, ea,
-                              we=tw_en, waddr=tw_addr, wdata=tw_data)
-        assert le == Le
+        E_rd, le = banked_memory(m, "exp_table", unsigned(cfg.exp_bits), J * J, ea,
+                                 we=tw_en, waddr=tw_addr, wdata=tw_data)
+        assert le + 1 == Le
         dn = Signal(DW)
         recip_addr = Signal(RA)
         m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
@@ -274,11 +288,15 @@ class HistogramSoftmax(HistogramRowUnit):
         summing, mapping = Signal(), Signal()
         iss = Signal()
         m.d.comb += iss.eq((summing | mapping) & (k < J))
+        # one copy of E per multiplier (gated differently, so they are not merged): each
+        # drives one multiplier's partial products, halving the fan-out of the exp read
+        E_sum, E_map = Signal.like(E_rd, name="exp_sum"), Signal.like(E_rd, name="exp_map")
+        m.d.sync += [E_sum.eq(Mux(summing, E_rd, 0)), E_map.eq(Mux(mapping, E_rd, 0))]
         hk, lh = select_pipe(m, hist, k[:ba], "hist_k")
         hk_e = delay(m, hk, Le - lh, "hist_k")
         v_e = delay(m, iss, Le, "exp_valid")
         j_e = delay(m, k[:ba], Le, "exp_j")
-        prod, lm = pipelined_mul(m, E, hk_e, "sum_mul")
+        prod, lm = pipelined_mul(m, E_sum, hk_e, "sum_mul")
         assert lm == Lm
         v_p = delay(m, v_e & summing, Lm, "sum_valid")
         D = Signal(DW)
@@ -288,7 +306,7 @@ class HistogramSoftmax(HistogramRowUnit):
         # MAP: issue bin k, E r (Lm2 stages), shift in two stages, write the remap tables
         r = Signal(RF + 1)
         sh = Signal(range(DW + RF))
-        prod2, lm2 = pipelined_mul(m, r, E, "map_mul")
+        prod2, lm2 = pipelined_mul(m, r, E_map, "map_mul")
         assert lm2 == Lm2
         v_q = delay(m, v_e & mapping, Lm2, "map_valid")
         j_q = delay(m, j_e, Lm2, "map_j")
@@ -308,43 +326,49 @@ class HistogramSoftmax(HistogramRowUnit):
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.next = "MAX"
-            with m.State("MAX"):
-                m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
-                m.next = "SUM"
-            with m.State("SUM"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == J - 1 + Le + Lm):
-                    m.d.sync += summing.eq(0)
-                    m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += e.eq(lead)
-                m.next = "SHAMT"
-            with m.State("SHAMT"):
-                m.d.sync += shamt.eq(DW - 1 - e)
-                m.next = "SHIFT"
-            with m.State("SHIFT"):          # D << shamt in two stages: by 4s, then by 0..3
-                m.d.sync += d1.eq(D << Cat(Const(0, 2), shamt[2:]))
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += [dn.eq(d1 << shamt[:2]), k.eq(0)]
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == Lrom - 1):
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
-                m.next = "MAP"
-            with m.State("MAP"):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == J + 2 + Le + Lm2):
-                    m.d.comb += done.eq(1)
-                    m.d.sync += mapping.eq(0)
-                    m.next = "IDLE"
+        # the per-row sequence as one-hot state flags (each register enable is one flag)
+        names = ["idle", "max", "sum", "lead", "shamt", "shift", "normalize", "rom", "recip",
+                 "map"]
+        st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        with m.If(st["idle"] & start):
+            goto("idle", "max")
+        with m.If(st["max"]):
+            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
+            goto("max", "sum")
+        with m.If(st["sum"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J - 1 + Le + Lm):
+                m.d.sync += summing.eq(0)
+                goto("sum", "lead")
+        with m.If(st["lead"]):
+            m.d.sync += e.eq(lead)
+            goto("lead", "shamt")
+        with m.If(st["shamt"]):
+            m.d.sync += shamt.eq(DW - 1 - e)
+            goto("shamt", "shift")
+        with m.If(st["shift"]):          # D << shamt in two stages: by 4s, then by 0..3
+            m.d.sync += d1.eq(D << Cat(Const(0, 2), shamt[2:]))
+            goto("shift", "normalize")
+        with m.If(st["normalize"]):
+            m.d.sync += [dn.eq(d1 << shamt[:2]), k.eq(0)]
+            goto("normalize", "rom")
+        with m.If(st["rom"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == Lrom - 1):
+                goto("rom", "recip")
+        with m.If(st["recip"]):
+            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
+            goto("recip", "map")
+        with m.If(st["map"]):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == J + 2 + Le + Lm2):
+                m.d.comb += done.eq(1)
+                m.d.sync += mapping.eq(0)
+                goto("map", "idle")
 
 
 class SoftmaxBaseline(ConfiguredComponent):
@@ -367,12 +391,24 @@ class SoftmaxBaseline(ConfiguredComponent):
     Precisions as :class:`HistogramSoftmax`, plus ``max - x``: ``width + 1``
     bits, truncated to steps of 2**-6 and saturated at 1023 steps (exp(-16)).
 
-    Latency: the first output beat is valid ``b + 18`` cycles after the last
-    input beat of a row of ``b`` beats is accepted (3 input stages, the idle
-    state that sees the start flag, the sum pass ``b + 5``, normalization 4,
-    the output pipeline 5); output II = 1, and rows do not overlap (as
-    :class:`HistogramRowUnit`), so a row occupies the unit for ``3 b + 17``
-    cycles against the histogram unit's ``2 b + latency - 1``.
+    Pipelined for 200 MHz with the same building blocks and memories as
+    :class:`HistogramSoftmax`: LUTRAM row buffer (``Lr``), the comparator and
+    adder trees with a register per level (``Lt = tree_latency(P)``), the
+    exp ROMs in LUT banks behind per-group address copies (``Le =
+    banked_latency(1024) + 1``), the reciprocal ROM in LUT banks (``Lrom``),
+    fabric multipliers ``E r`` with a register per adder level (``Lmr =
+    mul_latency(16)``), staged shifts; the normalization runs free from
+    ``D`` (leading one, shift amount, two shift stages, ROM); the read
+    pipeline stalls on backpressure.
+
+    Latency: the first output beat is valid ``b + 15 + 2 Lt + 2 Lr + 2 Le +
+    Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
+    accepted (``b + 43`` for P = 4, max_len = 1024;
+    :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
+    and rows do not overlap (as :class:`HistogramRowUnit`), so a row
+    occupies the unit for ``2 b + latency - 1`` cycles, against the
+    histogram unit's ``2 b + latency - 1`` with a latency independent of
+    ``b``.
 
     Parameters
     ----------
@@ -407,118 +443,141 @@ class SoftmaxBaseline(ConfiguredComponent):
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
+        Lt, Lr, Le, Lrom, Lmr = cfg.stage_latencies
 
         outp = Signal()
         rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats)
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
+                        banked=True)
         br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        assert rows.read_latency == Lr
 
-        # beat maximum over the valid lanes (invalid lanes read as the smallest value)
+        # beat maximum over the valid lanes (invalid lanes read as the smallest value):
+        # masked lanes registered, then a comparator tree with a register per level
         lo = Const(-(1 << (W - 1)), signed(W))
-        vals = [Mux(s0.count > p, s0.x[p], lo) for p in range(P)]
+        vals = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
+        for p in range(P):
+            m.d.sync += vals[p].eq(Mux(s0.count > p, s0.x[p], lo))
+        bv = Signal()
+        m.d.sync += bv.eq(s0_valid & (s0.count != 0))
+        level = 0
         while len(vals) > 1:
+            level += 1
             nxt = []
-            for k in range(0, len(vals) - 1, 2):
-                nxt.append(Mux(vals[k] >= vals[k + 1], vals[k], vals[k + 1]))
-            if len(vals) % 2:
-                nxt.append(vals[-1])
+            for k in range(0, len(vals), 2):
+                w = Signal(signed(W), name=f"bmax_l{level}_{k // 2}")
+                if k + 1 < len(vals):
+                    m.d.sync += w.eq(Mux(vals[k] >= vals[k + 1], vals[k], vals[k + 1]))
+                else:
+                    m.d.sync += w.eq(vals[k])
+                nxt.append(w)
             vals = nxt
-        bmax = Signal(signed(W))
-        s1_valid, s1_end = Signal(), Signal()
-        m.d.sync += [bmax.eq(vals[0]), s1_valid.eq(s0_valid & (s0.count != 0)),
-                     s1_end.eq(s0_end)]
+        assert level == Lt
+        bmax = vals[0]
+        bvalid = delay(m, bv, Lt, "bmax_valid")
         mx = Signal(signed(W))
         have = Signal()
-        start = Signal()
-        m.d.sync += start.eq(s1_end)
-        with m.If(s1_valid & (~have | (bmax > mx))):
+        start = delay(m, s0_end, 2 + Lt, "start")        # the row maximum is complete
+        with m.If(bvalid & (~have | (bmax > mx))):
             m.d.sync += [mx.eq(bmax), have.eq(1)]
 
         # ---- read pipeline, used twice: the sum pass and the output pass
         summing = Signal()
+        reading = Signal()
         adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), reading.eq(summing | outp)]
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
-        m.d.comb += [issue.eq((summing | outp) & (rptr != wptr)),
-                     br.en.eq(adv), br.addr.eq(rptr)]
-        vA, fA, lA = Signal(), Signal(), Signal()
-        vB, fB, lB = Signal(), Signal(), Signal()
-        vC, fC, lC = Signal(), Signal(), Signal()
-        vD, fD, lD = Signal(), Signal(), Signal()
-        cB, cC, cD = Signal(lcb), Signal(lcb), Signal(lcb)
-        xA = [br.data[p * W:(p + 1) * W].as_signed() for p in range(P)]
-        cA = br.data[P * W:]
-        addr = [Signal(EA, name=f"exp_addr{p}") for p in range(P)]
-        E = []
-        r = Signal(RF + 1)
-        sh = Signal(range(DW + RF))
-        prod = [Signal(cfg.exp_bits + RF + 1, name=f"prod{p}") for p in range(P)]
-        part = Signal(DW)
-        D = Signal(DW)
-        with m.If(adv):
-            m.d.sync += [vA.eq(issue), fA.eq(rptr == 0), lA.eq(rptr == wptr - 1),
-                         vB.eq(vA), fB.eq(fA), lB.eq(lA), cB.eq(cA),
-                         vC.eq(vB), fC.eq(fB), lC.eq(lB), cC.eq(cB),
-                         vD.eq(vC), fD.eq(fC), lD.eq(lC), cD.eq(cC)]
-            with m.If(issue):
-                m.d.sync += rptr.eq(rptr + 1)
+        rend = Signal()
+        at_first = Signal(init=1)
+        at_last = Signal()
+        wlast, wlast1 = Signal.like(wptr), Signal.like(wptr)
+        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
+        m.d.comb += [issue.eq(reading & ~rend), br.en.eq(adv), br.addr.eq(rptr)]
+        with m.If(~reading):
+            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0), rptr.eq(0), rend.eq(0)]
+        with m.Elif(adv & issue):
+            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
+            with m.If(at_last):
+                m.d.sync += rend.eq(1)
+
+        # per lane: exp ROM address (1 stage), the ROM (Le: address copies, LUT banks)
         table = gsoftmax.baseline_exp_table().tolist()
+        cnt_r = br.data[P * W:]
+        cnt_e = delay(m, cnt_r, 1 + Le, "count_e", en=adv)
+        E = []
         for p in range(P):
+            x = br.data[p * W:(p + 1) * W].as_signed()
             d = Signal(W + 1, name=f"dist{p}")
-            m.d.comb += d.eq(mx - xA[p])
+            m.d.comb += d.eq(mx - x)
             q = d >> S
+            addr = Signal(EA, name=f"exp_addr{p}")
             with m.If(adv):
-                m.d.sync += addr[p].eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))
-            rom = memory.Memory(shape=unsigned(cfg.exp_bits), depth=1 << EA, init=table)
-            m.submodules[f"exp_rom{p}"] = rom
-            rd = rom.read_port(domain="sync")
-            m.d.comb += [rd.en.eq(adv), rd.addr.eq(addr[p])]
-            E.append(Mux(cC > p, rd.data, 0))
-            with m.If(adv):
-                m.d.sync += prod[p].eq(E[p] * r)
-                m.d.sync += self.o.payload.y[p].eq(prod[p] >> sh)
-        total = E[0]
-        for p in range(1, P):
-            total = total + E[p]
+                m.d.sync += addr.eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))
+            ep, le = banked_memory(m, f"exp_rom{p}", unsigned(cfg.exp_bits), 1 << EA, addr,
+                                   init=table, en=adv, copies=True)
+            assert le == Le
+            E.append(ep)
+
+        # sum pass: masked exps (1), adder tree (Lt), accumulate
+        Em = [Signal(cfg.exp_bits, name=f"exp_m{p}") for p in range(P)]
         with m.If(adv):
-            m.d.sync += [part.eq(total),
-                         self.o.valid.eq(vD & outp), self.o.payload.first.eq(fD),
-                         self.o.payload.last.eq(lD), self.o.payload.count.eq(cD)]
-        with m.If(summing & vD):
+            m.d.sync += [Em[p].eq(Mux(cnt_e > p, E[p], 0)) for p in range(P)]
+        part, lt = adder_tree(m, Em, "exp_sum", en=adv)
+        assert lt == Lt
+        dsum = Lr + 2 + Le + Lt
+        v_acc = delay(m, issue & summing, dsum, "sum_valid", en=adv)
+        last_acc = delay(m, issue & summing & at_last, dsum, "sum_last", en=adv)
+        D = Signal(DW)
+        with m.If(start):
+            m.d.sync += [D.eq(0), summing.eq(1)]
+        with m.Elif(v_acc):
             m.d.sync += D.eq(D + part)
 
-        recip = memory.Memory(shape=unsigned(RF + 1), depth=1 << RA,
-                              init=gsoftmax.recip_table().tolist())
-        m.submodules.recip_rom = recip
-        rr = recip.read_port(domain="sync")
-        e = Signal(range(DW))
-        dn = Signal(DW)
+        # normalization, free running on D: e, shift amount, D << shamt in two stages, ROM
         lead = leading_one(m, D, "d_lead")
+        e = Signal(range(DW))
         shamt = Signal(range(DW))
-        m.d.comb += [shamt.eq(DW - 1 - e), rr.addr.eq(dn[DW - 1 - RA:DW - 1])]
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += [summing.eq(1), D.eq(0)]
-                    m.next = "SUM"
-            with m.State("SUM"):
-                with m.If((rptr == wptr) & ~vA & ~vB & ~vC & ~vD):
-                    m.d.sync += [summing.eq(0), rptr.eq(0)]
-                    m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += e.eq(lead)
-                m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                m.d.sync += dn.eq(D << shamt)
-                m.next = "ROM"
-            with m.State("ROM"):
-                m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.sync += [r.eq(rr.data), sh.eq(RF - OF + e), outp.eq(1)]
-                m.next = "IDLE"
+        d1 = Signal(DW)
+        dn = Signal(DW)
+        D_d = delay(m, D, 2, "d_norm")
+        m.d.sync += [e.eq(lead), shamt.eq(DW - 1 - e),
+                     d1.eq(D_d << Cat(Const(0, 2), shamt[2:])), dn.eq(d1 << shamt[:2])]
+        recip_addr = Signal(RA)
+        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
+        r, lrom = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
+                                init=gsoftmax.recip_table().tolist())
+        assert lrom == Lrom
+        Lnd = 4 + Lrom
+        sh = Signal(range(DW + RF))
+        m.d.comb += sh.eq(RF - OF + e)
+        waiting = Signal()
+        kw = Signal(range(Lnd + 2))
+        with m.If(last_acc):
+            m.d.sync += [summing.eq(0), waiting.eq(1), kw.eq(0)]
+        with m.Elif(waiting):
+            m.d.sync += kw.eq(kw + 1)
+            with m.If(kw == Lnd):
+                m.d.sync += [waiting.eq(0), outp.eq(1)]
+
+        # output pass: E r (Lmr), >> sh in three stages (the last one the output register)
+        depth = Lr + 1 + Le + Lmr + 3
+        fr = delay(m, Cat(issue & outp, at_first, at_last), depth - 1, "frame", en=adv)
+        cnt = delay(m, cnt_r, depth - 1 - Lr, "count", en=adv)
+        for p in range(P):
+            prod, lmr = pipelined_mul(m, r, E[p], f"prod{p}", en=adv)
+            assert lmr == Lmr
+            hi = Signal.like(prod, name=f"sh_hi{p}")
+            mid = Signal.like(prod, name=f"sh_mid{p}")
+            with m.If(adv):
+                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
+                             self.o.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))]
+        with m.If(adv):
+            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
+                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
 
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), rptr.eq(0), have.eq(0)]
+            m.d.sync += [outp.eq(0), have.eq(0)]
         return m

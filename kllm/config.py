@@ -320,12 +320,13 @@ class SoftmaxConfig(UnitConfig):
 
     @property
     def stage_latencies(self):
-        """Pipeline depths (hdl.rows): exp table read ``Le``, h E multiplier ``Lm``, E r
+        """Pipeline depths (hdl.rows): exp table read ``Le`` (banks, then a copy register per
+        multiplier), h E multiplier ``Lm``, E r
         multiplier ``Lm2``, reciprocal ROM ``Lrom``, row buffer read ``Lr``."""
         from hdl.rows import banked_latency, mul_latency
         from golden.softmax import RECIP_ADDR
         J = 1 << self.ba
-        return (banked_latency(J * J), mul_latency(self.count_bits), mul_latency(self.exp_bits),
+        return (banked_latency(J * J) + 1, mul_latency(self.count_bits), mul_latency(self.exp_bits),
                 banked_latency(1 << RECIP_ADDR), banked_latency(self.max_beats))
 
     @property
@@ -375,17 +376,34 @@ class NormConfig(UnitConfig):
         return int(2 ** OUT_FRAC * math.sqrt(n) * 1.01 + 2).bit_length() + 1
 
     @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): bin/centroid selection ``Ls``, the multipliers by a
+        centroid ``Lc``, the variance products ``Lv`` (``n S2``, ``S1**2``), rsqrt lookup
+        ``Lrom`` (divide by 3, clamp, ROM), the ``(n C - S1) r`` multiplier ``Lmr``, row buffer read ``Lr``."""
+        from hdl.rows import banked_latency, mul_latency, select_latency
+        from golden.norm import RSQRT_FRAC
+        from hdl.norm import rsqrt_latency
+        cb = self.count_bits
+        return (select_latency(1 << self.ba), mul_latency(self.cw),
+                max(mul_latency(cb), mul_latency(cb + self.cw + 1)),
+                rsqrt_latency(), mul_latency(RSQRT_FRAC + 1),
+                banked_latency(self.max_beats))
+
+    @property
     def compute_cycles(self):
-        """Cycles of the per-row computation between the histogram and the first read of the row."""
-        return 2 * (1 << self.ba) + 12
+        """Cycles of the per-row computation between the histogram and the first read of the
+        row: idle 1, sums ``J + Ls + 2 Lc``, variance ``Lv + 1``, normalization
+        ``7 + Lrom`` (leading one 2, shift amount 1, shift 3, rsqrt 1), remap
+        ``J + Ls + Lc + Lmr + 4`` (``J = 2**ba``)."""
+        Ls, Lc, Lv, Lrom, Lmr, _ = self.stage_latencies
+        return 2 * (1 << self.ba) + 13 + 2 * Ls + 3 * Lc + Lv + Lrom + Lmr
 
     @property
     def latency(self):
         """Cycles from the accepted last beat of a row to its first output beat (no backpressure):
         the input register, three histogram stages and the start flag, the computation, the
         row buffer read (LUTRAM banks, hdl.rows.banked_latency) and the output register."""
-        from hdl.rows import banked_latency
-        return self.compute_cycles + 5 + banked_latency(self.max_beats)
+        return self.compute_cycles + 5 + self.stage_latencies[5]
 
     def row_latency(self, beats):
         """The latency of a row of ``beats`` beats (the same for every row)."""
@@ -420,10 +438,25 @@ class SoftmaxBaselineConfig(UnitConfig):
     denom_bits = SoftmaxConfig.denom_bits
     out_bits = SoftmaxConfig.out_bits
 
+    @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): lane trees (maximum, exp sum) ``Lt``, row buffer read
+        ``Lr``, exp ROM ``Le`` (address copies, LUT banks), reciprocal ROM ``Lrom``, E r
+        multiplier ``Lmr``."""
+        from hdl.rows import banked_latency, mul_latency, tree_latency
+        from golden.softmax import BASE_EXP_ADDR, RECIP_ADDR
+        return (tree_latency(self.lanes), banked_latency(self.max_beats),
+                banked_latency(1 << BASE_EXP_ADDR) + 1, banked_latency(1 << RECIP_ADDR),
+                mul_latency(self.exp_bits))
+
     def row_latency(self, beats):
         """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
-        beat (no backpressure): the sum pass reads the row once more."""
-        return beats + 18
+        beat (no backpressure): ``beats + 15 + 2 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
+        maximum (3 + Lt), the sum pass (``beats`` issues, ``Lr + 2 + Le + Lt`` to the last
+        accumulation), the normalization (``6 + Lrom``), the output pass (``Lr + 1 + Le +
+        Lmr + 3``)."""
+        Lt, Lr, Le, Lrom, Lmr = self.stage_latencies
+        return beats + 15 + 2 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
 
 
 @dataclass(frozen=True)
@@ -445,9 +478,27 @@ class NormBaselineConfig(UnitConfig):
     out_bits = NormConfig.out_bits
 
     @property
+    def stage_latencies(self):
+        """Pipeline depths (hdl.rows): ``x**2`` and ``n x`` multipliers ``Lsq``, lane adder
+        trees ``Lt``, variance products ``Lv``, row buffer read ``Lr``, ``(n x - S1) r``
+        multiplier ``Lmr``."""
+        from hdl.rows import banked_latency, mul_latency, tree_latency
+        from golden.norm import RSQRT_FRAC
+        cb = self.count_bits
+        return (mul_latency(self.width), tree_latency(self.lanes),
+                max(mul_latency(cb), mul_latency(cb + self.width + 1)),
+                banked_latency(self.max_beats), mul_latency(RSQRT_FRAC + 1))
+
+    @property
     def latency(self):
-        """Cycles from the accepted last beat of a row to its first output beat (no backpressure)."""
-        return 15
+        """Cycles from the accepted last beat of a row to its first output beat (no
+        backpressure): ``9 + 2 Lsq + Lt + Ln + Lr + Lmr``, ``Ln = Lv + 7 + Lrom`` the
+        per-row normalization (hdl.norm.row_rsqrt_latency): input register, masked values,
+        squares, trees, sums, the wait for ``Ln`` and its start and end, then the output
+        pipeline (read, ``n x``, minus ``S1``, times ``r``, three shift stages)."""
+        from hdl.norm import row_rsqrt_latency
+        Lsq, Lt, Lv, Lr, Lmr = self.stage_latencies
+        return 9 + 2 * Lsq + Lt + row_rsqrt_latency(Lv) + Lr + Lmr
 
     row_latency = SoftmaxConfig.row_latency
 

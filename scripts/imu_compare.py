@@ -24,7 +24,6 @@ same registers.
 
 import argparse
 import json
-import statistics
 from dataclasses import replace
 from pathlib import Path
 

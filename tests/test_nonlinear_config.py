@@ -39,10 +39,17 @@ def test_widths():
     assert (c.max_beats, c.count_bits, c.denom_bits, c.out_bits) == (256, 11, 26, 16)
     n = NormConfig(max_len=1024)
     assert n.out_bits == 19                      # 4096 * sqrt(1024) * 1.01 < 2**18
-    # 256-word exp table, ROM and row buffer: 16 LUTRAM banks, two 4:1 stages, read 3;
+    # 256-word exp table, ROM and row buffer: 16 LUTRAM banks, two 4:1 stages, read 3
+    # (the exp read one more: a copy register per multiplier);
     # fabric multipliers of 11 and 16 bits: partial products + 4 adder levels = 5
-    assert c.stage_latencies == (3, 5, 5, 3, 3)
-    assert c.latency == 2 * 16 + 15 + 2 * 3 + 5 + 5 + 3 + 3 and n.latency == 2 * 16 + 17 + 3
+    assert c.stage_latencies == (4, 5, 5, 3, 3)
+    assert c.latency == 2 * 16 + 15 + 2 * 4 + 5 + 5 + 3 + 3
+    # norm: 16 bins/centroids selected in 2 stages of 4:1; multipliers by an 8-bit centroid
+    # 1 + 3 = 4; n S2 (11-bit n) 5 and S1**2 (20 bits) 6; rsqrt lookup: divide by 3
+    # (times 683, 10 bits: 5), clamp 1, 256-word ROM 3 = 9; (n C - S1) r (17-bit r) 6;
+    # row buffer 3
+    assert n.stage_latencies == (2, 4, 6, 9, 6, 3)
+    assert n.latency == 2 * 16 + 13 + 2 * 2 + 3 * 4 + 6 + 9 + 6 + 5 + 3
 
 
 def test_host_writes_refuse_what_does_not_fit():
