@@ -325,9 +325,7 @@ class _ImuUnit(ConfiguredComponent):
         L, P, bw, ba = cfg.lanes, cfg.elems, cfg.bw, cfg.ba
 
         # ---- host registers and codebooks
-        shift = Signal(cfg.shift_bits)
-        with m.If(self.acb.en):
-            m.d.sync += shift.eq(self.acb.shift)
+        # (the layer's shift is registered by the tail's issue logic, as the flags it reads)
 
         # ---- input stage F0: framing, bank, weight row (read from block RAM in F0, data in F1)
         # A vector is the beats from one with `first` to the next with `last`.  Between a
@@ -381,7 +379,7 @@ class _ImuUnit(ConfiguredComponent):
             a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
 
         # ---- tail issue logic (needs the weight memories' second port address)
-        tail = self._tail_issue(m, shift, clearing)
+        tail = self._tail_issue(m, clearing)
 
         # ---- weight-index memories, one per lane: port A streams rows (address in F0, data in
         # F2), port B takes the host's writes and reads outlier rows (address at issue, data in
@@ -431,8 +429,10 @@ class _ImuUnit(ConfiguredComponent):
 
         # ---- vectors ready for the tail
         ready_cnt = Signal(2)
-        m.d.sync += ready_cnt.eq(ready_cnt + done - tail["take_vector"])
-        m.d.comb += tail["ready"].eq(ready_cnt != 0)
+        ready_nxt = Signal(2)
+        m.d.comb += ready_nxt.eq(ready_cnt + done - tail["take_vector"])
+        # the tail reads `ready_cnt != 0` as a register of its own
+        m.d.sync += [ready_cnt.eq(ready_nxt), tail["ready"].eq(ready_nxt != 0)]
         m.d.comb += release.eq(tail["release"])
 
         self._tail_datapath(m, tail, vals, raw2)
@@ -445,9 +445,10 @@ class _ImuUnit(ConfiguredComponent):
     # CORRECT op per outlier beat (r * Cw[Iw[pos]]).  The first op of a token loads the
     # accumulator, the last sends it out.
 
-    def _tail_issue(self, m, shift, clearing):
+    def _tail_issue(self, m, clearing):
         cfg = self._config
         C = cfg.combine_ops
+        has_out = bool(cfg.outliers)
         # the tail advances unless the output's skid register is full: a flip-flop, so the
         # enable of every tail register (and the banks' read addresses) depends on no input
         adv = Signal(name="t_adv")
@@ -456,73 +457,109 @@ class _ImuUnit(ConfiguredComponent):
         # the same, per lane, from per-lane copies of the skid flag (driven in the datapath):
         # the enables of a lane's tail registers, so that no one net reaches every lane
         adv_l = [Signal(name=f"t_adv_l{n}") for n in range(cfg.lanes)]
+        # a vector waits for the tail: a register (= ready_cnt != 0, kept in elaborate)
         ready = Signal(name="t_ready")
-        phase = Signal(2, name="t_phase")        # COMBINE, DOUBLE, CORRECT
+
+        # The issue state is kept as registers whose next state is a few LUTs of registers:
+        # beside the bucket counter j, the flags it and the phase would otherwise compute from
+        # it (j != 0, j == C - 1), the phase one-hot, the DOUBLE count as a down-counter with
+        # its own last flag, and the layer's shift as the flags the tail reads (all registered
+        # with the shift).  They are encodings of the same state: no cycle changes.
+        shift_nz = Signal(name="t_shift_nz")           # shift != 0
+        shift_is1 = Signal(name="t_shift_is1")         # shift == 1
+        shift_m1 = Signal(cfg.shift_bits, name="t_shift_m1")    # shift - 1
+        with m.If(self.acb.en):
+            m.d.sync += [shift_nz.eq(self.acb.shift != 0), shift_is1.eq(self.acb.shift == 1),
+                         shift_m1.eq(self.acb.shift - 1)]
+        in_comb = Signal(name="t_in_comb", init=1)    # phase COMBINE
+        in_dbl = Signal(name="t_in_dbl")               # phase DOUBLE
+        in_corr = Signal(name="t_in_corr")             # phase CORRECT
         j = Signal(max(1, (C - 1).bit_length()), name="t_j")
-        d = Signal(cfg.shift_bits, name="t_d")
+        j_nz = Signal(name="t_j_nz")                   # j != 0
+        j_last = Signal(name="t_j_last", init=int(C == 1))    # j == C - 1
+        d_rem = Signal(cfg.shift_bits, name="t_d_rem")        # DOUBLE ops left after this one
+        d_last = Signal(name="t_d_last")                      # d_rem == 0
         tbank = Signal(name="t_bank")            # bank of the token the tail works on
 
-        issue = Signal(name="t_issue")
         kind = Signal(2, name="t_kind")
+        m.d.comb += kind.eq(Mux(in_dbl, DOUBLE, Mux(in_corr, CORRECT, COMBINE)))
+        # a COMBINE op issues: the first of a vector when one is ready, the others in a row;
+        # not during the sweep after reset (clearing), which steps j with no op
+        issue_c = Signal(name="t_issue_comb")
+        m.d.comb += issue_c.eq(in_comb & ~clearing & (ready | j_nz))
+        # j steps: every cycle of the sweep and every COMBINE op.  For the IMU, as
+        # adv & (clearing | issue_c) = adv & (sweep | in_comb & ready), sweep = clearing | j != 0
+        # a register (j != 0 only in the COMBINE phase): one LUT4 of four flip-flops
+        step = Signal(name="t_step")
+        if self._combine:
+            sweep = Signal(name="t_sweep", init=1)
+            m.d.comb += step.eq(adv & (sweep | (in_comb & ready)))
+        else:
+            m.d.comb += step.eq(adv & issue_c)
+        wrap = Signal(name="t_wrap")             # the step from the last bucket (j: C-1 -> 0)
+        m.d.comb += wrap.eq(step & j_last)
+
+        issue = Signal(name="t_issue")
         first = Signal(name="t_first")
         last = Signal(name="t_last")
         take_vector = Signal(name="t_take_vector")
         r_val = Signal(signed(cfg.rbits), name="t_r")
         pos = Signal(cfg.pos_bits, name="t_pos")
-        has_out = bool(cfg.outliers)
-
-        after_combine = Mux(shift != 0, DOUBLE, CORRECT if has_out else COMBINE)
-        with m.If(clearing):
-            # after reset: sweep j over the buckets of bank 0, then of bank 1 (the IMU takes a
-            # snapshot of every bucket sum, see Imu), then start; the baseline has nothing to do
-            if self._combine:
-                with m.If(adv):
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(j == C - 1):
-                        m.d.sync += [j.eq(0), tbank.eq(~tbank)]
-                        with m.If(tbank):
-                            m.d.sync += clearing.eq(0)
-            else:
-                m.d.sync += clearing.eq(0)
         # Combinational issue signals as plain expressions, not inside a Switch: Icarus never
         # evaluates a combinational process whose inputs do not change after time 0.
-        in_comb, in_dbl, in_corr = phase == COMBINE, phase == DOUBLE, phase == CORRECT
-        last_comb = j == C - 1
+        end_comb = adv & issue_c & j_last
+        end_dbl = adv & in_dbl & d_last
         if has_out:
+            end_corr = adv & in_corr & self.r.valid & self.r.payload.last
             m.d.comb += [
-                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl
-                         | (in_corr & self.r.valid)),
+                issue.eq(issue_c | in_dbl | (in_corr & self.r.valid)),
                 last.eq(in_corr & self.r.payload.last),
                 r_val.eq(self.r.payload.r),
                 pos.eq(self.r.payload.pos),
+                self.r.ready.eq(adv & in_corr),
             ]
         else:
+            end_corr = Const(0)
             m.d.comb += [
-                issue.eq((in_comb & (ready | (j != 0)) & ~clearing) | in_dbl),
-                last.eq((in_comb & last_comb & (shift == 0)) | (in_dbl & (d == shift - 1))),
+                issue.eq(issue_c | in_dbl),
+                last.eq((in_comb & j_last & ~shift_nz) | (in_dbl & d_last)),
             ]
         m.d.comb += [
-            kind.eq(phase),
-            first.eq(in_comb & (j == 0)),
-            take_vector.eq(adv & issue & in_comb & (j == 0)),
+            first.eq(in_comb & ~j_nz),
+            take_vector.eq(adv & issue_c & ~j_nz),
         ]
-        with m.If(adv & issue):
-            with m.If(in_comb):
-                if C > 1:
-                    m.d.sync += j.eq(j + 1)
-                with m.If(last_comb):
-                    m.d.sync += [j.eq(0), phase.eq(after_combine), d.eq(0), tbank.eq(~tbank)]
-            with m.If(in_dbl):
-                m.d.sync += d.eq(d + 1)
-                with m.If(d == shift - 1):
-                    m.d.sync += phase.eq(CORRECT if has_out else COMBINE)
-            if has_out:
-                with m.If(in_corr & self.r.payload.last):
-                    m.d.sync += phase.eq(COMBINE)
-        if has_out:
-            # outside the Switch: a plain assignment (Icarus evaluates a combinational
-            # process whose inputs never change only if something wakes it)
-            m.d.comb += self.r.ready.eq(adv & (phase == CORRECT))
+
+        # next states
+        after_combine = Mux(shift_nz, DOUBLE, CORRECT if has_out else COMBINE)
+        phase_nxt = Signal(2, name="t_phase_nxt")
+        m.d.comb += phase_nxt.eq(Mux(end_comb, after_combine,
+                                     Mux(end_dbl, CORRECT if has_out else COMBINE,
+                                         Mux(end_corr, COMBINE, kind))))
+        m.d.sync += [in_comb.eq(phase_nxt == COMBINE), in_dbl.eq(phase_nxt == DOUBLE),
+                     in_corr.eq(phase_nxt == CORRECT)]
+        j_nxt = Signal.like(j, name="t_j_nxt")
+        j_nz_nxt = Signal(name="t_j_nz_nxt")
+        if C == 1:
+            m.d.comb += [j_nxt.eq(0), j_nz_nxt.eq(0)]
+        else:
+            wrapped = j + 1 if C == 2 ** len(j) else Mux(j_last, 0, j + 1)
+            m.d.comb += [j_nxt.eq(Mux(step, wrapped, j)), j_nz_nxt.eq(Mux(step, ~j_last, j_nz))]
+            m.d.sync += j_last.eq(Mux(step, j == C - 2, j_last))
+        m.d.sync += [j.eq(j_nxt), j_nz.eq(j_nz_nxt), tbank.eq(tbank ^ wrap)]
+        with m.If(end_comb):
+            m.d.sync += [d_rem.eq(shift_m1), d_last.eq(shift_is1)]
+        with m.Elif(adv & in_dbl):
+            m.d.sync += [d_rem.eq(d_rem - 1), d_last.eq(d_rem == 1)]
+        if self._combine:
+            # after reset: sweep j over the buckets of bank 0, then of bank 1 (the IMU takes a
+            # snapshot of every bucket sum, see Imu), then start
+            clearing_nxt = Signal(name="t_clearing_nxt")
+            m.d.comb += clearing_nxt.eq(clearing & ~(wrap & tbank))
+            m.d.sync += [clearing.eq(clearing_nxt), sweep.eq(clearing_nxt | j_nz_nxt)]
+        else:
+            # the baseline has nothing to sweep
+            m.d.sync += clearing.eq(0)
+
         row = Signal(cfg.row_bits, name="t_row")
         m.d.comb += row.eq(pos[cfg.col_bits:])
         # T1: the issued operation; the banks are read at its address in T1
@@ -538,16 +575,24 @@ class _ImuUnit(ConfiguredComponent):
             "col": self._reg(m, pos[:cfg.col_bits], "t1_col", enable=adv)
             if cfg.col_bits else Const(0, 1),
         }
-        # the address the banks are read at in the next cycle: j of the op in T1 then
-        j_next = Signal.like(j, name="t_j_next")
-        m.d.comb += j_next.eq(Mux(adv, j, t1["j"]))
+        # IMU: the address the banks are read at in the next cycle (j of the op in T1 then),
+        # per lane, from per-lane copies of j (registers of j's next state, kept apart in
+        # synthesis): j itself then drives only its own next state and T1
+        j_next_l = []
+        if self._combine:
+            for n in range(cfg.lanes):
+                j_n = self._copy(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
+                t1_j_n = self._reg(m, j_n, f"t1_j_l{n}", enable=adv_l[n])      # = t1["j"]
+                j_next_n = Signal.like(j, name=f"t_j_next_l{n}")
+                m.d.comb += j_next_n.eq(Mux(adv_l[n], j_n, t1_j_n))
+                j_next_l.append(j_next_n)
         # a bank is released once its last bucket has been read (captured in T2), so that the
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
-        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full, "ready": ready, "j": j,
+        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full, "ready": ready,
                 "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1, "j_next": j_next, "tbank": tbank}
+                "row": row, "t1": t1, "j_next_l": j_next_l, "tbank": tbank}
 
     def _tail_datapath(self, m, tail, vals, raw2):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
@@ -779,8 +824,7 @@ class Imu(_ImuUnit):
             use3 = [self._copy(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
             adv = adv_l[n]
             tbank = self._copy(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
-            j_next = Signal.like(tail["j_next"], name=f"t_j_next_l{n}")     # = tail["j_next"]
-            m.d.comb += j_next.eq(Mux(adv, tail["j"], tail["t1"]["j"]))
+            j_next = tail["j_next_l"][n]     # the bucket the tail reads next
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
