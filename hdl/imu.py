@@ -442,8 +442,8 @@ class _ImuUnit(ConfiguredComponent):
     #
     # One operation per cycle per token: COMBINE j (IMU: bucket j of the P files times
     # Cw[j]; baseline: one op loading the dense sum), `shift` DOUBLE ops, then one
-    # CORRECT op per outlier beat (r * Cw[Iw[pos]]).  The first op of a token loads the
-    # accumulator, the last sends it out.
+    # CORRECT op per outlier beat (r * Cw[Iw[pos]]).  The accumulator is 0 when a token's
+    # first op arrives (cleared after the previous token's last op); the last op sends it out.
 
     def _tail_issue(self, m, clearing):
         cfg = self._config
@@ -500,7 +500,6 @@ class _ImuUnit(ConfiguredComponent):
         m.d.comb += wrap.eq(step & j_last)
 
         issue = Signal(name="t_issue")
-        first = Signal(name="t_first")
         last = Signal(name="t_last")
         take_vector = Signal(name="t_take_vector")
         r_val = Signal(signed(cfg.rbits), name="t_r")
@@ -525,7 +524,6 @@ class _ImuUnit(ConfiguredComponent):
                 last.eq((in_comb & j_last & ~shift_nz) | (in_dbl & d_last)),
             ]
         m.d.comb += [
-            first.eq(in_comb & ~j_nz),
             take_vector.eq(adv & issue_c & ~j_nz),
         ]
 
@@ -568,7 +566,6 @@ class _ImuUnit(ConfiguredComponent):
             "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
             "kind": self._reg(m, kind, "t1_kind", enable=adv),
             "j": self._reg(m, j, "t1_j", enable=adv),
-            "first": self._reg(m, first, "t1_first", enable=adv),
             "last": self._reg(m, last, "t1_last", enable=adv),
             "bank": self._reg(m, tbank, "t1_bank", enable=adv),
             "r": self._reg(m, r_val, "t1_r", enable=adv),
@@ -599,9 +596,13 @@ class _ImuUnit(ConfiguredComponent):
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
         adv, adv_l, t1 = tail["adv"], tail["adv_l"], tail["t1"]
-        keys = ("v", "init", "kind", "j", "bank", "first", "last", "r")
+        # the op's fields that travel down the tail: all of them up to the multiplier's
+        # operands (the snapshot, the centroid address and the data operand read them), then
+        # only those the accumulator and the output read (valid, kind, last)
+        keys = ("v", "init", "kind", "j", "bank", "last", "r")
+        late_keys = ("v", "kind", "last")
 
-        def carry(stage_from, prefix):
+        def carry(stage_from, prefix, keys=keys):
             return {k: self._reg(m, stage_from[k], f"{prefix}_{k}", enable=adv,
                                  reset_less=(k not in ("v", "init")))
                     for k in keys}
@@ -649,10 +650,12 @@ class _ImuUnit(ConfiguredComponent):
             iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv_l[n]) for n in range(L)]
         else:
             pre = stage
-        tx = carry(pre, "tx")
-        tm = carry(tx, "tm")
-        tp = carry(tm, "tp")
-        tq = carry(tp, "tq")
+        tx = carry(pre, "tx", late_keys)
+        tm = carry(tx, "tm", late_keys)
+        tp = carry(tm, "tp", late_keys)
+        # Tq: the op fields of this stage are the registers the accumulator and the output
+        # read, made from Tp's below (tq_vl, and per lane tq_dbl, tq_v, tq_last), not a copy
+        # of every field
         prod_w = cfg.mul_bits + cfg.cw
         pw = max(prod_w, cfg.dense_bits)
         q_regs = []
@@ -711,23 +714,26 @@ class _ImuUnit(ConfiguredComponent):
             m.d.comb += adv_l[n].eq(~copy)
         for n in range(L):
             # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
-            # synchronous reset after the token's last op), so only the addend is selected,
-            # by a decoded per-lane copy of the op kind (no fan-out of tq_kind to every bit)
+            # synchronous reset after the token's last op); a DOUBLE op doubles it, any other
+            # adds its product.  The doubling is a shift selected after the adder, so the carry
+            # chain takes the accumulator and the product register directly, and the clear is
+            # a reset over the enable (ECP5 flip-flops have that; a clear under the enable took
+            # a LUT after the adder)
             dbl = self._copy(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv_l[n])
-            # per-lane copies of the op's valid and last bits: the accumulator's enable and
-            # synchronous reset
+            # per-lane copies of the op's valid bit and of valid-and-last: the accumulator's
+            # enable and synchronous reset
             v_n = self._copy(m, tp["v"], f"tq_v{n}", enable=adv_l[n], reset_less=False)
-            last_n = self._copy(m, tp["last"], f"tq_last{n}", enable=adv_l[n])
+            vl_n = self._copy(m, tp["v"] & tp["last"], f"tq_vl{n}", enable=adv_l[n],
+                              reset_less=False)
             acc = Signal(signed(cfg.ybits), name=f"acc{n}")
-            addend = Mux(dbl, acc, q_regs[n])
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
-            m.d.comb += nxt.eq(acc + addend)
+            m.d.comb += nxt.eq(Mux(dbl, acc << 1, acc + q_regs[n]))
             y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
             skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
-            with m.If(adv_l[n] & v_n):
+            with m.If(adv_l[n] & vl_n):
+                m.d.sync += acc.eq(0)
+            with m.Elif(adv_l[n] & v_n):
                 m.d.sync += acc.eq(nxt)
-                with m.If(last_n):
-                    m.d.sync += acc.eq(0)
             with m.If(to_skid):
                 m.d.sync += skid.eq(nxt)
             with m.If(to_out & (taken | ~out_valid)):
