@@ -11,9 +11,10 @@ there.  For each unit and point it keeps the option set with the most GOPS
 per kLUT4-equivalent, and writes ``compare.md`` and ``compare.png``.
 
 Figures: MACs/cycle = L x P; GOPS = 2 x MACs/cycle x Fmax (median over
-seeds); LUT4-equivalents = LUT4 (a CCU2C carry cell counts as 2) + 4 per
-TRELLIS_DPR16X4 (16x4 LUTRAM: it occupies the two LUT4s of each of two
-slices) + ``--dsp-lut4`` per MULT18X18D (default 0: DSPs free, shown
+seeds); LUT4-equivalents = LUT4 (a CCU2C carry cell counts as 2) + 6 per
+TRELLIS_DPR16X4 (16x4 LUTRAM: the four LUT4s of the two slices that hold it
+and the two of the slice that carries its write port, which then takes no
+logic; nextpnr's packer counts it so: 4 RAM LUTs + 2 RAMW LUTs) + ``--dsp-lut4`` per MULT18X18D (default 0: DSPs free, shown
 apart).  The baseline synthesized with ``-nodsp`` is the same design with its
 multipliers in LUTs, so it prices the DSPs.  Both units instantiate their
 multipliers as MULT18X18D with input and output registers (Yosys does not
@@ -34,8 +35,11 @@ def option_dir(options):
     return options.strip().replace(" ", "_").lstrip("-").replace("-", "") or "default"
 
 
+LUT4_PER_LUTRAM = 6    # TRELLIS_DPR16X4: 2 RAM slices + the write port's slice
+
+
 def lut4_eq(res, dsp_lut4):
-    return res["LUT4"] + 4 * res["LUTRAM"] + dsp_lut4 * res["DSP"]
+    return res["LUT4"] + LUT4_PER_LUTRAM * res["LUTRAM"] + dsp_lut4 * res["DSP"]
 
 
 def load(out):
