@@ -38,26 +38,24 @@ KEPT_MODULES = "keep_*"
 
 
 class KeptRegister(Elaboratable):
-    """A register ``q <= value`` (when ``enable``, if given) as a module of its own.
+    """A register ``q <= d`` (when ``en``, if built with ``enable=True``) as its own module.
 
     Built by :func:`kept_register`; kept apart from its copies by the synthesis flow
-    (``KEPT_MODULES``).  The logic of ``value`` (and of ``enable``) is built inside
-    the module: the signals it reads become the module's inputs.
-    ``reset_less=False`` gives ``q`` the domain's reset to ``init``.
+    (``KEPT_MODULES``).  ``reset_less=False`` gives ``q`` the domain's reset to ``init``.
     """
 
-    def __init__(self, value, *, enable=None, init=0, reset_less=True):
-        self.value = Value.cast(value)
-        self.enable = enable
-        self.q = Signal(self.value.shape(), init=init, reset_less=reset_less)
+    def __init__(self, shape, *, enable=False, init=0, reset_less=True):
+        self.d = Signal(shape)
+        self.q = Signal(shape, init=init, reset_less=reset_less)
+        self.en = Signal() if enable else None
 
     def elaborate(self, platform):
         m = Module()
-        if self.enable is None:
-            m.d.sync += self.q.eq(self.value)
+        if self.en is None:
+            m.d.sync += self.q.eq(self.d)
         else:
-            with m.If(self.enable):
-                m.d.sync += self.q.eq(self.value)
+            with m.If(self.en):
+                m.d.sync += self.q.eq(self.d)
         return m
 
 
@@ -67,12 +65,13 @@ def kept_register(m, value, name, *, enable=None, init=0, reset_less=True):
     of ``m`` (the unit's top-level module, so that ``KEPT_MODULES`` names it).
 
     Returns the register's output.  Each call makes one more copy; pass the same
-    ``value`` and ``enable`` to every copy of one register.  The logic of ``value`` is
-    built inside each copy (Yosys cannot share it across the kept boundary): the
-    copies then split the fan-out of the signals that logic reads, and each flip-flop
-    can sit beside its own last LUT.  Pass a signal (the logic built once, outside) to
-    build it once instead.
+    ``value`` and ``enable`` to every copy of one register.
     """
-    reg = KeptRegister(value, enable=enable, init=init, reset_less=reset_less)
+    value = Value.cast(value)
+    reg = KeptRegister(value.shape(), enable=enable is not None, init=init,
+                       reset_less=reset_less)
     m.submodules[f"keep_{name}"] = reg
+    m.d.comb += reg.d.eq(value)
+    if enable is not None:
+        m.d.comb += reg.en.eq(enable)
     return reg.q
