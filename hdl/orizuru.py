@@ -417,7 +417,10 @@ class Orizuru(_TopKUnit):
          an accumulator copied to the output registers;
        * ``merge=2``: the same, with the comparisons of the queues' next
          entries also registered, a pop ahead (2 n (n - 1) comparators per side
-         instead of n, no carry chain in the winner's loop: faster, larger);
+         instead of n, no carry chain in the winner's loop), and the registers
+         of large fan-out copied (:func:`hdl.component.kept_register`: the
+         lanes' inputs, two comparators per lane entry, the queues' and the
+         accumulator's enables): faster, larger;
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -828,21 +831,27 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
                     m.d.sync += win[a].eq(nxt)
-                win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
+                if copies:
+                    win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
+                if not copies:
+                    with m.If(load):
+                        # an empty entry loads as zeros, so empty heads tie (the lower lane
+                        # wins)
+                        m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
+                    with m.Elif(pop & w):
+                        m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0)
+                                     for i, e in enumerate(q)]
+                    continue
                 for i, (e, v) in enumerate(zip(q, lane)):
-                    if copies and i % group == 0:
+                    if i % group == 0:
                         ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
                                            reset_less=False)
                         sh = kept_register(m, load_next | pop_next & win_next[a],
                                            f"{side}_q{a}_{i // group}_sh", reset_less=False)
-                    elif not copies:
-                        ld, sh = load, pop & w
                     with m.If(ld):
-                        # an empty entry loads as zeros, so empty heads tie (the lower lane
-                        # wins)
                         m.d.sync += e.eq(Mux(v[-1], v, 0))
                     with m.Elif(sh):
                         m.d.sync += e.eq(q[i + 1] if i + 1 < len(q) else 0)
@@ -850,15 +859,17 @@ class Orizuru(_TopKUnit):
             dec = self._decode(best, side)
             acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
-            for j in range(k):
-                if copies and j % group == 0:
+            shifted = [acc[j + 1] if j + 1 < k else Cat(dec["value"], dec["pos"], dec["valid"])
+                       for j in range(k)]
+            if not copies:
+                with m.If(pop):
+                    m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
+            for j in range(k if copies else 0):
+                if j % group == 0:
                     pj = kept_register(m, pop_next, f"{side}_acc{j // group}_pop",
                                        reset_less=False)
-                elif not copies:
-                    pj = pop
                 with m.If(pj):
-                    m.d.sync += acc[j].eq(acc[j + 1] if j + 1 < k else
-                                          Cat(dec["value"], dec["pos"], dec["valid"]))
+                    m.d.sync += acc[j].eq(shifted[j])
             res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
                    for j in range(k)]
             with m.If(copy):
