@@ -110,8 +110,9 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         stale.unlink(missing_ok=True)
 
     say(f"yosys: synth_{dev['family']} {unit.toplevel}")
-    keep = (f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}.{unit.keep_modules}; "
-            if getattr(unit, "keep_modules", "") else "")
+    # `keep_modules` may hold several patterns, separated by spaces
+    keep = "".join(f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}.{pattern}; "
+                   for pattern in getattr(unit, "keep_modules", "").split())
     script = (f"read_verilog {unit.toplevel}.v harness.v; "
               f"setattr -mod -set keep_hierarchy 1 {unit.toplevel}; {keep}"
               f"synth_{dev['family']} -top {HARNESS_TOP} {unit.synth_options} -json netlist.json; "

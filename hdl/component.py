@@ -1,8 +1,9 @@
-"""What every unit's top-level component has in common."""
+"""What every unit's top-level component has in common, and kept register copies."""
 
+from amaranth import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
-__all__ = ["ConfiguredComponent"]
+__all__ = ["ConfiguredComponent", "KeptRegister", "kept_register", "KEPT_MODULES"]
 
 
 class ConfiguredComponent(wiring.Component):
@@ -22,3 +23,55 @@ class ConfiguredComponent(wiring.Component):
     def latency(self):
         """Cycles from an accepted input beat to its output (the configuration's formula)."""
         return self._config.latency
+
+
+# -- kept register copies ---------------------------------------------------------------
+# Copies of one register (same input, same enable) split a fan-out: each copy drives a
+# part of the loads, so each net is shorter.  Yosys's `opt_merge` folds equal flip-flops
+# back into one, so each copy is a module of its own (``keep_<name>``), and the synthesis
+# flow keeps the modules matching ``KEPT_MODULES`` apart (a unit lists the pattern in
+# ``kllm.units.Unit.keep_modules``; Yosys `keep_hierarchy`).  Simulation and formal
+# checks see plain registers: the copies are equal by construction.
+
+#: Yosys name pattern (below the unit's module) of the submodules :func:`kept_register` makes.
+KEPT_MODULES = "keep_*"
+
+
+class KeptRegister(Elaboratable):
+    """A register ``q <= d`` (when ``en``, if built with ``enable=True``) as its own module.
+
+    Built by :func:`kept_register`; kept apart from its copies by the synthesis flow
+    (``KEPT_MODULES``).  ``reset_less=False`` gives ``q`` the domain's reset to ``init``.
+    """
+
+    def __init__(self, shape, *, enable=False, init=0, reset_less=True):
+        self.d = Signal(shape)
+        self.q = Signal(shape, init=init, reset_less=reset_less)
+        self.en = Signal() if enable else None
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.en is None:
+            m.d.sync += self.q.eq(self.d)
+        else:
+            with m.If(self.en):
+                m.d.sync += self.q.eq(self.d)
+        return m
+
+
+def kept_register(m, value, name, *, enable=None, init=0, reset_less=True):
+    """One copy of the register ``value`` (enabled by ``enable``, if given) that synthesis
+    does not merge with its other copies: a :class:`KeptRegister` submodule ``keep_<name>``
+    of ``m`` (the unit's top-level module, so that ``KEPT_MODULES`` names it).
+
+    Returns the register's output.  Each call makes one more copy; pass the same
+    ``value`` and ``enable`` to every copy of one register.
+    """
+    value = Value.cast(value)
+    reg = KeptRegister(value.shape(), enable=enable is not None, init=init,
+                       reset_less=reset_less)
+    m.submodules[f"keep_{name}"] = reg
+    m.d.comb += reg.d.eq(value)
+    if enable is not None:
+        m.d.comb += reg.en.eq(enable)
+    return reg.q

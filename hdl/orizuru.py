@@ -20,7 +20,7 @@ from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsi
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from hdl.component import ConfiguredComponent
+from hdl.component import ConfiguredComponent, kept_register
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 
 __all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
@@ -417,7 +417,10 @@ class Orizuru(_TopKUnit):
          an accumulator copied to the output registers;
        * ``merge=2``: the same, with the comparisons of the queues' next
          entries also registered, a pop ahead (2 n (n - 1) comparators per side
-         instead of n, no carry chain in the winner's loop: faster, larger);
+         instead of n, no carry chain in the winner's loop), and the registers
+         of large fan-out copied (:func:`hdl.component.kept_register`: the
+         lanes' inputs, two comparators per lane entry, the queues' and the
+         accumulator's enables): faster, larger;
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -475,7 +478,7 @@ class Orizuru(_TopKUnit):
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
-        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        P = cfg.lanes
         if cfg.merge:
             m.d.comb += advance.eq(1)     # no global stall: see _serial_merge
         tb = max(1, (P - 1).bit_length())          # lane tag bits
@@ -506,12 +509,21 @@ class Orizuru(_TopKUnit):
         levels = odd_even_sort_levels(_pow2(P))
         assert len(levels) == cfg.sort_depth
         sorted_beat = {}
+        # merge=2 (the fast form): the sorter's last level also feeds copies of its output
+        # registers, one pair per rank-lane entry (see _rank_lane); `last_d` keeps that
+        # level's inputs of the registers
+        copies = cfg.merge == 2 and cfg.sort_depth > 0
+        last_d = {}
         for side in ("top", "bot"):
             elems = list(s0["key"][side])
             elems += [PAD] * (_pow2(P) - P)
             stage_no[0] = 0
+
+            def reg(elems, reg=stage(f"{side}_sort"), side=side):
+                last_d[side] = elems          # the last call is the last level
+                return reg(elems)
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
-                                        stage(f"{side}_sort"), self.stats,
+                                        reg, self.stats,
                                         self._wire(m, f"{side}_sort_swap"),
                                         self._cell(m, f"{side}_sort"))
         ctrl = {k_: s0[k_] for k_ in ("valid", "new", "last", "base")}
@@ -528,15 +540,16 @@ class Orizuru(_TopKUnit):
         for side in ("top", "bot"):
             snapshot[side] = []
             for r, length in enumerate(cfg.rank_lanes):
+                x_d = last_d[side][r] if copies else None
                 snapshot[side].append(self._rank_lane(m, advance, ctrl, sorted_beat[side][r],
-                                                      length, tb, f"{side}_lane{r}"))
+                                                      length, tb, f"{side}_lane{r}", x_d))
         if cfg.merge:
             return self._serial_merge(m, ready, ctrl, snapshot)
         valid, result = self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
         m.d.comb += [advance.eq(~valid | self.o.ready), ready.eq(advance)]
         return valid, result
 
-    def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
+    def _rank_lane(self, m, advance, ctrl, x, length, tb, name, x_d=None):
         """One sorted insertion list of ``length`` entries; returns its registers.
 
         The loop of an entry is one comparator between two registers (the new value,
@@ -545,7 +558,15 @@ class Orizuru(_TopKUnit):
         so a strictly better value (an equal older one keeps its place: it has the
         lower position) needs no position bits in the comparator.  The valid bits are
         kept apart: an entry is replaced when it is empty, when a vector starts (its
-        contents belong to the previous vector) or when x's value is larger."""
+        contents belong to the previous vector) or when x's value is larger.
+
+        With ``x_d`` (the input of x's register; ``merge=2``) each entry i has two
+        comparators instead of one, on two copies of x's value register of its own
+        (:func:`hdl.component.kept_register`): ``b_i`` enables entry i, ``s_i`` selects
+        what entry i + 1 takes.  Each comparison then drives half of the loads it drove
+        (27 enables or 27 multiplexer selects, not both), and each copy of x one entry
+        (one comparator, and for the first copy the entry's multiplexer), instead of x
+        feeding every entry of the lane."""
         pb = self._config.pos_bits
         kb = self._config.entry_bits
         self.stats["cells"] += length
@@ -575,13 +596,25 @@ class Orizuru(_TopKUnit):
         # (x > e as the borrow of e - x: a carry chain whose last output is the enable)
         xk = Cat(xval, xv)
 
-        def beats(e):
+        def beats(xk, e):
             return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
-        b = [w(beats(Cat(d[pb:], lv)), f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
+        if x_d is None:
+            xa = xb = [xk] * length
+        else:
+            # two copies of x's value and valid bit per entry, each compared with the entry
+            xk_d = Cat(x_d[tb:-1], x_d[-1])
+            xa = [kept_register(m, xk_d, f"{name}_{i}_xa") for i in range(length)]
+            xb = [kept_register(m, xk_d, f"{name}_{i}_xb") for i in range(length - 1)]
+        entry_keys = [Cat(d[pb:], lv) for d, lv in zip(data_, live)]
+        b = [w(beats(xa[i], e), f"{i}_b") for i, e in enumerate(entry_keys)]
+        # s_i selects entry i + 1's input (= b_i; a second comparator when x is copied)
+        sel = b if x_d is None else [w(beats(xb[i], e), f"{i}_s")
+                                     for i, e in enumerate(entry_keys[:-1])]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
-            above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
-            above_v = xv if i == 0 else Mux(b[i - 1], live[i - 1], xv)
+            xf, xvi = (xfull, xv) if x_d is None else (Cat(~pos, xa[i][:-1]), xa[i][-1])
+            above = xf if i == 0 else Mux(sel[i - 1], data_[i - 1], xf)
+            above_v = xvi if i == 0 else Mux(sel[i - 1], live[i - 1], xvi)
             nv = Mux(b[i], above_v, live[i])
             with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
@@ -668,6 +701,7 @@ class Orizuru(_TopKUnit):
             last_pop.eq(pop & left[0] & ~(left[1] if k > 1 else 0)),
             copy.eq(acc_full & (~full | self.o.ready)),
         ]
+        load_next = ctrl["valid"] & ctrl["last"]
         left_next = Mux(load, Const((1 << k) - 1, k), Mux(pop, left[1:], left))
         acc_full_next = last_pop | (acc_full & ~copy)
         full_next = copy | (full & ~self.o.ready)
@@ -678,7 +712,7 @@ class Orizuru(_TopKUnit):
             pop.eq(pop_next),
             acc_full.eq(acc_full_next),
             full.eq(full_next),
-            load.eq(ctrl["valid"] & ctrl["last"]),   # a load may meet the last pop
+            load.eq(load_next),                      # a load may meet the last pop
         ]
 
         # -- input ready: a last beat accepted in cycle t loads in cycle t + fwd; the
@@ -716,6 +750,14 @@ class Orizuru(_TopKUnit):
         m.d.sync += last_ok.eq(Mux(take_last, ok_next(1), ok_next(0)))
         m.d.comb += ready.eq(~self.i.payload.last | last_ok)
 
+        # merge=2 (the fast form): `load`, `pop` and each lane's shift enable `load | pop &
+        # win[a]` drive every queue entry and accumulator entry; there they are copies of
+        # their own (kept registers, computed from the next state like the originals), one
+        # per group of `group` entries, so that each drives a few entries' flip-flop enables
+        # and selects, no LUT between them (a copy per entry put the fan-out on the next
+        # state's logic instead)
+        copies = cfg.merge == 2
+        group = 4
         result = {}
         for side in ("top", "bot"):
             queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
@@ -768,6 +810,7 @@ class Orizuru(_TopKUnit):
                     m.d.sync += gab.eq(~nb[b, a])
             # the next winner, flattened over the lane that pops: for each w, an AND of
             # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
+            win_next = []
             for a in range(n):
                 nxt = Signal(name=f"{side}_win{a}_next")
                 if cfg.merge == 2:
@@ -788,22 +831,45 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
                     m.d.sync += win[a].eq(nxt)
+                if copies:
+                    win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
-            for q, lane, w in zip(queues, lanes[side], win):
-                with m.If(load):
-                    # an empty entry loads as zeros, so empty heads tie (the lower lane wins)
-                    m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
-                with m.Elif(pop & w):
-                    m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0) for i, e in enumerate(q)]
+            for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
+                if not copies:
+                    with m.If(load):
+                        # an empty entry loads as zeros, so empty heads tie (the lower lane
+                        # wins)
+                        m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
+                    with m.Elif(pop & w):
+                        m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0)
+                                     for i, e in enumerate(q)]
+                    continue
+                for i, (e, v) in enumerate(zip(q, lane)):
+                    if i % group == 0:
+                        ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
+                                           reset_less=False)
+                        sh = kept_register(m, load_next | pop_next & win_next[a],
+                                           f"{side}_q{a}_{i // group}_sh", reset_less=False)
+                    with m.If(ld):
+                        m.d.sync += e.eq(Mux(v[-1], v, 0))
+                    with m.Elif(sh):
+                        m.d.sync += e.eq(q[i + 1] if i + 1 < len(q) else 0)
             # results are decoded on the way in: one decoder per side, not k
             dec = self._decode(best, side)
             acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
-            with m.If(pop):
-                m.d.sync += [acc[j].eq(acc[j + 1] if j + 1 < k else
-                                       Cat(dec["value"], dec["pos"], dec["valid"]))
-                             for j in range(k)]
+            shifted = [acc[j + 1] if j + 1 < k else Cat(dec["value"], dec["pos"], dec["valid"])
+                       for j in range(k)]
+            if not copies:
+                with m.If(pop):
+                    m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
+            for j in range(k if copies else 0):
+                if j % group == 0:
+                    pj = kept_register(m, pop_next, f"{side}_acc{j // group}_pop",
+                                       reset_less=False)
+                with m.If(pj):
+                    m.d.sync += acc[j].eq(shifted[j])
             res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
                    for j in range(k)]
             with m.If(copy):

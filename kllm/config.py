@@ -154,8 +154,9 @@ class OrizuruConfig(TopKConfig):
     UNIT = "orizuru"
 
     merge: int = param(1, 0, 2, "final merge: 1 serial (k cycles, vectors >= k+1 beats), "
-                                "2 serial with its comparisons a pop ahead (faster, more "
-                                "comparators), 0 pipelined tree (any length)")
+                                "2 serial with its comparisons a pop ahead and its "
+                                "high-fan-out registers copied (faster, larger), 0 pipelined "
+                                "tree (any length)")
 
     @property
     def rank_lanes(self):

@@ -21,7 +21,7 @@ class Unit:
     synth_options: str = ""   # extra options of Yosys's synth_<family> for this unit
     # Yosys name pattern of submodules (below the unit's own module) that synthesis keeps
     # apart instead of flattening: each is mapped alone; the unit's figures are the totals
-    # over its hierarchy
+    # over its hierarchy (several patterns: separated by spaces)
     keep_modules: str = ""
 
     def build(self, config: UnitConfig):
@@ -47,13 +47,16 @@ NOWIDELUT = "-nowidelut"
 # Both keep their compare-exchange modules (ce_modules=1) apart: the baseline's flat network
 # at P=8, k=16 did not get through Yosys in 30 minutes.
 CE_MODULES = "ce_*"
+# Orizuru also keeps its register copies apart (hdl.component.kept_register, `merge=2`):
+# Yosys would merge them back into one flip-flop each.
+ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.component.KEPT_MODULES
 
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
          QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
     Unit("orizuru", "streaming top-k: the k largest and k smallest values of each vector, "
          "with positions", OrizuruConfig, "hdl.orizuru:Orizuru", "testbench.test_orizuru",
-         synth_options=NOWIDELUT, keep_modules=CE_MODULES),
+         synth_options=NOWIDELUT, keep_modules=ORIZURU_KEPT),
     Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
          "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
          "testbench.test_orizuru", synth_options=NOWIDELUT, keep_modules=CE_MODULES),

@@ -135,7 +135,29 @@ def test_compare_exchanges_as_kept_modules(name):
         counts[ce], stats[ce] = mods[1:], dut.stats
     assert stats[0] == stats[1]
     assert counts[0] == [] and len(counts[1]) == stats[1]["full"] + stats[1]["half"] > 0
-    assert all(fnmatch.fnmatch(mod, f"{unit.toplevel}.{unit.keep_modules}") for mod in counts[1])
+    assert all(fnmatch.fnmatch(mod, f"{unit.toplevel}.ce_*") for mod in counts[1])
+    assert "ce_*" in unit.keep_modules.split()
+
+
+@pytest.mark.parametrize("merge", [0, 1, 2])
+def test_register_copies_as_kept_modules(merge):
+    """merge=2 (the fast form) copies its high-fan-out registers, each copy a module named
+    so that the flow's keep_modules selects it: per side two copies of x per rank-lane entry
+    (but the last), a load and a shift enable per 4 queue entries, a pop per 4 accumulator
+    entries.
+    merge=0 and 1 make none."""
+    import fnmatch
+
+    from amaranth.back import verilog
+    unit = get_unit("orizuru")
+    cfg = unit.config(["width=6", "lanes=3", "k=4", "max_len=16", f"merge={merge}"])
+    text = verilog.convert(unit.build(cfg), name=unit.toplevel, emit_src=False)
+    mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
+    kept = [mod for mod in mods if fnmatch.fnmatch(mod, f"{unit.toplevel}.keep_*")]
+    entries, groups = sum(cfg.rank_lanes), sum(-(-n // 4) for n in cfg.rank_lanes)
+    expected = 2 * ((2 * entries - len(cfg.rank_lanes)) + 2 * groups + -(-cfg.k // 4))
+    assert len(kept) == (expected if merge == 2 else 0)
+    assert "keep_*" in unit.keep_modules.split()
 
 
 def test_hierarchy_cells_totals():
