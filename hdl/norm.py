@@ -9,7 +9,7 @@ from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, adder_tree, banked_latency, banked_memory, delay,
+from hdl.rows import (RowInput, SkidOutput, adder_tree, banked_latency, banked_memory, delay,
                       pipelined_mul, select_pipe)
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
@@ -336,11 +336,13 @@ class NormBaseline(ConfiguredComponent):
 
         # stage 1: masked values (registered); x**2 per lane (fabric, Lsq stages); adder
         # trees (Lt stages); running sums and count
+        # (the lane masks ``count > p`` registered with s0, from the input beat)
+        ok = [Signal(name=f"s0_lv{p}") for p in range(P)]
+        m.d.sync += [ok[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         lv = [Signal(name=f"s1_lv{p}") for p in range(P)]
         for p in range(P):
-            ok = s0_valid & (s0.count > p)
-            m.d.sync += [xm[p].eq(Mux(ok, s0.x[p], 0)), lv[p].eq(ok)]
+            m.d.sync += [xm[p].eq(Mux(ok[p], s0.x[p], 0)), lv[p].eq(ok[p])]
         sq = []
         for p in range(P):
             q, lsq = pipelined_mul(m, xm[p], xm[p], f"sq{p}")
@@ -374,8 +376,8 @@ class NormBaseline(ConfiguredComponent):
 
         # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
         # three stages (the last one the output register); the pipeline stalls on backpressure
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
         rend = Signal()
@@ -407,13 +409,12 @@ class NormBaseline(ConfiguredComponent):
             mid = Signal.like(prod, name=f"sh_mid{p}")
             with m.If(adv):
                 m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
-                             self.o.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))]
-        with m.If(adv):
-            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
-                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
+            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))
+        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
+                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
 
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
             m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
         return m

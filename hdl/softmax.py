@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, adder_tree, banked_memory, delay,
+from hdl.rows import (RowInput, SkidOutput, adder_tree, banked_memory, delay,
                        leading_one, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
@@ -42,11 +42,14 @@ class HistogramRowUnit(ConfiguredComponent):
     ``count``, ``first`` on the row's first beat and ``last`` on its last.
 
     **Throughput**: II = 1 within a row on input and on output (backpressure
-    stalls the output pipeline: ``~o.valid | o.ready``).  Rows do not overlap:
+    stalls the read pipeline through :class:`hdl.rows.SkidOutput`: output and
+    skid registers, the pipeline's enable a register).  Rows do not overlap:
     ``i.ready`` falls after a row's last beat and rises again in the cycle
-    after its last output beat is taken, so a row of ``b`` beats occupies the
-    unit for ``2 b + latency - 1`` cycles without gaps or backpressure
-    (``b / (2 b + latency - 1)`` beats per cycle for a stream of such rows).
+    after its last output beat left the pipeline (the cycle it is first on
+    ``o``; with ``o.ready`` high the cycle after it is taken), so a row of
+    ``b`` beats occupies the unit for ``2 b + latency - 1`` cycles without
+    gaps or backpressure (``b / (2 b + latency - 1)`` beats per cycle for a
+    stream of such rows).
     Latency (last input beat accepted to first output beat valid) =
     ``compute_cycles + 5 + Lr``: the input register, three histogram stages
     and the start flag, the computation, the row buffer read ``Lr`` and the
@@ -131,8 +134,8 @@ class HistogramRowUnit(ConfiguredComponent):
         self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        advance = out.advance
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
         step = Signal()
@@ -165,13 +168,12 @@ class HistogramRowUnit(ConfiguredComponent):
         last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
-        with m.If(advance):
-            m.d.sync += [
-                self.o.valid.eq(v1),
-                self.o.payload.first.eq(first1),
-                self.o.payload.last.eq(last1),
-                self.o.payload.count.eq(rd_count),
-            ]
+        m.d.comb += [
+            out.valid.eq(v1),
+            out.payload.first.eq(first1),
+            out.payload.last.eq(last1),
+            out.payload.count.eq(rd_count),
+        ]
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
             m.submodules[f"remap{p}"] = tab
@@ -179,11 +181,11 @@ class HistogramRowUnit(ConfiguredComponent):
             tr = tab.read_port(domain="comb")
             m.d.comb += [tw.en.eq(remap_we), tw.addr.eq(remap_addr), tw.data.eq(remap_data),
                          tr.addr.eq(rd_idx[p])]
-            with m.If(advance):
-                m.d.sync += self.o.payload.y[p].eq(Mux(rd_count > p, tr.data, 0))
+            m.d.comb += out.payload.y[p].eq(Mux(rd_count > p, tr.data, 0))
 
-        # ---- end of the row: clear everything for the next one
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        # ---- end of the row (its last beat is in the output registers): clear everything
+        # for the next one
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
             m.d.sync += [rptr.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
@@ -401,9 +403,9 @@ class SoftmaxBaseline(ConfiguredComponent):
     ``D`` (leading one, shift amount, two shift stages, ROM); the read
     pipeline stalls on backpressure.
 
-    Latency: the first output beat is valid ``b + 15 + 2 Lt + 2 Lr + 2 Le +
+    Latency: the first output beat is valid ``b + 17 + 2 Lt + 2 Lr + 2 Le +
     Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
-    accepted (``b + 43`` for P = 4, max_len = 1024;
+    accepted (``b + 45`` for P = 4, max_len = 1024;
     :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
     and rows do not overlap (as :class:`HistogramRowUnit`), so a row
     occupies the unit for ``2 b + latency - 1`` cycles, against the
@@ -484,8 +486,9 @@ class SoftmaxBaseline(ConfiguredComponent):
         # ---- read pipeline, used twice: the sum pass and the output pass
         summing = Signal()
         reading = Signal()
-        adv = Signal()
-        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), reading.eq(summing | outp)]
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
+        m.d.comb += reading.eq(summing | outp)
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
         rend = Signal()
@@ -501,19 +504,19 @@ class SoftmaxBaseline(ConfiguredComponent):
             with m.If(at_last):
                 m.d.sync += rend.eq(1)
 
-        # per lane: exp ROM address (1 stage), the ROM (Le: address copies, LUT banks)
+        # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
+        # (Le: address copies, LUT banks)
         table = gsoftmax.baseline_exp_table().tolist()
         cnt_r = br.data[P * W:]
-        cnt_e = delay(m, cnt_r, 1 + Le, "count_e", en=adv)
+        cnt_e = delay(m, cnt_r, 2 + Le, "count_e", en=adv)
         E = []
         for p in range(P):
             x = br.data[p * W:(p + 1) * W].as_signed()
             d = Signal(W + 1, name=f"dist{p}")
-            m.d.comb += d.eq(mx - x)
             q = d >> S
             addr = Signal(EA, name=f"exp_addr{p}")
             with m.If(adv):
-                m.d.sync += addr.eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))
+                m.d.sync += [d.eq(mx - x), addr.eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))]
             ep, le = banked_memory(m, f"exp_rom{p}", unsigned(cfg.exp_bits), 1 << EA, addr,
                                    init=table, en=adv, copies=True)
             assert le == Le
@@ -525,7 +528,7 @@ class SoftmaxBaseline(ConfiguredComponent):
             m.d.sync += [Em[p].eq(Mux(cnt_e > p, E[p], 0)) for p in range(P)]
         part, lt = adder_tree(m, Em, "exp_sum", en=adv)
         assert lt == Lt
-        dsum = Lr + 2 + Le + Lt
+        dsum = Lr + 3 + Le + Lt
         v_acc = delay(m, issue & summing, dsum, "sum_valid", en=adv)
         last_acc = delay(m, issue & summing & at_last, dsum, "sum_last", en=adv)
         D = Signal(DW)
@@ -561,7 +564,7 @@ class SoftmaxBaseline(ConfiguredComponent):
                 m.d.sync += [waiting.eq(0), outp.eq(1)]
 
         # output pass: E r (Lmr), >> sh in three stages (the last one the output register)
-        depth = Lr + 1 + Le + Lmr + 3
+        depth = Lr + 2 + Le + Lmr + 3
         fr = delay(m, Cat(issue & outp, at_first, at_last), depth - 1, "frame", en=adv)
         cnt = delay(m, cnt_r, depth - 1 - Lr, "count", en=adv)
         for p in range(P):
@@ -571,13 +574,12 @@ class SoftmaxBaseline(ConfiguredComponent):
             mid = Signal.like(prod, name=f"sh_mid{p}")
             with m.If(adv):
                 m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
-                             self.o.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))]
-        with m.If(adv):
-            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
-                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
+            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))
+        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
+                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
 
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
             m.d.sync += [outp.eq(0), have.eq(0)]
         return m
