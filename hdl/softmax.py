@@ -230,11 +230,12 @@ class HistogramSoftmax(HistogramRowUnit):
     register enable is a flag), and the end of the row read is a registered
     look-ahead compare (``rptr == wlast - 1`` as the pointer advances).
 
-    Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
-    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
-    remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
+    Latency: ``compute_cycles = 2 * 2**ba + 11 + 2 Le + Lm + Lm2 + Lrom``
+    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``6 + Lrom``:
+    the leading one of ``D`` in two stages, per 16-bit chunk then the top
+    chunk, remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
     ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted (71 for ba = 4, P = 4, max_len = 1024; see
+    accepted (72 for ba = 4, P = 4, max_len = 1024; see
     :class:`HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.SoftmaxConfig.latency`).
 
@@ -324,12 +325,21 @@ class HistogramSoftmax(HistogramRowUnit):
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
 
         top = leading_one(m, nonempty, "row_max")
-        lead = leading_one(m, D, "d_lead")
+        # leading one of D in two stages: per 16-bit chunk (registered, free running: D is
+        # still from the "lead" step on), then the top non-empty chunk
+        chunks = [D[c:c + 16] for c in range(0, DW, 16)]
+        c_nz = [Signal(name=f"d_nz{q}") for q in range(len(chunks))]
+        c_pos = [Signal(4, name=f"d_pos{q}") for q in range(len(chunks))]
+        for q, ch in enumerate(chunks):
+            m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"d_lead{q}"))]
+        lead = Const(0, range(DW))
+        for q in range(len(chunks)):
+            lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
         # the per-row sequence as one-hot state flags (each register enable is one flag)
-        names = ["idle", "max", "sum", "lead", "shamt", "shift", "normalize", "rom", "recip",
+        names = ["idle", "max", "sum", "chunks", "lead", "shamt", "shift", "normalize", "rom", "recip",
                  "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
 
@@ -345,7 +355,9 @@ class HistogramSoftmax(HistogramRowUnit):
             m.d.sync += k.eq(k + 1)
             with m.If(k == J - 1 + Le + Lm):
                 m.d.sync += summing.eq(0)
-                goto("sum", "lead")
+                goto("sum", "chunks")
+        with m.If(st["chunks"]):         # D final: its chunks' leading ones registered
+            goto("chunks", "lead")
         with m.If(st["lead"]):
             m.d.sync += e.eq(lead)
             goto("lead", "shamt")

@@ -332,10 +332,10 @@ class SoftmaxConfig(UnitConfig):
     @property
     def compute_cycles(self):
         """Cycles of the per-row computation between the histogram and the first read of the
-        row: idle 1, maximum 1, sum ``J + Le + Lm``, normalization ``5 + Lrom``, remap
-        ``J + Le + Lm2 + 3`` (``J = 2**ba``)."""
+        row: idle 1, maximum 1, sum ``J + Le + Lm``, normalization ``6 + Lrom`` (the leading
+        one of D in two stages), remap ``J + Le + Lm2 + 3`` (``J = 2**ba``)."""
         Le, Lm, Lm2, Lrom, _ = self.stage_latencies
-        return 2 * (1 << self.ba) + 10 + 2 * Le + Lm + Lm2 + Lrom
+        return 2 * (1 << self.ba) + 11 + 2 * Le + Lm + Lm2 + Lrom
 
     @property
     def latency(self):
