@@ -227,8 +227,9 @@ class HistogramSoftmax(HistogramRowUnit):
     stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
     final shift of ``E r`` take two and three stages of at most 4:1.  The
     per-row sequence is one-hot (one flag register per step, so every
-    register enable is a flag), and the end of the row read is a registered
-    look-ahead compare (``rptr == wlast - 1`` as the pointer advances).
+    register enable is a flag), and the ends of the sum and remap steps and
+    of the row read are registered look-ahead compares (``rptr == wlast - 1``
+    as the pointer advances).
 
     Latency: ``compute_cycles = 2 * 2**ba + 11 + 2 Le + Lm + Lm2 + Lrom``
     (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``6 + Lrom``:
@@ -348,12 +349,15 @@ class HistogramSoftmax(HistogramRowUnit):
 
         with m.If(st["idle"] & start):
             goto("idle", "max")
+        # the ends of the two long counted steps are registered look-ahead compares (set
+        # in the cycle before k reaches the end)
+        sum_end, map_end = Signal(), Signal()
         with m.If(st["max"]):
-            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
+            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1), sum_end.eq(0)]
             goto("max", "sum")
         with m.If(st["sum"]):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k == J - 1 + Le + Lm):
+            m.d.sync += [k.eq(k + 1), sum_end.eq(k == J - 2 + Le + Lm)]
+            with m.If(sum_end):
                 m.d.sync += summing.eq(0)
                 goto("sum", "chunks")
         with m.If(st["chunks"]):         # D final: its chunks' leading ones registered
@@ -375,11 +379,11 @@ class HistogramSoftmax(HistogramRowUnit):
             with m.If(k == Lrom - 1):
                 goto("rom", "recip")
         with m.If(st["recip"]):
-            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
+            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1), map_end.eq(0)]
             goto("recip", "map")
         with m.If(st["map"]):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k == J + 2 + Le + Lm2):
+            m.d.sync += [k.eq(k + 1), map_end.eq(k == J + 1 + Le + Lm2)]
+            with m.If(map_end):
                 m.d.comb += done.eq(1)
                 m.d.sync += mapping.eq(0)
                 goto("map", "idle")
