@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from amaranth import Array, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import memory
 
-__all__ = ["RowInput", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
+__all__ = ["RowInput", "RowRead", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
            "mul_latency", "pipelined_mul", "select_latency", "select_pipe", "tree_latency"]
 
 
@@ -86,6 +86,39 @@ class RowInput:
                 m.d.sync += [self.wptr.eq(self.wptr + 1), full.eq(self.wptr == depth - 1)]
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(0), self.wptr.eq(0), full.eq(0)]
+
+
+class RowRead:
+    """Reads a :class:`RowInput`'s buffered row back from its first beat, one beat per
+    cycle with ``advance``, while ``active``; rewinds while ``active`` is low (so a row
+    can be read more than once: raise ``active`` again).
+
+    ``issue`` (comb): a read of beat ``rptr`` is issued this cycle if ``advance``;
+    ``at_first`` and ``at_last`` (registered look-aheads, no compare on the issue path):
+    that beat is the row's first / last.  After the last beat ``issue`` stays low until
+    the rewind.  Drives the buffer's read port (``addr``, ``en = advance``).
+    """
+
+    def __init__(self, m, rows, active, advance, name="row_read"):
+        self.rptr = Signal.like(rows.wptr, name=f"{name}_rptr")
+        self.issue = Signal(name=f"{name}_issue")
+        self.at_first = Signal(init=1, name=f"{name}_at_first")
+        self.at_last = Signal(name=f"{name}_at_last")
+        rend = Signal(name=f"{name}_end")            # the last beat was issued
+        # the row's last beat and the one before (registered; still while the row is read)
+        wlast = Signal.like(rows.wptr, name=f"{name}_wlast")
+        wlast1 = Signal.like(rows.wptr, name=f"{name}_wlast1")
+        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1)]
+        m.d.comb += [self.issue.eq(active & ~rend), rows.read.en.eq(advance),
+                     rows.read.addr.eq(self.rptr)]
+        with m.If(~active):
+            m.d.sync += [self.at_first.eq(1), self.at_last.eq(wlast == 0), self.rptr.eq(0),
+                         rend.eq(0)]
+        with m.Elif(advance & self.issue):
+            m.d.sync += [self.at_first.eq(0), self.at_last.eq(self.rptr == wlast1),
+                         self.rptr.eq(self.rptr + 1)]
+            with m.If(self.at_last):
+                m.d.sync += rend.eq(1)
 
 
 class SkidOutput:

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, SkidOutput, adder_tree, banked_memory, delay,
+from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_memory, delay,
                        leading_one, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
@@ -86,7 +86,7 @@ class HistogramRowUnit(ConfiguredComponent):
         m = Module()
         cfg = self._config
         P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
-        cb, lcb = cfg.count_bits, cfg.lane_count_bits
+        cb = cfg.count_bits
 
         outp = Signal()          # the row is being read out (until its last beat is issued)
 
@@ -94,7 +94,7 @@ class HistogramRowUnit(ConfiguredComponent):
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        br, wptr, s0, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_end
 
         lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
         m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
@@ -264,7 +264,7 @@ class HistogramSoftmax(HistogramRowUnit):
 
     def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
-        ba, J, cb = cfg.ba, 1 << cfg.ba, cfg.count_bits
+        ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
@@ -457,7 +457,7 @@ class SoftmaxBaseline(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, lcb = cfg.lanes, cfg.width, cfg.lane_count_bits
+        P, W = cfg.lanes, cfg.width
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
@@ -467,7 +467,7 @@ class SoftmaxBaseline(ConfiguredComponent):
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        br, s0, s0_valid, s0_end = rows.read, rows.s0, rows.s0_valid, rows.s0_end
         assert rows.read_latency == Lr
 
         # beat maximum over the valid lanes (invalid lanes read as the smallest value):
@@ -505,20 +505,9 @@ class SoftmaxBaseline(ConfiguredComponent):
         out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
         adv = out.advance
         m.d.comb += reading.eq(summing | outp)
-        rptr = Signal(range(cfg.max_beats + 1))
-        issue = Signal()
-        rend = Signal()
-        at_first = Signal(init=1)
-        at_last = Signal()
-        wlast, wlast1 = Signal.like(wptr), Signal.like(wptr)
-        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
-        m.d.comb += [issue.eq(reading & ~rend), br.en.eq(adv), br.addr.eq(rptr)]
-        with m.If(~reading):
-            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0), rptr.eq(0), rend.eq(0)]
-        with m.Elif(adv & issue):
-            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
-            with m.If(at_last):
-                m.d.sync += rend.eq(1)
+        # read twice (sum pass, output pass): rewound while neither pass runs
+        rd = RowRead(m, rows, reading, adv)
+        issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
 
         # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
         # (Le: address copies, LUT banks)
