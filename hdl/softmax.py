@@ -411,7 +411,8 @@ class SoftmaxBaseline(ConfiguredComponent):
 
     Pipelined for 200 MHz with the same building blocks and memories as
     :class:`HistogramSoftmax`: LUTRAM row buffer (``Lr``), the comparator and
-    adder trees with a register per level (``Lt = tree_latency(P)``), the
+    adder trees with a register per level (``Lt = tree_latency(P)``; the
+    comparator tree two registers per level: compare, then select), the
     exp ROMs in LUT banks behind per-group address copies (``Le =
     banked_latency(1024) + 1``), the reciprocal ROM in LUT banks (``Lrom``),
     fabric multipliers ``E r`` with a register per adder level (``Lmr =
@@ -419,9 +420,9 @@ class SoftmaxBaseline(ConfiguredComponent):
     ``D`` (leading one, shift amount, two shift stages, ROM); the read
     pipeline stalls on backpressure.
 
-    Latency: the first output beat is valid ``b + 17 + 2 Lt + 2 Lr + 2 Le +
+    Latency: the first output beat is valid ``b + 17 + 3 Lt + 2 Lr + 2 Le +
     Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
-    accepted (``b + 45`` for P = 4, max_len = 1024;
+    accepted (``b + 47`` for P = 4, max_len = 1024;
     :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
     and rows do not overlap (as :class:`HistogramRowUnit`), so a row
     occupies the unit for ``2 b + latency - 1`` cycles, against the
@@ -471,7 +472,8 @@ class SoftmaxBaseline(ConfiguredComponent):
         assert rows.read_latency == Lr
 
         # beat maximum over the valid lanes (invalid lanes read as the smallest value):
-        # masked lanes registered, then a comparator tree with a register per level
+        # masked lanes registered, then a comparator tree, each level in two stages (the
+        # compare registered with both operands, then the selection)
         lo = Const(-(1 << (W - 1)), signed(W))
         vals = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         for p in range(P):
@@ -485,17 +487,20 @@ class SoftmaxBaseline(ConfiguredComponent):
             for k in range(0, len(vals), 2):
                 w = Signal(signed(W), name=f"bmax_l{level}_{k // 2}")
                 if k + 1 < len(vals):
-                    m.d.sync += w.eq(Mux(vals[k] >= vals[k + 1], vals[k], vals[k + 1]))
+                    a = delay(m, vals[k], 1, f"bmax_l{level}_{k // 2}_a")
+                    b = delay(m, vals[k + 1], 1, f"bmax_l{level}_{k // 2}_b")
+                    ge = Signal(name=f"bmax_l{level}_{k // 2}_ge")
+                    m.d.sync += [ge.eq(vals[k] >= vals[k + 1]), w.eq(Mux(ge, a, b))]
                 else:
-                    m.d.sync += w.eq(vals[k])
+                    m.d.sync += w.eq(delay(m, vals[k], 1, f"bmax_l{level}_{k // 2}_a"))
                 nxt.append(w)
             vals = nxt
         assert level == Lt
         bmax = vals[0]
-        bvalid = delay(m, bv, Lt, "bmax_valid")
+        bvalid = delay(m, bv, 2 * Lt, "bmax_valid")
         mx = Signal(signed(W))
         have = Signal()
-        start = delay(m, s0_end, 2 + Lt, "start")        # the row maximum is complete
+        start = delay(m, s0_end, 2 + 2 * Lt, "start")    # the row maximum is complete
         with m.If(bvalid & (~have | (bmax > mx))):
             m.d.sync += [mx.eq(bmax), have.eq(1)]
 

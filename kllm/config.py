@@ -451,12 +451,12 @@ class SoftmaxBaselineConfig(UnitConfig):
 
     def row_latency(self, beats):
         """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
-        beat (no backpressure): ``beats + 17 + 2 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
-        maximum (3 + Lt), the sum pass (``beats`` issues, ``Lr + 3 + Le + Lt`` to the last
+        beat (no backpressure): ``beats + 17 + 3 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
+        maximum (``3 + 2 Lt``: the comparator tree two stages per level), the sum pass (``beats`` issues, ``Lr + 3 + Le + Lt`` to the last
         accumulation), the normalization (``6 + Lrom``), the output pass (``Lr + 2 + Le +
         Lmr + 3``)."""
         Lt, Lr, Le, Lrom, Lmr = self.stage_latencies
-        return beats + 17 + 2 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
+        return beats + 17 + 3 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
 
 
 @dataclass(frozen=True)

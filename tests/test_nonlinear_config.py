@@ -54,7 +54,7 @@ def test_widths():
     # copies 1, 64 banks, three 4:1 stages (4 + 1 = 5); reciprocal ROM 3; E r 5
     sb = SoftmaxBaselineConfig(lanes=4, max_len=1024)
     assert sb.stage_latencies == (2, 3, 5, 3, 5)
-    assert [sb.row_latency(b) for b in (1, 10, 256)] == [1 + 45, 10 + 45, 256 + 45]
+    assert [sb.row_latency(b) for b in (1, 10, 256)] == [1 + 47, 10 + 47, 256 + 47]
     # x**2 of 8 bits 4, trees 2, n S2 / S1**2 6, row buffer 3, (n x - S1) r 6; row_rsqrt 22
     nb = NormBaselineConfig(lanes=4, max_len=1024)
     assert nb.stage_latencies == (4, 2, 6, 3, 6)
