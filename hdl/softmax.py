@@ -140,10 +140,10 @@ class HistogramRowUnit(ConfiguredComponent):
         issue = Signal()
         step = Signal()
         wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
-        m.d.sync += wlast.eq(wptr - 1)
-        left = Signal.like(wptr)         # beats after rptr: wlast - rptr (counts down)
+        wlast1 = Signal.like(wptr)       # wlast - 1 (registered; still while the row is read)
+        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
         at_first = Signal(init=1)        # registered look-ahead: rptr == 0
-        at_last = Signal()               # registered look-ahead: rptr == wlast (left == 0)
+        at_last = Signal()               # registered look-ahead: rptr == wlast
         # ``outp``: set when the tables are done, cleared once the row's last beat is issued,
         # so an issue step is ``advance & outp`` (three inputs)
         m.d.comb += [
@@ -157,12 +157,10 @@ class HistogramRowUnit(ConfiguredComponent):
         with m.Elif(step & at_last):
             m.d.sync += outp.eq(0)
         with m.If(start):
-            # wlast is final by then (three cycles after the last beat)
-            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0), left.eq(wlast)]
+            # wlast and wlast1 are final by then (three cycles after the last beat)
+            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
         with m.Elif(step):
-            # a compare with a constant (not with wlast): fewer LUT levels before at_last
-            m.d.sync += [at_first.eq(0), at_last.eq(left == 1), left.eq(left - 1),
-                         rptr.eq(rptr + 1)]
+            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
         v0, first0, last0 = Signal(), Signal(), Signal()
         m.d.comb += [v0.eq(issue), first0.eq(at_first), last0.eq(at_last)]
         v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
@@ -230,8 +228,8 @@ class HistogramSoftmax(HistogramRowUnit):
     final shift of ``E r`` take two and three stages of at most 4:1.  The
     per-row sequence is one-hot (one flag register per step, so every
     register enable is a flag), and the ends of the sum and remap steps and
-    of the row read are registered look-ahead compares (the row read counts
-    the beats left down and compares them with 1 as the pointer advances).
+    of the row read are registered look-ahead compares (``rptr == wlast - 1``
+    as the pointer advances).
 
     Latency: ``compute_cycles = 2 * 2**ba + 11 + 2 Le + Lm + Lm2 + Lrom``
     (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``6 + Lrom``:
