@@ -9,7 +9,7 @@ from amaranth.lib.wiring import Out
 
 from golden import norm as gnorm
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, adder_tree, banked_latency, banked_memory, delay,
+from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_latency, banked_memory, delay,
                       pipelined_mul, select_pipe)
 from hdl.softmax import HistogramRowUnit, leading_one
 from kllm.config import NormConfig
@@ -170,10 +170,10 @@ class HistogramNorm(HistogramRowUnit):
     def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
         ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
-        RA, RF, OF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
         VW = 2 * cb + 2 * cw
         EM = (VW - 1) // 2
-        Ls, Lc, Lv, Lrom, Lmr, _ = cfg.stage_latencies
+        Ls, Lc, Lv, _, Lmr, _ = cfg.stage_latencies
         Ln = row_rsqrt_latency(Lv)
 
         C = [Signal(signed(cw), name=f"centroid{j}", reset_less=True) for j in range(J)]
@@ -320,7 +320,7 @@ class NormBaseline(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, lcb, cb = cfg.lanes, cfg.width, cfg.lane_count_bits, cfg.count_bits
+        P, W, cb = cfg.lanes, cfg.width, cfg.count_bits
         RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
@@ -331,16 +331,18 @@ class NormBaseline(ConfiguredComponent):
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        br, s0, s0_end = rows.read, rows.s0, rows.s0_end
         assert rows.read_latency == Lr
 
         # stage 1: masked values (registered); x**2 per lane (fabric, Lsq stages); adder
         # trees (Lt stages); running sums and count
+        # (the lane masks ``count > p`` registered with s0, from the input beat)
+        ok = [Signal(name=f"s0_lv{p}") for p in range(P)]
+        m.d.sync += [ok[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         lv = [Signal(name=f"s1_lv{p}") for p in range(P)]
         for p in range(P):
-            ok = s0_valid & (s0.count > p)
-            m.d.sync += [xm[p].eq(Mux(ok, s0.x[p], 0)), lv[p].eq(ok)]
+            m.d.sync += [xm[p].eq(Mux(ok[p], s0.x[p], 0)), lv[p].eq(ok[p])]
         sq = []
         for p in range(P):
             q, lsq = pipelined_mul(m, xm[p], xm[p], f"sq{p}")
@@ -374,22 +376,12 @@ class NormBaseline(ConfiguredComponent):
 
         # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
         # three stages (the last one the output register); the pipeline stalls on backpressure
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        rptr = Signal(range(cfg.max_beats + 1))
-        issue = Signal()
-        rend = Signal()
-        at_first = Signal(init=1)
-        at_last = Signal()
-        wlast, wlast1 = Signal.like(wptr), Signal.like(wptr)
-        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
-        m.d.comb += [issue.eq(outp & ~rend), br.en.eq(adv), br.addr.eq(rptr)]
-        with m.If(~outp):
-            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
-        with m.Elif(adv & issue):
-            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
-            with m.If(at_last):
-                m.d.sync += rend.eq(1)
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
+        # read once per row (rewound while outp is low, i.e. from the row's end to the next
+        # row's output pass)
+        rd = RowRead(m, rows, outp, adv)
+        issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
         depth = Lr + Lsq + 1 + Lmr + 3
         fr = delay(m, Cat(issue, at_first, at_last), depth - 1, "frame", en=adv)
         cnt = delay(m, br.data[P * W:], depth - 1 - Lr, "count", en=adv)
@@ -407,13 +399,12 @@ class NormBaseline(ConfiguredComponent):
             mid = Signal.like(prod, name=f"sh_mid{p}")
             with m.If(adv):
                 m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
-                             self.o.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))]
-        with m.If(adv):
-            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
-                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
+            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))
+        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
+                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
 
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), rptr.eq(0), rend.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
+            m.d.sync += [outp.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
         return m

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from amaranth import Array, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import memory
 
-__all__ = ["RowInput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
+__all__ = ["RowInput", "RowRead", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
            "mul_latency", "pipelined_mul", "select_latency", "select_pipe", "tree_latency"]
 
 
@@ -51,8 +51,9 @@ class RowInput:
         fire = Signal(name=f"{name}_fire")
         self.store = Signal(name=f"{name}_store")     # comb: this cycle's beat is stored
 
+        # ``full`` (``wptr == depth``) is a registered look-ahead: set as the beat that makes
+        # ``wptr`` reach ``depth`` is stored, so no compare sits in front of ``wptr``'s enable
         m.d.comb += [
-            full.eq(self.wptr == depth),
             i.ready.eq(~self.busy),
             fire.eq(i.valid & ~self.busy),
             self.store.eq(fire & ~full),
@@ -63,13 +64,10 @@ class RowInput:
             self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
                                         en=Signal(name=f"{name}_ren"))
             # the write is registered (it lands a cycle later; the row is read back after
-            # the per-row computation): the bank decode starts at flip-flops
-            we, waddr = Signal(name=f"{name}_we"), Signal.like(self.wptr, name=f"{name}_waddr")
-            wdata = Signal(len(word), name=f"{name}_wdata")
-            m.d.sync += [we.eq(fire & ~full), waddr.eq(self.wptr), wdata.eq(word)]
+            # the per-row computation), with one registered write enable per bank
             self.read.data, self.read_latency = banked_memory(
-                m, name, unsigned(len(word)), depth, self.read.addr, we=we,
-                waddr=waddr, wdata=wdata, en=self.read.en)
+                m, name, unsigned(len(word)), depth, self.read.addr, we=self.store,
+                waddr=self.wptr, wdata=word, en=self.read.en, wreg=True)
         else:
             buf = memory.Memory(shape=unsigned(len(word)), depth=depth, init=[])
             m.submodules[name] = buf
@@ -85,9 +83,77 @@ class RowInput:
             with m.If(full):
                 m.d.sync += overflow.eq(1)
             with m.Else():
-                m.d.sync += self.wptr.eq(self.wptr + 1)
+                m.d.sync += [self.wptr.eq(self.wptr + 1), full.eq(self.wptr == depth - 1)]
         with m.If(self.clear):
-            m.d.sync += [self.busy.eq(0), self.wptr.eq(0)]
+            m.d.sync += [self.busy.eq(0), self.wptr.eq(0), full.eq(0)]
+
+
+class RowRead:
+    """Reads a :class:`RowInput`'s buffered row back from its first beat, one beat per
+    cycle with ``advance``, while ``active``; rewinds while ``active`` is low (so a row
+    can be read more than once: raise ``active`` again).
+
+    ``issue`` (comb): a read of beat ``rptr`` is issued this cycle if ``advance``;
+    ``at_first`` and ``at_last`` (registered look-aheads, no compare on the issue path):
+    that beat is the row's first / last.  After the last beat ``issue`` stays low until
+    the rewind.  Drives the buffer's read port (``addr``, ``en = advance``).
+    """
+
+    def __init__(self, m, rows, active, advance, name="row_read"):
+        self.rptr = Signal.like(rows.wptr, name=f"{name}_rptr")
+        self.issue = Signal(name=f"{name}_issue")
+        self.at_first = Signal(init=1, name=f"{name}_at_first")
+        self.at_last = Signal(name=f"{name}_at_last")
+        rend = Signal(name=f"{name}_end")            # the last beat was issued
+        # the row's last beat and the one before (registered; still while the row is read)
+        wlast = Signal.like(rows.wptr, name=f"{name}_wlast")
+        wlast1 = Signal.like(rows.wptr, name=f"{name}_wlast1")
+        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1)]
+        m.d.comb += [self.issue.eq(active & ~rend), rows.read.en.eq(advance),
+                     rows.read.addr.eq(self.rptr)]
+        with m.If(~active):
+            m.d.sync += [self.at_first.eq(1), self.at_last.eq(wlast == 0), self.rptr.eq(0),
+                         rend.eq(0)]
+        with m.Elif(advance & self.issue):
+            m.d.sync += [self.at_first.eq(0), self.at_last.eq(self.rptr == wlast1),
+                         self.rptr.eq(self.rptr + 1)]
+            with m.If(self.at_last):
+                m.d.sync += rend.eq(1)
+
+
+class SkidOutput:
+    """The output register of a row unit's read pipeline, with a skid register, so the
+    stream's ``o.ready`` reaches only these registers and never the pipeline behind them.
+
+    The unit drives ``valid`` and ``payload`` (combinational, the beat its pipeline
+    presents) and advances its pipeline with ``advance``, a register (no skid beat
+    held): while the output register holds a beat that is not taken, the presented
+    beat goes into the skid register and the pipeline stops in the next cycle, until
+    the output takes the skid beat.  No cycle is added: with ``o.ready`` high the
+    presented beat is on ``o`` in the next cycle, as with a plain output register.
+
+    ``last_out``: a register, high for one cycle after a beat with ``payload.last``
+    left the pipeline (the cycle it is first on ``o`` when ``o.ready`` was high, so the
+    unit may free the row: its beats are all in the output registers).
+    """
+
+    def __init__(self, m, o, name="out"):
+        layout = o.payload.shape()
+        self.valid = Signal(name=f"{name}_valid")
+        self.payload = Signal(layout, name=f"{name}_payload")
+        self.advance = Signal(name=f"{name}_advance")
+        self.last_out = Signal(name=f"{name}_last_out")
+        held = Signal(name=f"{name}_skid_valid")
+        skid = Signal(layout, name=f"{name}_skid")
+        m.d.comb += self.advance.eq(~held)
+        m.d.sync += self.last_out.eq(~held & self.valid & self.payload.last)
+        with m.If(held):
+            with m.If(o.ready):          # o.valid is high while a beat is held
+                m.d.sync += [o.payload.eq(skid), held.eq(0)]
+        with m.Elif(o.valid & ~o.ready):
+            m.d.sync += [skid.eq(self.payload), held.eq(self.valid)]
+        with m.Else():
+            m.d.sync += [o.payload.eq(self.payload), o.valid.eq(self.valid)]
 
 
 # ------------------------------------------------------------------ pipelined building blocks
@@ -129,14 +195,17 @@ def banked_latency(depth):
 
 
 def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=None,
-                  init=None, en=None, copies=False):
+                  init=None, en=None, copies=False, wreg=False):
     """A memory read with a fixed latency at full clock rate: LUTRAM banks of 16 words
     (a ROM when ``init`` is given and there is no write port), all read into registers,
     then a registered 4:1 selection by two upper address bits per stage.
 
     Returns ``(data, latency)``, ``latency = banked_latency(depth)``: the data of the
     address presented in cycle ``c`` (with ``en``) is on ``data`` in cycle ``c + latency``.
-    The write port (``we``, ``waddr``, ``wdata``) writes in the cycle it is presented.
+    The write port (``we``, ``waddr``, ``wdata``) writes in the cycle it is presented;
+    with ``wreg`` a cycle later, through registers: one write enable per bank (decoded from
+    ``waddr`` before the register, so no decode sits in front of a bank's write enable),
+    the in-bank address and the data.
 
     ``copies``: first register one copy of the address per group of four banks (each
     copy zero unless its group is addressed, so synthesis keeps them apart), so no address
@@ -156,6 +225,11 @@ def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=No
         ra = Signal(len(raddr), name=f"{name}_raddr")
         _sync(m, en, ra.eq(raddr))
         raddr = ra
+    if we is not None:
+        wa, wd = waddr[:lo], wdata
+        if wreg:
+            wa, wd = Signal(lo, name=f"{name}_waddr"), Signal.like(wdata, name=f"{name}_wdata")
+            m.d.sync += [wa.eq(waddr[:lo]), wd.eq(wdata)]
     words = []
     for k in range(nbanks):
         kinit = None if init is None else list(init[k * BANK:(k + 1) * BANK])
@@ -165,8 +239,12 @@ def banked_memory(m, name, shape, depth, raddr, *, we=None, waddr=None, wdata=No
         m.submodules[f"{name}_bank{k}"] = mem
         if we is not None:
             wr = mem.write_port()
-            m.d.comb += [wr.en.eq(we & (1 if nbanks == 1 else waddr[lo:ab] == k)),
-                         wr.addr.eq(waddr[:lo]), wr.data.eq(wdata)]
+            wen = we & (1 if nbanks == 1 else waddr[lo:ab] == k)
+            if wreg:
+                r = Signal(name=f"{name}_we{k}")
+                m.d.sync += r.eq(wen)
+                wen = r
+            m.d.comb += [wr.en.eq(wen), wr.addr.eq(wa), wr.data.eq(wd)]
         rd = mem.read_port(domain="sync")
         m.d.comb += [rd.addr.eq(raddr[:lo] if group_addr is None else group_addr[k // 4]),
                      rd.en.eq(1 if en is None else en)]

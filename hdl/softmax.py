@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, adder_tree, banked_memory, delay,
+from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_memory, delay,
                        leading_one, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
@@ -42,11 +42,14 @@ class HistogramRowUnit(ConfiguredComponent):
     ``count``, ``first`` on the row's first beat and ``last`` on its last.
 
     **Throughput**: II = 1 within a row on input and on output (backpressure
-    stalls the output pipeline: ``~o.valid | o.ready``).  Rows do not overlap:
+    stalls the read pipeline through :class:`hdl.rows.SkidOutput`: output and
+    skid registers, the pipeline's enable a register).  Rows do not overlap:
     ``i.ready`` falls after a row's last beat and rises again in the cycle
-    after its last output beat is taken, so a row of ``b`` beats occupies the
-    unit for ``2 b + latency - 1`` cycles without gaps or backpressure
-    (``b / (2 b + latency - 1)`` beats per cycle for a stream of such rows).
+    after its last output beat left the pipeline (the cycle it is first on
+    ``o``; with ``o.ready`` high the cycle after it is taken), so a row of
+    ``b`` beats occupies the unit for ``2 b + latency - 1`` cycles without
+    gaps or backpressure (``b / (2 b + latency - 1)`` beats per cycle for a
+    stream of such rows).
     Latency (last input beat accepted to first output beat valid) =
     ``compute_cycles + 5 + Lr``: the input register, three histogram stages
     and the start flag, the computation, the row buffer read ``Lr`` and the
@@ -83,7 +86,7 @@ class HistogramRowUnit(ConfiguredComponent):
         m = Module()
         cfg = self._config
         P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
-        cb, lcb = cfg.count_bits, cfg.lane_count_bits
+        cb = cfg.count_bits
 
         outp = Signal()          # the row is being read out (until its last beat is issued)
 
@@ -91,7 +94,7 @@ class HistogramRowUnit(ConfiguredComponent):
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        br, wptr, s0, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_end
 
         lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
         m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
@@ -131,8 +134,8 @@ class HistogramRowUnit(ConfiguredComponent):
         self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        advance = out.advance
         rptr = Signal(range(cfg.max_beats + 1))
         issue = Signal()
         step = Signal()
@@ -165,13 +168,12 @@ class HistogramRowUnit(ConfiguredComponent):
         last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
-        with m.If(advance):
-            m.d.sync += [
-                self.o.valid.eq(v1),
-                self.o.payload.first.eq(first1),
-                self.o.payload.last.eq(last1),
-                self.o.payload.count.eq(rd_count),
-            ]
+        m.d.comb += [
+            out.valid.eq(v1),
+            out.payload.first.eq(first1),
+            out.payload.last.eq(last1),
+            out.payload.count.eq(rd_count),
+        ]
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
             m.submodules[f"remap{p}"] = tab
@@ -179,11 +181,11 @@ class HistogramRowUnit(ConfiguredComponent):
             tr = tab.read_port(domain="comb")
             m.d.comb += [tw.en.eq(remap_we), tw.addr.eq(remap_addr), tw.data.eq(remap_data),
                          tr.addr.eq(rd_idx[p])]
-            with m.If(advance):
-                m.d.sync += self.o.payload.y[p].eq(Mux(rd_count > p, tr.data, 0))
+            m.d.comb += out.payload.y[p].eq(Mux(rd_count > p, tr.data, 0))
 
-        # ---- end of the row: clear everything for the next one
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        # ---- end of the row (its last beat is in the output registers): clear everything
+        # for the next one
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
             m.d.sync += [rptr.eq(0), n.eq(0)]
             m.d.sync += [hist[j].eq(0) for j in range(J)]
@@ -225,14 +227,16 @@ class HistogramSoftmax(HistogramRowUnit):
     stages, delayed to meet ``E``); the normalizing shift of ``D`` and the
     final shift of ``E r`` take two and three stages of at most 4:1.  The
     per-row sequence is one-hot (one flag register per step, so every
-    register enable is a flag), and the end of the row read is a registered
-    look-ahead compare (``rptr == wlast - 1`` as the pointer advances).
+    register enable is a flag), and the ends of the sum and remap steps and
+    of the row read are registered look-ahead compares (``rptr == wlast - 1``
+    as the pointer advances).
 
-    Latency: ``compute_cycles = 2 * 2**ba + 10 + 2 Le + Lm + Lm2 + Lrom``
-    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``5 + Lrom``,
-    remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
+    Latency: ``compute_cycles = 2 * 2**ba + 11 + 2 Le + Lm + Lm2 + Lrom``
+    (idle 1, maximum 1, sum ``2**ba + Le + Lm``, normalization ``6 + Lrom``:
+    the leading one of ``D`` in two stages, per 16-bit chunk then the top
+    chunk, remap ``2**ba + Le + Lm2 + 3``), so the first output beat is valid
     ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted (71 for ba = 4, P = 4, max_len = 1024; see
+    accepted (72 for ba = 4, P = 4, max_len = 1024; see
     :class:`HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.SoftmaxConfig.latency`).
 
@@ -260,7 +264,7 @@ class HistogramSoftmax(HistogramRowUnit):
 
     def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
         cfg = self._config
-        ba, J, cb = cfg.ba, 1 << cfg.ba, cfg.count_bits
+        ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
@@ -322,12 +326,21 @@ class HistogramSoftmax(HistogramRowUnit):
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
 
         top = leading_one(m, nonempty, "row_max")
-        lead = leading_one(m, D, "d_lead")
+        # leading one of D in two stages: per 16-bit chunk (registered, free running: D is
+        # still from the "lead" step on), then the top non-empty chunk
+        chunks = [D[c:c + 16] for c in range(0, DW, 16)]
+        c_nz = [Signal(name=f"d_nz{q}") for q in range(len(chunks))]
+        c_pos = [Signal(4, name=f"d_pos{q}") for q in range(len(chunks))]
+        for q, ch in enumerate(chunks):
+            m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"d_lead{q}"))]
+        lead = Const(0, range(DW))
+        for q in range(len(chunks)):
+            lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
         # the per-row sequence as one-hot state flags (each register enable is one flag)
-        names = ["idle", "max", "sum", "lead", "shamt", "shift", "normalize", "rom", "recip",
+        names = ["idle", "max", "sum", "chunks", "lead", "shamt", "shift", "normalize", "rom", "recip",
                  "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
 
@@ -336,14 +349,19 @@ class HistogramSoftmax(HistogramRowUnit):
 
         with m.If(st["idle"] & start):
             goto("idle", "max")
+        # the ends of the two long counted steps are registered look-ahead compares (set
+        # in the cycle before k reaches the end)
+        sum_end, map_end = Signal(), Signal()
         with m.If(st["max"]):
-            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1)]
+            m.d.sync += [mx.eq(top), k.eq(0), D.eq(0), summing.eq(1), sum_end.eq(0)]
             goto("max", "sum")
         with m.If(st["sum"]):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k == J - 1 + Le + Lm):
+            m.d.sync += [k.eq(k + 1), sum_end.eq(k == J - 2 + Le + Lm)]
+            with m.If(sum_end):
                 m.d.sync += summing.eq(0)
-                goto("sum", "lead")
+                goto("sum", "chunks")
+        with m.If(st["chunks"]):         # D final: its chunks' leading ones registered
+            goto("chunks", "lead")
         with m.If(st["lead"]):
             m.d.sync += e.eq(lead)
             goto("lead", "shamt")
@@ -361,11 +379,11 @@ class HistogramSoftmax(HistogramRowUnit):
             with m.If(k == Lrom - 1):
                 goto("rom", "recip")
         with m.If(st["recip"]):
-            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1)]
+            m.d.sync += [r.eq(R), sh.eq(RF - OF + e), k.eq(0), mapping.eq(1), map_end.eq(0)]
             goto("recip", "map")
         with m.If(st["map"]):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k == J + 2 + Le + Lm2):
+            m.d.sync += [k.eq(k + 1), map_end.eq(k == J + 1 + Le + Lm2)]
+            with m.If(map_end):
                 m.d.comb += done.eq(1)
                 m.d.sync += mapping.eq(0)
                 goto("map", "idle")
@@ -393,7 +411,8 @@ class SoftmaxBaseline(ConfiguredComponent):
 
     Pipelined for 200 MHz with the same building blocks and memories as
     :class:`HistogramSoftmax`: LUTRAM row buffer (``Lr``), the comparator and
-    adder trees with a register per level (``Lt = tree_latency(P)``), the
+    adder trees with a register per level (``Lt = tree_latency(P)``; the
+    comparator tree two registers per level: compare, then select), the
     exp ROMs in LUT banks behind per-group address copies (``Le =
     banked_latency(1024) + 1``), the reciprocal ROM in LUT banks (``Lrom``),
     fabric multipliers ``E r`` with a register per adder level (``Lmr =
@@ -401,9 +420,9 @@ class SoftmaxBaseline(ConfiguredComponent):
     ``D`` (leading one, shift amount, two shift stages, ROM); the read
     pipeline stalls on backpressure.
 
-    Latency: the first output beat is valid ``b + 15 + 2 Lt + 2 Lr + 2 Le +
+    Latency: the first output beat is valid ``b + 17 + 3 Lt + 2 Lr + 2 Le +
     Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
-    accepted (``b + 43`` for P = 4, max_len = 1024;
+    accepted (``b + 47`` for P = 4, max_len = 1024;
     :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
     and rows do not overlap (as :class:`HistogramRowUnit`), so a row
     occupies the unit for ``2 b + latency - 1`` cycles, against the
@@ -439,7 +458,7 @@ class SoftmaxBaseline(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, lcb = cfg.lanes, cfg.width, cfg.lane_count_bits
+        P, W = cfg.lanes, cfg.width
         DW = cfg.denom_bits
         RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
         EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
@@ -449,11 +468,12 @@ class SoftmaxBaseline(ConfiguredComponent):
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_valid, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_valid, rows.s0_end
+        br, s0, s0_valid, s0_end = rows.read, rows.s0, rows.s0_valid, rows.s0_end
         assert rows.read_latency == Lr
 
         # beat maximum over the valid lanes (invalid lanes read as the smallest value):
-        # masked lanes registered, then a comparator tree with a register per level
+        # masked lanes registered, then a comparator tree, each level in two stages (the
+        # compare registered with both operands, then the selection)
         lo = Const(-(1 << (W - 1)), signed(W))
         vals = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         for p in range(P):
@@ -467,53 +487,46 @@ class SoftmaxBaseline(ConfiguredComponent):
             for k in range(0, len(vals), 2):
                 w = Signal(signed(W), name=f"bmax_l{level}_{k // 2}")
                 if k + 1 < len(vals):
-                    m.d.sync += w.eq(Mux(vals[k] >= vals[k + 1], vals[k], vals[k + 1]))
+                    a = delay(m, vals[k], 1, f"bmax_l{level}_{k // 2}_a")
+                    b = delay(m, vals[k + 1], 1, f"bmax_l{level}_{k // 2}_b")
+                    ge = Signal(name=f"bmax_l{level}_{k // 2}_ge")
+                    m.d.sync += [ge.eq(vals[k] >= vals[k + 1]), w.eq(Mux(ge, a, b))]
                 else:
-                    m.d.sync += w.eq(vals[k])
+                    m.d.sync += w.eq(delay(m, vals[k], 1, f"bmax_l{level}_{k // 2}_a"))
                 nxt.append(w)
             vals = nxt
         assert level == Lt
         bmax = vals[0]
-        bvalid = delay(m, bv, Lt, "bmax_valid")
+        bvalid = delay(m, bv, 2 * Lt, "bmax_valid")
         mx = Signal(signed(W))
         have = Signal()
-        start = delay(m, s0_end, 2 + Lt, "start")        # the row maximum is complete
+        start = delay(m, s0_end, 2 + 2 * Lt, "start")    # the row maximum is complete
         with m.If(bvalid & (~have | (bmax > mx))):
             m.d.sync += [mx.eq(bmax), have.eq(1)]
 
         # ---- read pipeline, used twice: the sum pass and the output pass
         summing = Signal()
         reading = Signal()
-        adv = Signal()
-        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), reading.eq(summing | outp)]
-        rptr = Signal(range(cfg.max_beats + 1))
-        issue = Signal()
-        rend = Signal()
-        at_first = Signal(init=1)
-        at_last = Signal()
-        wlast, wlast1 = Signal.like(wptr), Signal.like(wptr)
-        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
-        m.d.comb += [issue.eq(reading & ~rend), br.en.eq(adv), br.addr.eq(rptr)]
-        with m.If(~reading):
-            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0), rptr.eq(0), rend.eq(0)]
-        with m.Elif(adv & issue):
-            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
-            with m.If(at_last):
-                m.d.sync += rend.eq(1)
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
+        m.d.comb += reading.eq(summing | outp)
+        # read twice (sum pass, output pass): rewound while neither pass runs
+        rd = RowRead(m, rows, reading, adv)
+        issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
 
-        # per lane: exp ROM address (1 stage), the ROM (Le: address copies, LUT banks)
+        # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
+        # (Le: address copies, LUT banks)
         table = gsoftmax.baseline_exp_table().tolist()
         cnt_r = br.data[P * W:]
-        cnt_e = delay(m, cnt_r, 1 + Le, "count_e", en=adv)
+        cnt_e = delay(m, cnt_r, 2 + Le, "count_e", en=adv)
         E = []
         for p in range(P):
             x = br.data[p * W:(p + 1) * W].as_signed()
             d = Signal(W + 1, name=f"dist{p}")
-            m.d.comb += d.eq(mx - x)
             q = d >> S
             addr = Signal(EA, name=f"exp_addr{p}")
             with m.If(adv):
-                m.d.sync += addr.eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))
+                m.d.sync += [d.eq(mx - x), addr.eq(Mux(q >= (1 << EA), (1 << EA) - 1, q))]
             ep, le = banked_memory(m, f"exp_rom{p}", unsigned(cfg.exp_bits), 1 << EA, addr,
                                    init=table, en=adv, copies=True)
             assert le == Le
@@ -525,7 +538,7 @@ class SoftmaxBaseline(ConfiguredComponent):
             m.d.sync += [Em[p].eq(Mux(cnt_e > p, E[p], 0)) for p in range(P)]
         part, lt = adder_tree(m, Em, "exp_sum", en=adv)
         assert lt == Lt
-        dsum = Lr + 2 + Le + Lt
+        dsum = Lr + 3 + Le + Lt
         v_acc = delay(m, issue & summing, dsum, "sum_valid", en=adv)
         last_acc = delay(m, issue & summing & at_last, dsum, "sum_last", en=adv)
         D = Signal(DW)
@@ -561,7 +574,7 @@ class SoftmaxBaseline(ConfiguredComponent):
                 m.d.sync += [waiting.eq(0), outp.eq(1)]
 
         # output pass: E r (Lmr), >> sh in three stages (the last one the output register)
-        depth = Lr + 1 + Le + Lmr + 3
+        depth = Lr + 2 + Le + Lmr + 3
         fr = delay(m, Cat(issue & outp, at_first, at_last), depth - 1, "frame", en=adv)
         cnt = delay(m, cnt_r, depth - 1 - Lr, "count", en=adv)
         for p in range(P):
@@ -571,13 +584,12 @@ class SoftmaxBaseline(ConfiguredComponent):
             mid = Signal.like(prod, name=f"sh_mid{p}")
             with m.If(adv):
                 m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4])),
-                             self.o.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))]
-        with m.If(adv):
-            m.d.sync += [self.o.valid.eq(fr[0]), self.o.payload.first.eq(fr[1]),
-                         self.o.payload.last.eq(fr[2]), self.o.payload.count.eq(cnt)]
+                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
+            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))
+        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
+                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
 
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)
             m.d.sync += [outp.eq(0), have.eq(0)]
         return m

@@ -333,10 +333,10 @@ class SoftmaxConfig(UnitConfig):
     @property
     def compute_cycles(self):
         """Cycles of the per-row computation between the histogram and the first read of the
-        row: idle 1, maximum 1, sum ``J + Le + Lm``, normalization ``5 + Lrom``, remap
-        ``J + Le + Lm2 + 3`` (``J = 2**ba``)."""
+        row: idle 1, maximum 1, sum ``J + Le + Lm``, normalization ``6 + Lrom`` (the leading
+        one of D in two stages), remap ``J + Le + Lm2 + 3`` (``J = 2**ba``)."""
         Le, Lm, Lm2, Lrom, _ = self.stage_latencies
-        return 2 * (1 << self.ba) + 10 + 2 * Le + Lm + Lm2 + Lrom
+        return 2 * (1 << self.ba) + 11 + 2 * Le + Lm + Lm2 + Lrom
 
     @property
     def latency(self):
@@ -452,12 +452,12 @@ class SoftmaxBaselineConfig(UnitConfig):
 
     def row_latency(self, beats):
         """Cycles from the accepted last beat of a row of ``beats`` beats to its first output
-        beat (no backpressure): ``beats + 15 + 2 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
-        maximum (3 + Lt), the sum pass (``beats`` issues, ``Lr + 2 + Le + Lt`` to the last
-        accumulation), the normalization (``6 + Lrom``), the output pass (``Lr + 1 + Le +
+        beat (no backpressure): ``beats + 17 + 3 Lt + 2 Lr + 2 Le + Lrom + Lmr``: the
+        maximum (``3 + 2 Lt``: the comparator tree two stages per level), the sum pass (``beats`` issues, ``Lr + 3 + Le + Lt`` to the last
+        accumulation), the normalization (``6 + Lrom``), the output pass (``Lr + 2 + Le +
         Lmr + 3``)."""
         Lt, Lr, Le, Lrom, Lmr = self.stage_latencies
-        return beats + 15 + 2 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
+        return beats + 17 + 3 * Lt + 2 * Lr + 2 * Le + Lrom + Lmr
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from hdl.lut import ElementwiseLut
 from hdl.norm import HistogramNorm
 from hdl.softmax import HistogramSoftmax, SoftmaxBaseline
 from kllm import KllmError
-from kllm.config import NormConfig, SoftmaxConfig
+from kllm.config import NormBaselineConfig, NormConfig, SoftmaxBaselineConfig, SoftmaxConfig
 from kllm.units import get_unit
 
 
@@ -43,13 +43,22 @@ def test_widths():
     # (the exp read one more: a copy register per multiplier);
     # fabric multipliers of 11 and 16 bits: partial products + 4 adder levels = 5
     assert c.stage_latencies == (4, 5, 5, 3, 3)
-    assert c.latency == 2 * 16 + 15 + 2 * 4 + 5 + 5 + 3 + 3
+    assert c.latency == 2 * 16 + 16 + 2 * 4 + 5 + 5 + 3 + 3
     # norm: 16 bins/centroids selected in 2 stages of 4:1; multipliers by an 8-bit centroid
     # 1 + 3 = 4; n S2 (11-bit n) 5 and S1**2 (20 bits) 6; rsqrt lookup: divide by 3
     # (times 683, 10 bits: 5), clamp 1, 256-word ROM 3 = 9; (n C - S1) r (17-bit r) 6;
     # row buffer 3
     assert n.stage_latencies == (2, 4, 6, 9, 6, 3)
     assert n.latency == 2 * 16 + 13 + 2 * 2 + 3 * 4 + 6 + 9 + 6 + 5 + 3
+    # baselines: lane trees of 4 (2 levels); row buffer 3; 1024-word exp ROM: address
+    # copies 1, 64 banks, three 4:1 stages (4 + 1 = 5); reciprocal ROM 3; E r 5
+    sb = SoftmaxBaselineConfig(lanes=4, max_len=1024)
+    assert sb.stage_latencies == (2, 3, 5, 3, 5)
+    assert [sb.row_latency(b) for b in (1, 10, 256)] == [1 + 47, 10 + 47, 256 + 47]
+    # x**2 of 8 bits 4, trees 2, n S2 / S1**2 6, row buffer 3, (n x - S1) r 6; row_rsqrt 22
+    nb = NormBaselineConfig(lanes=4, max_len=1024)
+    assert nb.stage_latencies == (4, 2, 6, 3, 6)
+    assert nb.latency == 9 + 2 * 4 + 2 + 22 + 3 + 6
 
 
 def test_host_writes_refuse_what_does_not_fit():
