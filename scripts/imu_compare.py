@@ -211,7 +211,14 @@ def main():
                    help="comma-separated units to synthesize (default both)")
     p.add_argument("--run", action="store_true", help="synthesize what is missing first")
     p.add_argument("--no-place", action="store_true", help="Yosys only (no Fmax)")
+    p.add_argument("--include", default="", metavar="DIRS",
+                   help="comma-separated output directories of other runs whose results go "
+                        "into the same table and plot (a point found twice is an error)")
     args = p.parse_args()
+    include = [d for d in args.include.split(",") if d]
+    missing = [d for d in include if not Path(d).is_dir()]
+    if missing:
+        raise SystemExit(f"--include: no such directory: {', '.join(missing)}")
     points = [tuple(int(v) for v in pt.split("x")) for pt in args.points.split(",")]
     options = args.options.split(",")
     if args.run:
@@ -223,12 +230,19 @@ def main():
         if args.nodsp:
             run(args.output, points, ["-nodsp"], args.seeds, args.device, not args.no_place,
                 ("imu_baseline",))
-    rows = load(args.output)
+    rows = [r for d in [args.output, *include] for r in load(d)]
     if not rows:
         raise SystemExit(f"no synth.json under {args.output}/<unit>/<options>/<config>")
+    seen = {}
+    for r in rows:
+        key = (r["unit"], r["options_dir"], json.dumps(r["config"], sort_keys=True))
+        if key in seen:
+            raise SystemExit(f"the same run twice: {seen[key]} and {r['work_dir']}")
+        seen[key] = r["work_dir"]
     text = (f"All runs (DSP counted as {args.dsp_lut4} LUT4):\n\n" + table(rows, args.dsp_lut4)
             + "\nBest option set per design and point, ratios:\n\n" + ratios(rows, args.dsp_lut4))
     out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(text)
     plot(rows, args.dsp_lut4, out / "compare.png")
     print(text)
