@@ -35,6 +35,7 @@ def option_dir(options):
     return options.strip().replace(" ", "_").lstrip("-").replace("-", "") or "default"
 
 
+DEVICE_LUT4 = 83640    # LUT4 sites of the ECP5-85k (nextpnr's TRELLIS_COMB count)
 LUT4_PER_LUTRAM = 6    # TRELLIS_DPR16X4: 2 RAM slices + the write port's slice
 
 
@@ -163,9 +164,15 @@ def plot(rows, dsp_lut4, path):
              title=f"area (DSP = {dsp_lut4} LUT4)", xscale="log", yscale="log")
     ax_g.set(xlabel="MACs/cycle (L x P)", ylabel="GOPS per kLUT4-eq", title="efficiency",
              xscale="log")
+    ax_a.axhline(DEVICE_LUT4, color="grey", linestyle="--", linewidth=1,
+                 label=f"ECP5-85k: {DEVICE_LUT4} LUT4 sites")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     for ax in (ax_a, ax_g):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle("IMU vs dequantize-and-multiply baseline, ECP5-85k")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
