@@ -10,8 +10,8 @@ from amaranth.lib.wiring import Out
 from golden import norm as gnorm
 from hdl.component import ConfiguredComponent
 from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_latency, banked_memory, delay,
-                      pipelined_mul, select_pipe)
-from hdl.softmax import HistogramRowUnit, leading_one
+                      leading_one_staged, pipelined_mul, select_pipe)
+from hdl.softmax import HistogramRowUnit
 from kllm.config import NormConfig
 
 __all__ = ["HistogramNorm", "NormBaseline"]
@@ -64,17 +64,10 @@ def row_rsqrt(m, S1, S2, n, rms, VW):
     V = Signal(VW)
     m.d.sync += V.eq(A if rms else A - B)
     # leading one of V in two stages: per 16-bit chunk (registered), then the top chunk
-    chunks = [V[c:c + 16] for c in range(0, VW, 16)]
-    c_nz = [Signal(name=f"v_nz{q}") for q in range(len(chunks))]
-    c_pos = [Signal(4, name=f"v_pos{q}") for q in range(len(chunks))]
-    for q, ch in enumerate(chunks):
-        m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"v_lead{q}"))]
-    lead = Const(0, range(VW))
-    for q in range(len(chunks)):
-        lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
+    lead, nonzero = leading_one_staged(m, V, "v")
     e = Signal(range(EM + 1))
     zero = Signal()
-    m.d.sync += [e.eq(lead >> 1), zero.eq(~Cat(c_nz).any())]
+    m.d.sync += [e.eq(lead >> 1), zero.eq(~nonzero)]
     shamt = Signal(range(2 * EM + 1))
     m.d.sync += shamt.eq(2 * EM - (e << 1))
     # V << (RA + shamt) in three stages of 4:1 selection (by 16s, by 4s, by 0..3); the

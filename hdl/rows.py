@@ -7,7 +7,7 @@ Not a unit of its own: everything here is built inside a unit's ``elaborate``.
 
 from types import SimpleNamespace
 
-from amaranth import Array, Const, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import memory
 
 __all__ = ["RowInput", "RowRead", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
@@ -329,6 +329,22 @@ def leading_one(m, value, name):
     pos = Signal(range(max(2, len(value))), name=name)
     m.d.comb += pos.eq(tree(0, len(value))[1])
     return pos
+
+
+def leading_one_staged(m, value, name, chunk=16):
+    """The leading one of ``value`` in two stages: per ``chunk``-bit piece the piece's
+    nonzero flag and leading one, registered (free running), then the top nonzero piece's
+    position, combinational.  Returns ``(position, nonzero)``: both one cycle behind
+    ``value`` (``position`` 0 when ``value`` is 0)."""
+    pieces = [value[c:c + chunk] for c in range(0, len(value), chunk)]
+    nz = [Signal(name=f"{name}_nz{q}") for q in range(len(pieces))]
+    pos = [Signal(range(max(2, chunk)), name=f"{name}_pos{q}") for q in range(len(pieces))]
+    for q, piece in enumerate(pieces):
+        m.d.sync += [nz[q].eq(piece != 0), pos[q].eq(leading_one(m, piece, f"{name}_lead{q}"))]
+    lead = Const(0, range(max(2, len(value))))
+    for q in range(len(pieces)):
+        lead = Mux(nz[q], pos[q] + chunk * q, lead)
+    return lead, Cat(nz).any()
 
 
 def select_latency(n):

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
 from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_memory, delay,
-                       leading_one, pipelined_mul, select_pipe)
+                       leading_one, leading_one_staged, pipelined_mul, select_pipe)
 from kllm.config import SoftmaxConfig
 
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
@@ -328,14 +328,7 @@ class HistogramSoftmax(HistogramRowUnit):
         top = leading_one(m, nonempty, "row_max")
         # leading one of D in two stages: per 16-bit chunk (registered, free running: D is
         # still from the "lead" step on), then the top non-empty chunk
-        chunks = [D[c:c + 16] for c in range(0, DW, 16)]
-        c_nz = [Signal(name=f"d_nz{q}") for q in range(len(chunks))]
-        c_pos = [Signal(4, name=f"d_pos{q}") for q in range(len(chunks))]
-        for q, ch in enumerate(chunks):
-            m.d.sync += [c_nz[q].eq(ch != 0), c_pos[q].eq(leading_one(m, ch, f"d_lead{q}"))]
-        lead = Const(0, range(DW))
-        for q in range(len(chunks)):
-            lead = Mux(c_nz[q], c_pos[q] + 16 * q, lead)
+        lead, _ = leading_one_staged(m, D, "d")
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
