@@ -872,13 +872,16 @@ class ImuBaseline(_ImuUnit):
     element slot p, ``Cw[n, Iw[n, k]]`` is read from a LUTRAM copy of the
     lane's codebook and multiplied by the broadcast ``Ca[ia[k]]`` (one
     multiplier per MAC, L x P in all, each a MULT18X18D with its operand and
-    product registers); a pipelined adder tree and an accumulator per lane
-    form the dense sum, which goes to one of two holding registers (double
-    buffer) for the tail.  The tail loads it in one operation, then doubles
-    ``shift`` times and adds the outlier corrections: ``T = 1 + s + O`` cycles
-    per vector.  Cycle formulas as for :class:`Imu` with the baseline's figures
-    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 13 + log2 P``, II = 1
-    when ``B >= max(T, 7 + log2 P)``.
+    product registers); both operands are registered in the fabric first (the
+    weight centroid after its LUTRAM read, the activation centroid as a per-lane
+    copy), so no LUTRAM read is routed straight to a DSP input.  A pipelined
+    adder tree and an accumulator per lane form the dense sum, which goes to one
+    of two holding registers (double buffer) for the tail.  The tail loads it
+    in one operation, then doubles ``shift`` times and adds the outlier
+    corrections: ``T = 1 + s + O`` cycles per vector.  Cycle formulas as for
+    :class:`Imu` with the baseline's figures
+    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 14 + log2 P``, II = 1
+    when ``B >= max(T, 8 + log2 P)``.
     """
 
     _combine = False
@@ -893,17 +896,23 @@ class ImuBaseline(_ImuUnit):
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
         t1, adv_l = tail["t1"], tail["adv_l"]
         pw = cfg.ca + cfg.cw
-        # F3: the multipliers' operand registers (weight centroids looked up in F2)
+        # F3: the weight centroids looked up in F2 (LUTRAM read at the block RAM's output
+        # register) and the activation centroids, registered in the fabric next to each lane
+        # (per-lane copies, as the IMU's F3); F4: the multipliers' operand registers (in the
+        # DSP); F5: products
         v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
         first3 = self._reg(m, f["first2"], "f3_first")
         last3 = self._reg(m, f["last2"], "f3_last")
         bank3 = self._reg(m, f["bank2"], "f3_bank")
-        # F4: products
         v4 = self._reg(m, v3, "f4_valid", reset_less=False)
         first4 = self._reg(m, first3, "f4_first")
         last4 = self._reg(m, last3, "f4_last")
         bank4 = self._reg(m, bank3, "f4_bank")
-        vs, fs, ls, bs = v4, first4, last4, bank4
+        v5 = self._reg(m, v4, "f5_valid", reset_less=False)
+        first5 = self._reg(m, first4, "f5_first")
+        last5 = self._reg(m, last4, "f5_last")
+        bank5 = self._reg(m, bank4, "f5_bank")
+        vs, fs, ls, bs = v5, first5, last5, bank5
         for lv in range(cfg.tree_depth):
             vs = self._reg(m, vs, f"f_lv{lv}_valid", reset_less=False)
             fs = self._reg(m, fs, f"f_lv{lv}_first")
@@ -911,6 +920,7 @@ class ImuBaseline(_ImuUnit):
             bs = self._reg(m, bs, f"f_lv{lv}_bank")
         vals = []
         for n in range(L):
+            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
             prods = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
@@ -918,7 +928,8 @@ class ImuBaseline(_ImuUnit):
                                   self.wcb.en & (self.wcb.lane == n), self.wcb.addr,
                                   self.wcb.data)
                 m.d.comb += rd.addr.eq(f["iw2"][n][p])
-                prod = self._mul(m, f["a2"][p], rd.data, Const(1), f"mul_{tag}")
+                w3 = self._reg(m, rd.data, f"f3_w_{tag}")
+                prod = self._mul(m, a3[p], w3, Const(1), f"mul_{tag}")
                 prods.append(prod[:pw].as_signed())
             s = self._tree(m, prods, cfg.dense_bits, None, f"f_tree{n}_")
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)

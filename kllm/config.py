@@ -669,10 +669,12 @@ class ImuBaselineConfig(ImuConfig):
 
     @property
     def latency(self):
-        return 13 + self.tree_depth
+        """As :attr:`ImuConfig.latency`; one cycle more than the IMU's, for the register
+        between the weight codebook read and the multipliers (F3, see hdl/imu.py)."""
+        return 14 + self.tree_depth
 
     @property
     def min_beats(self):
-        """The dense sum is handed to the tail 6 + tree_depth cycles after the last beat and
+        """The dense sum is handed to the tail 7 + tree_depth cycles after the last beat and
         its bank released one cycle after the tail has read it."""
-        return 7 + self.tree_depth
+        return 8 + self.tree_depth
