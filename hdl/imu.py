@@ -623,9 +623,16 @@ class _ImuUnit(ConfiguredComponent):
         # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
         width = cfg.sum_bits if self._combine else cfg.dense_bits
         sums = [self._tree(m, vals[n], width, adv_l[n], f"t_tree{n}_") for n in range(L)]
-        # the op fields wait for the tree; the outlier index is selected in its first level
+        # the op fields wait for the tree; the outlier index is selected in its first level.
+        # The baseline has no tree here: it takes one stage of the same kind (its dense sum
+        # registered again), so that its outlier index too is selected from the block RAM's
+        # output in one cycle and read from the codebook in the next
         stage = t2
-        depth = cfg.tree_depth if self._combine else 0
+        if self._combine:
+            depth = cfg.tree_depth
+        else:
+            depth = 1
+            sums = [self._reg(m, sums[n], f"t_lv0_dense{n}", enable=adv_l[n]) for n in range(L)]
         iwc = None
         for lv in range(depth):
             stage = carry(stage, f"t_lv{lv}")
@@ -878,10 +885,12 @@ class ImuBaseline(_ImuUnit):
     adder tree and an accumulator per lane form the dense sum, which goes to one
     of two holding registers (double buffer) for the tail.  The tail loads it
     in one operation, then doubles ``shift`` times and adds the outlier
-    corrections: ``T = 1 + s + O`` cycles per vector.  Cycle formulas as for
-    :class:`Imu` with the baseline's figures
-    (:class:`kllm.config.ImuBaselineConfig`): ``latency = 14 + log2 P``, II = 1
-    when ``B >= max(T, 8 + log2 P)``.
+    corrections: ``T = 1 + s + O`` cycles per vector.  In the tail, the
+    outlier's weight index is selected from the block RAM row in one stage and
+    looked up in the codebook in the next (the IMU has its adder tree's first
+    level there).  Cycle formulas as for :class:`Imu` with the baseline's
+    figures (:class:`kllm.config.ImuBaselineConfig`): ``latency = 15 + log2 P``,
+    II = 1 when ``B >= max(T, 8 + log2 P)``.
     """
 
     _combine = False

@@ -669,9 +669,10 @@ class ImuBaselineConfig(ImuConfig):
 
     @property
     def latency(self):
-        """As :attr:`ImuConfig.latency`; one cycle more than the IMU's, for the register
-        between the weight codebook read and the multipliers (F3, see hdl/imu.py)."""
-        return 14 + self.tree_depth
+        """As :attr:`ImuConfig.latency`; two cycles more than the IMU's: the register between
+        the weight codebook read and the multipliers (F3), and the tail stage between the
+        outlier index select and its codebook read (see hdl/imu.py)."""
+        return 15 + self.tree_depth
 
     @property
     def min_beats(self):
