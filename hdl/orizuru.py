@@ -827,6 +827,14 @@ class Orizuru(_TopKUnit):
         # state's logic instead)
         copies = cfg.merge == 2
         group = 4
+        # `pop_next` from registers only (no shared `last_pop`, `copy` or `free_next`
+        # signal), built inside each shift-enable and accumulator copy (``inside``): one
+        # shared `pop_next` fanned out to all of them over 2.1 to 2.3 ns of routing
+        lp_r = pop & left[0] & ~(left[1] if k > 1 else 0)
+        cp_r = acc_full & (~full | self.o.ready)
+        left0_next = load | Mux(pop, left[1] if k > 1 else 0, left[0])
+        pop_next_r = left0_next & (~(lp_r | (acc_full & ~cp_r))
+                                   | ~(cp_r | (full & ~self.o.ready)))
         result = {}
         for side in ("top", "bot"):
             queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
@@ -902,6 +910,10 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(nxt)
                 if copies:
                     win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
+            if copies:
+                # the winner's next state stays one shared signal (deep logic, built once)
+                win_d = [Signal(name=f"{side}_win{a}_d") for a in range(n)]
+                m.d.comb += [wd.eq(wn) for wd, wn in zip(win_d, win_next)]
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
@@ -918,8 +930,9 @@ class Orizuru(_TopKUnit):
                     if i % group == 0:
                         ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
                                            reset_less=False)
-                        sh = kept_register(m, load_next | pop_next & win_next[a],
-                                           f"{side}_q{a}_{i // group}_sh", reset_less=False)
+                        sh = kept_register(m, load_next | pop_next_r & win_d[a],
+                                           f"{side}_q{a}_{i // group}_sh", reset_less=False,
+                                           inside=True)
                     with m.If(ld):
                         m.d.sync += e.eq(Mux(v[-1], v, 0))
                     with m.Elif(sh):
@@ -935,8 +948,8 @@ class Orizuru(_TopKUnit):
                     m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
             for j in range(k if copies else 0):
                 if j % group == 0:
-                    pj = kept_register(m, pop_next, f"{side}_acc{j // group}_pop",
-                                       reset_less=False)
+                    pj = kept_register(m, pop_next_r, f"{side}_acc{j // group}_pop",
+                                       reset_less=False, inside=True)
                 with m.If(pj):
                     m.d.sync += acc[j].eq(shifted[j])
             res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
