@@ -44,22 +44,14 @@ class KeptRegister(Elaboratable):
     (``KEPT_MODULES``).  ``reset_less=False`` gives ``q`` the domain's reset to ``init``.
     """
 
-    def __init__(self, shape, *, enable=False, init=0, reset_less=True, priority=None):
+    def __init__(self, shape, *, enable=False, init=0, reset_less=True):
         self.d = Signal(shape)
         self.q = Signal(shape, init=init, reset_less=reset_less)
         self.en = Signal() if enable else None
-        self._priority_value = priority
-        self.p = Signal() if priority is not None else None
 
     def elaborate(self, platform):
         m = Module()
-        if self.p is not None:
-            # a synchronous set/reset over the enable: the flip-flop's own set/reset input
-            with m.If(self.p):
-                m.d.sync += self.q.eq(self._priority_value)
-            with m.Elif(self.en if self.en is not None else 1):
-                m.d.sync += self.q.eq(self.d)
-        elif self.en is None:
+        if self.en is None:
             m.d.sync += self.q.eq(self.d)
         else:
             with m.If(self.en):
@@ -80,8 +72,7 @@ class _KeptLogicRegister(Elaboratable):
         return m
 
 
-def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, inside=False,
-                  priority=None, priority_value=0):
+def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, inside=False):
     """One copy of the register ``value`` (enabled by ``enable``, if given) that synthesis
     does not merge with its other copies: a :class:`KeptRegister` submodule ``keep_<name>``
     of ``m`` (the unit's top-level module, so that ``KEPT_MODULES`` names it).
@@ -94,9 +85,6 @@ def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, insid
     and the signals it reads, not its output, fan out to the copies.  Synthesis maps each
     copy alone, as if its inputs came early: meant for logic of registers (a signal
     computed outside stays one shared input).
-
-    ``priority`` (a 1-bit value): when it is 1, ``q <= priority_value`` whatever the
-    enable (built in the copy, so synthesis can use the flip-flop's set/reset input).
     """
     value = Value.cast(value)
     if inside:
@@ -105,12 +93,9 @@ def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, insid
         m.submodules[f"keep_{name}"] = reg
         return reg.q
     reg = KeptRegister(value.shape(), enable=enable is not None, init=init,
-                       reset_less=reset_less,
-                       priority=None if priority is None else priority_value)
+                       reset_less=reset_less)
     m.submodules[f"keep_{name}"] = reg
     m.d.comb += reg.d.eq(value)
-    if priority is not None:
-        m.d.comb += reg.p.eq(priority)
     if enable is not None:
         m.d.comb += reg.en.eq(enable)
     return reg.q

@@ -887,10 +887,9 @@ class Orizuru(_TopKUnit):
                     m.d.sync += gab.eq(~nb[b, a])
             # the next winner, flattened over the lane that pops: for each w, an AND of
             # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
-            nxts = []
+            win_next = []
             for a in range(n):
                 nxt = Signal(name=f"{side}_win{a}_next")
-                nxts.append(nxt)
                 if cfg.merge == 2:
                     terms = []
                     for w in range(n):
@@ -909,6 +908,12 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
                     m.d.sync += win[a].eq(nxt)
+                if copies:
+                    win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
+            if copies:
+                # the winner's next state stays one shared signal (deep logic, built once)
+                win_d = [Signal(name=f"{side}_win{a}_d") for a in range(n)]
+                m.d.comb += [wd.eq(wn) for wd, wn in zip(win_d, win_next)]
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
@@ -925,17 +930,9 @@ class Orizuru(_TopKUnit):
                     if i % group == 0:
                         ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
                                            reset_less=False)
-                        # copies of `pop` (its logic of registers built in the copy) and of
-                        # win[a] (the next winner `nxt` shared, `load`'s choice on the
-                        # flip-flop's set/reset and `pop` on its enable): the shift enable
-                        # is one LUT of copies, and `nxt` reaches a copy with no LUT
-                        pc = kept_register(m, pop_next_r, f"{side}_q{a}_{i // group}_pop",
-                                           reset_less=False, inside=True)
-                        wc = kept_register(m, nxts[a], f"{side}_q{a}_{i // group}_win",
-                                           enable=pop, priority=load,
-                                           priority_value=int(a == 0), init=int(a == 0),
-                                           reset_less=False)
-                        sh = pc & wc
+                        sh = kept_register(m, load_next | pop_next_r & win_d[a],
+                                           f"{side}_q{a}_{i // group}_sh", reset_less=False,
+                                           inside=True)
                     with m.If(ld):
                         m.d.sync += e.eq(Mux(v[-1], v, 0))
                     with m.Elif(sh):

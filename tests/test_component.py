@@ -78,30 +78,3 @@ def test_copies_simulate_as_registers():
 
 def test_orizuru_lists_the_pattern():
     assert KEPT_MODULES in get_unit("orizuru").keep_modules.split()
-
-
-def test_copy_with_priority_and_copy_built_inside():
-    """``priority`` sets the copy whatever its enable; ``inside=True`` builds the value's logic
-    in the copy: both simulate as the register they copy (q of the inputs of the cycle before)."""
-    d, en, p, x = Signal(WIDTH), Signal(), Signal(), Signal(WIDTH)
-    m = Module()
-    q_p = kept_register(m, d, "prio", enable=en, priority=p, priority_value=6, init=6,
-                        reset_less=False)
-    q_in = kept_register(m, (d + x)[:WIDTH], "inside", reset_less=False, inside=True)
-    seen = []
-
-    async def bench(ctx):
-        for dv, env, pv, xv in [(5, 1, 0, 0), (9, 0, 0, 1), (12, 1, 1, 2), (3, 1, 0, 15),
-                                (7, 0, 1, 0)]:
-            ctx.set(d, dv)
-            ctx.set(en, env)
-            ctx.set(p, pv)
-            ctx.set(x, xv)
-            await ctx.tick()
-            seen.append((ctx.get(q_p), ctx.get(q_in)))
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    # (d + x) wraps at 16: 3 + 15 -> 2
-    assert seen == [(5, 5), (5, 10), (6, 14), (3, 2), (6, 7)]
