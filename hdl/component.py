@@ -59,15 +59,39 @@ class KeptRegister(Elaboratable):
         return m
 
 
-def kept_register(m, value, name, *, enable=None, init=0, reset_less=True):
+class _KeptLogicRegister(Elaboratable):
+    """A register ``q <= value`` whose logic is built inside the module (see :func:`kept_register`)."""
+
+    def __init__(self, value, *, init=0, reset_less=True):
+        self.value = value
+        self.q = Signal(value.shape(), init=init, reset_less=reset_less)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.q.eq(self.value)
+        return m
+
+
+def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, inside=False):
     """One copy of the register ``value`` (enabled by ``enable``, if given) that synthesis
     does not merge with its other copies: a :class:`KeptRegister` submodule ``keep_<name>``
     of ``m`` (the unit's top-level module, so that ``KEPT_MODULES`` names it).
 
     Returns the register's output.  Each call makes one more copy; pass the same
     ``value`` and ``enable`` to every copy of one register.
+
+    ``inside=True`` (no ``enable``): the logic of ``value`` is built inside the copy, the
+    signals it reads become the module's inputs, so each copy has that logic of its own
+    and the signals it reads, not its output, fan out to the copies.  Synthesis maps each
+    copy alone, as if its inputs came early: meant for logic of registers (a signal
+    computed outside stays one shared input).
     """
     value = Value.cast(value)
+    if inside:
+        assert enable is None
+        reg = _KeptLogicRegister(value, init=init, reset_less=reset_less)
+        m.submodules[f"keep_{name}"] = reg
+        return reg.q
     reg = KeptRegister(value.shape(), enable=enable is not None, init=init,
                        reset_less=reset_less)
     m.submodules[f"keep_{name}"] = reg

@@ -419,8 +419,9 @@ class Orizuru(_TopKUnit):
          entries also registered, a pop ahead (2 n (n - 1) comparators per side
          instead of n, no carry chain in the winner's loop), and the registers
          of large fan-out copied (:func:`hdl.component.kept_register`: the
-         lanes' inputs, two comparators per lane entry, the queues' and the
-         accumulator's enables): faster, larger;
+         lanes' values and comparisons, the queues' and the accumulator's
+         enables), and rank lanes that compare a value ahead (a registered
+         comparison per entry, one stage more): faster, larger;
        * ``merge=0``: into a merge tree: pairs of sorted lists merged by a
          bitonic merger pruned to ``k`` outputs, level by level.
 
@@ -428,13 +429,13 @@ class Orizuru(_TopKUnit):
     every k.  The result of a vector whose last beat is accepted in cycle
     ``c`` leaves in cycle ``c + L`` when the output is not stalled::
 
-        merge=1, 2:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2
+        merge=1, 2:  L = load_delay + k + 2,  load_delay = 2 + s (s + 1) / 2 + (merge == 2)
         merge=0:  L = 2 + s (s + 1) / 2 + sum over merge-tree levels of ceil(log2(a + b))
 
     with ``s = ceil(log2 P)`` (sorter levels) and ``(a, b)`` the longest pair
     of list lengths merged at each tree level (``config.merge_schedule``);
-    e.g. 15 (merge=1) and 13 (merge=0) cycles for P = 4, k = 8, 26 and 23 for
-    P = 8, k = 16.  ``merge=0``: vectors back to back with no bubble and no
+    e.g. 15 (merge=1), 16 (merge=2) and 13 (merge=0) cycles for P = 4, k = 8, 26,
+    27 and 23 for P = 8, k = 16.  ``merge=0``: vectors back to back with no bubble and no
     minimum length; backpressure stalls the whole pipeline (``i.ready =
     ~o.valid | o.ready``).  ``merge=1``: nothing before the queues ever
     stalls; the input refuses a *last* beat whose lists the queues could not
@@ -533,6 +534,11 @@ class Orizuru(_TopKUnit):
             ctrl = carry(ctrl, 1, "lanes")
         else:
             ahead = s0["new_in"]
+        if cfg.merge == 2:
+            # the lanes compare a value ahead (_rank_lane_ahead): the sorter's output is the
+            # next value, the lanes' own registers hold the present one, a stage later
+            ahead, base_next = ctrl["new"], ctrl["base"]
+            ctrl = carry(ctrl, 1, "ahead")
         ctrl["new_ahead"] = ahead
 
         # 2. rank lanes
@@ -540,16 +546,21 @@ class Orizuru(_TopKUnit):
         for side in ("top", "bot"):
             snapshot[side] = []
             for r, length in enumerate(cfg.rank_lanes):
-                x_d = last_d[side][r] if copies else None
-                snapshot[side].append(self._rank_lane(m, advance, ctrl, sorted_beat[side][r],
-                                                      length, tb, f"{side}_lane{r}", x_d))
+                if cfg.merge == 2:
+                    x_d = last_d[side][r] if copies else None
+                    snapshot[side].append(self._rank_lane_ahead(
+                        m, ctrl, sorted_beat[side][r], x_d, base_next, length, tb,
+                        f"{side}_lane{r}"))
+                else:
+                    snapshot[side].append(self._rank_lane(
+                        m, advance, ctrl, sorted_beat[side][r], length, tb, f"{side}_lane{r}"))
         if cfg.merge:
             return self._serial_merge(m, ready, ctrl, snapshot)
         valid, result = self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
         m.d.comb += [advance.eq(~valid | self.o.ready), ready.eq(advance)]
         return valid, result
 
-    def _rank_lane(self, m, advance, ctrl, x, length, tb, name, x_d=None):
+    def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
         """One sorted insertion list of ``length`` entries; returns its registers.
 
         The loop of an entry is one comparator between two registers (the new value,
@@ -558,15 +569,7 @@ class Orizuru(_TopKUnit):
         so a strictly better value (an equal older one keeps its place: it has the
         lower position) needs no position bits in the comparator.  The valid bits are
         kept apart: an entry is replaced when it is empty, when a vector starts (its
-        contents belong to the previous vector) or when x's value is larger.
-
-        With ``x_d`` (the input of x's register; ``merge=2``) each entry i has two
-        comparators instead of one, on two copies of x's value register of its own
-        (:func:`hdl.component.kept_register`): ``b_i`` enables entry i, ``s_i`` selects
-        what entry i + 1 takes.  Each comparison then drives half of the loads it drove
-        (27 enables or 27 multiplexer selects, not both), and each copy of x one entry
-        (one comparator, and for the first copy the entry's multiplexer), instead of x
-        feeding every entry of the lane."""
+        contents belong to the previous vector) or when x's value is larger."""
         pb = self._config.pos_bits
         kb = self._config.entry_bits
         self.stats["cells"] += length
@@ -596,25 +599,13 @@ class Orizuru(_TopKUnit):
         # (x > e as the borrow of e - x: a carry chain whose last output is the enable)
         xk = Cat(xval, xv)
 
-        def beats(xk, e):
+        def beats(e):
             return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
-        if x_d is None:
-            xa = xb = [xk] * length
-        else:
-            # two copies of x's value and valid bit per entry, each compared with the entry
-            xk_d = Cat(x_d[tb:-1], x_d[-1])
-            xa = [kept_register(m, xk_d, f"{name}_{i}_xa") for i in range(length)]
-            xb = [kept_register(m, xk_d, f"{name}_{i}_xb") for i in range(length - 1)]
-        entry_keys = [Cat(d[pb:], lv) for d, lv in zip(data_, live)]
-        b = [w(beats(xa[i], e), f"{i}_b") for i, e in enumerate(entry_keys)]
-        # s_i selects entry i + 1's input (= b_i; a second comparator when x is copied)
-        sel = b if x_d is None else [w(beats(xb[i], e), f"{i}_s")
-                                     for i, e in enumerate(entry_keys[:-1])]
+        b = [w(beats(Cat(d[pb:], lv)), f"{i}_b") for i, (d, lv) in enumerate(zip(data_, live))]
         for i in range(length):
             # entry i takes the one above it (or x) when x beats it, else keeps its value
-            xf, xvi = (xfull, xv) if x_d is None else (Cat(~pos, xa[i][:-1]), xa[i][-1])
-            above = xf if i == 0 else Mux(sel[i - 1], data_[i - 1], xf)
-            above_v = xvi if i == 0 else Mux(sel[i - 1], live[i - 1], xvi)
+            above = xfull if i == 0 else Mux(b[i - 1], data_[i - 1], xfull)
+            above_v = xv if i == 0 else Mux(b[i - 1], live[i - 1], xv)
             nv = Mux(b[i], above_v, live[i])
             with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
@@ -622,6 +613,84 @@ class Orizuru(_TopKUnit):
                 m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~ctrl["new_ahead"])]
         entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
+
+    def _rank_lane_ahead(self, m, ctrl, x_next, x_d, base_next, length, tb, name):
+        """``merge=2``: :meth:`_rank_lane` with its comparisons made a value ahead, so that
+        no comparator output steers an entry in the cycle it is computed.
+
+        ``x_next`` (the sorter's output register; ``x_d`` its input, or ``None`` when
+        P = 1) is the value that reaches the lane in the *next* cycle; the lane's own
+        registers hold the present one, ``x``, a cycle later (one pipeline stage more
+        than :meth:`_rank_lane`).  ``b_i`` (x beats entry i) is a register: it was
+        computed in the cycle before from two comparisons, ``c_i`` (x_next beats entry i
+        as it is) and ``n_i`` (x_next beats x): ``b_i = n_i ? c_i : c_{i-1}`` (below).
+        So the loop of an entry is register -> carry chain -> one LUT -> ``b_i``, and
+        ``b_i`` (register copies: one for entry i's enables, one for entry i + 1's
+        multiplexer selects) -> the entry's flip-flops.  ``x_next`` and ``x`` are copied per entry
+        (:func:`hdl.component.kept_register`), so each feeds one entry's comparators.
+        When the next beat starts a vector every entry will be empty, so ``b_i`` is 1
+        then (a valid x beats an empty entry; with an invalid x, empty entries only
+        move among themselves)."""
+        pb = self._config.pos_bits
+        kb = self._config.entry_bits
+        self.stats["cells"] += length
+        new_ahead = ctrl["new_ahead"]           # the next beat starts a vector
+
+        def key(x):                             # a sorter output's key without its lane tag
+            return Cat(x[tb:-1], x[-1])
+        if x_d is None:                         # P = 1: the input register itself
+            xn = [key(x_next)] * length
+        else:
+            xn = [kept_register(m, key(x_d), f"{name}_{i}_xn") for i in range(length)]
+        # x: the present value, one copy per entry (each a copy of x_next a cycle later)
+        xs = [kept_register(m, xn[i] if x_d is not None else key(x_next), f"{name}_{i}_x")
+              for i in range(length)]
+        # the present value's position, registered from x_next's lane tag and base
+        pos = Signal(pb, name=f"{name}_pos", reset_less=True)
+        m.d.sync += pos.eq((base_next + (~x_next[:tb])[:tb])[:pb])
+        data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+        valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
+        live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
+        b = [Signal(name=f"{name}_{i}_b", reset_less=True) for i in range(length)]
+
+        def w(value, suffix):
+            sig = Signal(len(value), name=f"{name}_{suffix}")
+            m.d.comb += sig.eq(value)
+            return sig
+
+        def beats(xk, e):
+            return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
+        # c_i: x_next beats entry i as it is now; n_i: x_next beats x (one per entry, on
+        # the entry's own copies)
+        c = [w(beats(xn[i], Cat(data_[i][pb:], live[i])), f"{i}_c") for i in range(length)]
+        n = [w(beats(xn[i], xs[i]), f"{i}_n") for i in range(length)]
+        # b_i one cycle ahead, without the present b: the list is sorted, so the c_i are a
+        # thermometer code (x_next beats the entries from its insertion point q on, and
+        # every empty one).  x enters the list now; if x_next beats x, x_next's insertion
+        # point in the next list is q too (x goes in at q or later: x_next beats x, which
+        # beats what follows it), else q + 1 (x, not beaten, comes before it): b_i = c_i
+        # or c_{i-1}.  (With an invalid x_next only the valid entries matter, and neither
+        # case beats one; the same holds with an invalid x.)  When the next beat starts a
+        # vector every entry will be empty: b_i = 1.
+        b_nxt = [new_ahead | Mux(n[i], c[i], c[i - 1] if i else 0) for i in range(length)]
+        m.d.sync += [b[i].eq(b_nxt[i]) for i in range(length)]
+        # copies of b_i: entry i's enables, entry i + 1's multiplexer selects
+        b_nxt = [w(v, f"{i}_b_next") for i, v in enumerate(b_nxt)]   # one LUT for the copies
+        b_en = [kept_register(m, b_nxt[i], f"{name}_{i}_en") for i in range(length)]
+        b_sel = [kept_register(m, b_nxt[i], f"{name}_{i}_sel") for i in range(length - 1)]
+        for i in range(length):
+            xf, xv = Cat(~pos, xs[i][:-1]), xs[i][-1]
+            above = xf if i == 0 else Mux(b_sel[i - 1], data_[i - 1], xf)
+            above_v = xv if i == 0 else Mux(b[i - 1], live[i - 1], xv)
+            nv = Mux(b[i], above_v, live[i])
+            # the enable written as a multiplexer (synthesis infers the same flip-flop enable):
+            # as an `if`, the Verilog's next state of the entry is an `always @*` block whose
+            # inputs here are all registers that keep their initial values until a beat
+            # arrives, so an event-driven simulator (Icarus) did not run it before the first
+            # clock edge and clocked X into the entry
+            m.d.sync += data_[i].eq(Mux(b_en[i], above, data_[i]))
+            m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~new_ahead)]
+        return [Cat(d, v) for d, v in zip(data_, valid)]
 
     def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
         """``merge=0``: in the cycle after a vector's last beat the lanes hold its lists
@@ -758,6 +827,14 @@ class Orizuru(_TopKUnit):
         # state's logic instead)
         copies = cfg.merge == 2
         group = 4
+        # `pop_next` from registers only (no shared `last_pop`, `copy` or `free_next`
+        # signal), built inside each shift-enable and accumulator copy (``inside``): one
+        # shared `pop_next` fanned out to all of them over 2.1 to 2.3 ns of routing
+        lp_r = pop & left[0] & ~(left[1] if k > 1 else 0)
+        cp_r = acc_full & (~full | self.o.ready)
+        left0_next = load | Mux(pop, left[1] if k > 1 else 0, left[0])
+        pop_next_r = left0_next & (~(lp_r | (acc_full & ~cp_r))
+                                   | ~(cp_r | (full & ~self.o.ready)))
         result = {}
         for side in ("top", "bot"):
             queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
@@ -833,6 +910,10 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(nxt)
                 if copies:
                     win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
+            if copies:
+                # the winner's next state stays one shared signal (deep logic, built once)
+                win_d = [Signal(name=f"{side}_win{a}_d") for a in range(n)]
+                m.d.comb += [wd.eq(wn) for wd, wn in zip(win_d, win_next)]
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
@@ -849,8 +930,9 @@ class Orizuru(_TopKUnit):
                     if i % group == 0:
                         ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
                                            reset_less=False)
-                        sh = kept_register(m, load_next | pop_next & win_next[a],
-                                           f"{side}_q{a}_{i // group}_sh", reset_less=False)
+                        sh = kept_register(m, load_next | pop_next_r & win_d[a],
+                                           f"{side}_q{a}_{i // group}_sh", reset_less=False,
+                                           inside=True)
                     with m.If(ld):
                         m.d.sync += e.eq(Mux(v[-1], v, 0))
                     with m.Elif(sh):
@@ -866,8 +948,8 @@ class Orizuru(_TopKUnit):
                     m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
             for j in range(k if copies else 0):
                 if j % group == 0:
-                    pj = kept_register(m, pop_next, f"{side}_acc{j // group}_pop",
-                                       reset_less=False)
+                    pj = kept_register(m, pop_next_r, f"{side}_acc{j // group}_pop",
+                                       reset_less=False, inside=True)
                 with m.If(pj):
                     m.d.sync += acc[j].eq(shifted[j])
             res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)

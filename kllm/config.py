@@ -189,9 +189,10 @@ class OrizuruConfig(TopKConfig):
 
     @property
     def load_delay(self):
-        """``merge=1``: cycles from an accepted last beat to the load of its lists into the
-        merge queues (input register, sorter stages, lanes)."""
-        return self.sort_depth + 2
+        """``merge=1, 2``: cycles from an accepted last beat to the load of its lists into the
+        merge queues (input register, sorter stages, lanes; ``merge=2`` one more: its lanes
+        compare a value ahead)."""
+        return self.sort_depth + 2 + (self.merge == 2)
 
     @property
     def latency(self):

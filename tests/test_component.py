@@ -78,3 +78,24 @@ def test_copies_simulate_as_registers():
 
 def test_orizuru_lists_the_pattern():
     assert KEPT_MODULES in get_unit("orizuru").keep_modules.split()
+
+
+def test_copy_built_inside_simulates_as_a_register():
+    """``inside=True`` builds the value's logic in the copy: it still simulates as the register
+    of that value (q = the inputs of the cycle before)."""
+    d, x = Signal(WIDTH), Signal(WIDTH)
+    m = Module()
+    q = kept_register(m, (d + x)[:WIDTH], "inside", reset_less=False, inside=True)
+    seen = []
+
+    async def bench(ctx):
+        for dv, xv in [(5, 0), (9, 1), (12, 2), (3, 15)]:
+            ctx.set(d, dv)
+            ctx.set(x, xv)
+            await ctx.tick()
+            seen.append(ctx.get(q))
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [5, 10, 14, 2]        # (d + x) wraps at 16: 3 + 15 -> 2

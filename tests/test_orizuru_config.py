@@ -79,7 +79,12 @@ def test_derived_sizes():
     # last beats >= k apart and two of them >= load + k + 1 apart: max(8, 14 / 2)
     (4, 8, 1, 4 + 3 + 8, 8),
     (4, 8, 0, 2 + 3 + 4 + 4, 1),  # merge tree: (8,4),(2,2) then (8,4): 4 + 4 levels
-    (4, 8, 2, 4 + 3 + 8, 8),      # comparisons a pop ahead: the same timing as merge=1
+    # merge=2: the lanes compare a value ahead, one stage more: load 3 + 3 sorter levels;
+    # max(8, ceil(15 / 2))
+    (4, 8, 2, 5 + 3 + 8, 8),
+    (8, 16, 2, 5 + 6 + 16, 16),   # max(16, ceil(26 / 2))
+    (1, 1, 2, 5 + 0 + 1, 3),      # max(1, ceil(5 / 2)): P = 1, no sorter
+    (4, 3, 2, 5 + 3 + 3, 5),      # max(3, ceil(10 / 2))
     (8, 16, 1, 4 + 6 + 16, 16),   # max(16, ceil(25 / 2))
     (8, 16, 0, 2 + 6 + 5 + 5 + 5, 1),
     (1, 1, 1, 4 + 0 + 1, 2),      # max(1, 4 / 2)
@@ -142,9 +147,10 @@ def test_compare_exchanges_as_kept_modules(name):
 @pytest.mark.parametrize("merge", [0, 1, 2])
 def test_register_copies_as_kept_modules(merge):
     """merge=2 (the fast form) copies its high-fan-out registers, each copy a module named
-    so that the flow's keep_modules selects it: per side two copies of x per rank-lane entry
-    (but the last), a load and a shift enable per 4 queue entries, a pop per 4 accumulator
-    entries.
+    so that the flow's keep_modules selects it: per side and rank-lane entry a copy of the
+    next and of the present value and two of the comparison b (but the last entry, which has
+    no next entry to select for), a load and a shift enable per 4 queue entries, a pop per 4
+    accumulator entries.
     merge=0 and 1 make none."""
     import fnmatch
 
@@ -155,7 +161,7 @@ def test_register_copies_as_kept_modules(merge):
     mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
     kept = [mod for mod in mods if fnmatch.fnmatch(mod, f"{unit.toplevel}.keep_*")]
     entries, groups = sum(cfg.rank_lanes), sum(-(-n // 4) for n in cfg.rank_lanes)
-    expected = 2 * ((2 * entries - len(cfg.rank_lanes)) + 2 * groups + -(-cfg.k // 4))
+    expected = 2 * ((4 * entries - len(cfg.rank_lanes)) + 2 * groups + -(-cfg.k // 4))
     assert len(kept) == (expected if merge == 2 else 0)
     assert "keep_*" in unit.keep_modules.split()
 

@@ -12,7 +12,7 @@ from hdl.orizuru import Orizuru
 from testbench.formal_orizuru import formal_tools, run_bmc
 
 SMALL = {"width": 2, "lanes": 2, "k": 2, "max_len": 4}
-DEPTH = 9     # >= latency + 2: the first vectors' results are all checked
+DEPTH = 9     # >= latency + 2 (merge=2: 10): the first vectors' results are all checked
 
 
 def test_tools_installed():
@@ -23,8 +23,9 @@ def test_tools_installed():
 @pytest.mark.parametrize("merge", [0, 1, 2])
 def test_bmc_result_equals_reference_topk(merge, build_dir):
     dut = Orizuru(**SMALL, merge=merge)
-    assert dut.latency + 2 <= DEPTH
-    passed, log = run_bmc(dut, build_dir, DEPTH)
+    depth = max(DEPTH, dut.latency + 2)
+    assert depth <= DEPTH + 1
+    passed, log = run_bmc(dut, build_dir, depth)
     assert passed, log[-3000:]
 
 
@@ -32,6 +33,8 @@ class _TieBug(Orizuru):
     _plant_tie_bug = True
 
 
-def test_bmc_finds_a_planted_bug(build_dir):
-    passed, log = run_bmc(_TieBug(**SMALL, merge=0), build_dir, DEPTH)
+@pytest.mark.parametrize("merge", [0, 2])   # the lanes of merge=2 compare a value ahead
+def test_bmc_finds_a_planted_bug(merge, build_dir):
+    dut = _TieBug(**SMALL, merge=merge)
+    passed, log = run_bmc(dut, build_dir, max(DEPTH, dut.latency + 2))
     assert not passed and "DONE (FAIL" in log and "Assert failed" in log, log[-3000:]
