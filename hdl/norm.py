@@ -129,9 +129,11 @@ class HistogramNorm(HistogramRowUnit):
     Latency: ``compute_cycles = 2 * 2**ba + 13 + 2 Ls + 3 Lc + Lv + Lrom +
     Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
     ``2**ba + Ls + Lc + Lmr + 4``), so the first output beat is valid
-    ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`; 90
-    for ba = 4, cw = 8, P = 4, max_len = 1024; see
+    ``compute_cycles + 6 + Lr`` cycles after the row's last input beat is
+    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`),
+    plus one cycle for the registered remap read (``pipelined_read``: the
+    remap LUTRAM's read between two registers; the last-beat flag from
+    registered compares); 91 for ba = 4, cw = 8, P = 4, max_len = 1024; see
     :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.NormConfig.latency`).
 
@@ -154,6 +156,8 @@ class HistogramNorm(HistogramRowUnit):
     tbl : codebook write port: ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``cw``).
     overflow : a row was longer than the buffer (sticky until reset).
     """
+
+    pipelined_read = True    # the remap read registered, the last-beat flag from registered compares
 
     def __init__(self, *, ba=4, lanes=4, max_len=1024, cw=8, rms=0):
         cfg = NormConfig(ba=ba, lanes=lanes, max_len=max_len, cw=cw, rms=rms)
