@@ -360,8 +360,9 @@ class NormBaseline(ConfiguredComponent):
         # per row: V, rsqrt (free running, as HistogramNorm), waited for
         r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
         assert lnorm == Ln
+        # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(EM + RF))
-        m.d.comb += sh.eq(RF - OF + e)
+        m.d.sync += sh.eq(RF - OF + e)
         waiting = Signal()
         kw = Signal(range(Ln + 2))
         with m.If(start):

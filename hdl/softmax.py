@@ -582,8 +582,9 @@ class SoftmaxBaseline(ConfiguredComponent):
                                 init=gsoftmax.recip_table().tolist())
         assert lrom == Lrom
         Lnd = 4 + Lrom
+        # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(DW + RF))
-        m.d.comb += sh.eq(RF - OF + e)
+        m.d.sync += sh.eq(RF - OF + e)
         waiting = Signal()
         kw = Signal(range(Lnd + 2))
         with m.If(last_acc):
