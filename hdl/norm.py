@@ -20,7 +20,7 @@ __all__ = ["HistogramNorm", "NormBaseline"]
 def rsqrt_latency():
     """Cycles of :func:`rsqrt_lookup`."""
     from hdl.rows import mul_latency
-    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR)
+    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR) + 1
 
 
 DIV3_BITS = 10      # 683 = 0b1010101011: floor(x / 3) = (x * 683) >> 11 for 0 <= x < 768
@@ -30,8 +30,10 @@ def rsqrt_lookup(m, top, name):
     """``RSQRT[min((top - 2**RA) // 3, 2**RA - 1)]`` (:mod:`golden.norm`) for the
     ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
     division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
-    the 256-entry ROM in LUT banks.  Returns ``(r, latency)``, ``latency =
-    rsqrt_latency()``; ``top`` below ``2**RA`` (V = 0) gives an unspecified ``r``."""
+    the 256-entry ROM in LUT banks behind a registered copy of the address per group of
+    four banks (:func:`hdl.rows.banked_memory` with ``copies``: no address bit drives all
+    16 banks' logic).  Returns ``(r, latency)``, ``latency = rsqrt_latency()``; ``top``
+    below ``2**RA`` (V = 0) gives an unspecified ``r``."""
     RA, RF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC
     x = Signal(RA + 2, name=f"{name}_x")
     m.d.comb += x.eq(top - (1 << RA))
@@ -39,7 +41,7 @@ def rsqrt_lookup(m, top, name):
     i = Signal(RA, name=f"{name}_i")
     m.d.sync += i.eq(Mux((q >> 11) >= (1 << RA), (1 << RA) - 1, q >> 11))
     r, lr = banked_memory(m, f"{name}_rom", unsigned(RF + 1), 1 << RA, i,
-                          init=gnorm.rsqrt_table().tolist())
+                          init=gnorm.rsqrt_table().tolist(), copies=True)
     assert lq + 1 + lr == rsqrt_latency()
     return r, lq + 1 + lr
 
@@ -133,7 +135,7 @@ class HistogramNorm(HistogramRowUnit):
     accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`),
     plus one cycle for the registered remap read (``pipelined_read``: the
     remap LUTRAM's read between two registers; the last-beat flag from
-    registered compares); 91 for ba = 4, cw = 8, P = 4, max_len = 1024; see
+    registered compares); 92 for ba = 4, cw = 8, P = 4, max_len = 1024; see
     :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.NormConfig.latency`).
 
@@ -280,7 +282,7 @@ class NormBaseline(ConfiguredComponent):
     stages; the output pipeline stalls on backpressure.
 
     Latency: the first output beat is valid ``9 + 2 Lsq + Lt + Ln + Lr +
-    Lmr`` cycles after the row's last input beat is accepted (50 for width =
+    Lmr`` cycles after the row's last input beat is accepted (51 for width =
     8, P = 4, max_len = 1024; :attr:`kllm.config.NormBaselineConfig.latency`);
     II = 1 in and out; rows do not overlap (as
     :class:`hdl.softmax.HistogramRowUnit`).
