@@ -236,14 +236,20 @@ class HistogramNorm(HistogramRowUnit):
         # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
         # where a counted step starts (one clear term, no per-state next value)
         # the ends of the counted steps are registered look-ahead compares (k one below)
+        # k's clear is a register too: ``(idle & start) | end_sum | end_norm`` one cycle
+        # ahead, from ``start_next`` and the next state of ``idle`` (no logic in front of k's
+        # reset)
         k_clr = Signal()
         end_sum, end_norm, end_map = Signal(), Signal(), Signal()
+        sum_next = st["sum"] & (k == J - 2 + Ls + 2 * Lc)
+        norm_next = st["norm"] & (k == Ln - 1)
+        idle_next = (st["idle"] & ~start) | end_map
         m.d.sync += [
-            end_sum.eq(st["sum"] & (k == J - 2 + Ls + 2 * Lc)),
-            end_norm.eq(st["norm"] & (k == Ln - 1)),
+            end_sum.eq(sum_next),
+            end_norm.eq(norm_next),
             end_map.eq(st["map"] & (k == J - 2 + depth)),
+            k_clr.eq((idle_next & self.start_next) | sum_next | norm_next),
         ]
-        m.d.comb += k_clr.eq((st["idle"] & start) | end_sum | end_norm)
         # (k also runs while idle, so every selection input has been seen by an
         # event-driven simulator before the first row: no X at power-up)
         m.d.sync += k.eq(Mux(k_clr, 0, k + 1))

@@ -137,6 +137,7 @@ class HistogramRowUnit(ConfiguredComponent):
         remap_addr = Signal(ba)
         remap_data = Signal(self.out_shape)
         done = Signal()
+        self.start_next = s2_end     # ``start`` one cycle ahead (a register), for look-aheads
         self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
