@@ -20,7 +20,7 @@ __all__ = ["HistogramNorm", "NormBaseline"]
 def rsqrt_latency():
     """Cycles of :func:`rsqrt_lookup`."""
     from hdl.rows import mul_latency
-    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR)
+    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR) + 1
 
 
 DIV3_BITS = 10      # 683 = 0b1010101011: floor(x / 3) = (x * 683) >> 11 for 0 <= x < 768
@@ -30,8 +30,10 @@ def rsqrt_lookup(m, top, name):
     """``RSQRT[min((top - 2**RA) // 3, 2**RA - 1)]`` (:mod:`golden.norm`) for the
     ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
     division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
-    the 256-entry ROM in LUT banks.  Returns ``(r, latency)``, ``latency =
-    rsqrt_latency()``; ``top`` below ``2**RA`` (V = 0) gives an unspecified ``r``."""
+    the 256-entry ROM in LUT banks behind a registered copy of the address per group of
+    four banks (:func:`hdl.rows.banked_memory` with ``copies``: no address bit drives all
+    16 banks' logic).  Returns ``(r, latency)``, ``latency = rsqrt_latency()``; ``top``
+    below ``2**RA`` (V = 0) gives an unspecified ``r``."""
     RA, RF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC
     x = Signal(RA + 2, name=f"{name}_x")
     m.d.comb += x.eq(top - (1 << RA))
@@ -39,7 +41,7 @@ def rsqrt_lookup(m, top, name):
     i = Signal(RA, name=f"{name}_i")
     m.d.sync += i.eq(Mux((q >> 11) >= (1 << RA), (1 << RA) - 1, q >> 11))
     r, lr = banked_memory(m, f"{name}_rom", unsigned(RF + 1), 1 << RA, i,
-                          init=gnorm.rsqrt_table().tolist())
+                          init=gnorm.rsqrt_table().tolist(), copies=True)
     assert lq + 1 + lr == rsqrt_latency()
     return r, lq + 1 + lr
 
@@ -129,9 +131,11 @@ class HistogramNorm(HistogramRowUnit):
     Latency: ``compute_cycles = 2 * 2**ba + 13 + 2 Ls + 3 Lc + Lv + Lrom +
     Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
     ``2**ba + Ls + Lc + Lmr + 4``), so the first output beat is valid
-    ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
-    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`; 90
-    for ba = 4, cw = 8, P = 4, max_len = 1024; see
+    ``compute_cycles + 6 + Lr`` cycles after the row's last input beat is
+    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`),
+    plus one cycle for the registered remap read (``pipelined_read``: the
+    remap LUTRAM's read between two registers; the last-beat flag from
+    registered compares); 92 for ba = 4, cw = 8, P = 4, max_len = 1024; see
     :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
     :attr:`kllm.config.NormConfig.latency`).
 
@@ -154,6 +158,8 @@ class HistogramNorm(HistogramRowUnit):
     tbl : codebook write port: ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``cw``).
     overflow : a row was longer than the buffer (sticky until reset).
     """
+
+    pipelined_read = True    # the remap read registered, the last-beat flag from registered compares
 
     def __init__(self, *, ba=4, lanes=4, max_len=1024, cw=8, rms=0):
         cfg = NormConfig(ba=ba, lanes=lanes, max_len=max_len, cw=cw, rms=rms)
@@ -230,14 +236,20 @@ class HistogramNorm(HistogramRowUnit):
         # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
         # where a counted step starts (one clear term, no per-state next value)
         # the ends of the counted steps are registered look-ahead compares (k one below)
+        # k's clear is a register too: ``(idle & start) | end_sum | end_norm`` one cycle
+        # ahead, from ``start_next`` and the next state of ``idle`` (no logic in front of k's
+        # reset)
         k_clr = Signal()
         end_sum, end_norm, end_map = Signal(), Signal(), Signal()
+        sum_next = st["sum"] & (k == J - 2 + Ls + 2 * Lc)
+        norm_next = st["norm"] & (k == Ln - 1)
+        idle_next = (st["idle"] & ~start) | end_map
         m.d.sync += [
-            end_sum.eq(st["sum"] & (k == J - 2 + Ls + 2 * Lc)),
-            end_norm.eq(st["norm"] & (k == Ln - 1)),
+            end_sum.eq(sum_next),
+            end_norm.eq(norm_next),
             end_map.eq(st["map"] & (k == J - 2 + depth)),
+            k_clr.eq((idle_next & self.start_next) | sum_next | norm_next),
         ]
-        m.d.comb += k_clr.eq((st["idle"] & start) | end_sum | end_norm)
         # (k also runs while idle, so every selection input has been seen by an
         # event-driven simulator before the first row: no X at power-up)
         m.d.sync += k.eq(Mux(k_clr, 0, k + 1))
@@ -276,7 +288,7 @@ class NormBaseline(ConfiguredComponent):
     stages; the output pipeline stalls on backpressure.
 
     Latency: the first output beat is valid ``9 + 2 Lsq + Lt + Ln + Lr +
-    Lmr`` cycles after the row's last input beat is accepted (50 for width =
+    Lmr`` cycles after the row's last input beat is accepted (51 for width =
     8, P = 4, max_len = 1024; :attr:`kllm.config.NormBaselineConfig.latency`);
     II = 1 in and out; rows do not overlap (as
     :class:`hdl.softmax.HistogramRowUnit`).
@@ -356,8 +368,9 @@ class NormBaseline(ConfiguredComponent):
         # per row: V, rsqrt (free running, as HistogramNorm), waited for
         r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
         assert lnorm == Ln
+        # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(EM + RF))
-        m.d.comb += sh.eq(RF - OF + e)
+        m.d.sync += sh.eq(RF - OF + e)
         waiting = Signal()
         kw = Signal(range(Ln + 2))
         with m.If(start):

@@ -97,6 +97,13 @@ class RowRead:
     ``at_first`` and ``at_last`` (registered look-aheads, no compare on the issue path):
     that beat is the row's first / last.  After the last beat ``issue`` stays low until
     the rewind.  Drives the buffer's read port (``addr``, ``en = advance``).
+
+    ``at_last``'s next value is selected from registered compares, free running (``rptr``
+    and the row's length are still for a cycle before any step): ``rptr == wlast - 1``
+    for a step after a cycle without one, ``rptr == wlast - 2`` for a step after a step
+    (``rptr`` one higher now), ``wlast == 0`` on the rewind; no compare in front of it.
+    So the row's last beat must be in four cycles, and ``active`` low for two, before a
+    pass starts (the baselines wait far longer: their per-row sums and normalization).
     """
 
     def __init__(self, m, rows, active, advance, name="row_read"):
@@ -108,14 +115,23 @@ class RowRead:
         # the row's last beat and the one before (registered; still while the row is read)
         wlast = Signal.like(rows.wptr, name=f"{name}_wlast")
         wlast1 = Signal.like(rows.wptr, name=f"{name}_wlast1")
-        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1)]
+        wlast2 = Signal.like(rows.wptr, name=f"{name}_wlast2")
+        eq_held = Signal(name=f"{name}_eq_held")
+        eq_stepped = Signal(name=f"{name}_eq_stepped")
+        last_only = Signal(name=f"{name}_last_only")
+        stepped = Signal(name=f"{name}_stepped")
+        step = Signal(name=f"{name}_step")
+        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1), wlast2.eq(wlast1 - 1),
+                     eq_held.eq(self.rptr == wlast1), eq_stepped.eq(self.rptr == wlast2),
+                     last_only.eq(wlast == 0), stepped.eq(step)]
         m.d.comb += [self.issue.eq(active & ~rend), rows.read.en.eq(advance),
-                     rows.read.addr.eq(self.rptr)]
+                     rows.read.addr.eq(self.rptr), step.eq(active & advance & self.issue)]
         with m.If(~active):
-            m.d.sync += [self.at_first.eq(1), self.at_last.eq(wlast == 0), self.rptr.eq(0),
+            m.d.sync += [self.at_first.eq(1), self.at_last.eq(last_only), self.rptr.eq(0),
                          rend.eq(0)]
-        with m.Elif(advance & self.issue):
-            m.d.sync += [self.at_first.eq(0), self.at_last.eq(self.rptr == wlast1),
+        with m.Elif(step):
+            m.d.sync += [self.at_first.eq(0),
+                         self.at_last.eq(Mux(stepped, eq_stepped, eq_held)),
                          self.rptr.eq(self.rptr + 1)]
             with m.If(self.at_last):
                 m.d.sync += rend.eq(1)

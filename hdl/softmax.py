@@ -53,12 +53,18 @@ class HistogramRowUnit(ConfiguredComponent):
     Latency (last input beat accepted to first output beat valid) =
     ``compute_cycles + 5 + Lr``: the input register, three histogram stages
     and the start flag, the computation, the row buffer read ``Lr`` and the
-    output register.
+    output register; one more with ``pipelined_read`` (the remap read
+    registered).
 
     **Row length**: at most ``max_len`` elements in at most
     ``ceil(max_len / P)`` beats.  Beats beyond the buffer are dropped (the
     row is cut) and ``overflow`` is set until reset.
     """
+
+    #: The read path with one stage more (a subclass's choice; its latency formula counts
+    #: it): the remap read registered before the output stage, and the last-beat flag from
+    #: registered compares (no compare in front of it).
+    pipelined_read = False
 
     def __init__(self, config, out_shape, tbl_signature):
         self._config = config
@@ -131,6 +137,7 @@ class HistogramRowUnit(ConfiguredComponent):
         remap_addr = Signal(ba)
         remap_data = Signal(self.out_shape)
         done = Signal()
+        self.start_next = s2_end     # ``start`` one cycle ahead (a register), for look-aheads
         self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
@@ -156,23 +163,38 @@ class HistogramRowUnit(ConfiguredComponent):
             m.d.sync += outp.eq(1)
         with m.Elif(step & at_last):
             m.d.sync += outp.eq(0)
+        if self.pipelined_read:
+            # the compares registered, free running (rptr and wlast are still from the row's
+            # start to its first step): ``rptr == wlast1`` for a step after a stall, ``rptr ==
+            # wlast1 - 1`` for a step after a step (rptr one higher now); ``wlast == 0``
+            wlast2 = Signal.like(wptr)
+            eq_held, eq_stepped, last_only, stepped = Signal(), Signal(), Signal(), Signal()
+            m.d.sync += [wlast2.eq(wlast1 - 1), eq_held.eq(rptr == wlast1),
+                         eq_stepped.eq(rptr == wlast2), last_only.eq(wlast == 0),
+                         stepped.eq(step)]
+            next_last = Mux(stepped, eq_stepped, eq_held)
+        else:
+            last_only = wlast == 0
+            next_last = rptr == wlast1
         with m.If(start):
             # wlast and wlast1 are final by then (three cycles after the last beat)
-            m.d.sync += [at_first.eq(1), at_last.eq(wlast == 0)]
+            m.d.sync += [at_first.eq(1), at_last.eq(last_only)]
         with m.Elif(step):
-            m.d.sync += [at_first.eq(0), at_last.eq(rptr == wlast1), rptr.eq(rptr + 1)]
+            m.d.sync += [at_first.eq(0), at_last.eq(next_last), rptr.eq(rptr + 1)]
+        # with ``pipelined_read`` the remap read is registered: one stage more
+        lo = rows.read_latency + self.pipelined_read
         v0, first0, last0 = Signal(), Signal(), Signal()
         m.d.comb += [v0.eq(issue), first0.eq(at_first), last0.eq(at_last)]
-        v1 = delay(m, v0, rows.read_latency, "rd_valid", en=advance)
-        first1 = delay(m, first0, rows.read_latency, "rd_first", en=advance)
-        last1 = delay(m, last0, rows.read_latency, "rd_last", en=advance)
+        v1 = delay(m, v0, lo, "rd_valid", en=advance)
+        first1 = delay(m, first0, lo, "rd_first", en=advance)
+        last1 = delay(m, last0, lo, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
         m.d.comb += [
             out.valid.eq(v1),
             out.payload.first.eq(first1),
             out.payload.last.eq(last1),
-            out.payload.count.eq(rd_count),
+            out.payload.count.eq(delay(m, rd_count, self.pipelined_read, "rd_count", en=advance)),
         ]
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
@@ -181,7 +203,13 @@ class HistogramRowUnit(ConfiguredComponent):
             tr = tab.read_port(domain="comb")
             m.d.comb += [tw.en.eq(remap_we), tw.addr.eq(remap_addr), tw.data.eq(remap_data),
                          tr.addr.eq(rd_idx[p])]
-            m.d.comb += out.payload.y[p].eq(Mux(rd_count > p, tr.data, 0))
+            y = Mux(rd_count > p, tr.data, 0)
+            if self.pipelined_read:
+                yr = Signal(self.out_shape, name=f"rd_y{p}")
+                with m.If(advance):
+                    m.d.sync += yr.eq(y)
+                y = yr
+            m.d.comb += out.payload.y[p].eq(y)
 
         # ---- end of the row (its last beat is in the output registers): clear everything
         # for the next one
@@ -555,8 +583,9 @@ class SoftmaxBaseline(ConfiguredComponent):
                                 init=gsoftmax.recip_table().tolist())
         assert lrom == Lrom
         Lnd = 4 + Lrom
+        # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(DW + RF))
-        m.d.comb += sh.eq(RF - OF + e)
+        m.d.sync += sh.eq(RF - OF + e)
         waiting = Signal()
         kw = Signal(range(Lnd + 2))
         with m.If(last_acc):

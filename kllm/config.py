@@ -404,8 +404,9 @@ class NormConfig(UnitConfig):
     def latency(self):
         """Cycles from the accepted last beat of a row to its first output beat (no backpressure):
         the input register, three histogram stages and the start flag, the computation, the
-        row buffer read (LUTRAM banks, hdl.rows.banked_latency) and the output register."""
-        return self.compute_cycles + 5 + self.stage_latencies[5]
+        row buffer read (LUTRAM banks, hdl.rows.banked_latency), the registered remap read
+        (hdl.softmax.HistogramRowUnit.pipelined_read) and the output register."""
+        return self.compute_cycles + 6 + self.stage_latencies[5]
 
     def row_latency(self, beats):
         """The latency of a row of ``beats`` beats (the same for every row)."""

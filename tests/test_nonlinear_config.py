@@ -46,19 +46,22 @@ def test_widths():
     assert c.latency == 2 * 16 + 16 + 2 * 4 + 5 + 5 + 3 + 3
     # norm: 16 bins/centroids selected in 2 stages of 4:1; multipliers by an 8-bit centroid
     # 1 + 3 = 4; n S2 (11-bit n) 5 and S1**2 (20 bits) 6; rsqrt lookup: divide by 3
-    # (times 683, 10 bits: 5), clamp 1, 256-word ROM 3 = 9; (n C - S1) r (17-bit r) 6;
-    # row buffer 3
-    assert n.stage_latencies == (2, 4, 6, 9, 6, 3)
-    assert n.latency == 2 * 16 + 13 + 2 * 2 + 3 * 4 + 6 + 9 + 6 + 5 + 3
+    # (times 683, 10 bits: 5), clamp 1, 256-word ROM 3 behind address copies 1 = 10;
+    # (n C - S1) r (17-bit r) 6;
+    # row buffer 3; input, histogram, start and output registers 5, the registered remap
+    # read 1
+    assert n.stage_latencies == (2, 4, 6, 10, 6, 3)
+    assert n.latency == 2 * 16 + 13 + 2 * 2 + 3 * 4 + 6 + 10 + 6 + 5 + 1 + 3
     # baselines: lane trees of 4 (2 levels); row buffer 3; 1024-word exp ROM: address
     # copies 1, 64 banks, three 4:1 stages (4 + 1 = 5); reciprocal ROM 3; E r 5
     sb = SoftmaxBaselineConfig(lanes=4, max_len=1024)
     assert sb.stage_latencies == (2, 3, 5, 3, 5)
     assert [sb.row_latency(b) for b in (1, 10, 256)] == [1 + 47, 10 + 47, 256 + 47]
-    # x**2 of 8 bits 4, trees 2, n S2 / S1**2 6, row buffer 3, (n x - S1) r 6; row_rsqrt 22
+    # x**2 of 8 bits 4, trees 2, n S2 / S1**2 6, row buffer 3, (n x - S1) r 6; row_rsqrt
+    # 6 + 7 + 10 = 23
     nb = NormBaselineConfig(lanes=4, max_len=1024)
     assert nb.stage_latencies == (4, 2, 6, 3, 6)
-    assert nb.latency == 9 + 2 * 4 + 2 + 22 + 3 + 6
+    assert nb.latency == 9 + 2 * 4 + 2 + 23 + 3 + 6
 
 
 def test_host_writes_refuse_what_does_not_fit():
