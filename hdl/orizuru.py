@@ -580,18 +580,8 @@ class Orizuru(_TopKUnit):
         m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl["base"] + lane)[:pb])]
         xfull = Signal(kb - 1, name=f"{name}_x")
         m.d.comb += xfull.eq(Cat(~pos, xval))
-        # value and position in one register (written only when x replaces the entry or
-        # the one above it: a flip-flop enable), the valid bit in another
-        data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
-        valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
-        # `live`: valid and of the vector of the beat now at the lane (cleared one cycle
-        # ahead when the next beat starts a vector), so the comparator reads registers only
-        live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
-
-        def w(value, suffix):
-            sig = Signal(len(value), name=f"{name}_{suffix}")
-            m.d.comb += sig.eq(value)
-            return sig
+        data_, valid, live = _lane_entries(name, length, kb)
+        w = _named_wire(m, name)
         # x beats entry i: a valid x and an empty entry, or a strictly larger value (an
         # equal older value keeps its place: it has the lower position).  With an invalid
         # x and an empty entry the result does not matter: empty entries move among
@@ -648,15 +638,9 @@ class Orizuru(_TopKUnit):
         # the present value's position, registered from x_next's lane tag and base
         pos = Signal(pb, name=f"{name}_pos", reset_less=True)
         m.d.sync += pos.eq((base_next + (~x_next[:tb])[:tb])[:pb])
-        data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
-        valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
-        live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
+        data_, valid, live = _lane_entries(name, length, kb)
         b = [Signal(name=f"{name}_{i}_b", reset_less=True) for i in range(length)]
-
-        def w(value, suffix):
-            sig = Signal(len(value), name=f"{name}_{suffix}")
-            m.d.comb += sig.eq(value)
-            return sig
+        w = _named_wire(m, name)
 
         def beats(xk, e):
             return ~_gt(e, xk) if self._plant_tie_bug else _gt(xk, e)
@@ -1029,6 +1013,28 @@ class Orizuru(_TopKUnit):
                 m.d.comb += rel.eq(Mux(fresh, lc, c))
                 ahead[a, b] = rel
         return ahead
+
+
+def _lane_entries(name, length, kb):
+    """A rank lane's entry registers: value and position in one register per entry
+    (written only when x replaces the entry or the one above it: a flip-flop enable), the
+    valid bit in another, and ``live``: valid and of the vector of the beat now at the
+    lane (cleared one cycle ahead when the next beat starts a vector), so the comparators
+    read registers only."""
+    data_ = [Signal(kb - 1, name=f"{name}_{i}", reset_less=True) for i in range(length)]
+    valid = [Signal(name=f"{name}_{i}_valid", reset_less=True) for i in range(length)]
+    live = [Signal(name=f"{name}_{i}_live", reset_less=True) for i in range(length)]
+    return data_, valid, live
+
+
+def _named_wire(m, name):
+    """``w(value, suffix)``: ``value`` on a wire named ``<name>_<suffix>`` (a readable
+    net in the Verilog and the netlist)."""
+    def w(value, suffix):
+        sig = Signal(len(value), name=f"{name}_{suffix}")
+        m.d.comb += sig.eq(value)
+        return sig
+    return w
 
 
 def _and_all(values):
