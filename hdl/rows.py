@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from amaranth import Array, Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import memory
 
-__all__ = ["RowInput", "RowRead", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay", "leading_one",
-           "mul_latency", "pipelined_mul", "select_latency", "select_pipe", "tree_latency"]
+__all__ = ["RowInput", "RowRead", "SkidOutput", "adder_tree", "banked_latency", "banked_memory", "delay",
+           "last_beat_compares", "leading_one", "mul_latency", "pipelined_mul", "select_latency", "select_pipe", "tree_latency"]
 
 
 class RowInput:
@@ -115,26 +115,37 @@ class RowRead:
         # the row's last beat and the one before (registered; still while the row is read)
         wlast = Signal.like(rows.wptr, name=f"{name}_wlast")
         wlast1 = Signal.like(rows.wptr, name=f"{name}_wlast1")
-        wlast2 = Signal.like(rows.wptr, name=f"{name}_wlast2")
-        eq_held = Signal(name=f"{name}_eq_held")
-        eq_stepped = Signal(name=f"{name}_eq_stepped")
-        last_only = Signal(name=f"{name}_last_only")
-        stepped = Signal(name=f"{name}_stepped")
         step = Signal(name=f"{name}_step")
-        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1), wlast2.eq(wlast1 - 1),
-                     eq_held.eq(self.rptr == wlast1), eq_stepped.eq(self.rptr == wlast2),
-                     last_only.eq(wlast == 0), stepped.eq(step)]
+        m.d.sync += [wlast.eq(rows.wptr - 1), wlast1.eq(wlast - 1)]
+        next_last, last_only = last_beat_compares(m, self.rptr, wlast, wlast1, step, f"{name}_")
         m.d.comb += [self.issue.eq(active & ~rend), rows.read.en.eq(advance),
                      rows.read.addr.eq(self.rptr), step.eq(active & advance & self.issue)]
         with m.If(~active):
             m.d.sync += [self.at_first.eq(1), self.at_last.eq(last_only), self.rptr.eq(0),
                          rend.eq(0)]
         with m.Elif(step):
-            m.d.sync += [self.at_first.eq(0),
-                         self.at_last.eq(Mux(stepped, eq_stepped, eq_held)),
+            m.d.sync += [self.at_first.eq(0), self.at_last.eq(next_last),
                          self.rptr.eq(self.rptr + 1)]
             with m.If(self.at_last):
                 m.d.sync += rend.eq(1)
+
+
+def last_beat_compares(m, rptr, wlast, wlast1, step, prefix=""):
+    """The next value of a row read's last-beat flag from registered compares, free
+    running (``rptr`` and the row's ``wlast = length - 1``, ``wlast1 = wlast - 1`` still
+    for a cycle before any ``step``): ``rptr == wlast1`` for a step after a cycle without
+    one, ``rptr == wlast1 - 1`` for a step after a step (``rptr`` one higher now), so no
+    compare sits in front of the flag.  Returns ``(next_last, last_only)``: the flag's
+    value for a step, and ``wlast == 0`` (a one-beat row; the flag's value at the row's
+    start), both registered."""
+    wlast2 = Signal.like(wlast1, name=f"{prefix}wlast2")
+    eq_held = Signal(name=f"{prefix}eq_held")
+    eq_stepped = Signal(name=f"{prefix}eq_stepped")
+    last_only = Signal(name=f"{prefix}last_only")
+    stepped = Signal(name=f"{prefix}stepped")
+    m.d.sync += [wlast2.eq(wlast1 - 1), eq_held.eq(rptr == wlast1),
+                 eq_stepped.eq(rptr == wlast2), last_only.eq(wlast == 0), stepped.eq(step)]
+    return Mux(stepped, eq_stepped, eq_held), last_only
 
 
 class SkidOutput:

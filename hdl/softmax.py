@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 from golden import softmax as gsoftmax
 from hdl.component import ConfiguredComponent
 from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_memory, delay,
-                       leading_one, leading_one_staged, pipelined_mul, select_pipe)
+                       last_beat_compares, leading_one, leading_one_staged, pipelined_mul,
+                       select_pipe)
 from kllm.config import SoftmaxConfig
 
 __all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
@@ -164,15 +165,9 @@ class HistogramRowUnit(ConfiguredComponent):
         with m.Elif(step & at_last):
             m.d.sync += outp.eq(0)
         if self.pipelined_read:
-            # the compares registered, free running (rptr and wlast are still from the row's
-            # start to its first step): ``rptr == wlast1`` for a step after a stall, ``rptr ==
-            # wlast1 - 1`` for a step after a step (rptr one higher now); ``wlast == 0``
-            wlast2 = Signal.like(wptr)
-            eq_held, eq_stepped, last_only, stepped = Signal(), Signal(), Signal(), Signal()
-            m.d.sync += [wlast2.eq(wlast1 - 1), eq_held.eq(rptr == wlast1),
-                         eq_stepped.eq(rptr == wlast2), last_only.eq(wlast == 0),
-                         stepped.eq(step)]
-            next_last = Mux(stepped, eq_stepped, eq_held)
+            # the compares registered (rptr and wlast are still from the row's start to its
+            # first step)
+            next_last, last_only = last_beat_compares(m, rptr, wlast, wlast1, step)
         else:
             last_only = wlast == 0
             next_last = rptr == wlast1
