@@ -4,12 +4,12 @@ import json
 import subprocess
 
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Elaboratable, Module, Mux, Signal
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga.flow import YOSYS, _tool, hierarchy_cells
-from hdl.component import KEPT_MODULES, kept_register
+from hdl.component import KEPT_MODULES, kept_logic, kept_register
 from kllm.units import get_unit
 
 COPIES, WIDTH = 3, 4
@@ -99,3 +99,87 @@ def test_copy_built_inside_simulates_as_a_register():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [5, 10, 14, 2]        # (d + x) wraps at 16: 3 + 15 -> 2
+
+
+def _cells(m, ports, name, tmp_path):
+    """Yosys ``synth_ecp5`` cell counts of the kept submodule ``name`` of ``m``."""
+    text = verilog.convert(m, name="top", ports=ports, emit_src=False)
+    (tmp_path / "top.v").write_text(text)
+    script = (f"read_verilog top.v; setattr -mod -set keep_hierarchy 1 top.{KEPT_MODULES}; "
+              f"synth_ecp5 -top top; tee -q -o stat.json stat -json")
+    subprocess.run([_tool(YOSYS), "-q", "-p", script], cwd=tmp_path, check=True,
+                   capture_output=True)
+    stat = json.loads((tmp_path / "stat.json").read_text())
+    modules = {n.lstrip("\\"): mod for n, mod in stat["modules"].items()}
+    return hierarchy_cells(modules, f"top.keep_{name}")
+
+
+def _set_or_take(kept_copy):
+    """A register that is set to all ones by ``s`` and takes ``x`` when ``p`` (``s`` first)."""
+    x, s_, p = Signal(WIDTH), Signal(), Signal()
+    m = Module()
+    q = kept_copy(m, Mux(s_, (1 << WIDTH) - 1, x), s_ | p)
+    o = Signal(WIDTH)
+    m.d.comb += o.eq(q)
+    return m, (x, s_, p), o
+
+
+def test_copy_inside_with_enable_simulates_as_a_register():
+    """``inside=True`` with an ``enable``: the copy keeps its value while the enable is low."""
+    m, (x, s_, p), o = _set_or_take(
+        lambda m, v, en: kept_register(m, v, "sp", enable=en, reset_less=False, inside=True))
+    seen = []
+
+    async def bench(ctx):
+        for xv, sv, pv in [(5, 0, 1), (9, 0, 0), (2, 1, 0), (3, 0, 0), (6, 0, 1), (7, 1, 1)]:
+            ctx.set(x, xv)
+            ctx.set(s_, sv)
+            ctx.set(p, pv)
+            await ctx.tick()
+            seen.append(ctx.get(o))
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [5, 5, 15, 15, 6, 15]
+
+
+def test_copy_inside_folds_a_constant_select_into_the_flip_flop(tmp_path):
+    """Built inside, ``Mux(s, constant, x)`` with the enable ``s | p`` needs no LUT in front of
+    the flip-flops' d: ``s`` becomes their synchronous set, ``s | p`` their clock enable (one
+    LUT for all bits).  Without a reset (a reset would take the set/reset input) and with
+    the constant as the initial value (an ECP5 flip-flop starts at its set/reset value)."""
+    m, ports, o = _set_or_take(
+        lambda m, v, en: kept_register(m, v, "sp", enable=en, init=(1 << WIDTH) - 1,
+                                       inside=True))
+    cells = _cells(m, [*ports, o], "sp", tmp_path)
+    assert cells.get("TRELLIS_FF") == WIDTH
+    assert cells.get("LUT4", 0) == 1
+
+
+def test_kept_logic_copies_survive_and_compute():
+    """kept_logic: copies of one expression stay apart in synthesis and compute it."""
+    a, b = Signal(WIDTH), Signal(WIDTH)
+    m = Module()
+    outs = [kept_logic(m, a & ~b, f"and{c}") for c in range(COPIES)]
+    seen = []
+
+    async def bench(ctx):
+        for av, bv in [(15, 5), (6, 3)]:
+            ctx.set(a, av)
+            ctx.set(b, bv)
+            seen.append([ctx.get(q) for q in outs])
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [[10] * COPIES, [4] * COPIES]
+
+
+def test_kept_logic_copies_are_not_merged(tmp_path):
+    a, b = Signal(WIDTH), Signal(WIDTH)
+    m = Module()
+    outs = [kept_logic(m, a & ~b, f"and{c}") for c in range(COPIES)]
+    o = Signal(WIDTH * COPIES)
+    m.d.comb += o.eq(sum((q << (WIDTH * c) for c, q in enumerate(outs)), 0))
+    for c in range(COPIES):
+        assert _cells(m, [a, b, o], f"and{c}", tmp_path).get("LUT4") == WIDTH
