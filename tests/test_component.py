@@ -38,19 +38,41 @@ class _Copies(Elaboratable):
         return m
 
 
-def _flip_flops(kept, tmp_path):
-    dut = _Copies(kept)
-    text = verilog.convert(dut, name="copies", ports=[dut.d, dut.en, *dut.t, *dut.o],
-                           emit_src=False)
-    (tmp_path / "copies.v").write_text(text)
-    keep = f"setattr -mod -set keep_hierarchy 1 copies.{KEPT_MODULES}; " if kept else ""
-    script = (f"read_verilog copies.v; {keep}synth_ecp5 -top copies; "
-              f"tee -q -o stat.json stat -json")
+def _synth_cells(m, ports, tmp_path, *, kept=True, module="top"):
+    """Yosys ``synth_ecp5`` cell counts of ``module`` (with its submodules) in ``m``, the
+    ``keep_*`` submodules kept apart when ``kept``."""
+    text = verilog.convert(m, name="top", ports=ports, emit_src=False)
+    (tmp_path / "top.v").write_text(text)
+    keep = f"setattr -mod -set keep_hierarchy 1 top.{KEPT_MODULES}; " if kept else ""
+    script = f"read_verilog top.v; {keep}synth_ecp5 -top top; tee -q -o stat.json stat -json"
     subprocess.run([_tool(YOSYS), "-q", "-p", script], cwd=tmp_path, check=True,
                    capture_output=True)
     stat = json.loads((tmp_path / "stat.json").read_text())
-    modules = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
-    return hierarchy_cells(modules, "copies").get("TRELLIS_FF", 0)
+    modules = {name.lstrip("\\"): mod for name, mod in stat["modules"].items()}
+    return hierarchy_cells(modules, module)
+
+
+def _flip_flops(kept, tmp_path):
+    dut = _Copies(kept)
+    cells = _synth_cells(dut, [dut.d, dut.en, *dut.t, *dut.o], tmp_path, kept=kept)
+    return cells.get("TRELLIS_FF", 0)
+
+
+def _clocked(m, signals, steps, read):
+    """Simulate ``m``: per step set ``signals`` to the step's values, tick, ``read(ctx)``."""
+    seen = []
+
+    async def bench(ctx):
+        for values in steps:
+            for sig, v in zip(signals, values):
+                ctx.set(sig, v)
+            await ctx.tick()
+            seen.append(read(ctx))
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
 
 
 @pytest.mark.parametrize("kept", [False, True])
@@ -61,18 +83,8 @@ def test_copies_survive_synthesis(kept, tmp_path):
 
 def test_copies_simulate_as_registers():
     dut = _Copies(kept=True)
-    seen = []
-
-    async def bench(ctx):
-        for step, (d, en) in enumerate([(5, 1), (9, 0), (12, 1), (3, 1)]):
-            ctx.set(dut.d, d)
-            ctx.set(dut.en, en)
-            await ctx.tick()
-            seen.append([ctx.get(o) for o in dut.o])
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = _clocked(dut, [dut.d, dut.en], [(5, 1), (9, 0), (12, 1), (3, 1)],
+                    lambda ctx: [ctx.get(o) for o in dut.o])
     assert seen == [[5] * COPIES, [5] * COPIES, [12] * COPIES, [3] * COPIES]
 
 
@@ -86,32 +98,8 @@ def test_copy_built_inside_simulates_as_a_register():
     d, x = Signal(WIDTH), Signal(WIDTH)
     m = Module()
     q = kept_register(m, (d + x)[:WIDTH], "inside", reset_less=False, inside=True)
-    seen = []
-
-    async def bench(ctx):
-        for dv, xv in [(5, 0), (9, 1), (12, 2), (3, 15)]:
-            ctx.set(d, dv)
-            ctx.set(x, xv)
-            await ctx.tick()
-            seen.append(ctx.get(q))
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = _clocked(m, [d, x], [(5, 0), (9, 1), (12, 2), (3, 15)], lambda ctx: ctx.get(q))
     assert seen == [5, 10, 14, 2]        # (d + x) wraps at 16: 3 + 15 -> 2
-
-
-def _cells(m, ports, name, tmp_path):
-    """Yosys ``synth_ecp5`` cell counts of the kept submodule ``name`` of ``m``."""
-    text = verilog.convert(m, name="top", ports=ports, emit_src=False)
-    (tmp_path / "top.v").write_text(text)
-    script = (f"read_verilog top.v; setattr -mod -set keep_hierarchy 1 top.{KEPT_MODULES}; "
-              f"synth_ecp5 -top top; tee -q -o stat.json stat -json")
-    subprocess.run([_tool(YOSYS), "-q", "-p", script], cwd=tmp_path, check=True,
-                   capture_output=True)
-    stat = json.loads((tmp_path / "stat.json").read_text())
-    modules = {n.lstrip("\\"): mod for n, mod in stat["modules"].items()}
-    return hierarchy_cells(modules, f"top.keep_{name}")
 
 
 def _set_or_take(kept_copy):
@@ -126,21 +114,10 @@ def _set_or_take(kept_copy):
 
 def test_copy_inside_with_enable_simulates_as_a_register():
     """``inside=True`` with an ``enable``: the copy keeps its value while the enable is low."""
-    m, (x, s_, p), o = _set_or_take(
+    m, ports, o = _set_or_take(
         lambda m, v, en: kept_register(m, v, "sp", enable=en, reset_less=False, inside=True))
-    seen = []
-
-    async def bench(ctx):
-        for xv, sv, pv in [(5, 0, 1), (9, 0, 0), (2, 1, 0), (3, 0, 0), (6, 0, 1), (7, 1, 1)]:
-            ctx.set(x, xv)
-            ctx.set(s_, sv)
-            ctx.set(p, pv)
-            await ctx.tick()
-            seen.append(ctx.get(o))
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    steps = [(5, 0, 1), (9, 0, 0), (2, 1, 0), (3, 0, 0), (6, 0, 1), (7, 1, 1)]
+    seen = _clocked(m, ports, steps, lambda ctx: ctx.get(o))
     assert seen == [5, 5, 15, 15, 6, 15]
 
 
@@ -152,7 +129,7 @@ def test_copy_inside_folds_a_constant_select_into_the_flip_flop(tmp_path):
     m, ports, o = _set_or_take(
         lambda m, v, en: kept_register(m, v, "sp", enable=en, init=(1 << WIDTH) - 1,
                                        inside=True))
-    cells = _cells(m, [*ports, o], "sp", tmp_path)
+    cells = _synth_cells(m, [*ports, o], tmp_path, module="top.keep_sp")
     assert cells.get("TRELLIS_FF") == WIDTH
     assert cells.get("LUT4", 0) == 1
 
@@ -182,4 +159,5 @@ def test_kept_logic_copies_are_not_merged(tmp_path):
     o = Signal(WIDTH * COPIES)
     m.d.comb += o.eq(sum((q << (WIDTH * c) for c, q in enumerate(outs)), 0))
     for c in range(COPIES):
-        assert _cells(m, [a, b, o], f"and{c}", tmp_path).get("LUT4") == WIDTH
+        cells = _synth_cells(m, [a, b, o], tmp_path, module=f"top.keep_and{c}")
+        assert cells.get("LUT4") == WIDTH
