@@ -312,8 +312,9 @@ def real_layer_operands(*, layer=2, name="ffn_in", rows=8, tokens=3, k=8, bw=4, 
 # ------------------------------------------------------------------ cycles
 #
 # What a layer costs on the unit, cycle for cycle, as the host driver above runs it: for
-# each tile, the host writes (one per cycle, no handshake on the write ports), then the
-# tile's token vectors stream through.  The weight memory holds one tile, so the writes
+# each tile, the host writes (one per cycle, no handshake on the write ports; the unit
+# registers them, so each lands one cycle later, yet the first beat may follow the last write
+# in the next cycle, no idle cycle between), then the tile's token vectors stream through.  The weight memory holds one tile, so the writes
 # and the stream of a tile do not overlap.
 
 __all__ += ["host_write_cycles", "stream_schedule", "stream_cycles", "layer_cycles"]

@@ -325,7 +325,12 @@ class _ImuUnit(ConfiguredComponent):
         L, P, bw, ba = cfg.lanes, cfg.elems, cfg.bw, cfg.ba
 
         # ---- host registers and codebooks
-        # (the layer's shift is registered by the tail's issue logic, as the flags it reads)
+        # The host's writes are registered at the unit's input and land one cycle later: the
+        # address and data once, each lane's write enable decoded into a register of its own
+        # (a kept copy), so that a lane's block RAM and codebooks take their enables from a
+        # register next to them, not from a decode of the host's lane shared by every lane.
+        # (The layer's shift is registered by the tail's issue logic, as the flags it reads.)
+        host = self._host_regs(m)
 
         # ---- input stage F0: framing, bank, weight row (read from block RAM in F0, data in F1)
         # A vector is the beats from one with `first` to the next with `last`.  Between a
@@ -374,7 +379,7 @@ class _ImuUnit(ConfiguredComponent):
         a1 = []
         for p in range(P):
             rd = self._lutram(m, f"ca_p{p}", signed(cfg.ca), 2 ** ba,
-                              self.acb.en, self.acb.addr, self.acb.data)
+                              host["acb_en"], host["acb_addr"], host["acb_data"])
             m.d.comb += rd.addr.eq(idx0[p])
             a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
 
@@ -388,18 +393,18 @@ class _ImuUnit(ConfiguredComponent):
         raw2 = []
         adv_l = tail["adv_l"]
         for n in range(L):
+            # port B: the host's address while it writes this lane, else the tail's row
+            we = host["wmem_we"][n]
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
-            m.d.comb += addr2.eq(Mux(self.wmem.en, self.wmem.addr, tail["row"])
-                                 if cfg.outliers else self.wmem.addr)
-            we = Signal(name=f"wmem_we_l{n}")
-            m.d.comb += we.eq(self.wmem.en & (self.wmem.lane == n))
+            m.d.comb += addr2.eq(Mux(we, host["wmem_addr"], tail["row"])
+                                 if cfg.outliers else host["wmem_addr"])
             da = Signal(P * bw, name=f"wmem_da_l{n}")
             db = Signal(P * bw, name=f"wmem_db_l{n}")
             if self._primitives and cfg.depth <= BRAM_DEPTH:
                 m.submodules[f"wmem_l{n}"] = Instance(
                     "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
                     i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
-                    i_b_din=self.wmem.data.as_value(), i_b_ce=adv_l[n], i_b_oce=adv_l[n],
+                    i_b_din=host["wmem_data"], i_b_ce=adv_l[n], i_b_oce=adv_l[n],
                     o_b_dout=db)
             else:
                 mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
@@ -407,7 +412,7 @@ class _ImuUnit(ConfiguredComponent):
                 rd = mem.read_port()
                 wr = mem.write_port()
                 m.d.comb += [rd.addr.eq(row0), wr.en.eq(we), wr.addr.eq(addr2),
-                             wr.data.eq(self.wmem.data.as_value())]
+                             wr.data.eq(host["wmem_data"])]
                 m.d.sync += da.eq(rd.data)
                 if cfg.outliers:
                     rd2 = mem.read_port()
@@ -424,7 +429,7 @@ class _ImuUnit(ConfiguredComponent):
         bank2 = self._reg(m, bank1, "f2_bank")
         a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
         front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
-                 "bank2": bank2, "a2": a2, "iw2": iw2}
+                 "bank2": bank2, "a2": a2, "iw2": iw2, "host": host}
         done, vals = self._dense(m, front, tail)
 
         # ---- vectors ready for the tail
@@ -435,8 +440,29 @@ class _ImuUnit(ConfiguredComponent):
         m.d.sync += [ready_cnt.eq(ready_nxt), tail["ready"].eq(ready_nxt != 0)]
         m.d.comb += release.eq(tail["release"])
 
-        self._tail_datapath(m, tail, vals, raw2)
+        self._tail_datapath(m, tail, vals, raw2, host)
         return m
+
+    def _host_regs(self, m):
+        """The host write ports, registered: ``wmem`` and ``wcb`` address and data once, their
+        write enables decoded per lane into kept copies (``wmem_we[n]``, ``wcb_we[n]``), and
+        ``acb`` (its enable drives only the P activation-codebook copies) once."""
+        cfg = self._config
+        L = cfg.lanes
+        wm, wc, ac = self.wmem, self.wcb, self.acb
+        return {
+            "wmem_we": [self._copy(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
+                                   reset_less=False) for n in range(L)],
+            "wmem_addr": self._reg(m, wm.addr, "wmem_addr_r"),
+            "wmem_data": self._reg(m, wm.data.as_value(), "wmem_data_r"),
+            "wcb_we": [self._copy(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
+                       for n in range(L)],
+            "wcb_addr": self._reg(m, wc.addr, "wcb_addr_r"),
+            "wcb_data": self._reg(m, wc.data, "wcb_data_r"),
+            "acb_en": self._reg(m, ac.en, "acb_en_r", reset_less=False),
+            "acb_addr": self._reg(m, ac.addr, "acb_addr_r"),
+            "acb_data": self._reg(m, ac.data, "acb_data_r"),
+        }
 
     # -- tail -----------------------------------------------------------------
     #
@@ -591,7 +617,7 @@ class _ImuUnit(ConfiguredComponent):
                 "take_vector": take_vector, "release": rel,
                 "row": row, "t1": t1, "j_next_l": j_next_l, "tbank": tbank}
 
-    def _tail_datapath(self, m, tail, vals, raw2):
+    def _tail_datapath(self, m, tail, vals, raw2, host):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
         cfg = self._config
         L, P, bw = cfg.lanes, cfg.elems, cfg.bw
@@ -670,7 +696,7 @@ class _ImuUnit(ConfiguredComponent):
             widx = Mux(pre["kind"] == CORRECT, iwc[n], pre["j"][:bw]) if self._combine \
                 else iwc[n]
             rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
-                              self.wcb.en & (self.wcb.lane == n), self.wcb.addr, self.wcb.data)
+                              host["wcb_we"][n], host["wcb_addr"], host["wcb_data"])
             m.d.comb += rd.addr.eq(widx)
             w = self._reg(m, rd.data, f"tx_w{n}", enable=adv_l[n])
             if self._combine:
@@ -810,7 +836,10 @@ class Imu(_ImuUnit):
         the vector).
     wmem, wcb, acb : In
         Host writes: one lane's P weight indices of one row; a weight codebook entry of
-        one lane; an activation codebook entry with the layer's shift.
+        one lane; an activation codebook entry with the layer's shift.  One write per
+        cycle, registered at the input: a write lands one cycle after it is presented; a
+        vector may start in the cycle after the last write (docs/ARCHITECTURE.md,
+        host-port timing).
     """
 
     _combine = True
@@ -934,8 +963,8 @@ class ImuBaseline(_ImuUnit):
             for p in range(P):
                 tag = f"l{n}_p{p}"
                 rd = self._lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
-                                  self.wcb.en & (self.wcb.lane == n), self.wcb.addr,
-                                  self.wcb.data)
+                                  f["host"]["wcb_we"][n], f["host"]["wcb_addr"],
+                                  f["host"]["wcb_data"])
                 m.d.comb += rd.addr.eq(f["iw2"][n][p])
                 w3 = self._reg(m, rd.data, f"f3_w_{tag}")
                 prod = self._mul(m, a3[p], w3, Const(1), f"mul_{tag}")

@@ -43,7 +43,9 @@ class ImuTB(TB):
             getattr(dut, f"{port}__en").value = 0
 
     async def program(self, prog):
-        """The host writes of one tile, one per cycle, exactly as the driver lists them."""
+        """The host writes of one tile, one per cycle, exactly as the driver lists them.  The
+        unit registers them (each lands one cycle later); the tile's first beat may follow in
+        the next cycle, so no idle cycle is inserted."""
         dut, c = self.dut, self.component
         mask = lambda v, bits: v & ((1 << bits) - 1)
         for lane, row, idx in prog["weights"]:

@@ -10,10 +10,15 @@ from golden.imu import index_matmul, run_tiled, tile_programs
 from hdl.imu import ImuBaselineLutMultipliers, ImuLutMultipliers
 
 
+HOST_PORTS = ("weights", "codebooks", "act_codebook")
+
+
 def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
-             r_gap=lambda c: False, log=None, beats=None):
-    """Program the tile through the host ports, stream every vector (or ``beats`` as given);
-    results per token.  ``log["err"]``: the unit's ``err`` flag at the end."""
+             r_gap=lambda c: False, log=None, beats=None, order=HOST_PORTS):
+    """Program the tile through the host ports (one write per cycle, the ports in ``order``),
+    then stream every vector (or ``beats`` as given) from the next cycle; results per token.
+    ``log["in"]`` / ``log["out"]``: cycles (0 = the cycle after the last write) of the
+    accepted beats and results; ``log["err"]``: the unit's ``err`` flag at the end."""
     cfg = dut.config
     vectors = program["vectors"]
     beats = beats if beats is not None else [b for v in vectors for b in v]
@@ -24,9 +29,11 @@ def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
 
     async def bench(ctx):
         # the host writes, one per cycle: (port, the program's list, the fields of an entry)
-        for port, key, fields in ((dut.wmem, "weights", ("lane", "addr", "data")),
-                                  (dut.wcb, "codebooks", ("lane", "addr", "data")),
-                                  (dut.acb, "act_codebook", ("addr", "data", "shift"))):
+        ports = {"weights": (dut.wmem, ("lane", "addr", "data")),
+                 "codebooks": (dut.wcb, ("lane", "addr", "data")),
+                 "act_codebook": (dut.acb, ("addr", "data", "shift"))}
+        for key in order:
+            port, fields = ports[key]
             for entry in program[key]:
                 ctx.set(port.en, 1)
                 for name, value in zip(fields, entry):
@@ -171,3 +178,31 @@ def test_formula_is_tight(cls):
     assert not cfg.streams(B, 0, 1) and cfg.tail_ops(0, 1) <= B
     _, ins, outs = run_back_to_back(cls, params, B, 0, 1)
     assert ins[-1] - ins[0] + 1 > len(ins), "no input stall below min_beats"
+
+
+@pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
+@pytest.mark.parametrize("last", HOST_PORTS)
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_write_then_stream_next_cycle(cls, last):
+    """The host ports are registered (a write lands one cycle after it is presented), yet a
+    vector may start the cycle after the last write: each port in turn written last, its
+    entries in reverse order, so the very last write is one the first beat reads (row 0 of
+    lane 0, centroid 0 of lane 0, activation centroid 0 at the first position)."""
+    params = {"lanes": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 8, "outliers": 1}
+    cfg = cls(**params).config
+    g = torch.Generator().manual_seed(23)
+    Iw, Cw, ia, Ca, r = random_layer(g, cfg, 2, 6, 3, 1, 1)
+    ia[0, 0] = 0
+    Iw[0, 0] = 0
+    Ca[0] = 77
+    Cw[0, 0] = -55
+    (tile, prog), = tile_programs(cfg, Iw, Cw, ia, Ca, shift=1, residual=r)
+    prog = dict(prog, **{k: prog[k][::-1] for k in HOST_PORTS})
+    assert prog["weights"][-1][:2] == (0, 0) and prog["codebooks"][-1][:2] == (0, 0)
+    assert prog["act_codebook"][-1][0] == 0
+    order = tuple(k for k in HOST_PORTS if k != last) + (last,)
+    log = {}
+    out = simulate(cls(**params), prog, log=log, order=order)
+    assert log["in"][0] == 0, f"first beat taken {log['in'][0]} cycles after the last write"
+    assert torch.equal(torch.tensor(out)[:, :2], index_matmul(Iw, Cw, ia, Ca, shift=1,
+                                                               residual=r))
