@@ -3,7 +3,7 @@
 from amaranth import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
-__all__ = ["ConfiguredComponent", "KeptRegister", "kept_register", "KEPT_MODULES"]
+__all__ = ["ConfiguredComponent", "KeptRegister", "kept_register", "kept_logic", "KEPT_MODULES"]
 
 
 class ConfiguredComponent(wiring.Component):
@@ -62,13 +62,18 @@ class KeptRegister(Elaboratable):
 class _KeptLogicRegister(Elaboratable):
     """A register ``q <= value`` whose logic is built inside the module (see :func:`kept_register`)."""
 
-    def __init__(self, value, *, init=0, reset_less=True):
+    def __init__(self, value, *, enable=None, init=0, reset_less=True):
         self.value = value
+        self.enable = enable
         self.q = Signal(value.shape(), init=init, reset_less=reset_less)
 
     def elaborate(self, platform):
         m = Module()
-        m.d.sync += self.q.eq(self.value)
+        if self.enable is None:
+            m.d.sync += self.q.eq(self.value)
+        else:
+            with m.If(self.enable):
+                m.d.sync += self.q.eq(self.value)
         return m
 
 
@@ -80,16 +85,19 @@ def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, insid
     Returns the register's output.  Each call makes one more copy; pass the same
     ``value`` and ``enable`` to every copy of one register.
 
-    ``inside=True`` (no ``enable``): the logic of ``value`` is built inside the copy, the
-    signals it reads become the module's inputs, so each copy has that logic of its own
-    and the signals it reads, not its output, fan out to the copies.  Synthesis maps each
-    copy alone, as if its inputs came early: meant for logic of registers (a signal
-    computed outside stays one shared input).
+    ``inside=True``: the logic of ``value`` (and of ``enable``) is built inside the copy,
+    the signals it reads become the module's inputs, so each copy has that logic of its
+    own and the signals it reads, not its output, fan out to the copies.  Synthesis maps
+    each copy alone, as if its inputs came early: meant for logic of registers (a signal
+    computed outside stays one shared input), or for a multiplexer that synthesis can
+    fold into the flip-flop itself (``Mux(s, constant, x)`` with an enable becomes a
+    flip-flop with a synchronous set/reset and a clock enable, no LUT in front of ``d``,
+    when the copy has no reset and ``init`` is that constant: an ECP5 flip-flop starts at
+    its set/reset value).
     """
     value = Value.cast(value)
     if inside:
-        assert enable is None
-        reg = _KeptLogicRegister(value, init=init, reset_less=reset_less)
+        reg = _KeptLogicRegister(value, enable=enable, init=init, reset_less=reset_less)
         m.submodules[f"keep_{name}"] = reg
         return reg.q
     reg = KeptRegister(value.shape(), enable=enable is not None, init=init,
@@ -99,3 +107,30 @@ def kept_register(m, value, name, *, enable=None, init=0, reset_less=True, insid
     if enable is not None:
         m.d.comb += reg.en.eq(enable)
     return reg.q
+
+
+class _KeptLogic(Elaboratable):
+    """``q = value`` (combinational), built inside a module of its own (see :func:`kept_logic`)."""
+
+    def __init__(self, value):
+        self.value = value
+        self.q = Signal(value.shape())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.q.eq(self.value)
+        return m
+
+
+def kept_logic(m, value, name):
+    """One copy of the logic ``value`` that synthesis does not merge with its other copies
+    (``opt_merge`` folds equal LUTs as it does equal flip-flops): a submodule
+    ``keep_<name>`` of ``m``, kept apart like :func:`kept_register`'s copies.
+
+    Meant for a signal that cannot be a register (it reads an input of the unit in the
+    same cycle) and drives many flip-flop enables: each copy drives a part of them, and
+    the signals it reads fan out to the copies instead.
+    """
+    logic = _KeptLogic(Value.cast(value))
+    m.submodules[f"keep_{name}"] = logic
+    return logic.q

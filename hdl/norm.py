@@ -166,7 +166,8 @@ class HistogramNorm(HistogramRowUnit):
         tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
         super().__init__(cfg, signed(cfg.out_bits), tbl)
 
-    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
+                done):
         cfg = self._config
         ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
         RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
@@ -248,7 +249,7 @@ class HistogramNorm(HistogramRowUnit):
             end_sum.eq(sum_next),
             end_norm.eq(norm_next),
             end_map.eq(st["map"] & (k == J - 2 + depth)),
-            k_clr.eq((idle_next & self.start_next) | sum_next | norm_next),
+            k_clr.eq((idle_next & start_next) | sum_next | norm_next),
         ]
         # (k also runs while idle, so every selection input has been seen by an
         # event-driven simulator before the first row: no X at power-up)

@@ -20,7 +20,7 @@ from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsi
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from hdl.component import ConfiguredComponent, kept_register
+from hdl.component import ConfiguredComponent, kept_logic, kept_register
 from kllm.config import OrizuruBaselineConfig, OrizuruConfig
 
 __all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
@@ -871,9 +871,10 @@ class Orizuru(_TopKUnit):
                     m.d.sync += gab.eq(~nb[b, a])
             # the next winner, flattened over the lane that pops: for each w, an AND of
             # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
-            win_next = []
+            nxts = []
             for a in range(n):
                 nxt = Signal(name=f"{side}_win{a}_next")
+                nxts.append(nxt)
                 if cfg.merge == 2:
                     terms = []
                     for w in range(n):
@@ -892,12 +893,6 @@ class Orizuru(_TopKUnit):
                     m.d.sync += win[a].eq(int(a == 0))
                 with m.Elif(pop):
                     m.d.sync += win[a].eq(nxt)
-                if copies:
-                    win_next.append(Mux(load, int(a == 0), Mux(pop, nxt, win[a])))
-            if copies:
-                # the winner's next state stays one shared signal (deep logic, built once)
-                win_d = [Signal(name=f"{side}_win{a}_d") for a in range(n)]
-                m.d.comb += [wd.eq(wn) for wd, wn in zip(win_d, win_next)]
             best = Signal(kb, name=f"{side}_best")
             m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
             for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
@@ -912,16 +907,40 @@ class Orizuru(_TopKUnit):
                     continue
                 for i, (e, v) in enumerate(zip(q, lane)):
                     if i % group == 0:
-                        ld = kept_register(m, load_next, f"{side}_q{a}_{i // group}_ld",
-                                           reset_less=False)
-                        sh = kept_register(m, load_next | pop_next_r & win_d[a],
-                                           f"{side}_q{a}_{i // group}_sh", reset_less=False,
+                        g_ = f"{side}_q{a}_{i // group}"
+                        ld = kept_register(m, load_next, f"{g_}_ld", reset_less=False)
+                        # the shift enable is one LUT of two copies: of `pop` (its next
+                        # state built inside) and of the winner bit, whose next state `nxt`
+                        # goes straight to the flip-flop's d (`load` becomes its synchronous
+                        # set/reset, `load | pop` its clock enable): no LUT after `nxt`
+                        pc = kept_register(m, pop_next_r, f"{g_}_pop", reset_less=False,
                                            inside=True)
+                        # (no reset: `pop` is 0 from reset until a load sets the copy, so
+                        # its value before the first load never reaches an enable; a
+                        # reset would take the flip-flop's set/reset input that `load`
+                        # needs, and `init` is the value `load` sets, as an ECP5
+                        # flip-flop's must be)
+                        wc = kept_register(m, Mux(load, int(a == 0), nxts[a]), f"{g_}_win",
+                                           enable=load | pop, init=int(a == 0), inside=True)
+                        sh = Signal(name=f"{g_}_sh")
+                        m.d.comb += sh.eq(pc & wc)
+                    # an empty entry is loaded as it is (merge=1 zeroes it): its valid bit
+                    # on top ranks it below every valid entry, relations between two empty
+                    # heads never matter, and the results take their valid bit from the
+                    # heads (`best_valid` below), so no set/reset logic sits behind `ld`
                     with m.If(ld):
-                        m.d.sync += e.eq(Mux(v[-1], v, 0))
+                        m.d.sync += e.eq(v)
                     with m.Elif(sh):
                         m.d.sync += e.eq(q[i + 1] if i + 1 < len(q) else 0)
-            # results are decoded on the way in: one decoder per side, not k
+            # results are decoded on the way in: one decoder per side, not k.  With
+            # merge=2 the best entry's valid bit is read from all heads, not through the
+            # winner: the winner has the best head, so it is valid when any head is (and
+            # the empty entries that follow it are zeros); one LUT of registers instead
+            # of the winner's head selection
+            if copies:
+                any_valid = Signal(name=f"{side}_best_valid")
+                m.d.comb += any_valid.eq(_or_all([h[-1] for h in heads]))
+                best = Cat(best[:-1], any_valid)
             dec = self._decode(best, side)
             acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
@@ -938,8 +957,17 @@ class Orizuru(_TopKUnit):
                     m.d.sync += acc[j].eq(shifted[j])
             res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
                    for j in range(k)]
-            with m.If(copy):
-                m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
+            if not copies:
+                with m.If(copy):
+                    m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
+            for j in range(k if copies else 0):
+                # `copy` reads the output's `ready` in the same cycle, so its copies are
+                # logic, one per group of result entries (not one net to all 2 k of them)
+                if j % group == 0:
+                    cj = kept_logic(m, acc_full & (~full | self.o.ready),
+                                    f"{side}_res{j // group}_copy")
+                with m.If(cj):
+                    m.d.sync += res[j].eq(acc[j])
             result[side] = res
         return full, result
 

@@ -84,9 +84,11 @@ class HistogramRowUnit(ConfiguredComponent):
             "overflow": Out(1),
         })
 
-    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
+                done):
         """Fill the remap tables from ``hist`` (``nonempty``: bit ``j`` set when ``hist[j]``
-        is not 0, one cycle behind) and ``n`` after ``start``; raise ``done`` once."""
+        is not 0, one cycle behind) and ``n`` after ``start``; raise ``done`` once.
+        ``start_next`` is ``start`` one cycle ahead (a register), for look-aheads."""
         raise NotImplementedError
 
     def elaborate(self, platform):
@@ -138,8 +140,7 @@ class HistogramRowUnit(ConfiguredComponent):
         remap_addr = Signal(ba)
         remap_data = Signal(self.out_shape)
         done = Signal()
-        self.start_next = s2_end     # ``start`` one cycle ahead (a register), for look-aheads
-        self.compute(m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done)
+        self.compute(m, hist, nonempty, n, start, s2_end, remap_we, remap_addr, remap_data, done)
 
         # ---- output: read the row back (``read_latency`` cycles) through the remap tables
         out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
@@ -285,7 +286,8 @@ class HistogramSoftmax(HistogramRowUnit):
                                 "data": Out(unsigned(cfg.exp_bits))})
         super().__init__(cfg, unsigned(cfg.out_bits), tbl)
 
-    def compute(self, m, hist, nonempty, n, start, remap_we, remap_addr, remap_data, done):
+    def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
+                done):
         cfg = self._config
         ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits

@@ -4,12 +4,12 @@ import json
 import subprocess
 
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Elaboratable, Module, Mux, Signal
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga.flow import YOSYS, _tool, hierarchy_cells
-from hdl.component import KEPT_MODULES, kept_register
+from hdl.component import KEPT_MODULES, kept_logic, kept_register
 from kllm.units import get_unit
 
 COPIES, WIDTH = 3, 4
@@ -38,19 +38,41 @@ class _Copies(Elaboratable):
         return m
 
 
-def _flip_flops(kept, tmp_path):
-    dut = _Copies(kept)
-    text = verilog.convert(dut, name="copies", ports=[dut.d, dut.en, *dut.t, *dut.o],
-                           emit_src=False)
-    (tmp_path / "copies.v").write_text(text)
-    keep = f"setattr -mod -set keep_hierarchy 1 copies.{KEPT_MODULES}; " if kept else ""
-    script = (f"read_verilog copies.v; {keep}synth_ecp5 -top copies; "
-              f"tee -q -o stat.json stat -json")
+def _synth_cells(m, ports, tmp_path, *, kept=True, module="top"):
+    """Yosys ``synth_ecp5`` cell counts of ``module`` (with its submodules) in ``m``, the
+    ``keep_*`` submodules kept apart when ``kept``."""
+    text = verilog.convert(m, name="top", ports=ports, emit_src=False)
+    (tmp_path / "top.v").write_text(text)
+    keep = f"setattr -mod -set keep_hierarchy 1 top.{KEPT_MODULES}; " if kept else ""
+    script = f"read_verilog top.v; {keep}synth_ecp5 -top top; tee -q -o stat.json stat -json"
     subprocess.run([_tool(YOSYS), "-q", "-p", script], cwd=tmp_path, check=True,
                    capture_output=True)
     stat = json.loads((tmp_path / "stat.json").read_text())
-    modules = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
-    return hierarchy_cells(modules, "copies").get("TRELLIS_FF", 0)
+    modules = {name.lstrip("\\"): mod for name, mod in stat["modules"].items()}
+    return hierarchy_cells(modules, module)
+
+
+def _flip_flops(kept, tmp_path):
+    dut = _Copies(kept)
+    cells = _synth_cells(dut, [dut.d, dut.en, *dut.t, *dut.o], tmp_path, kept=kept)
+    return cells.get("TRELLIS_FF", 0)
+
+
+def _clocked(m, signals, steps, read):
+    """Simulate ``m``: per step set ``signals`` to the step's values, tick, ``read(ctx)``."""
+    seen = []
+
+    async def bench(ctx):
+        for values in steps:
+            for sig, v in zip(signals, values):
+                ctx.set(sig, v)
+            await ctx.tick()
+            seen.append(read(ctx))
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
 
 
 @pytest.mark.parametrize("kept", [False, True])
@@ -61,18 +83,8 @@ def test_copies_survive_synthesis(kept, tmp_path):
 
 def test_copies_simulate_as_registers():
     dut = _Copies(kept=True)
-    seen = []
-
-    async def bench(ctx):
-        for step, (d, en) in enumerate([(5, 1), (9, 0), (12, 1), (3, 1)]):
-            ctx.set(dut.d, d)
-            ctx.set(dut.en, en)
-            await ctx.tick()
-            seen.append([ctx.get(o) for o in dut.o])
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = _clocked(dut, [dut.d, dut.en], [(5, 1), (9, 0), (12, 1), (3, 1)],
+                    lambda ctx: [ctx.get(o) for o in dut.o])
     assert seen == [[5] * COPIES, [5] * COPIES, [12] * COPIES, [3] * COPIES]
 
 
@@ -86,16 +98,66 @@ def test_copy_built_inside_simulates_as_a_register():
     d, x = Signal(WIDTH), Signal(WIDTH)
     m = Module()
     q = kept_register(m, (d + x)[:WIDTH], "inside", reset_less=False, inside=True)
+    seen = _clocked(m, [d, x], [(5, 0), (9, 1), (12, 2), (3, 15)], lambda ctx: ctx.get(q))
+    assert seen == [5, 10, 14, 2]        # (d + x) wraps at 16: 3 + 15 -> 2
+
+
+def _set_or_take(kept_copy):
+    """A register that is set to all ones by ``s`` and takes ``x`` when ``p`` (``s`` first)."""
+    x, s_, p = Signal(WIDTH), Signal(), Signal()
+    m = Module()
+    q = kept_copy(m, Mux(s_, (1 << WIDTH) - 1, x), s_ | p)
+    o = Signal(WIDTH)
+    m.d.comb += o.eq(q)
+    return m, (x, s_, p), o
+
+
+def test_copy_inside_with_enable_simulates_as_a_register():
+    """``inside=True`` with an ``enable``: the copy keeps its value while the enable is low."""
+    m, ports, o = _set_or_take(
+        lambda m, v, en: kept_register(m, v, "sp", enable=en, reset_less=False, inside=True))
+    steps = [(5, 0, 1), (9, 0, 0), (2, 1, 0), (3, 0, 0), (6, 0, 1), (7, 1, 1)]
+    seen = _clocked(m, ports, steps, lambda ctx: ctx.get(o))
+    assert seen == [5, 5, 15, 15, 6, 15]
+
+
+def test_copy_inside_folds_a_constant_select_into_the_flip_flop(tmp_path):
+    """Built inside, ``Mux(s, constant, x)`` with the enable ``s | p`` needs no LUT in front of
+    the flip-flops' d: ``s`` becomes their synchronous set, ``s | p`` their clock enable (one
+    LUT for all bits).  Without a reset (a reset would take the set/reset input) and with
+    the constant as the initial value (an ECP5 flip-flop starts at its set/reset value)."""
+    m, ports, o = _set_or_take(
+        lambda m, v, en: kept_register(m, v, "sp", enable=en, init=(1 << WIDTH) - 1,
+                                       inside=True))
+    cells = _synth_cells(m, [*ports, o], tmp_path, module="top.keep_sp")
+    assert cells.get("TRELLIS_FF") == WIDTH
+    assert cells.get("LUT4", 0) == 1
+
+
+def test_kept_logic_copies_survive_and_compute():
+    """kept_logic: copies of one expression stay apart in synthesis and compute it."""
+    a, b = Signal(WIDTH), Signal(WIDTH)
+    m = Module()
+    outs = [kept_logic(m, a & ~b, f"and{c}") for c in range(COPIES)]
     seen = []
 
     async def bench(ctx):
-        for dv, xv in [(5, 0), (9, 1), (12, 2), (3, 15)]:
-            ctx.set(d, dv)
-            ctx.set(x, xv)
-            await ctx.tick()
-            seen.append(ctx.get(q))
+        for av, bv in [(15, 5), (6, 3)]:
+            ctx.set(a, av)
+            ctx.set(b, bv)
+            seen.append([ctx.get(q) for q in outs])
     sim = Simulator(m)
-    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [5, 10, 14, 2]        # (d + x) wraps at 16: 3 + 15 -> 2
+    assert seen == [[10] * COPIES, [4] * COPIES]
+
+
+def test_kept_logic_copies_are_not_merged(tmp_path):
+    a, b = Signal(WIDTH), Signal(WIDTH)
+    m = Module()
+    outs = [kept_logic(m, a & ~b, f"and{c}") for c in range(COPIES)]
+    o = Signal(WIDTH * COPIES)
+    m.d.comb += o.eq(sum((q << (WIDTH * c) for c, q in enumerate(outs)), 0))
+    for c in range(COPIES):
+        cells = _synth_cells(m, [a, b, o], tmp_path, module=f"top.keep_and{c}")
+        assert cells.get("LUT4") == WIDTH

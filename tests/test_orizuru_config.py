@@ -149,8 +149,9 @@ def test_register_copies_as_kept_modules(merge):
     """merge=2 (the fast form) copies its high-fan-out registers, each copy a module named
     so that the flow's keep_modules selects it: per side and rank-lane entry a copy of the
     next and of the present value and two of the comparison b (but the last entry, which has
-    no next entry to select for), a load and a shift enable per 4 queue entries, a pop per 4
-    accumulator entries.
+    no next entry to select for), a load, a pop and a winner bit per 4 queue entries, a pop
+    per 4 accumulator entries and a copy enable (logic: it reads the output's ready) per 4
+    result entries.
     merge=0 and 1 make none."""
     import fnmatch
 
@@ -161,7 +162,7 @@ def test_register_copies_as_kept_modules(merge):
     mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
     kept = [mod for mod in mods if fnmatch.fnmatch(mod, f"{unit.toplevel}.keep_*")]
     entries, groups = sum(cfg.rank_lanes), sum(-(-n // 4) for n in cfg.rank_lanes)
-    expected = 2 * ((4 * entries - len(cfg.rank_lanes)) + 2 * groups + -(-cfg.k // 4))
+    expected = 2 * ((4 * entries - len(cfg.rank_lanes)) + 3 * groups + 2 * -(-cfg.k // 4))
     assert len(kept) == (expected if merge == 2 else 0)
     assert "keep_*" in unit.keep_modules.split()
 
