@@ -28,7 +28,7 @@ from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Si
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.component import ConfiguredComponent
+from hdl.component import ConfiguredComponent, kept_logic, kept_register
 from kllm.config import ImuBaselineConfig, ImuConfig
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
@@ -727,10 +727,6 @@ class _ImuUnit(ConfiguredComponent):
         vl = self._reg(m, tp["v"] & tp["last"], "tq_vl", enable=adv, reset_less=False)
         m.d.comb += produce.eq(adv & vl)
         taken = self.o.valid & self.o.ready
-        to_out = Signal(name="o_load")        # the output register loads this cycle
-        to_skid = Signal(name="o_skid_load")
-        m.d.comb += [to_out.eq(full | produce & (~out_valid | taken)) ,
-                     to_skid.eq(produce & out_valid & ~taken)]
         with m.If(taken & ~full & ~produce):
             m.d.sync += out_valid.eq(0)
         with m.If(produce):
@@ -742,9 +738,25 @@ class _ImuUnit(ConfiguredComponent):
         full_next = Signal(name="o_skid_full_next")
         m.d.comb += full_next.eq(~taken & (full | (vl & out_valid)))
         m.d.sync += full.eq(full_next)
+        # per lane, a copy of the skid flag and the lane's output and skid register enables,
+        # each with its logic of its own (one LUT4 of the output's `ready` and three
+        # flip-flops), so that `ready` fans out to L small LUTs next to their lanes rather
+        # than through one LUT to every lane (at 24 x 16 that one net crossed the die):
+        #   y loads:    (~out_valid | ready) & (full | vl)
+        #               (the skid moves out, or a result arrives, when y is free or taken)
+        #   skid loads: ~full & vl & out_valid & ~ready
+        #               (a result arrives while y is full and not taken)
+        ready_o = self.o.ready
+        flag_l, load_y_l, load_skid_l = [], [], []
         for n in range(L):
-            copy = self._copy(m, full_next, f"o_skid_full_l{n}", reset_less=False)
+            copy = kept_register(m, ~(out_valid & ready_o) & (full | (vl & out_valid)),
+                                 f"o_skid_full_l{n}", reset_less=False, inside=True)
             m.d.comb += adv_l[n].eq(~copy)
+            flag_l.append(copy)
+            load_y_l.append(kept_logic(m, (~out_valid | ready_o) & (full | vl),
+                                       f"o_load_l{n}"))
+            load_skid_l.append(kept_logic(m, ~full & vl & out_valid & ~ready_o,
+                                          f"o_skid_load_l{n}"))
         for n in range(L):
             # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
             # synchronous reset after the token's last op); a DOUBLE op doubles it, any other
@@ -767,10 +779,10 @@ class _ImuUnit(ConfiguredComponent):
                 m.d.sync += acc.eq(0)
             with m.Elif(adv_l[n] & v_n):
                 m.d.sync += acc.eq(nxt)
-            with m.If(to_skid):
+            with m.If(load_skid_l[n]):
                 m.d.sync += skid.eq(nxt)
-            with m.If(to_out & (taken | ~out_valid)):
-                m.d.sync += y.eq(Mux(full, skid, nxt))
+            with m.If(load_y_l[n]):
+                m.d.sync += y.eq(Mux(flag_l[n], skid, nxt))     # the lane's copy of `full`
             m.d.comb += self.o.payload.y[n].eq(y)
 
 

@@ -50,6 +50,9 @@ CE_MODULES = "ce_*"
 # Orizuru also keeps its register copies apart (hdl.component.kept_register, `merge=2`):
 # Yosys would merge them back into one flip-flop each.
 ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.component.KEPT_MODULES
+# The IMU keeps its output stage's per-lane copies apart (hdl.component.kept_register and
+# kept_logic: the skid flag and the output enables, each with its own logic).
+IMU_KEPT = "keep_*"
 
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
@@ -77,10 +80,10 @@ UNITS = {u.name: u for u in [
 
     Unit("imu", "Index MatMul unit: L output channels x P elements per cycle, bucket sums of "
          "activation centroids by weight index, 2**bw multiplies per output",
-         ImuConfig, "hdl.imu:Imu", "testbench.test_imu"),
+         ImuConfig, "hdl.imu:Imu", "testbench.test_imu", keep_modules=IMU_KEPT),
     Unit("imu_baseline", "IMU's baseline: dequantize both operands and multiply-accumulate, "
          "one multiplier per MAC", ImuBaselineConfig, "hdl.imu:ImuBaseline",
-         "testbench.test_imu"),
+         "testbench.test_imu", keep_modules=IMU_KEPT),
 ]}
 
 

@@ -95,3 +95,25 @@ def test_tiling_and_beats():
 
     y = run_tiled(cfg, Iw, Cw, ia, Ca, shift=2, residual=r, run_tile=model)
     assert torch.equal(y, dequant_matmul(Iw, Cw, ia, Ca, shift=2, residual=r))
+
+
+@pytest.mark.parametrize("unit_name", ["imu", "imu_baseline"])
+def test_output_stage_copies_are_kept_per_lane(unit_name):
+    """The output stage's skid flag and its two register enables are copied per lane, each
+    copy a module that the flow's keep_modules pattern keeps apart (Yosys would merge equal
+    flip-flops and equal LUTs into one net reaching every lane)."""
+    import fnmatch
+    import re
+
+    from amaranth.back import verilog
+
+    from kllm.units import get_unit
+    unit = get_unit(unit_name)
+    cfg = unit.config(["lanes=3", "elems=2", "k_max=16", "outliers=2"])
+    text = verilog.convert(unit.build(cfg), name=unit.toplevel, emit_src=False)
+    mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
+    for pattern in unit.keep_modules.split():
+        kept = sorted(mod.split(".")[-1] for mod in mods
+                      if fnmatch.fnmatch(mod, f"{unit.toplevel}.{pattern}"))
+        assert kept == sorted(f"keep_{what}_l{n}" for n in range(3)
+                              for what in ("o_skid_full", "o_load", "o_skid_load"))
