@@ -479,10 +479,7 @@ class _ImuUnit(ConfiguredComponent):
         # enable of every tail register (and the banks' read addresses) depends on no input
         adv = Signal(name="t_adv")
         skid_full = Signal(name="o_skid_full")
-        # `adv` reads a copy of the flag of its own (driven in the datapath), placed with
-        # the issue logic and the shared tail registers it enables
-        skid_full_adv = Signal(name="o_skid_full_adv")
-        m.d.comb += adv.eq(~skid_full_adv)
+        m.d.comb += adv.eq(~skid_full)
         # the same, per lane, from per-lane copies of the skid flag (driven in the datapath):
         # the enables of a lane's tail registers, so that no one net reaches every lane
         adv_l = [Signal(name=f"t_adv_l{n}") for n in range(cfg.lanes)]
@@ -616,8 +613,7 @@ class _ImuUnit(ConfiguredComponent):
         # next vector's writes into it come after that read even when the output is stalled
         rel = Signal(name="t_release")
         m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
-        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full,
-                "skid_full_adv": skid_full_adv, "ready": ready,
+        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full, "ready": ready,
                 "take_vector": take_vector, "release": rel,
                 "row": row, "t1": t1, "j_next_l": j_next_l, "tbank": tbank}
 
@@ -751,14 +747,10 @@ class _ImuUnit(ConfiguredComponent):
         #   skid loads: ~full & vl & out_valid & ~ready
         #               (a result arrives while y is full and not taken)
         ready_o = self.o.ready
-
-        def flag_copy(name):
-            return kept_register(m, ~(out_valid & ready_o) & (full | (vl & out_valid)),
-                                 name, reset_less=False, inside=True)
-        m.d.comb += tail["skid_full_adv"].eq(flag_copy("o_skid_full_adv"))
         flag_l, load_y_l, load_skid_l = [], [], []
         for n in range(L):
-            copy = flag_copy(f"o_skid_full_l{n}")
+            copy = kept_register(m, ~(out_valid & ready_o) & (full | (vl & out_valid)),
+                                 f"o_skid_full_l{n}", reset_less=False, inside=True)
             m.d.comb += adv_l[n].eq(~copy)
             flag_l.append(copy)
             load_y_l.append(kept_logic(m, (~out_valid | ready_o) & (full | vl),
