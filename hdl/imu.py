@@ -749,6 +749,7 @@ class _ImuUnit(ConfiguredComponent):
         ready_o = self.o.ready
         flag_l, load_y_l, load_skid_l = [], [], []
         for n in range(L):
+            # (full_next's expression again, not the signal: built inside each copy)
             copy = kept_register(m, ~(out_valid & ready_o) & (full | (vl & out_valid)),
                                  f"o_skid_full_l{n}", reset_less=False, inside=True)
             m.d.comb += adv_l[n].eq(~copy)
