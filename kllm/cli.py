@@ -111,21 +111,25 @@ def _synth_table(rows):
         table.add_column(col, justify="left" if col in ("unit", "configuration", "device") else "right")
     for s in rows:
         r = s["unit_resources"]
-        table.add_row(s["unit"], ",".join(f"{k}={v}" for k, v in s["config"].items()), s["device"],
+        grade = f" (speed {s['speed_grade']})" if s.get("speed_grade") else ""
+        table.add_row(s["unit"], ",".join(f"{k}={v}" for k, v in s["config"].items()),
+                      s["device"] + grade,
                       str(r["LUT4"]), str(r["FF"]), str(r["LUTRAM"]), str(r["DSP"]), str(r["EBR"]),
                       f"{s['fmax_mhz_median']:.1f}", str(len(s["fmax_mhz_by_seed"])))
     return table
 
 
 def cmd_synth(args):
-    from fpga.flow import synthesize
+    from fpga.flow import check_speed, synthesize
     unit = get_unit(args.unit)
     config = unit.config(args.set)
+    check_speed(args.device, args.speed)
     out = Path(args.output or f"build/synth/{unit.name}/{args.device}/{config.describe()}")
     console = _console()
     with console.status("synthesizing") as status:
         summary = synthesize(unit, config, args.device, out, seeds=args.seeds, freq=args.freq,
-                             progress=lambda t: status.update(t), place=not args.no_place)
+                             speed=args.speed, progress=lambda t: status.update(t),
+                             place=not args.no_place)
     if args.no_place:
         console.print(f"{unit.name} ({config.describe()}), Yosys only: {summary['unit_resources']}")
         console.print(f"report: {out / 'synth.json'}")
@@ -137,8 +141,10 @@ def cmd_synth(args):
 
 
 def cmd_sweep(args):
+    from fpga.flow import check_speed
     from fpga.sweep import parse_grid, sweep, write_report
     unit = get_unit(args.unit)
+    check_speed(args.device, args.speed)
     if not args.vary:
         raise KllmError("sweep needs at least one --vary NAME=V1,V2,...")
     if args.seeds < 1:
@@ -147,9 +153,11 @@ def cmd_sweep(args):
     out = Path(args.output or f"build/sweep/{unit.name}/{args.device}")
     console = _console()
     with console.status("sweeping") as status:
-        rows = sweep(unit, configs, args.device, out, seeds=args.seeds,
+        rows = sweep(unit, configs, args.device, out, seeds=args.seeds, speed=args.speed,
                      progress=lambda t: status.update(t))
-    table = write_report(rows, varied, out, f"{unit.name} on {args.device}, {args.seeds} seed(s)")
+    grade = f" speed {rows[0]['speed_grade']}" if rows and rows[0]["speed_grade"] else ""
+    table = write_report(rows, varied, out,
+                         f"{unit.name} on {args.device}{grade}, {args.seeds} seed(s)")
     console.print(table)
     console.print(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
 
@@ -325,6 +333,9 @@ def build_parser():
                    help="target device (default ecp5-85k)")
     s.add_argument("--seeds", type=int, default=3, help="nextpnr seeds 1..N (default 3)")
     s.add_argument("--freq", type=float, help="nextpnr target in MHz (default 300 ECP5, 100 iCE40)")
+    s.add_argument("--speed", type=int, metavar="GRADE",
+                   help="speed grade of nextpnr's timing model (ECP5: 6, 7 or 8; default 6, "
+                        "the slowest)")
     s.add_argument("--no-place", action="store_true",
                    help="Yosys only: the unit's resources, no place-and-route (no Fmax)")
     s.add_argument("-o", "--output", metavar="DIR", help="work directory "
@@ -335,6 +346,9 @@ def build_parser():
                    help="a parameter to sweep (repeatable; the first is the plot's x axis)")
     s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
     s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--speed", type=int, metavar="GRADE",
+                   help="speed grade of nextpnr's timing model (ECP5: 6, 7 or 8; default 6, "
+                        "the slowest)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/sweep/UNIT/DEVICE")
 
     s = sub.add_parser("eval", help="accuracy of K-Means vs uniform quantization on "
