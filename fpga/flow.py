@@ -143,7 +143,8 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, speed=None,
 
     def place_seed(seed):
         report = f"nextpnr-seed{seed}.json"
-        cmd = [pnr, *dev["args"], *(["--speed", str(speed)] if speed else []), "--json", "netlist.json", "--report", report,
+        grade = ["--speed", str(speed)] if speed else []
+        cmd = [pnr, *dev["args"], *grade, "--json", "netlist.json", "--report", report,
                "--seed", str(seed), "--freq", str(freq), "--timing-allow-fail", "-q"]
         rc = _run(cmd, out, f"nextpnr-seed{seed}.log")
         if rc != 0 or not (out / report).exists():
