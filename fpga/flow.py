@@ -19,7 +19,7 @@ from fpga.harness import HARNESS_TOP, harness_verilog
 from kllm import KllmError
 from kllm.generate import generate, write_files
 
-__all__ = ["DEVICES", "check_speed", "synthesize"]
+__all__ = ["DEVICES", "synthesize"]
 
 DEVICES = {
     # `speeds`: the speed grades nextpnr models (`--speed`), the first the default (ECP5:
@@ -86,7 +86,7 @@ def _run(cmd, cwd, log_name):
         return subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-def check_speed(device, speed):
+def _check_speed(device, speed):
     """The speed grade to place at: ``speed``, or the device's default (``None`` when
     the device has no grades); a clear error for a grade the device does not have."""
     speeds = DEVICES[device]["speeds"]
@@ -110,7 +110,7 @@ def synthesize(unit, config, device, out_dir, *, seeds=3, freq=None, speed=None,
         raise KllmError(f"unknown device '{device}' (choose from: {', '.join(DEVICES)})")
     if seeds < 1:
         raise KllmError(f"--seeds must be at least 1, got {seeds}")
-    speed = check_speed(device, speed)
+    speed = _check_speed(device, speed)
     dev = DEVICES[device]
     yosys, pnr = _tool(YOSYS), _tool(dev["pnr"])
     freq = freq or dev["freq"]

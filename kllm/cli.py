@@ -120,10 +120,9 @@ def _synth_table(rows):
 
 
 def cmd_synth(args):
-    from fpga.flow import check_speed, synthesize
+    from fpga.flow import synthesize
     unit = get_unit(args.unit)
     config = unit.config(args.set)
-    check_speed(args.device, args.speed)
     out = Path(args.output or f"build/synth/{unit.name}/{args.device}/{config.describe()}")
     console = _console()
     with console.status("synthesizing") as status:
@@ -141,10 +140,8 @@ def cmd_synth(args):
 
 
 def cmd_sweep(args):
-    from fpga.flow import check_speed
     from fpga.sweep import parse_grid, sweep, write_report
     unit = get_unit(args.unit)
-    check_speed(args.device, args.speed)
     if not args.vary:
         raise KllmError("sweep needs at least one --vary NAME=V1,V2,...")
     if args.seeds < 1:
@@ -290,6 +287,13 @@ def cmd_sida(args):
                   f"({result['seconds']:.0f} s)")
 
 
+def _speed_argument(parser):
+    """``--speed`` of synth and sweep (checked by ``fpga.flow.synthesize`` before any work)."""
+    parser.add_argument("--speed", type=int, metavar="GRADE",
+                        help="speed grade of nextpnr's timing model (ECP5: 6, 7 or 8; default "
+                             "6, the slowest)")
+
+
 def build_parser():
     from fpga.flow import DEVICES
     p = _Parser(prog="kllm", description="KLLM-HDL: generate, simulate and synthesize the RTL "
@@ -333,9 +337,7 @@ def build_parser():
                    help="target device (default ecp5-85k)")
     s.add_argument("--seeds", type=int, default=3, help="nextpnr seeds 1..N (default 3)")
     s.add_argument("--freq", type=float, help="nextpnr target in MHz (default 300 ECP5, 100 iCE40)")
-    s.add_argument("--speed", type=int, metavar="GRADE",
-                   help="speed grade of nextpnr's timing model (ECP5: 6, 7 or 8; default 6, "
-                        "the slowest)")
+    _speed_argument(s)
     s.add_argument("--no-place", action="store_true",
                    help="Yosys only: the unit's resources, no place-and-route (no Fmax)")
     s.add_argument("-o", "--output", metavar="DIR", help="work directory "
@@ -346,9 +348,7 @@ def build_parser():
                    help="a parameter to sweep (repeatable; the first is the plot's x axis)")
     s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
     s.add_argument("--seeds", type=int, default=3)
-    s.add_argument("--speed", type=int, metavar="GRADE",
-                   help="speed grade of nextpnr's timing model (ECP5: 6, 7 or 8; default 6, "
-                        "the slowest)")
+    _speed_argument(s)
     s.add_argument("-o", "--output", metavar="DIR", help="default build/sweep/UNIT/DEVICE")
 
     s = sub.add_parser("eval", help="accuracy of K-Means vs uniform quantization on "

@@ -40,12 +40,12 @@ def test_ice40_places(build_dir):
     assert len(s["fmax_mhz_by_seed"]) == 2 and s["fmax_mhz_median"] > 10
 
 
-def test_speed_grade_reaches_the_timing_model(tmp_path):
+def test_speed_grade_reaches_the_timing_model(build_dir):
     """The same netlist placed at ECP5 speed grade 8 is faster than at 6 (the default)."""
     unit = get_unit("quantizer")
     cfg = unit.config(["ba=2", "lanes=1", "width=8"])
-    slow = synthesize(unit, cfg, "ecp5-25k", tmp_path / "s6", seeds=1)
-    fast = synthesize(unit, cfg, "ecp5-25k", tmp_path / "s8", seeds=1, speed=8)
+    slow = synthesize(unit, cfg, "ecp5-25k", build_dir / "s6", seeds=1)
+    fast = synthesize(unit, cfg, "ecp5-25k", build_dir / "s8", seeds=1, speed=8)
     assert slow["speed_grade"] == 6 and fast["speed_grade"] == 8
     assert fast["unit_resources"] == slow["unit_resources"]
     assert fast["fmax_mhz_median"] > 1.1 * slow["fmax_mhz_median"]
