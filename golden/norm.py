@@ -1,4 +1,4 @@
-"""LayerNorm / RMSNorm of an index-quantized row from its histogram (DESIGN §3.4).
+"""LayerNorm / RMSNorm of an index-quantized row from its histogram.
 
 A row of n elements quantized with a sorted codebook ``C`` (integers, scale
 ``s``) is described by its histogram ``h``.  With ``S1 = sum_j h[j] C[j]``
@@ -23,18 +23,17 @@ them into the next linear layer (:func:`fold_affine`).
 
 import torch
 
+from base import formats
+from base.formats import NORM_OUT_FRAC as OUT_FRAC
+from base.formats import RSQRT_ADDR, RSQRT_FRAC
+
 __all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine",
            "codebook_writes"]
 
-RSQRT_ADDR = 8
-RSQRT_FRAC = 16
-OUT_FRAC = 12
-
 
 def rsqrt_table():
-    i = torch.arange(2 ** RSQRT_ADDR, dtype=torch.float64)
-    v = 1 + 3 * (i + 0.5) / 2 ** RSQRT_ADDR          # mid-points of [1, 4)
-    return torch.round(2 ** RSQRT_FRAC / torch.sqrt(v)).long()
+    """The normalized rsqrt table (:func:`base.formats.rsqrt_table`) as a tensor."""
+    return torch.tensor(formats.rsqrt_table(), dtype=torch.long)
 
 
 def norm_rows(idx, C, kind="layernorm"):

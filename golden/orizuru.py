@@ -1,6 +1,6 @@
 """Golden twin of :mod:`hdl.orizuru`: the k largest and k smallest values of a vector.
 
-Contract (DESIGN §2, outliers): for each vector ``x[0 .. n-1]`` of signed
+Contract (numeric contract in docs/ARCHITECTURE.md, outliers): for each vector ``x[0 .. n-1]`` of signed
 integers, return
 
 * ``top``: the ``min(k, n)`` largest values with their positions, largest
@@ -21,7 +21,7 @@ unit's ``max_len`` are outside the contract: :func:`result` refuses them.
 
 import torch
 
-from kllm.config import OrizuruConfig
+from base.config import OrizuruConfig
 
 __all__ = ["topk", "topk_reference", "result", "EMPTY"]
 

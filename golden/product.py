@@ -1,4 +1,4 @@
-"""Binary product table: ``f(a, b)`` of two index-quantized operands (DESIGN §3.4).
+"""Binary product table: ``f(a, b)`` of two index-quantized operands (docs/ARCHITECTURE.md).
 
 Two operands quantized with codebooks ``Ca`` (scale ``sa``) and ``Cb``
 (scale ``sb``) take at most ``2**ba x 2**ba`` value pairs, so any binary

@@ -1,6 +1,6 @@
 """The KLLM quantization scheme on a real model: weights, activations, outliers.
 
-Integer formats follow DESIGN §2:
+Integer formats follow the numeric contract (docs/ARCHITECTURE.md):
 
 * **Weights** of a linear layer W (N x K): per output channel n a codebook
   of ``2**bw`` centroids fitted by K-Means (optionally sensitivity-weighted),

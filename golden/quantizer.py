@@ -1,6 +1,6 @@
 """Golden twin of :mod:`hdl.quantizer`: online activation quantization by thresholds.
 
-Contract (DESIGN §2): the index of a signed fixed-point value ``x`` is the
+Contract (docs/ARCHITECTURE.md): the index of a signed fixed-point value ``x`` is the
 number of thresholds ``t_j <= x``.  The thresholds come from the sorted
 activation centroids expressed in ``x``'s fixed-point units as
 ``t_j = ceil((c_j + c_{j+1}) / 2)``, which gives the exact nearest centroid,
@@ -9,7 +9,7 @@ an exact tie going to the upper one.
 
 import torch
 
-from kllm.config import QuantizerConfig
+from base.config import QuantizerConfig
 
 __all__ = ["thresholds_from_codebook", "quantize", "nearest_centroid", "threshold_writes"]
 

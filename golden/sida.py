@@ -38,7 +38,9 @@ from pathlib import Path
 
 import torch
 
-from kllm import KllmError
+from base.config import ImuConfig
+from base.errors import KllmError
+from golden.imu import index_matmul, layer_cycles, tiles
 
 __all__ = ["sparsemax", "HashPredictor", "PredictorFileError", "token_embeddings",
            "collect_routing", "train_predictor", "save_predictor", "load_predictor",
@@ -294,43 +296,36 @@ def load_predictor(path, split):
 
 # ---------------------------------------------------------------- cycle model
 
-def _imu_config(lanes, elems, bw, ba, k_max):
-    from kllm.config import ImuConfig
-    return ImuConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, k_max=k_max)
+#: The IMU the cycle model stands for by default: 16 output channels x 4 elements per beat.
+DEFAULT_IMU = ImuConfig(outputs=16, elems=4)
 
 
 @functools.lru_cache(maxsize=4096)
-def imu_cycles(n, k, tokens=1, *, lanes, elems, bw=4, ba=4, k_max=1024, shift=0,
-               outlier_beats=16):
-    """Cycles of the RTL IMU (hdl/imu.py) for ``tokens`` matrix-vector products with an
-    ``n x k`` matrix, as the golden host driver runs them (:func:`golden.imu.layer_cycles`):
-    per tile of ``lanes x k_max``, the host rewrites the weight memory and codebooks
-    (one write per cycle), then the tokens stream; each token has ``outlier_beats``
-    outlier beats in each tile and the layer's activation ``shift``.  The co-simulation
-    (testbench/test_sida.py) holds the RTL to this, cycle for cycle.
+def imu_cycles(n, k, tokens=1, *, imu=DEFAULT_IMU, shift=0, outlier_beats=16):
+    """Cycles of the RTL IMU (hdl/imu.py) configured by ``imu`` (an :class:`ImuConfig`) for
+    ``tokens`` matrix-vector products with an ``n x k`` matrix, as the golden host driver
+    runs them (:func:`golden.imu.layer_cycles`): per tile of ``outputs x k_max``, the host
+    rewrites the weight memory and codebooks (one write per cycle), then the tokens
+    stream; each token has ``outlier_beats`` outlier beats in each tile and the layer's
+    activation ``shift``.  The co-simulation (testbench/test_sida.py) holds the RTL to
+    this, cycle for cycle.
     """
     if tokens <= 0:
         return 0
-    from golden.imu import layer_cycles, tiles
-    cfg = _imu_config(lanes, elems, bw, ba, k_max)
-    tail = cfg.tail_ops(shift, outlier_beats)
-    return layer_cycles(cfg, n, k, [[tail] * tokens] * len(tiles(cfg, n, k)))
+    tail = imu.tail_ops(shift, outlier_beats)
+    return layer_cycles(imu, n, k, [[tail] * tokens] * len(tiles(imu, n, k)))
 
 
 @dataclass(frozen=True)
 class CycleModel:
-    """IMU shape, load bandwidth and the MoE shapes the accounting needs.
+    """IMU configuration, load bandwidth and the MoE shapes the accounting needs.
 
-    The IMU is the RTL unit's configuration (``lanes``, ``elems``, ``bw``,
-    ``ba``, ``k_max``; the rest at :class:`kllm.config.ImuConfig`'s
-    defaults); ``shift`` and ``outlier_beats`` are the per-tile tail work of
-    a token (the scheme's k = 8 outliers per side give 16 outlier beats).
+    ``imu`` is the RTL unit's configuration (:class:`base.config.ImuConfig`, as
+    ``kllm sida --set`` builds it); ``shift`` and ``outlier_beats`` are the
+    per-tile tail work of a token (the scheme's k = 8 outliers per side give 16
+    outlier beats).
     """
-    lanes: int = 16                 # L
-    elems: int = 4                  # P
-    bw: int = 4
-    ba: int = 4
-    k_max: int = 1024
+    imu: ImuConfig = DEFAULT_IMU
     shift: int = 1                  # activation shift (tail doublings per token and tile)
     outlier_beats: int = 16         # outlier beats per token and tile
     bandwidth: float = 8.0          # expert loads, bytes per cycle
@@ -340,7 +335,9 @@ class CycleModel:
     expert_bytes: int = 0           # bytes of one expert (quantized), see ExpertWeights
 
     def __post_init__(self):
-        for name in ("lanes", "elems", "hidden", "neurons", "experts", "expert_bytes"):
+        if type(self.imu) is not ImuConfig:
+            raise TypeError(f"cycle model: imu must be an ImuConfig, not {self.imu!r}")
+        for name in ("hidden", "neurons", "experts", "expert_bytes"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"cycle model: {name} must be a positive integer, got {v!r}")
@@ -351,22 +348,15 @@ class CycleModel:
         if not self.bandwidth > 0:
             raise ValueError(f"cycle model: bandwidth must be > 0 bytes/cycle, "
                              f"got {self.bandwidth!r}")
-        cfg = self.imu_config()        # checks the IMU parameters, naming them
-        if self.shift > cfg.shift_max:
-            raise ValueError(f"cycle model: shift must be in 0..{cfg.shift_max}, got {self.shift}")
-        if self.outlier_beats > cfg.outliers:
+        if self.shift > self.imu.shift_max:
+            raise ValueError(f"cycle model: shift must be in 0..{self.imu.shift_max}, "
+                             f"got {self.shift}")
+        if self.outlier_beats > self.imu.outliers:
             raise ValueError(f"cycle model: outlier_beats must be at most the IMU's outlier "
-                             f"capacity {cfg.outliers}, got {self.outlier_beats}")
-
-    def imu_config(self):
-        try:
-            return _imu_config(self.lanes, self.elems, self.bw, self.ba, self.k_max)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"cycle model: {e}") from None
+                             f"capacity {self.imu.outliers}, got {self.outlier_beats}")
 
     def mv(self, n, k, tokens):
-        return imu_cycles(n, k, tokens, lanes=self.lanes, elems=self.elems, bw=self.bw,
-                          ba=self.ba, k_max=self.k_max, shift=self.shift,
+        return imu_cycles(n, k, tokens, imu=self.imu, shift=self.shift,
                           outlier_beats=self.outlier_beats)
 
     def dense(self, tokens, router=True):
@@ -792,7 +782,6 @@ def expert_operands(w, act_in, act_hidden, x, *, k=8):
     (:func:`golden.imu.index_matmul`), and the expert's output in float from
     those integers (the host's scaling, bias and GELU between the two).
     """
-    from golden.imu import index_matmul
 
     def matmul(wc, act, v):
         xi, ia, mask = act.quantize(v, k)

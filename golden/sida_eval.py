@@ -15,14 +15,14 @@ sentences disjoint, golden/text.py) and is measured in one run:
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from golden.minilm import load_minilm
 from golden.moe import MoEHooks, MoESplit, cosine, moe_embed, quality, split_model
-from golden.sida import (POLICIES, POLICY_NAMES, CycleModel, collect_routing, hit_rates,
+from golden.sida import (DEFAULT_IMU, POLICIES, POLICY_NAMES, CycleModel, collect_routing, hit_rates,
                          load_predictor, make_trace, predict_routing, quantize_experts,
                          save_predictor, simulate, token_embeddings, train_predictor)
 from golden.text import calibration_sentences, evaluation_sentences
@@ -73,7 +73,7 @@ def _hash_quality(model, split, net, sentences, k, dense):
     return cosine(emb, dense)
 
 
-def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k_max=1024,
+def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, imu=DEFAULT_IMU,
         shift=3, outlier_beats=16, batch=1, sentences=200, calibration=None, predictor=None,
         retrain=False, epochs=40, hidden=128, ks=(1, 2, 4, 8), progress=print):
     out = Path(out)
@@ -101,7 +101,7 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
 
     progress("quantizing an expert for its size")
     ew = quantize_experts(model, split, layers=[0], experts=[0])[0, 0]
-    cm = CycleModel(lanes=lanes, elems=elems, k_max=k_max, shift=shift,
+    cm = CycleModel(imu=imu, shift=shift,
                     outlier_beats=outlier_beats, bandwidth=bandwidth,
                     hidden=model.hidden, neurons=split.neurons, experts=experts,
                     expert_bytes=ew.nbytes())
@@ -117,7 +117,7 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
     rows = [main[p].row(cm) for p in POLICIES]
     bw_sweep = {}
     for bw in (1, 2, 4, 8, 16, 32, 64):
-        c = CycleModel(**{**asdict(cm), "bandwidth": float(bw)})
+        c = replace(cm, bandwidth=float(bw))
         bw_sweep[bw] = {p: r.throughput for p, r in run_all(c, capacity).items()}
     cap_sweep = {}
     for cap in sorted({2, 4, 8, 16, 32, 48, capacity}):
@@ -130,8 +130,8 @@ def run(out, *, experts=16, k=4, capacity=4, bandwidth=8.0, lanes=16, elems=4, k
     by = {r["policy"]: r for r in rows}
     result = {
         "config": {"experts": experts, "k": k, "capacity": capacity, "bandwidth": bandwidth,
-                   "lanes": lanes, "elems": elems, "k_max": k_max, "shift": shift,
-                   "outlier_beats": outlier_beats, "latency": cm.imu_config().latency,
+                   "imu": imu.to_dict(), "shift": shift,
+                   "outlier_beats": outlier_beats, "latency": imu.latency,
                    "batch": batch,
                    "sentences": len(ev), "calibration": n_cal, "predictor": str(predictor),
                    "trained_now": trained, "predictor_meta": net.meta, "rule": "norm",
@@ -189,8 +189,8 @@ def markdown(result):
     t = result["targets"]
     parts = [
         f"MoE: {c['layers']} layers x {c['experts']} experts of {c['neurons_per_expert']} neurons, "
-        f"top-{c['k']}; {c['sentences']} evaluation sentences; IMU L={c['lanes']} P={c['elems']} "
-        f"k_max={c.get('k_max', 1024)} (latency {c['latency']}), per token and tile a shift of "
+        f"top-{c['k']}; {c['sentences']} evaluation sentences; IMU L={c['imu']['outputs']} "
+        f"P={c['imu']['elems']} k_max={c['imu']['k_max']} (latency {c['latency']}), per token and tile a shift of "
         f"{c.get('shift', 0)} and {c.get('outlier_beats', 0)} outlier beats, the weight memory "
         f"rewritten for every tile; loads {c['bandwidth']} B/cycle; expert "
         f"{result['expert_bytes']} B; batch {c['batch']} sentence(s).",

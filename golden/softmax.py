@@ -1,4 +1,4 @@
-"""Softmax of an index-quantized row from its histogram (DESIGN §3.4).
+"""Softmax of an index-quantized row from its histogram.
 
 A row of scores quantized with a sorted codebook ``Cs`` (integers, scale
 ``ss``) has at most 2**ba distinct values.  Per row:
@@ -24,13 +24,12 @@ the error of every probability.
 
 import torch
 
+from base import formats
+from base.formats import BASE_EXP_ADDR, BASE_STEP_FRAC, EXP_FRAC, RECIP_ADDR, RECIP_FRAC
+from base.formats import SOFTMAX_OUT_FRAC as OUT_FRAC
+
 __all__ = ["EXP_FRAC", "RECIP_ADDR", "RECIP_FRAC", "OUT_FRAC", "exp_table", "recip_table",
            "softmax_rows", "exp_table_writes"]
-
-EXP_FRAC = 15
-RECIP_ADDR = 8
-RECIP_FRAC = 16
-OUT_FRAC = 15
 
 
 def exp_table(Cs, ss, m):
@@ -40,8 +39,8 @@ def exp_table(Cs, ss, m):
 
 
 def recip_table():
-    i = torch.arange(2 ** RECIP_ADDR, dtype=torch.float64)
-    return torch.round(2 ** RECIP_FRAC / (1 + (i + 0.5) / 2 ** RECIP_ADDR)).long()
+    """The normalized reciprocal table (:func:`base.formats.recip_table`) as a tensor."""
+    return torch.tensor(formats.recip_table(), dtype=torch.long)
 
 
 def softmax_rows(idx, Cs, ss, valid=None):
@@ -85,15 +84,10 @@ def exp_table_writes(Cs, ss):
 
 # ------------------------------------------------ conventional fixed-point baseline
 
-#: The baseline's exp table: 2**BASE_EXP_ADDR entries, one per 2**-BASE_STEP_FRAC of
-#: ``max - x`` (so it spans [0, 16): exp(-16) rounds to 0 at EXP_FRAC fraction bits).
-BASE_EXP_ADDR = 10
-BASE_STEP_FRAC = 6
-
-
 def baseline_exp_table():
-    a = torch.arange(2 ** BASE_EXP_ADDR, dtype=torch.float64)
-    return torch.round(2 ** EXP_FRAC * torch.exp(-a / 2 ** BASE_STEP_FRAC)).long()
+    """The baseline's exp table (:func:`base.formats.baseline_exp_table`) as a tensor:
+    one entry per 2**-BASE_STEP_FRAC of ``max - x`` (exp(-16) rounds to 0)."""
+    return torch.tensor(formats.baseline_exp_table(), dtype=torch.long)
 
 
 def softmax_baseline_rows(x, frac):

@@ -1,10 +1,10 @@
 """Index MatMul unit (IMU) and its dequantize-and-multiply baseline.
 
-Golden twin: :mod:`golden.imu`.  Configuration: :class:`kllm.config.ImuConfig`
-(the baseline's: :class:`kllm.config.ImuBaselineConfig`).
+Golden twin: :mod:`golden.imu`.  Configuration: :class:`base.config.ImuConfig`
+(the baseline's: :class:`base.config.ImuBaselineConfig`).
 
 Both units compute, for every token vector of activation indices ``ia`` and
-each of the L output channels n held in the unit (DESIGN §2),
+each of the L output channels n held in the unit (numeric contract: docs/ARCHITECTURE.md),
 
     y[n] = (sum_k Cw[n, Iw[n, k]] * Ca[ia[k]]) << shift  +  sum_outliers r * Cw[n, Iw[n, pos]]
 
@@ -23,13 +23,24 @@ differ only in how the dense sum is formed:
   the dense sum, which the tail takes over.
 """
 
-from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value,
-                      signed, unsigned)
+from amaranth import (
+    ClockSignal,
+    Const,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.component import ConfiguredComponent, kept_logic, kept_register
-from kllm.config import ImuBaselineConfig, ImuConfig
+from base.config import ImuBaselineConfig, ImuConfig
+from hdl.blocks import kept_logic, kept_register
+from hdl.component import ConfiguredComponent
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
 
@@ -197,9 +208,9 @@ class _ImuUnit(ConfiguredComponent):
     _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
     _keep_used = False  # set when elaboration instantiates kllm_imu_keep
 
-    def __init__(self, cfg):
-        self._config = cfg
-        L, P = cfg.lanes, cfg.elems
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        L, P = cfg.outputs, cfg.elems
         self.in_layout = data.StructLayout({
             "idx": data.ArrayLayout(unsigned(cfg.ba), P),
             "count": unsigned(cfg.count_bits),
@@ -322,7 +333,7 @@ class _ImuUnit(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        L, P, bw, ba = cfg.lanes, cfg.elems, cfg.bw, cfg.ba
+        L, P, bw, ba = cfg.outputs, cfg.elems, cfg.bw, cfg.ba
 
         # ---- host registers and codebooks
         # The host's writes are registered at the unit's input and land one cycle later: the
@@ -448,7 +459,7 @@ class _ImuUnit(ConfiguredComponent):
         write enables decoded per lane into kept copies (``wmem_we[n]``, ``wcb_we[n]``), and
         ``acb`` (its enable drives only the P activation-codebook copies) once."""
         cfg = self._config
-        L = cfg.lanes
+        L = cfg.outputs
         wm, wc, ac = self.wmem, self.wcb, self.acb
         return {
             "wmem_we": [self._copy(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
@@ -482,7 +493,7 @@ class _ImuUnit(ConfiguredComponent):
         m.d.comb += adv.eq(~skid_full)
         # the same, per lane, from per-lane copies of the skid flag (driven in the datapath):
         # the enables of a lane's tail registers, so that no one net reaches every lane
-        adv_l = [Signal(name=f"t_adv_l{n}") for n in range(cfg.lanes)]
+        adv_l = [Signal(name=f"t_adv_l{n}") for n in range(cfg.outputs)]
         # a vector waits for the tail: a register (= ready_cnt != 0, kept in elaborate)
         ready = Signal(name="t_ready")
 
@@ -603,7 +614,7 @@ class _ImuUnit(ConfiguredComponent):
         # synthesis): j itself then drives only its own next state and T1
         j_next_l = []
         if self._combine:
-            for n in range(cfg.lanes):
+            for n in range(cfg.outputs):
                 j_n = self._copy(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
                 t1_j_n = self._reg(m, j_n, f"t1_j_l{n}", enable=adv_l[n])      # = t1["j"]
                 j_next_n = Signal.like(j, name=f"t_j_next_l{n}")
@@ -620,7 +631,7 @@ class _ImuUnit(ConfiguredComponent):
     def _tail_datapath(self, m, tail, vals, raw2, host):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
         cfg = self._config
-        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         adv, adv_l, t1 = tail["adv"], tail["adv_l"], tail["t1"]
         # the op's fields that travel down the tail: all of them up to the multiplier's
         # operands (the snapshot, the centroid address and the data operand read them), then
@@ -816,10 +827,10 @@ class Imu(_ImuUnit):
     Cycles (``B = ceil(K / P)`` beats per vector, ``s`` the shift, ``O`` the
     outlier beats of a vector, at least one when the unit has outlier
     capacity): the tail spends ``T = 2**bw + s + O`` cycles per vector
-    (:meth:`kllm.config.ImuConfig.tail_ops`).  With the outliers waiting and
+    (:meth:`base.config.ImuConfig.tail_ops`).  With the outliers waiting and
     no output backpressure, a vector's result leaves ``latency + T - 1``
     cycles after its last beat (``latency = 13 + log2 P``).  When
-    ``B >= max(T, 2**bw + 5)`` (:meth:`kllm.config.ImuConfig.streams`) the
+    ``B >= max(T, 2**bw + 5)`` (:meth:`base.config.ImuConfig.streams`) the
     input takes one beat every cycle (II = 1, L x P MACs per cycle) and ``n``
     vectors back to back take ``n B + latency + T - 1`` cycles from the first
     beat to the last result.  Shorter vectors stall the input: the tail gives
@@ -832,7 +843,7 @@ class Imu(_ImuUnit):
     lanes, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
         L, P (a power of 2), index bits, centroid bits, longest K, outlier pairs per
         vector (0: no ``r`` port), activation fixed-point bits; ranges and derived widths
-        in :class:`kllm.config.ImuConfig`.
+        in :class:`base.config.ImuConfig`.
 
     Attributes
     ----------
@@ -857,14 +868,11 @@ class Imu(_ImuUnit):
 
     _combine = True
 
-    def __init__(self, *, lanes=4, elems=4, bw=4, ba=4, cw=8, ca=8, k_max=1024, outliers=16,
-                 xbits=16):
-        super().__init__(ImuConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, cw=cw, ca=ca,
-                                   k_max=k_max, outliers=outliers, xbits=xbits))
+    Config = ImuConfig
 
     def _dense(self, m, f, tail):
         cfg = self._config
-        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         W = cfg.sum_bits
         adv_l = tail["adv_l"]
         # F3: read, add and write the bucket of each file
@@ -931,20 +939,17 @@ class ImuBaseline(_ImuUnit):
     outlier's weight index is selected from the block RAM row in one stage and
     looked up in the codebook in the next (the IMU has its adder tree's first
     level there).  Cycle formulas as for :class:`Imu` with the baseline's
-    figures (:class:`kllm.config.ImuBaselineConfig`): ``latency = 15 + log2 P``,
+    figures (:class:`base.config.ImuBaselineConfig`): ``latency = 15 + log2 P``,
     II = 1 when ``B >= max(T, 8 + log2 P)``.
     """
 
     _combine = False
 
-    def __init__(self, *, lanes=4, elems=4, bw=4, ba=4, cw=8, ca=8, k_max=1024, outliers=16,
-                 xbits=16):
-        super().__init__(ImuBaselineConfig(lanes=lanes, elems=elems, bw=bw, ba=ba, cw=cw,
-                                           ca=ca, k_max=k_max, outliers=outliers, xbits=xbits))
+    Config = ImuBaselineConfig
 
     def _dense(self, m, f, tail):
         cfg = self._config
-        L, P, bw = cfg.lanes, cfg.elems, cfg.bw
+        L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         t1, adv_l = tail["t1"], tail["adv_l"]
         pw = cfg.ca + cfg.cw
         # F3: the weight centroids looked up in F2 (LUTRAM read at the block RAM's output

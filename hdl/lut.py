@@ -1,14 +1,14 @@
 """Elementwise table: index in, table entry out (index -> index or index -> fixed point).
 
-Golden twin: :mod:`golden.lut`.  Configuration: :class:`kllm.config.LutConfig`.
+Golden twin: :mod:`golden.lut`.  Configuration: :class:`base.config.LutConfig`.
 """
 
 from amaranth import Array, Module, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from base.config import LutConfig
 from hdl.component import ConfiguredComponent
-from kllm.config import LutConfig
 
 __all__ = ["ElementwiseLut", "table_latency", "table_pipeline"]
 
@@ -150,8 +150,11 @@ class ElementwiseLut(ConfiguredComponent):
         ``en``, ``addr`` (``ba`` bits), ``data`` (``out_width`` bits).
     """
 
-    def __init__(self, *, ba=4, lanes=4, out_width=16):
-        self._config = LutConfig(ba=ba, lanes=lanes, out_width=out_width)
+    Config = LutConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        ba, lanes, out_width = cfg.ba, cfg.elems, cfg.out_width
         self.in_layout = data.StructLayout({
             "idx": data.ArrayLayout(unsigned(ba), lanes), "first": 1, "last": 1})
         self.out_layout = data.StructLayout({
@@ -166,6 +169,6 @@ class ElementwiseLut(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        table_pipeline(m, self, cfg.lanes, 2 ** cfg.ba, cfg.out_width,
+        table_pipeline(m, self, cfg.elems, 2 ** cfg.ba, cfg.out_width,
                        lambda s0, p: s0.idx[p])
         return m

@@ -1,29 +1,28 @@
 """LayerNorm / RMSNorm of rows of indices by histogram.
 
-Golden twin: :mod:`golden.norm`.  Configuration: :class:`kllm.config.NormConfig`.
+Golden twin: :mod:`golden.norm`.  Configuration: :class:`base.config.NormConfig`.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-from golden import norm as gnorm
+from base import formats as fmt
+from base.config import NormBaselineConfig, NormConfig
+from base.latency import DIV3_BITS, row_rsqrt_latency, rsqrt_latency
+from hdl.blocks import (
+    adder_tree,
+    banked_memory,
+    delay,
+    leading_one_staged,
+    pipelined_mul,
+    select_pipe,
+)
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_latency, banked_memory, delay,
-                      leading_one_staged, pipelined_mul, select_pipe)
-from hdl.softmax import HistogramRowUnit
-from kllm.config import NormConfig
+from hdl.histogram import HistogramRowUnit
+from hdl.rows import RowInput, RowRead, SkidOutput
 
 __all__ = ["HistogramNorm", "NormBaseline"]
-
-
-def rsqrt_latency():
-    """Cycles of :func:`rsqrt_lookup`."""
-    from hdl.rows import mul_latency
-    return mul_latency(DIV3_BITS) + 1 + banked_latency(1 << gnorm.RSQRT_ADDR) + 1
-
-
-DIV3_BITS = 10      # 683 = 0b1010101011: floor(x / 3) = (x * 683) >> 11 for 0 <= x < 768
 
 
 def rsqrt_lookup(m, top, name):
@@ -34,22 +33,16 @@ def rsqrt_lookup(m, top, name):
     four banks (:func:`hdl.rows.banked_memory` with ``copies``: no address bit drives all
     16 banks' logic).  Returns ``(r, latency)``, ``latency = rsqrt_latency()``; ``top``
     below ``2**RA`` (V = 0) gives an unspecified ``r``."""
-    RA, RF = gnorm.RSQRT_ADDR, gnorm.RSQRT_FRAC
+    RA, RF = fmt.RSQRT_ADDR, fmt.RSQRT_FRAC
     x = Signal(RA + 2, name=f"{name}_x")
     m.d.comb += x.eq(top - (1 << RA))
     q, lq = pipelined_mul(m, x, Const(683, DIV3_BITS), f"{name}_div3")
     i = Signal(RA, name=f"{name}_i")
     m.d.sync += i.eq(Mux((q >> 11) >= (1 << RA), (1 << RA) - 1, q >> 11))
     r, lr = banked_memory(m, f"{name}_rom", unsigned(RF + 1), 1 << RA, i,
-                          init=gnorm.rsqrt_table().tolist(), copies=True)
+                          init=fmt.rsqrt_table(), copies=True)
     assert lq + 1 + lr == rsqrt_latency()
     return r, lq + 1 + lr
-
-
-def row_rsqrt_latency(Lv):
-    """Cycles of :func:`row_rsqrt` from stable sums to stable outputs (``Lv`` the deeper of
-    the two variance multipliers)."""
-    return Lv + 7 + rsqrt_latency()
 
 
 def row_rsqrt(m, S1, S2, n, rms, VW):
@@ -58,7 +51,7 @@ def row_rsqrt(m, S1, S2, n, rms, VW):
     amount, ``V`` normalized in three stages of 4:1 shifts, :func:`rsqrt_lookup`.  Returns
     ``(r, e, zero, latency)``: the outputs hold the row's values from ``latency`` cycles
     after ``S1``, ``S2``, ``n`` become stable (``row_rsqrt_latency``) for as long as they stay."""
-    RA = gnorm.RSQRT_ADDR
+    RA = fmt.RSQRT_ADDR
     EM = (VW - 1) // 2
     A, la = pipelined_mul(m, S2, n, "var_ns2")
     B, lb = pipelined_mul(m, S1, S1, "var_s1s1")
@@ -91,7 +84,7 @@ def row_rsqrt(m, S1, S2, n, rms, VW):
 
 
 class HistogramNorm(HistogramRowUnit):
-    """LayerNorm (``rms=0``) or RMSNorm (``rms=1``) of each row of indices (DESIGN §3.4).
+    """LayerNorm (``rms=0``) or RMSNorm (``rms=1``) of each row of indices (numeric contract: docs/ARCHITECTURE.md).
 
     Per row (see :mod:`golden.norm`, bit-exact): ``S1 = sum_j h[j] C[j]`` and
     ``S2 = sum_j h[j] C[j]**2`` over the 2**ba bins (two multipliers, one bin
@@ -137,7 +130,7 @@ class HistogramNorm(HistogramRowUnit):
     remap LUTRAM's read between two registers; the last-beat flag from
     registered compares); 92 for ba = 4, cw = 8, P = 4, max_len = 1024; see
     :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
-    :attr:`kllm.config.NormConfig.latency`).
+    :attr:`base.config.NormConfig.latency`).
 
     Parameters
     ----------
@@ -161,8 +154,11 @@ class HistogramNorm(HistogramRowUnit):
 
     pipelined_read = True    # the remap read registered, the last-beat flag from registered compares
 
-    def __init__(self, *, ba=4, lanes=4, max_len=1024, cw=8, rms=0):
-        cfg = NormConfig(ba=ba, lanes=lanes, max_len=max_len, cw=cw, rms=rms)
+    Config = NormConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self.configure(config, params)
+        ba, cw = cfg.ba, cfg.cw
         tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
         super().__init__(cfg, signed(cfg.out_bits), tbl)
 
@@ -170,7 +166,7 @@ class HistogramNorm(HistogramRowUnit):
                 done):
         cfg = self._config
         ba, J, cw, cb = cfg.ba, 1 << cfg.ba, cfg.cw, cfg.count_bits
-        RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        RF, OF = fmt.RSQRT_FRAC, fmt.NORM_OUT_FRAC
         VW = 2 * cb + 2 * cw
         EM = (VW - 1) // 2
         Ls, Lc, Lv, _, Lmr, _ = cfg.stage_latencies
@@ -290,7 +286,7 @@ class NormBaseline(ConfiguredComponent):
 
     Latency: the first output beat is valid ``9 + 2 Lsq + Lt + Ln + Lr +
     Lmr`` cycles after the row's last input beat is accepted (51 for width =
-    8, P = 4, max_len = 1024; :attr:`kllm.config.NormBaselineConfig.latency`);
+    8, P = 4, max_len = 1024; :attr:`base.config.NormBaselineConfig.latency`);
     II = 1 in and out; rows do not overlap (as
     :class:`hdl.softmax.HistogramRowUnit`).
 
@@ -306,11 +302,11 @@ class NormBaseline(ConfiguredComponent):
         0: LayerNorm, 1: RMSNorm.
     """
 
-    def __init__(self, *, width=8, lanes=4, max_len=1024, rms=0):
-        from amaranth.lib import data, stream
-        from amaranth.lib.wiring import In
-        from kllm.config import NormBaselineConfig
-        cfg = self._config = NormBaselineConfig(width=width, lanes=lanes, max_len=max_len, rms=rms)
+    Config = NormBaselineConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        width, lanes = cfg.width, cfg.elems
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(signed(width), lanes),
             "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
@@ -326,8 +322,8 @@ class NormBaseline(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, cb = cfg.lanes, cfg.width, cfg.count_bits
-        RF, OF = gnorm.RSQRT_FRAC, gnorm.OUT_FRAC
+        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        RF, OF = fmt.RSQRT_FRAC, fmt.NORM_OUT_FRAC
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
         Lsq, Lt, Lv, Lr, Lmr = cfg.stage_latencies

@@ -1,7 +1,7 @@
 """Orizuru: streaming top-k (k largest and k smallest, with positions) of each vector.
 
-Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`kllm.config.OrizuruConfig`
-(the baseline's: :class:`kllm.config.OrizuruBaselineConfig`).
+Golden twin: :mod:`golden.orizuru`.  Configuration: :class:`base.config.OrizuruConfig`
+(the baseline's: :class:`base.config.OrizuruBaselineConfig`).
 
 Two units from one body of code, with the same ports and the same result:
 
@@ -20,8 +20,9 @@ from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsi
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from hdl.component import ConfiguredComponent, kept_logic, kept_register
-from kllm.config import OrizuruBaselineConfig, OrizuruConfig
+from base.config import OrizuruBaselineConfig, OrizuruConfig
+from hdl.blocks import kept_logic, kept_register
+from hdl.component import ConfiguredComponent
 
 __all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
            "bitonic_merge_levels", "odd_even_sort_levels", "network"]
@@ -220,9 +221,9 @@ class CompareExchange(Elaboratable):
 class _TopKUnit(ConfiguredComponent):
     """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
 
-    def __init__(self, cfg):
-        self._config = cfg
-        width, lanes, k = cfg.width, cfg.lanes, cfg.k
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        width, lanes, k = cfg.width, cfg.elems, cfg.k
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(signed(width), lanes),
             "count": unsigned(cfg.count_bits),
@@ -307,7 +308,7 @@ class _TopKUnit(ConfiguredComponent):
         ``ready`` is ``i.ready``; ``advance`` enables the stage's registers (1 when
         the pipeline never stalls)."""
         cfg = self._config
-        P, pb = cfg.lanes, cfg.pos_bits
+        P, pb = cfg.elems, cfg.pos_bits
         after_last = Signal(init=1)       # the next beat starts a vector
         cnt = Signal(pb)                  # values so far in this vector
         start = self.i.payload.first | after_last
@@ -473,13 +474,11 @@ class Orizuru(_TopKUnit):
     _plant_tie_bug = False
     _stage0_keys = True
 
-    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, merge=1, ce_modules=1):
-        super().__init__(OrizuruConfig(width=width, lanes=lanes, k=k, max_len=max_len,
-                                       merge=merge, ce_modules=ce_modules))
+    Config = OrizuruConfig
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
-        P = cfg.lanes
+        P = cfg.elems
         if cfg.merge:
             m.d.comb += advance.eq(1)     # no global stall: see _serial_merge
         tb = max(1, (P - 1).bit_length())          # lane tag bits
@@ -1096,13 +1095,11 @@ class OrizuruBaseline(_TopKUnit):
     ``ce_modules`` as in :class:`Orizuru`.
     """
 
-    def __init__(self, *, width=16, lanes=4, k=8, max_len=1024, ce_modules=1):
-        super().__init__(OrizuruBaselineConfig(width=width, lanes=lanes, k=k, max_len=max_len,
-                                               ce_modules=ce_modules))
+    Config = OrizuruBaselineConfig
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
-        P, k, pb = cfg.lanes, cfg.k, cfg.pos_bits
+        P, k, pb = cfg.elems, cfg.k, cfg.pos_bits
         n = cfg.network_inputs
         levels = bitonic_sort_levels(n)
         result = {}

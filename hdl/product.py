@@ -1,15 +1,15 @@
 """Binary product table: a pair of indices in, one entry of a 2**ba x 2**ba table out.
 
-Golden twin: :mod:`golden.product`.  Configuration: :class:`kllm.config.ProductConfig`.
+Golden twin: :mod:`golden.product`.  Configuration: :class:`base.config.ProductConfig`.
 """
 
 from amaranth import Cat, Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from base.config import ProductConfig
 from hdl.component import ConfiguredComponent
 from hdl.lut import table_pipeline
-from kllm.config import ProductConfig
 
 __all__ = ["ProductTable"]
 
@@ -54,8 +54,11 @@ class ProductTable(ConfiguredComponent):
         ``en``, ``addr`` (``2 ba`` bits: ``a * 2**ba + b``), ``data``.
     """
 
-    def __init__(self, *, ba=4, lanes=4, out_width=16):
-        self._config = ProductConfig(ba=ba, lanes=lanes, out_width=out_width)
+    Config = ProductConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        ba, lanes, out_width = cfg.ba, cfg.elems, cfg.out_width
         self.in_layout = data.StructLayout({
             "a": data.ArrayLayout(unsigned(ba), lanes),
             "b": data.ArrayLayout(unsigned(ba), lanes), "first": 1, "last": 1})
@@ -71,6 +74,6 @@ class ProductTable(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        table_pipeline(m, self, cfg.lanes, 4 ** cfg.ba, cfg.out_width,
+        table_pipeline(m, self, cfg.elems, 4 ** cfg.ba, cfg.out_width,
                        lambda s0, p: Cat(s0.b[p], s0.a[p]))
         return m

@@ -1,14 +1,14 @@
 """Activation quantizer: signed fixed-point values in, nearest-centroid indices out.
 
-Golden twin: :mod:`golden.quantizer`.  Configuration: :class:`kllm.config.QuantizerConfig`.
+Golden twin: :mod:`golden.quantizer`.  Configuration: :class:`base.config.QuantizerConfig`.
 """
 
 from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from base.config import QuantizerConfig
 from hdl.component import ConfiguredComponent
-from kllm.config import QuantizerConfig
 
 __all__ = ["ActivationQuantizer"]
 
@@ -17,7 +17,7 @@ class ActivationQuantizer(ConfiguredComponent):
     """Nearest-centroid quantizer by pipelined binary search over run-time thresholds.
 
     Each of the ``lanes`` (P) elements of a beat gets the index of its nearest
-    activation centroid: the number of thresholds ``t_j <= x`` (DESIGN §2).
+    activation centroid: the number of thresholds ``t_j <= x`` (numeric contract: docs/ARCHITECTURE.md).
     With ``2**ba - 1`` sorted thresholds that count is found by a binary search
     of ``ba`` steps, one pipeline stage per step: stage ``s`` compares ``x``
     with one threshold chosen by the ``s`` index bits found so far.  The
@@ -62,8 +62,11 @@ class ActivationQuantizer(ConfiguredComponent):
         ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``width``).
     """
 
-    def __init__(self, *, width=16, ba=4, lanes=4):
-        self._config = QuantizerConfig(width=width, ba=ba, lanes=lanes)
+    Config = QuantizerConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        width, ba, lanes = cfg.width, cfg.ba, cfg.elems
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(signed(width), lanes),
             "first": 1,
@@ -88,7 +91,7 @@ class ActivationQuantizer(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        ba, lanes, width = cfg.ba, cfg.lanes, cfg.width
+        ba, lanes, width = cfg.ba, cfg.elems, cfg.width
 
         advance = Signal()
         m.d.comb += [

@@ -1,223 +1,32 @@
-"""Softmax of rows of indices by histogram; the row machinery shared with the norm unit.
+"""Softmax of rows of indices by histogram, and its conventional fixed-point baseline.
 
-Golden twin: :mod:`golden.softmax`.  Configuration: :class:`kllm.config.SoftmaxConfig`.
+Golden twin: :mod:`golden.softmax`.  Configuration: :class:`base.config.SoftmaxConfig`.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden import softmax as gsoftmax
+from base import formats as fmt
+from base.config import SoftmaxBaselineConfig, SoftmaxConfig
+from hdl.blocks import (
+    adder_tree,
+    banked_memory,
+    delay,
+    leading_one,
+    leading_one_staged,
+    pipelined_mul,
+    select_pipe,
+)
 from hdl.component import ConfiguredComponent
-from hdl.rows import (RowInput, RowRead, SkidOutput, adder_tree, banked_memory, delay,
-                       last_beat_compares, leading_one, leading_one_staged, pipelined_mul,
-                       select_pipe)
-from kllm.config import SoftmaxConfig
+from hdl.histogram import HistogramRowUnit
+from hdl.rows import RowInput, RowRead, SkidOutput
 
-__all__ = ["HistogramRowUnit", "HistogramSoftmax", "SoftmaxBaseline", "leading_one"]
-
-
-class HistogramRowUnit(ConfiguredComponent):
-    """A row of indices in, its histogram, a per-row computation, the row out through a
-    2**ba-entry remap table.
-
-    **Input** (``i``): beats ``{idx: P indices, count, first, last}``; lanes
-    ``0 .. count - 1`` hold elements (``count`` in ``0 .. P``, larger reads as
-    P; any beat may be partial).  A row ends with ``last`` (``first`` is
-    carried for symmetry with the other units and not needed).  While a row
-    comes in, each accepted beat is written into the row buffer (one word of
-    ``P * ba + count`` bits per beat, ``ceil(max_len / P)`` words, LUTRAM
-    banks read with latency ``Lr = banked_latency(ceil(max_len / P))``,
-    :class:`hdl.rows.RowInput`) and counted into the histogram: per lane and
-    index a registered hit bit, per index ``j`` the number of hits
-    (registered), added to bin ``h[j]`` (three pipeline stages; bins and the
-    element count ``n`` have ``count_bits`` bits).
-
-    **Per row**: when the histogram is complete the subclass's
-    :meth:`compute` fills the per-lane remap tables ``T[j]`` (2**ba words, one
-    LUTRAM copy per lane, written together) in a fixed number of cycles,
-    ``compute_cycles`` (see the subclass).
-
-    **Output** (``o``): the buffered row is read back one beat per cycle;
-    each valid lane emits ``T[idx]`` (invalid lanes emit 0), with the beat's
-    ``count``, ``first`` on the row's first beat and ``last`` on its last.
-
-    **Throughput**: II = 1 within a row on input and on output (backpressure
-    stalls the read pipeline through :class:`hdl.rows.SkidOutput`: output and
-    skid registers, the pipeline's enable a register).  Rows do not overlap:
-    ``i.ready`` falls after a row's last beat and rises again in the cycle
-    after its last output beat left the pipeline (the cycle it is first on
-    ``o``; with ``o.ready`` high the cycle after it is taken), so a row of
-    ``b`` beats occupies the unit for ``2 b + latency - 1`` cycles without
-    gaps or backpressure (``b / (2 b + latency - 1)`` beats per cycle for a
-    stream of such rows).
-    Latency (last input beat accepted to first output beat valid) =
-    ``compute_cycles + 5 + Lr``: the input register, three histogram stages
-    and the start flag, the computation, the row buffer read ``Lr`` and the
-    output register; one more with ``pipelined_read`` (the remap read
-    registered).
-
-    **Row length**: at most ``max_len`` elements in at most
-    ``ceil(max_len / P)`` beats.  Beats beyond the buffer are dropped (the
-    row is cut) and ``overflow`` is set until reset.
-    """
-
-    #: The read path with one stage more (a subclass's choice; its latency formula counts
-    #: it): the remap read registered before the output stage, and the last-beat flag from
-    #: registered compares (no compare in front of it).
-    pipelined_read = False
-
-    def __init__(self, config, out_shape, tbl_signature):
-        self._config = config
-        P, ba = config.lanes, config.ba
-        self.in_layout = data.StructLayout({
-            "idx": data.ArrayLayout(unsigned(ba), P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(out_shape, P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
-        self.out_shape = out_shape
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "tbl": In(tbl_signature),
-            "overflow": Out(1),
-        })
-
-    def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
-                done):
-        """Fill the remap tables from ``hist`` (``nonempty``: bit ``j`` set when ``hist[j]``
-        is not 0, one cycle behind) and ``n`` after ``start``; raise ``done`` once.
-        ``start_next`` is ``start`` one cycle ahead (a register), for look-aheads."""
-        raise NotImplementedError
-
-    def elaborate(self, platform):
-        m = Module()
-        cfg = self._config
-        P, ba, J = cfg.lanes, cfg.ba, 1 << cfg.ba
-        cb = cfg.count_bits
-
-        outp = Signal()          # the row is being read out (until its last beat is issued)
-
-        # ---- input: row buffer and histogram
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
-        br, wptr, s0, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_end
-
-        lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
-        m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
-        # stage 1: one-hot bin hits per lane (registered); stage 2: per-bin counts
-        hit = [Signal(P, name=f"s1_hit{j}") for j in range(J)]
-        lv1 = Signal(P)
-        s1_end = Signal()
-        for j in range(J):
-            m.d.sync += hit[j].eq(Cat(lane_valid[p] & (s0.idx[p] == j) for p in range(P)))
-        m.d.sync += [lv1.eq(Cat(lane_valid)), s1_end.eq(s0_end)]
-        inc = [Signal(range(P + 1), name=f"s2_inc{j}") for j in range(J)]
-        n_inc = Signal(range(P + 1))
-        s2_end = Signal()
-        for j in range(J):
-            total = hit[j][0]
-            for p in range(1, P):
-                total = total + hit[j][p]
-            m.d.sync += inc[j].eq(total)
-        nv = lv1[0]
-        for p in range(1, P):
-            nv = nv + lv1[p]
-        m.d.sync += [n_inc.eq(nv), s2_end.eq(s1_end)]
-
-        hist = [Signal(cb, name=f"hist{j}") for j in range(J)]
-        nonempty = Signal(J)     # registered: read by compute() two cycles after the last bin update
-        n = Signal(cb)
-        start = Signal()
-        m.d.sync += [hist[j].eq(hist[j] + inc[j]) for j in range(J)]
-        m.d.sync += [n.eq(n + n_inc), start.eq(s2_end)]
-        m.d.sync += nonempty.eq(Cat(h != 0 for h in hist))
-
-        # ---- per-row computation into the remap tables
-        remap_we = Signal()
-        remap_addr = Signal(ba)
-        remap_data = Signal(self.out_shape)
-        done = Signal()
-        self.compute(m, hist, nonempty, n, start, s2_end, remap_we, remap_addr, remap_data, done)
-
-        # ---- output: read the row back (``read_latency`` cycles) through the remap tables
-        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
-        advance = out.advance
-        rptr = Signal(range(cfg.max_beats + 1))
-        issue = Signal()
-        step = Signal()
-        wlast = Signal.like(wptr)        # the row's last beat (wptr is still while it is read)
-        wlast1 = Signal.like(wptr)       # wlast - 1 (registered; still while the row is read)
-        m.d.sync += [wlast.eq(wptr - 1), wlast1.eq(wlast - 1)]
-        at_first = Signal(init=1)        # registered look-ahead: rptr == 0
-        at_last = Signal()               # registered look-ahead: rptr == wlast
-        # ``outp``: set when the tables are done, cleared once the row's last beat is issued,
-        # so an issue step is ``advance & outp`` (three inputs)
-        m.d.comb += [
-            issue.eq(outp),
-            step.eq(advance & issue),
-            br.en.eq(advance),
-            br.addr.eq(rptr),
-        ]
-        with m.If(done):
-            m.d.sync += outp.eq(1)
-        with m.Elif(step & at_last):
-            m.d.sync += outp.eq(0)
-        if self.pipelined_read:
-            # the compares registered (rptr and wlast are still from the row's start to its
-            # first step)
-            next_last, last_only = last_beat_compares(m, rptr, wlast, wlast1, step)
-        else:
-            last_only = wlast == 0
-            next_last = rptr == wlast1
-        with m.If(start):
-            # wlast and wlast1 are final by then (three cycles after the last beat)
-            m.d.sync += [at_first.eq(1), at_last.eq(last_only)]
-        with m.Elif(step):
-            m.d.sync += [at_first.eq(0), at_last.eq(next_last), rptr.eq(rptr + 1)]
-        # with ``pipelined_read`` the remap read is registered: one stage more
-        lo = rows.read_latency + self.pipelined_read
-        v0, first0, last0 = Signal(), Signal(), Signal()
-        m.d.comb += [v0.eq(issue), first0.eq(at_first), last0.eq(at_last)]
-        v1 = delay(m, v0, lo, "rd_valid", en=advance)
-        first1 = delay(m, first0, lo, "rd_first", en=advance)
-        last1 = delay(m, last0, lo, "rd_last", en=advance)
-        rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
-        rd_count = br.data[P * ba:]
-        m.d.comb += [
-            out.valid.eq(v1),
-            out.payload.first.eq(first1),
-            out.payload.last.eq(last1),
-            out.payload.count.eq(delay(m, rd_count, self.pipelined_read, "rd_count", en=advance)),
-        ]
-        for p in range(P):
-            tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
-            m.submodules[f"remap{p}"] = tab
-            tw = tab.write_port()
-            tr = tab.read_port(domain="comb")
-            m.d.comb += [tw.en.eq(remap_we), tw.addr.eq(remap_addr), tw.data.eq(remap_data),
-                         tr.addr.eq(rd_idx[p])]
-            y = Mux(rd_count > p, tr.data, 0)
-            if self.pipelined_read:
-                yr = Signal(self.out_shape, name=f"rd_y{p}")
-                with m.If(advance):
-                    m.d.sync += yr.eq(y)
-                y = yr
-            m.d.comb += out.payload.y[p].eq(y)
-
-        # ---- end of the row (its last beat is in the output registers): clear everything
-        # for the next one
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [rptr.eq(0), n.eq(0)]
-            m.d.sync += [hist[j].eq(0) for j in range(J)]
-        return m
+__all__ = ["HistogramSoftmax", "SoftmaxBaseline"]
 
 
 class HistogramSoftmax(HistogramRowUnit):
-    """Softmax of each row of score indices from its histogram (DESIGN §3.4).
+    """Softmax of each row of score indices from its histogram (numeric contract: docs/ARCHITECTURE.md).
 
     Per row (see :mod:`golden.softmax`, bit-exact): the maximum index present
     ``m`` (highest non-empty bin); ``D = sum_j h[j] E[m][j]`` over the 2**ba
@@ -262,7 +71,7 @@ class HistogramSoftmax(HistogramRowUnit):
     ``compute_cycles + 5 + Lr`` cycles after the row's last input beat is
     accepted (72 for ba = 4, P = 4, max_len = 1024; see
     :class:`HistogramRowUnit` for throughput and row length;
-    :attr:`kllm.config.SoftmaxConfig.latency`).
+    :attr:`base.config.SoftmaxConfig.latency`).
 
     Parameters
     ----------
@@ -280,8 +89,11 @@ class HistogramSoftmax(HistogramRowUnit):
     overflow : a row was longer than the buffer (sticky until reset).
     """
 
-    def __init__(self, *, ba=4, lanes=4, max_len=1024):
-        cfg = SoftmaxConfig(ba=ba, lanes=lanes, max_len=max_len)
+    Config = SoftmaxConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self.configure(config, params)
+        ba = cfg.ba
         tbl = wiring.Signature({"en": Out(1), "addr": Out(2 * ba),
                                 "data": Out(unsigned(cfg.exp_bits))})
         super().__init__(cfg, unsigned(cfg.out_bits), tbl)
@@ -291,7 +103,7 @@ class HistogramSoftmax(HistogramRowUnit):
         cfg = self._config
         ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
-        RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
+        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
         Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
 
         # exp table: LUTRAM banks; the write port registered (a write lands a cycle later)
@@ -309,7 +121,7 @@ class HistogramSoftmax(HistogramRowUnit):
         recip_addr = Signal(RA)
         m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
         R, lr = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                              init=gsoftmax.recip_table().tolist())
+                              init=fmt.recip_table())
         assert lr == Lrom
 
         # SUM: issue bin k (exp read, histogram bin registered and delayed alongside),
@@ -441,7 +253,7 @@ class SoftmaxBaseline(ConfiguredComponent):
     Latency: the first output beat is valid ``b + 17 + 3 Lt + 2 Lr + 2 Le +
     Lrom + Lmr`` cycles after the last input beat of a row of ``b`` beats is
     accepted (``b + 47`` for P = 4, max_len = 1024;
-    :meth:`kllm.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
+    :meth:`base.config.SoftmaxBaselineConfig.row_latency`); output II = 1,
     and rows do not overlap (as :class:`HistogramRowUnit`), so a row
     occupies the unit for ``2 b + latency - 1`` cycles, against the
     histogram unit's ``2 b + latency - 1`` with a latency independent of
@@ -457,10 +269,11 @@ class SoftmaxBaseline(ConfiguredComponent):
         Longest row in elements (1..65536, default 1024).
     """
 
-    def __init__(self, *, width=16, frac=8, lanes=4, max_len=1024):
-        from kllm.config import SoftmaxBaselineConfig
-        cfg = self._config = SoftmaxBaselineConfig(width=width, frac=frac, lanes=lanes,
-                                                   max_len=max_len)
+    Config = SoftmaxBaselineConfig
+
+    def __init__(self, config=None, **params):
+        cfg = self._config = self.configure(config, params)
+        width, lanes = cfg.width, cfg.elems
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(signed(width), lanes),
             "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
@@ -476,10 +289,10 @@ class SoftmaxBaseline(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W = cfg.lanes, cfg.width
+        P, W = cfg.elems, cfg.width
         DW = cfg.denom_bits
-        RA, RF, OF = gsoftmax.RECIP_ADDR, gsoftmax.RECIP_FRAC, gsoftmax.OUT_FRAC
-        EA, S = gsoftmax.BASE_EXP_ADDR, cfg.frac - gsoftmax.BASE_STEP_FRAC
+        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
         Lt, Lr, Le, Lrom, Lmr = cfg.stage_latencies
 
         outp = Signal()
@@ -534,7 +347,7 @@ class SoftmaxBaseline(ConfiguredComponent):
 
         # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
         # (Le: address copies, LUT banks)
-        table = gsoftmax.baseline_exp_table().tolist()
+        table = fmt.baseline_exp_table()
         cnt_r = br.data[P * W:]
         cnt_e = delay(m, cnt_r, 2 + Le, "count_e", en=adv)
         E = []
@@ -577,7 +390,7 @@ class SoftmaxBaseline(ConfiguredComponent):
         recip_addr = Signal(RA)
         m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
         r, lrom = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                                init=gsoftmax.recip_table().tolist())
+                                init=fmt.recip_table())
         assert lrom == Lrom
         Lnd = 4 + Lrom
         # the output shift amount, registered (constant for the row; ready long before r)

@@ -1,10 +1,11 @@
-"""KLLM-HDL: RTL generator for an LLM accelerator on K-Means-quantized data."""
+"""KLLM-HDL: RTL generator for an LLM accelerator on K-Means-quantized data.
 
-__version__ = "0.1.0"
+This package is the command line (``kllm``), the top layer: it imports the rest
+(:mod:`base`, :mod:`hdl`, :mod:`golden`, :mod:`testbench`, :mod:`fpga`) and
+nothing imports it.
+"""
 
+from base import __version__
+from base.errors import KllmError
 
-class KllmError(Exception):
-    """An error caused by the user's input (parameters, arguments, missing tools).
-
-    The command line prints its message on one line and exits with status 2.
-    """
+__all__ = ["__version__", "KllmError"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from kllm import KllmError, __version__
-from kllm.units import UNITS, get_unit
+from hdl.units import UNITS, get_unit
 
 SIMS = ("icarus", "verilator")
 
@@ -37,7 +37,7 @@ def cmd_units(args):
 
 
 def cmd_verilog(args):
-    from kllm.generate import emit
+    from hdl.generate import emit
     unit = get_unit(args.unit)
     config = unit.config(args.set)
     out = Path(args.output or f"build/verilog/{unit.name}")
@@ -80,7 +80,7 @@ def cmd_sim(args):
 
 
 def cmd_lint(args):
-    from kllm.generate import emit
+    from hdl.generate import emit
     from kllm.sim import _path_with_venv
     unit = get_unit(args.unit)
     config = unit.config(args.set)
@@ -191,7 +191,7 @@ def cmd_demo(args):
     from rich.table import Table
 
     from fpga.flow import synthesize
-    from kllm.generate import emit
+    from hdl.generate import emit
     from kllm.sim import run_bench
 
     unit = get_unit("quantizer")
@@ -241,7 +241,6 @@ def cmd_sida(args):
               ("--capacity", args.capacity >= 2,
                ">= 2 experts (prefetching streams a batch's experts through at least two slots)"),
               ("--bandwidth", args.bandwidth > 0, "> 0 bytes per cycle"),
-              ("--lanes", args.lanes >= 1, ">= 1"), ("--elems", args.elems >= 1, ">= 1"),
               ("--shift", args.shift >= 0, ">= 0"), ("--outlier-beats", args.outlier_beats >= 0,
                                                     ">= 0"),
               ("--batch", args.batch >= 1, ">= 1"),
@@ -252,12 +251,14 @@ def cmd_sida(args):
     for name, ok, want in checks:
         if not ok:
             raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:].replace('-', '_'))}")
-    from golden.sida import CycleModel
-    try:        # the IMU configuration the cycle model stands for, checked before any work
-        CycleModel(lanes=args.lanes, elems=args.elems, k_max=args.k_max, shift=args.shift,
-                   outlier_beats=args.outlier_beats, expert_bytes=1)
+    from golden.sida import DEFAULT_IMU, CycleModel
+    # the IMU the cycle model stands for: golden.sida's default (16 x 4) with --set on top
+    imu = get_unit("imu").config([f"{k}={v}" for k, v in DEFAULT_IMU.to_dict().items()]
+                                 + args.set)
+    try:        # the cycle model's own checks, before any work
+        CycleModel(imu=imu, shift=args.shift, outlier_beats=args.outlier_beats, expert_bytes=1)
     except ValueError as e:
-        raise KllmError(f"--lanes/--elems/--k-max/--shift/--outlier-beats: {e}") from None
+        raise KllmError(f"--shift/--outlier-beats: {e}") from None
     if args.predictor and not args.retrain:
         if not Path(args.predictor).exists():
             raise KllmError(f"--predictor {args.predictor} does not exist (add --retrain to "
@@ -275,8 +276,7 @@ def cmd_sida(args):
             status.update(text)
             console.log(text)
         result = run(out, experts=args.experts, k=args.k, capacity=args.capacity,
-                     bandwidth=args.bandwidth, lanes=args.lanes, elems=args.elems,
-                     k_max=args.k_max, shift=args.shift, outlier_beats=args.outlier_beats,
+                     bandwidth=args.bandwidth, imu=imu, shift=args.shift, outlier_beats=args.outlier_beats,
                      batch=args.batch, sentences=args.sentences,
                      calibration=args.calibration, predictor=args.predictor,
                      retrain=args.retrain, epochs=args.epochs, hidden=args.hidden,
@@ -380,10 +380,9 @@ def build_parser():
                    help="weight buffer size in experts (default 4 = 25%% of a layer's 16)")
     s.add_argument("--bandwidth", type=float, default=8.0,
                    help="expert load bandwidth, bytes per cycle (default 8)")
-    s.add_argument("--lanes", type=int, default=16, help="IMU lanes L (default 16)")
-    s.add_argument("--elems", type=int, default=4, help="IMU elements per cycle P (default 4)")
-    s.add_argument("--k-max", type=int, default=1024,
-                   help="IMU k_max, the longest reduction one tile holds (default 1024)")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="an IMU parameter of the cycle model (repeatable; 'kllm units' lists "
+                   "them; default outputs=16, elems=4)")
     s.add_argument("--shift", type=int, default=3, help="activation shift, tail doublings per "
                    "token and tile (default 3, the shift of layer 1's FFN input)")
     s.add_argument("--outlier-beats", type=int, default=16, help="outlier beats per token and "

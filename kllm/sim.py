@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from kllm import KllmError
-from kllm.generate import emit
-from kllm.units import Unit
+from base.errors import KllmError
+from hdl.generate import emit
+from hdl.units import Unit
 
 __all__ = ["SIMULATORS", "check_simulator", "run_bench"]
 

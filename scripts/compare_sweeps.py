@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Overlay sweeps of several units over the same grid: one table and one plot.
 
-    python scripts/compare_sweeps.py --vary lanes,k -o build/sweep/orizuru-vs-baseline \
+    python scripts/compare_sweeps.py --vary elems,k -o build/sweep/orizuru-vs-baseline \
         orizuru=build/sweep/orizuru/ecp5-85k/sweep.json \
         orizuru_baseline=build/sweep/orizuru_baseline/ecp5-85k/sweep.json
 

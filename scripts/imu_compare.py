@@ -54,7 +54,7 @@ def load(out):
 
 def figures(s, dsp_lut4):
     c, r = s["config"], s["unit_resources"]
-    macs = c["lanes"] * c["elems"]
+    macs = c["outputs"] * c["elems"]
     fmax = s["fmax_mhz_median"]
     eq = lut4_eq(r, dsp_lut4)
     gops = 2 * macs * fmax / 1000 if fmax else None
@@ -69,7 +69,7 @@ def best(rows, dsp_lut4, exclude=("nodsp",)):
     for s in rows:
         if s["options_dir"] in exclude or s["fmax_mhz_median"] is None:
             continue
-        key = (s["unit"], s["config"]["lanes"], s["config"]["elems"])
+        key = (s["unit"], s["config"]["outputs"], s["config"]["elems"])
         f = figures(s, dsp_lut4)
         if key not in out or f["gops_per_klut"] > figures(out[key], dsp_lut4)["gops_per_klut"]:
             out[key] = s
@@ -81,14 +81,14 @@ def table(rows, dsp_lut4):
             "EBR", "LUT4-eq", "Fmax MHz (median)", "Fmax by seed", "GOPS", "GOPS/kLUT4-eq",
             "MACs/cycle per kLUT4-eq"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    key = lambda s: (s["config"]["lanes"] * s["config"]["elems"], s["config"]["lanes"],
+    key = lambda s: (s["config"]["outputs"] * s["config"]["elems"], s["config"]["outputs"],
                      s["unit"], s["options_dir"])
     for s in sorted(rows, key=key):
         r, f = s["unit_resources"], figures(s, dsp_lut4)
         seeds = ", ".join(f"{v:.0f}" for v in s["fmax_mhz_by_seed"].values())
         fmax = s["fmax_mhz_median"]
         lines.append("| " + " | ".join(str(x) for x in [
-            s["config"]["lanes"], s["config"]["elems"], f["macs"], s["unit"],
+            s["config"]["outputs"], s["config"]["elems"], f["macs"], s["unit"],
             s["synth_options"] or "(none)", r["LUT4"], r["LUTRAM"], r["FF"], r["DSP"], r["EBR"],
             f["lut4eq"], "not placed" if fmax is None else f"{fmax:.1f}", seeds or "-",
             "-" if f["gops"] is None else f"{f['gops']:.2f}",
@@ -100,11 +100,11 @@ def table(rows, dsp_lut4):
 def ratios(rows, dsp_lut4):
     """Per point, the best IMU against the best baseline (and the baseline without DSPs)."""
     b = best(rows, dsp_lut4)
-    nodsp = {(s["config"]["lanes"], s["config"]["elems"]): s for s in rows
+    nodsp = {(s["config"]["outputs"], s["config"]["elems"]): s for s in rows
              if s["unit"] == "imu_baseline" and s["options_dir"] == "nodsp"
              and s["fmax_mhz_median"] is not None}
     # area only, both designs with every multiplier in LUTs (placed or not)
-    fabric = {(s["unit"], s["config"]["lanes"], s["config"]["elems"]): s for s in rows
+    fabric = {(s["unit"], s["config"]["outputs"], s["config"]["elems"]): s for s in rows
               if s["options_dir"] == "nodsp"}
     lines = ["| L | P | IMU options | baseline options | MACs/kLUT4-eq IMU / baseline | "
              "GOPS/kLUT4-eq IMU / baseline | MACs/kLUT4-eq IMU / baseline -nodsp | "
@@ -181,7 +181,7 @@ def plot(rows, dsp_lut4, path):
 
 def run(out, points, options, seeds, device, place, units, progress=print):
     from fpga.flow import synthesize
-    from kllm.units import get_unit
+    from hdl.units import get_unit
     for L, P in points:
         for name in units:
             unit = get_unit(name)
@@ -191,7 +191,7 @@ def run(out, points, options, seeds, device, place, units, progress=print):
                     # the DSP instances (with their registers) would stay: the same design
                     # with plain `*` between the same registers, mapped to LUTs
                     u = replace(u, component=unit.component + "LutMultipliers")
-                config = unit.config([f"lanes={L}", f"elems={P}"])
+                config = unit.config([f"outputs={L}", f"elems={P}"])
                 d = Path(out) / name / option_dir(opt) / config.describe()
                 if (d / "synth.json").exists():
                     progress(f"{name} {opt or '(none)'} {L}x{P}: done before, kept")

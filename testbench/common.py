@@ -17,7 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 CLOCK_PERIOD_NS = 10
 

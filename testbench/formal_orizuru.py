@@ -40,7 +40,7 @@ class TopKProperties(Elaboratable):
         m = Module()
         m.submodules.dut = dut = self.dut
         cfg = dut.config
-        P, W, N, k = cfg.lanes, cfg.width, cfg.max_len, cfg.k
+        P, W, N, k = cfg.elems, cfg.width, cfg.max_len, cfg.k
 
         # unconstrained environment (reset too: it restarts the reference with the unit)
         iv, ip, ordy = AnySeq(1), AnySeq(len(dut.i.payload.as_value())), AnySeq(1)

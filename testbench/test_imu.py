@@ -7,7 +7,7 @@ writes and streams on the simulated netlist, assembles the tiles' results as
 the host would and compares them with :func:`golden.imu.index_matmul` and
 :func:`golden.imu.dequant_matmul`, bit for bit.  The handshake logs give the
 cycle of every accepted beat and result, which one test holds to the cycle
-formula of :class:`kllm.config.ImuConfig`.
+formula of :class:`base.config.ImuConfig`.
 """
 
 import os
@@ -20,7 +20,7 @@ from cocotbext.axi import AxiStreamSource
 
 from golden.imu import (assemble, dequant_matmul, index_matmul, real_layer_operands,
                         tile_programs)
-from kllm.units import get_unit
+from hdl.units import get_unit
 from testbench.common import TB, AmaranthStreamBus, HandshakeLog, load_description, pause_pattern
 
 torch.set_num_threads(1)
@@ -96,7 +96,7 @@ class ImuTB(TB):
         results = []
         for _, bits in outs:
             y = self.unpack_out(bits).y
-            results.append([int(y[n]) for n in range(cfg.lanes)])
+            results.append([int(y[n]) for n in range(cfg.outputs)])
         return results, [c for c, _ in ins], [c for c, _ in outs]
 
     async def run_layer(self, Iw, Cw, ia, Ca, shift, residual):
@@ -149,7 +149,7 @@ def random_operands(cfg, rng, N, K, T, n_out, shift=None, extreme=False, same=Fa
 def sizes(cfg):
     """A small layer shape: more channels than lanes (tiled), K not a multiple of P, and
     more than k_max when k_max is small (tiled along K too)."""
-    N = cfg.lanes + max(1, cfg.lanes // 2)
+    N = cfg.outputs + max(1, cfg.outputs // 2)
     K = min(cfg.k_max, 5 * cfg.elems + 3)
     if cfg.k_max <= 24:
         K = cfg.k_max + max(1, cfg.k_max // 2)
@@ -182,7 +182,7 @@ async def one_bucket_extreme_values(dut):
     await tb.reset()
     cfg = tb.cfg
     K = min(cfg.k_max, 512 * cfg.elems)
-    await tb.run_layer(*random_operands(cfg, rng, cfg.lanes, K, 2, cfg.outliers,
+    await tb.run_layer(*random_operands(cfg, rng, cfg.outputs, K, 2, cfg.outliers,
                                         shift=cfg.shift_max, extreme=True, same=True))
     tb.record_stats()
 
@@ -196,7 +196,7 @@ async def outlier_counts(dut):
     cfg = tb.cfg
     N, K = sizes(cfg)
     await tb.run_layer(*random_operands(cfg, rng, N, K, 2, 0))
-    await tb.run_layer(*random_operands(cfg, rng, cfg.lanes, max(K, cfg.outliers), 3,
+    await tb.run_layer(*random_operands(cfg, rng, cfg.outputs, max(K, cfg.outliers), 3,
                                         cfg.outliers))
     tb.record_stats()
 
@@ -216,7 +216,7 @@ async def cycles_match_formula(dut):
     K = min(B * cfg.elems, cfg.k_max - cfg.k_max % cfg.elems)
     B = K // cfg.elems
     T = 5
-    ops = random_operands(cfg, rng, cfg.lanes, K, T, n_out, shift=shift)
+    ops = random_operands(cfg, rng, cfg.outputs, K, T, n_out, shift=shift)
     # the outlier beats are queued first, so they always wait for the tail
     timing = await tb.run_layer(*ops)
     ins, outs = timing[0]
@@ -257,7 +257,7 @@ if os.environ.get("KLLM_DESCRIPTION") and _real_fits(_config()):
         tb = ImuTB(dut, "random", "random", seed=9)
         await tb.reset()
         cfg = tb.cfg
-        Iw, Cw, ia, Ca, shift, r = real_layer_operands(rows=2 * cfg.lanes, tokens=3, k=8)
+        Iw, Cw, ia, Ca, shift, r = real_layer_operands(rows=2 * cfg.outputs, tokens=3, k=8)
         assert int((r != 0).sum(1).max()) > 0, "no outliers in the real tokens"
         await tb.run_layer(Iw, Cw, ia, Ca, shift, r)
         tb.record_stats()

@@ -60,7 +60,7 @@ async def program(tb, table):
 
 def stimulus(cfg, rng, beats, binary, kind="random"):
     """Rows of 1..9 beats (many of one beat); every index (pair) appears; ``same``: one index."""
-    P, n = cfg.lanes, 2 ** cfg.ba
+    P, n = cfg.elems, 2 ** cfg.ba
     total = beats * P
     if kind == "same":
         a = [rng.randrange(n)] * total
@@ -94,17 +94,17 @@ def expected(tb, table, in_beats):
     if not beats:
         return []
     if is_product(tb):
-        a = torch.tensor([[x.a[p] for p in range(cfg.lanes)] for x in beats])
-        b = torch.tensor([[x.b[p] for p in range(cfg.lanes)] for x in beats])
+        a = torch.tensor([[x.a[p] for p in range(cfg.elems)] for x in beats])
+        b = torch.tensor([[x.b[p] for p in range(cfg.elems)] for x in beats])
         y = product.apply(t.view(2 ** cfg.ba, 2 ** cfg.ba), a, b)
     else:
-        idx = torch.tensor([[x.idx[p] for p in range(cfg.lanes)] for x in beats])
+        idx = torch.tensor([[x.idx[p] for p in range(cfg.elems)] for x in beats])
         y = lut.apply(t, idx)
     return [(row, x.first, x.last) for row, x in zip(y.tolist(), beats)]
 
 
 def observed(tb, out_beats):
-    lanes = tb.component.config.lanes
+    lanes = tb.component.config.elems
     got = []
     for _, bits in out_beats:
         beat = tb.unpack_out(bits)

@@ -48,7 +48,7 @@ def pack_vector(cfg, values, rng=None):
     """Beats of one vector.  With ``rng``: random partial beats (count 0 .. P) inside the
     vector, sometimes no ``first`` flag (a vector also starts after a ``last``) and
     ``count`` above P on full beats (read as P)."""
-    P = cfg.lanes
+    P = cfg.elems
     chunks, k = [], 0
     while k < len(values):
         c = rng.randint(0, P) if rng and rng.random() < 0.3 else P
@@ -70,7 +70,7 @@ def pack_vector(cfg, values, rng=None):
 
 def stimulus(cfg, rng, beats, min_len=0):
     """Vectors of every kind and of lengths 1, < k, < 2k, not a multiple of P, up to max_len."""
-    lengths = [1, cfg.lanes + 1, cfg.k - 1, cfg.k, 2 * cfg.k - 1, 2 * cfg.k + cfg.lanes - 1,
+    lengths = [1, cfg.elems + 1, cfg.k - 1, cfg.k, 2 * cfg.k - 1, 2 * cfg.k + cfg.elems - 1,
                cfg.max_len, 0]
     out, total = [], 0
     j = 0
@@ -78,12 +78,12 @@ def stimulus(cfg, rng, beats, min_len=0):
         if j < len(lengths) * 2:
             n = lengths[j % len(lengths)]
         else:
-            n = rng.randint(1, min(cfg.max_len, 3 * cfg.k + 2 * cfg.lanes))
-        n = max(0, min(n, cfg.max_len, 4 * cfg.k + 4 * cfg.lanes))
+            n = rng.randint(1, min(cfg.max_len, 3 * cfg.k + 2 * cfg.elems))
+        n = max(0, min(n, cfg.max_len, 4 * cfg.k + 4 * cfg.elems))
         n = max(n, min_len)
         kind = KINDS[j % len(KINDS)]
         out.append(make_vector(cfg, rng, kind, n))
-        total += max(1, -(-n // cfg.lanes))
+        total += max(1, -(-n // cfg.elems))
         j += 1
     return out
 
@@ -147,7 +147,7 @@ async def latency_and_throughput(dut):
     tb = TB(dut)
     cfg = tb.component.config
     await tb.reset()
-    min_len = cfg.min_beats * cfg.lanes
+    min_len = cfg.min_beats * cfg.elems
     vectors = stimulus(cfg, rng, BEATS, min_len=min_len)
     vectors[0] = make_vector(cfg, rng, "random", min_len)        # exactly the minimum
     vectors[1] = make_vector(cfg, rng, "increasing", min_len)
@@ -172,7 +172,7 @@ async def short_vectors(dut):
     tb = TB(dut)
     cfg = tb.component.config
     await tb.reset()
-    vectors = [make_vector(cfg, rng, KINDS[j % len(KINDS)], rng.randint(1, cfg.lanes))
+    vectors = [make_vector(cfg, rng, KINDS[j % len(KINDS)], rng.randint(1, cfg.elems))
                for j in range(40)]
     ins, outs = await run_vectors(tb, vectors)
     cycles = [c for c, _ in ins]
@@ -220,7 +220,7 @@ async def overlong_vector_recovers(dut):
     tb = TB(dut)
     cfg = tb.component.config
     await tb.reset()
-    n = min(cfg.max_len + cfg.lanes + 1, cfg.max_len + 64)
+    n = min(cfg.max_len + cfg.elems + 1, cfg.max_len + 64)
     for b in pack_vector(cfg, make_vector(cfg, rng, "random", n)):
         await tb.source.send([tb.pack_in(b)])
     await tb.wait_outputs(1, timeout_cycles=20 * n + 200)

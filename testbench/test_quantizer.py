@@ -32,11 +32,11 @@ def stimulus(cfg, thresholds, rng, beats):
     values = [lo, hi, lo + 1, hi - 1, 0, -1]
     for t in thresholds:
         values += [max(lo, min(hi, t + d)) for d in (-1, 0, 1)]
-    n = max(beats * cfg.lanes, len(values))
+    n = max(beats * cfg.elems, len(values))
     values += [rng.randint(lo, hi) for _ in range(n - len(values))]
     rng.shuffle(values)
-    values += [rng.randint(lo, hi) for _ in range(-len(values) % cfg.lanes)]
-    xs = [values[k:k + cfg.lanes] for k in range(0, len(values), cfg.lanes)]
+    values += [rng.randint(lo, hi) for _ in range(-len(values) % cfg.elems)]
+    xs = [values[k:k + cfg.elems] for k in range(0, len(values), cfg.elems)]
     # framing: vectors of random length, first/last passed through untouched
     frames, k = [], 0
     while k < len(xs):
@@ -63,7 +63,7 @@ def expected(tb, thresholds, in_beats):
     """Golden output of the logged input beats: one vectorized call for all of them."""
     if not in_beats:
         return []
-    lanes = tb.component.config.lanes
+    lanes = tb.component.config.elems
     beats = [tb.component.in_layout.from_bits(bits) for _, bits in in_beats]
     x = torch.tensor([[b.x[p] for p in range(lanes)] for b in beats])
     idx = quantize(x, thresholds).tolist()
@@ -74,7 +74,7 @@ def observed(tb, out_beats):
     out = []
     for _, bits in out_beats:
         beat = tb.unpack_out(bits)
-        out.append(([beat.idx[p] for p in range(tb.component.config.lanes)],
+        out.append(([beat.idx[p] for p in range(tb.component.config.elems)],
                     beat.first, beat.last))
     return out
 

@@ -76,8 +76,7 @@ async def expert_ffn_through_host_ports(dut):
         flat = {t for tt in tails for t in tt}
         if len(flat) == 1:         # every token the same tail work: the SiDA model's case
             beats_out = flat.pop() - cfg.combine_ops - shift
-            cm = imu_cycles(N, K, T, lanes=cfg.lanes, elems=cfg.elems, bw=cfg.bw, ba=cfg.ba,
-                            k_max=cfg.k_max, shift=shift, outlier_beats=beats_out)
+            cm = imu_cycles(N, K, T, imu=cfg, shift=shift, outlier_beats=beats_out)
             assert measured == cm, f"{which} matrix: {measured} cycles, imu_cycles {cm}"
         report[which] = {"N": N, "K": K, "tokens": T, "tiles": len(tiles(cfg, N, K)),
                          "cycles": measured, "model": model}

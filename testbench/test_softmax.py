@@ -108,7 +108,7 @@ KINDS = ("random", "one", "same", "only_max", "outlier", "extremes", "narrow")
 
 def pack_row(cfg, row, rng, partial=True):
     """Beats of one row; with ``partial`` some beats hold fewer than P elements (even 0)."""
-    P = cfg.lanes
+    P = cfg.elems
     chunks, k = [], 0
     while k < len(row):
         c = rng.randint(0, P) if partial and rng.random() < 0.25 else P
@@ -137,7 +137,7 @@ def split_rows(tb, in_beats):
     for beats in rows:
         kept = beats[:cfg.max_beats]              # beyond the buffer: dropped
         elems = [(b.x if hasattr(cfg, "width") else b.idx)[p]
-                 for b in kept for p in range(min(b.count, cfg.lanes))]
+                 for b in kept for p in range(min(b.count, cfg.elems))]
         out.append((kept, elems))
     return out
 
@@ -167,12 +167,12 @@ def check_rows(tb, C, ss, in_beats, out_beats):
         values = golden_row(tb, C, ss, elems)
         pos = 0
         for j, b in enumerate(beats):
-            c = min(b.count, cfg.lanes)
-            exp = values[pos:pos + c] + [0] * (cfg.lanes - c)
+            c = min(b.count, cfg.elems)
+            exp = values[pos:pos + c] + [0] * (cfg.elems - c)
             pos += c
             g = got[k]
             k += 1
-            obs = [g.y[p] for p in range(cfg.lanes)]
+            obs = [g.y[p] for p in range(cfg.elems)]
             assert (obs, g.count, g.first, g.last) == (exp, b.count, int(j == 0), int(j == len(beats) - 1)), \
                 f"row {r} beat {j}: got {(obs, g.count, g.first, g.last)}, golden " \
                 f"{(exp, b.count, int(j == 0), int(j == len(beats) - 1))} (row {elems})"
@@ -245,7 +245,7 @@ async def latency_and_throughput(dut):
     i = o = 0
     formula = 0
     for r, row in enumerate(rows):
-        b = -(-len(row) // cfg.lanes)
+        b = -(-len(row) // cfg.elems)
         cin = [c for c, _ in ins[i:i + b]]
         cout = [c for c, _ in outs[o:o + b]]
         assert cin == list(range(cin[0], cin[0] + b)), f"row {r}: input not back to back"
@@ -300,7 +300,7 @@ async def row_longer_than_the_buffer(dut):
     await program(tb, writes)
     assert dut.overflow.value == 0
     row = make_row(cfg, rng, "random")
-    row = (row * (cfg.max_beats * cfg.lanes + 2 * cfg.lanes))[:cfg.max_beats * cfg.lanes + 2 * cfg.lanes]
+    row = (row * (cfg.max_beats * cfg.elems + 2 * cfg.elems))[:cfg.max_beats * cfg.elems + 2 * cfg.elems]
     await run_rows(tb, C, ss, [row], rng, partial=False)
     assert dut.overflow.value == 1
     tb.record_stats()

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from kllm import KllmError
-from kllm.generate import write_files
+from base.errors import KllmError
+from base.files import write_files
 
 from clirun import run
 
@@ -14,17 +14,17 @@ from clirun import run
 def test_units_lists_every_parameter(capsys):
     rc, out, _ = run(capsys, "units")
     assert rc == 0
-    for text in ("quantizer", "width", "16", "2..32", "ba", "1..8", "lanes", "1..16"):
+    for text in ("quantizer", "width", "16", "2..32", "ba", "1..8", "elems", "1..16"):
         assert text in out
 
 
 def test_verilog_writes_netlist_and_description(capsys, tmp_path):
-    rc, out, _ = run(capsys, "verilog", "quantizer", "--set", "ba=3", "--set", "lanes=2",
+    rc, out, _ = run(capsys, "verilog", "quantizer", "--set", "ba=3", "--set", "elems=2",
                      "-o", str(tmp_path / "q"))
     assert rc == 0, out
     v = (tmp_path / "q" / "kllm_quantizer.v").read_text()
     d = json.loads((tmp_path / "q" / "kllm_quantizer.json").read_text())
-    assert d["config"] == {"width": 16, "ba": 3, "lanes": 2}
+    assert d["config"] == {"width": 16, "ba": 3, "elems": 2}
     assert d["latency"] == 4
     # the port map names exactly the module's ports, with their widths
     header = re.search(r"module kllm_quantizer\(([^)]*)\);", v).group(1)
@@ -43,13 +43,13 @@ def test_verilog_writes_netlist_and_description(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer, orizuru, orizuru_baseline, lut, product, softmax, norm, softmax_baseline, norm_baseline, imu, imu_baseline)"),
     (["verilog", "quantizer", "--set", "ba=9"], "kllm: error: quantizer: parameter 'ba' must be in 1..8, got 9"),
-    (["verilog", "quantizer", "--set", "lanes=x"], "kllm: error: quantizer: parameter 'lanes' must be an integer, got 'x'"),
-    (["verilog", "quantizer", "--set", "depth=3"], "kllm: error: quantizer: unknown parameter 'depth' (parameters: width, ba, lanes)"),
+    (["verilog", "quantizer", "--set", "elems=x"], "kllm: error: quantizer: parameter 'elems' must be an integer, got 'x'"),
+    (["verilog", "quantizer", "--set", "depth=3"], "kllm: error: quantizer: unknown parameter 'depth' (parameters: width, ba, elems)"),
     (["synth", "quantizer", "--set", "width=64"], "kllm: error: quantizer: parameter 'width' must be in 2..32, got 64"),
     (["synth", "quantizer", "--seeds", "0"], "kllm: error: --seeds must be at least 1, got 0"),
     (["synth", "quantizer", "--speed", "5"], "kllm: error: --speed 5: device 'ecp5-85k' has speed grades 6, 7, 8"),
     (["synth", "quantizer", "--device", "ice40-up5k", "--speed", "6"], "kllm: error: --speed 6: device 'ice40-up5k' has no speed grades"),
-    (["sweep", "quantizer", "--vary", "lanes=1,2", "--speed", "9"], "kllm: error: --speed 9: device 'ecp5-85k' has speed grades 6, 7, 8"),
+    (["sweep", "quantizer", "--vary", "elems=1,2", "--speed", "9"], "kllm: error: --speed 9: device 'ecp5-85k' has speed grades 6, 7, 8"),
     (["sim", "quantizer", "--beats", "0"], "kllm: error: --beats must be at least 1, got 0"),
     (["sim", "quantizer", "--sim", "xsim"], "kllm sim: error: argument --sim: invalid choice"),
     (["frobnicate"], "kllm: error: argument COMMAND: invalid choice"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from golden.quantizer import nearest_centroid, quantize, threshold_writes, thresholds_from_codebook
-from kllm.config import QuantizerConfig
+from base.config import QuantizerConfig
 
 
 def test_thresholds_are_ceil_of_midpoints():
@@ -55,7 +55,7 @@ def test_unsorted_input_refused():
 
 
 def test_driver_writes_and_refusals():
-    cfg = QuantizerConfig(width=8, ba=2, lanes=1)
+    cfg = QuantizerConfig(width=8, ba=2, elems=1)
     assert threshold_writes(cfg, [-3, 0, 5]) == [(0, -3), (1, 0), (2, 5)]
     with pytest.raises(ValueError, match="refusing to write unsorted thresholds"):
         threshold_writes(cfg, [0, -3, 5])

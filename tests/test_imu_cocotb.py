@@ -5,21 +5,21 @@ import re
 import pytest
 
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 from benchcases import bench_cases
 
 # Small widths and lengths keep the simulators quick.  Together: the default (which also runs a
 # real MiniLM layer slice), P = 1, P = 8, bw = 1, zero outlier capacity (no outlier port), one
 # lane, K tiled along both axes when k_max is small, K not a multiple of P everywhere.
-SMALL = {"lanes": 3, "elems": 2, "bw": 2, "ba": 3, "cw": 6, "ca": 5, "k_max": 20, "outliers": 3,
+SMALL = {"outputs": 3, "elems": 2, "bw": 2, "ba": 3, "cw": 6, "ca": 5, "k_max": 20, "outliers": 3,
          "xbits": 9}
 CONFIGS = [
     ("imu", {}, ("icarus",)),
     ("imu", SMALL, ("icarus", "verilator")),
-    ("imu", {"lanes": 2, "elems": 1, "bw": 3, "ba": 2, "cw": 5, "ca": 4, "k_max": 16,
+    ("imu", {"outputs": 2, "elems": 1, "bw": 3, "ba": 2, "cw": 5, "ca": 4, "k_max": 16,
              "outliers": 0, "xbits": 8}, ("icarus",)),
-    ("imu", {"lanes": 1, "elems": 8, "bw": 1, "ba": 1, "cw": 3, "ca": 2, "k_max": 40,
+    ("imu", {"outputs": 1, "elems": 8, "bw": 1, "ba": 1, "cw": 3, "ca": 2, "k_max": 40,
              "outliers": 1, "xbits": 4}, ("icarus",)),
     ("imu_baseline", {}, ("icarus",)),
     ("imu_baseline", SMALL, ("verilator",)),
@@ -51,7 +51,7 @@ def test_bench_catches_a_planted_bug(build_dir):
 
     def plant(text):
         new, n = re.subn(r"(snap_l\d+)\[[^;]*\] <= [^;]+;", ";", text)
-        assert n == SMALL["lanes"]
+        assert n == SMALL["outputs"]
         return new
 
     with pytest.raises(AssertionError, match="outlier_counts"):

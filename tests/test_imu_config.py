@@ -6,7 +6,7 @@ import torch
 from golden.imu import (check_config_operands, dequant_matmul, index_matmul, input_beats,
                         outlier_beats, run_tiled, tiles, weight_writes)
 from hdl.imu import Imu, ImuBaseline
-from kllm.config import ImuBaselineConfig, ImuConfig
+from base.config import ImuBaselineConfig, ImuConfig
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -15,7 +15,7 @@ from kllm.config import ImuBaselineConfig, ImuConfig
     ({"elems": 8, "k_max": 4}, "imu: parameter 'k_max' (4) must be at least elems (8)"),
     ({"ca": 12, "xbits": 10}, "imu: parameter 'ca' (12) must not exceed xbits (10)"),
     ({"bw": 9}, "imu: parameter 'bw' must be in 1..8, got 9"),
-    ({"lanes": 0}, "imu: parameter 'lanes' must be in 1..256, got 0"),
+    ({"outputs": 0}, "imu: parameter 'outputs' must be in 1..256, got 0"),
     ({"outliers": -1}, "imu: parameter 'outliers' must be in 0..256, got -1"),
 ])
 def test_bad_parameters(kwargs, message):
@@ -41,7 +41,7 @@ def test_derived_widths_hold_the_extremes():
 
 
 def operands(N=5, K=11, T=2, cfg=None):
-    cfg = cfg or ImuConfig(lanes=2, elems=4, k_max=8, outliers=2)
+    cfg = cfg or ImuConfig(outputs=2, elems=4, k_max=8, outliers=2)
     g = torch.Generator().manual_seed(0)
     return (cfg, torch.randint(0, 16, (N, K), generator=g),
             torch.randint(-128, 128, (N, 16), generator=g),
@@ -56,9 +56,9 @@ def test_driver_refuses_shapes_and_ranges():
         check_config_operands(cfg, Iw, Cw, ia[:, :10], Ca)
     with pytest.raises(ValueError, match=r"imu: Ca must be \(2\*\*ba,\) = \(16,\), got \(8,\)"):
         check_config_operands(cfg, Iw, Cw, ia, Ca[:8])
-    with pytest.raises(ValueError, match=r"imu: a tile is at most lanes x k_max = 2 x 8, got Iw 5 x 11"):
+    with pytest.raises(ValueError, match=r"imu: a tile is at most outputs x k_max = 2 x 8, got Iw 5 x 11"):
         check_config_operands(cfg, Iw, Cw, ia, Ca, tile=True)
-    with pytest.raises(ValueError, match=r"imu: a tile is at most lanes x k_max = 2 x 8, got Iw 2 x 9"):
+    with pytest.raises(ValueError, match=r"imu: a tile is at most outputs x k_max = 2 x 8, got Iw 2 x 9"):
         weight_writes(cfg, Iw[:2, :9])
     with pytest.raises(ValueError, match=r"imu: Cw holds values outside -128..127"):
         check_config_operands(cfg, Iw, Cw * 2, ia, Ca)
@@ -91,7 +91,7 @@ def test_tiling_and_beats():
     def model(program):
         Iw_t, Cw_t, ia_t, Ca_t, s, r_t = program["operands"]
         y = index_matmul(Iw_t, Cw_t, ia_t, Ca_t, shift=s, residual=r_t)
-        return [row + [0] * (cfg.lanes - len(row)) for row in y.tolist()]
+        return [row + [0] * (cfg.outputs - len(row)) for row in y.tolist()]
 
     y = run_tiled(cfg, Iw, Cw, ia, Ca, shift=2, residual=r, run_tile=model)
     assert torch.equal(y, dequant_matmul(Iw, Cw, ia, Ca, shift=2, residual=r))
@@ -107,9 +107,9 @@ def test_output_stage_copies_are_kept_per_lane(unit_name):
 
     from amaranth.back import verilog
 
-    from kllm.units import get_unit
+    from hdl.units import get_unit
     unit = get_unit(unit_name)
-    cfg = unit.config(["lanes=3", "elems=2", "k_max=16", "outliers=2"])
+    cfg = unit.config(["outputs=3", "elems=2", "k_max=16", "outliers=2"])
     text = verilog.convert(unit.build(cfg), name=unit.toplevel, emit_src=False)
     mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
     for pattern in unit.keep_modules.split():

@@ -10,10 +10,10 @@ import subprocess
 import pytest
 
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 from testbench.ecp5_models import write_models
 
-PRIM = {"lanes": 2, "elems": 8, "bw": 3, "ba": 2, "cw": 18, "ca": 4, "k_max": 40, "outliers": 2,
+PRIM = {"outputs": 2, "elems": 8, "bw": 3, "ba": 2, "cw": 18, "ca": 4, "k_max": 40, "outliers": 2,
         "xbits": 8}
 SYNTH = {"SYNTHESIS": 1}
 

@@ -60,7 +60,7 @@ def simulate(dut, program, *, in_gap=lambda c: False, out_stall=lambda c: False,
                 q += 1
             if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
                 o = ctx.get(dut.o.payload)
-                results.append([int(o.y[n]) for n in range(cfg.lanes)])
+                results.append([int(o.y[n]) for n in range(cfg.outputs)])
                 log["out"].append(cycle)
             await ctx.tick()
             cycle += 1
@@ -94,9 +94,9 @@ def random_layer(g, cfg, N, K, T, n_out, shift, extreme=False):
 
 @pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
 @pytest.mark.parametrize("params, N, K, T, n_out, shift", [
-    ({"lanes": 2, "elems": 4, "bw": 2, "ba": 3, "k_max": 16, "outliers": 3}, 3, 37, 4, 3, 2),
-    ({"lanes": 3, "elems": 1, "bw": 3, "ba": 2, "k_max": 12, "outliers": 0, "xbits": 10}, 3, 12, 3, 0, 1),
-    ({"lanes": 1, "elems": 2, "bw": 1, "ba": 1, "k_max": 5, "outliers": 1, "cw": 4, "ca": 3,
+    ({"outputs": 2, "elems": 4, "bw": 2, "ba": 3, "k_max": 16, "outliers": 3}, 3, 37, 4, 3, 2),
+    ({"outputs": 3, "elems": 1, "bw": 3, "ba": 2, "k_max": 12, "outliers": 0, "xbits": 10}, 3, 12, 3, 0, 1),
+    ({"outputs": 1, "elems": 2, "bw": 1, "ba": 1, "k_max": 5, "outliers": 1, "cw": 4, "ca": 3,
       "xbits": 6}, 2, 9, 5, 1, 3),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -117,7 +117,7 @@ def test_random_tiled(cls, params, N, K, T, n_out, shift):
 def test_framing_errors(cls):
     """Beats without `first` between vectors are dropped, a `first` inside a vector is taken as
     part of it; either sets the sticky `err`; the results stay those of the golden model."""
-    params = {"lanes": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 16, "outliers": 1}
+    params = {"outputs": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 16, "outliers": 1}
     cfg = cls(**params).config
     g = torch.Generator().manual_seed(11)
     Iw, Cw, ia, Ca, r = random_layer(g, cfg, 2, 7, 3, 1, 1)
@@ -143,7 +143,7 @@ def run_back_to_back(cls, params, B, shift, n_out, T=4):
     cfg = dut.config
     g = torch.Generator().manual_seed(5)
     K = B * cfg.elems
-    Iw, Cw, ia, Ca, r = random_layer(g, cfg, cfg.lanes, K, T, n_out, shift)
+    Iw, Cw, ia, Ca, r = random_layer(g, cfg, cfg.outputs, K, T, n_out, shift)
     log = {}
     y = run_tiled(cfg, Iw, Cw, ia, Ca, shift=shift, residual=r,
                   run_tile=lambda prog: simulate(dut, prog, log=log))
@@ -155,7 +155,7 @@ def run_back_to_back(cls, params, B, shift, n_out, T=4):
 @pytest.mark.parametrize("elems", [2, 4])
 def test_back_to_back_cycles(cls, elems):
     """At the shortest vector the formula allows: II = 1 and the stated latency, per vector."""
-    params = {"lanes": 2, "elems": elems, "bw": 3, "ba": 2, "k_max": 128, "outliers": 2}
+    params = {"outputs": 2, "elems": elems, "bw": 3, "ba": 2, "k_max": 128, "outliers": 2}
     cfg = cls(**params).config
     shift, n_out = 3, 2
     B = max(cfg.min_beats, cfg.tail_ops(shift, n_out))
@@ -172,7 +172,7 @@ def test_back_to_back_cycles(cls, elems):
 @pytest.mark.parametrize("cls", [ImuLutMultipliers, ImuBaselineLutMultipliers])
 def test_formula_is_tight(cls):
     """One beat fewer than the formula's minimum and the input stalls."""
-    params = {"lanes": 1, "elems": 2, "bw": 2, "ba": 2, "k_max": 64, "outliers": 1}
+    params = {"outputs": 1, "elems": 2, "bw": 2, "ba": 2, "k_max": 64, "outliers": 1}
     cfg = cls(**params).config
     B = cfg.min_beats - 1
     assert not cfg.streams(B, 0, 1) and cfg.tail_ops(0, 1) <= B
@@ -188,7 +188,7 @@ def test_write_then_stream_next_cycle(cls, last):
     vector may start the cycle after the last write: each port in turn written last, its
     entries in reverse order, so the very last write is one the first beat reads (row 0 of
     lane 0, centroid 0 of lane 0, activation centroid 0 at the first position)."""
-    params = {"lanes": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 8, "outliers": 1}
+    params = {"outputs": 2, "elems": 2, "bw": 2, "ba": 2, "k_max": 8, "outliers": 1}
     cfg = cls(**params).config
     g = torch.Generator().manual_seed(23)
     Iw, Cw, ia, Ca, r = random_layer(g, cfg, 2, 6, 3, 1, 1)

@@ -10,15 +10,15 @@ Any other kind (WIDTH, UNDRIVEN, MULTIDRIVEN, LATCH, ...) fails the test.
 import pytest
 
 from kllm.cli import lint_warnings
-from kllm.generate import emit
+from hdl.generate import emit
 from kllm.sim import _path_with_venv
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 BACKEND_KINDS = {"PROCASSINIT", "UNUSEDSIGNAL"}
 
 
-@pytest.mark.parametrize("params", [[], ["ba=1", "lanes=1"], ["ba=8", "lanes=3", "width=12"],
-                                    ["width=32", "lanes=16", "ba=5"]])
+@pytest.mark.parametrize("params", [[], ["ba=1", "elems=1"], ["ba=8", "elems=3", "width=12"],
+                                    ["width=32", "elems=16", "ba=5"]])
 def test_quantizer_lint(params, build_dir):
     unit = get_unit("quantizer")
     netlist, _ = emit(unit, unit.config(params), build_dir)
@@ -29,8 +29,8 @@ def test_quantizer_lint(params, build_dir):
 # Orizuru: WIDTHEXPAND also comes from the backend, which writes a zero-extended operand
 # (a lane number, a count, a constant) at its own width; the arithmetic is exact.
 @pytest.mark.parametrize("unit, params", [
-    ("orizuru", []), ("orizuru", ["merge=0", "lanes=3", "k=5", "max_len=40"]),
-    ("orizuru", ["lanes=1", "k=1", "max_len=1"]), ("orizuru_baseline", ["k=4"]),
+    ("orizuru", []), ("orizuru", ["merge=0", "elems=3", "k=5", "max_len=40"]),
+    ("orizuru", ["elems=1", "k=1", "max_len=1"]), ("orizuru_baseline", ["k=4"]),
 ])
 def test_orizuru_lint(unit, params, build_dir):
     u = get_unit(unit)
@@ -46,7 +46,7 @@ def test_orizuru_lint(unit, params, build_dir):
 # WIDTHTRUNC (`!x` on a multi-bit x, meaning x == 0).  The row units' FSMs add a third,
 # CASEINCOMPLETE (a state register's case without the unused encodings).
 @pytest.mark.parametrize("unit, params, extra", [
-    ("lut", ["ba=8", "lanes=3"], {"WIDTHTRUNC", "WIDTHEXPAND"}),
+    ("lut", ["ba=8", "elems=3"], {"WIDTHTRUNC", "WIDTHEXPAND"}),
     ("product", [], {"WIDTHTRUNC", "WIDTHEXPAND"}),
     ("softmax", ["max_len=40"], {"CASEINCOMPLETE", "WIDTHTRUNC", "WIDTHEXPAND"}),
     ("norm", ["max_len=40", "rms=1"], {"CASEINCOMPLETE", "WIDTHTRUNC", "WIDTHEXPAND"}),
@@ -62,7 +62,7 @@ def test_nonlinear_lint(unit, params, extra, build_dir):
 # IMU: besides WIDTHEXPAND (above), the backend writes `x == 0` as `!x` on a multi-bit x and a
 # variable word select as a right shift assigned to the word's width (WIDTHTRUNC); both exact.
 @pytest.mark.parametrize("unit, params", [
-    ("imu", []), ("imu", ["lanes=3", "elems=1", "outliers=0"]), ("imu_baseline", ["elems=8"]),
+    ("imu", []), ("imu", ["outputs=3", "elems=1", "outliers=0"]), ("imu_baseline", ["elems=8"]),
 ])
 def test_imu_lint(unit, params, build_dir):
     u = get_unit(unit)

@@ -6,16 +6,16 @@ import pytest
 
 from kllm.cli import latency_line
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 from benchcases import bench_cases
 
 CONFIGS = [
     ("lut", {}, ("icarus",)),                                              # ba=4, P=4, 16 bit
-    ("lut", {"ba": 8, "lanes": 3, "out_width": 8}, ("verilator",)),        # index -> index
-    ("lut", {"ba": 1, "lanes": 1, "out_width": 1}, ("icarus",)),
+    ("lut", {"ba": 8, "elems": 3, "out_width": 8}, ("verilator",)),        # index -> index
+    ("lut", {"ba": 1, "elems": 1, "out_width": 1}, ("icarus",)),
     ("product", {}, ("verilator",)),
-    ("product", {"ba": 2, "lanes": 1, "out_width": 2}, ("icarus",)),
+    ("product", {"ba": 2, "elems": 1, "out_width": 2}, ("icarus",)),
 ]
 
 

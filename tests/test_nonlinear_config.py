@@ -7,14 +7,14 @@ from golden import lut, norm, product, softmax
 from hdl.lut import ElementwiseLut
 from hdl.norm import HistogramNorm
 from hdl.softmax import HistogramSoftmax, SoftmaxBaseline
-from kllm import KllmError
-from kllm.config import NormBaselineConfig, NormConfig, SoftmaxBaselineConfig, SoftmaxConfig
-from kllm.units import get_unit
+from base.errors import KllmError
+from base.config import NormBaselineConfig, NormConfig, SoftmaxBaselineConfig, SoftmaxConfig
+from hdl.units import get_unit
 
 
 @pytest.mark.parametrize("build, message", [
     (lambda: ElementwiseLut(ba=9), "lut: parameter 'ba' must be in 1..8, got 9"),
-    (lambda: ElementwiseLut(lanes=0), "lut: parameter 'lanes' must be in 1..16, got 0"),
+    (lambda: ElementwiseLut(elems=0), "lut: parameter 'elems' must be in 1..16, got 0"),
     (lambda: HistogramSoftmax(ba=7), "softmax: parameter 'ba' must be in 1..6, got 7"),
     (lambda: HistogramSoftmax(max_len=0), "softmax: parameter 'max_len' must be in 1..65536, got 0"),
     (lambda: HistogramNorm(rms=2), "norm: parameter 'rms' must be in 0..1, got 2"),
@@ -28,14 +28,14 @@ def test_parameter_errors(build, message):
 
 
 def test_type_error_and_cli_error():
-    with pytest.raises(TypeError, match="product: parameter 'lanes' must be an integer"):
-        get_unit("product").config_cls(lanes="4")
+    with pytest.raises(TypeError, match="product: parameter 'elems' must be an integer"):
+        get_unit("product").config_cls(elems="4")
     with pytest.raises(KllmError, match="norm: unknown parameter 'width'"):
         get_unit("norm").config(["width=8"])
 
 
 def test_widths():
-    c = SoftmaxConfig(lanes=4, max_len=1024)
+    c = SoftmaxConfig(elems=4, max_len=1024)
     assert (c.max_beats, c.count_bits, c.denom_bits, c.out_bits) == (256, 11, 26, 16)
     n = NormConfig(max_len=1024)
     assert n.out_bits == 19                      # 4096 * sqrt(1024) * 1.01 < 2**18
@@ -54,12 +54,12 @@ def test_widths():
     assert n.latency == 2 * 16 + 13 + 2 * 2 + 3 * 4 + 6 + 10 + 6 + 5 + 1 + 3
     # baselines: lane trees of 4 (2 levels); row buffer 3; 1024-word exp ROM: address
     # copies 1, 64 banks, three 4:1 stages (4 + 1 = 5); reciprocal ROM 3; E r 5
-    sb = SoftmaxBaselineConfig(lanes=4, max_len=1024)
+    sb = SoftmaxBaselineConfig(elems=4, max_len=1024)
     assert sb.stage_latencies == (2, 3, 5, 3, 5)
     assert [sb.row_latency(b) for b in (1, 10, 256)] == [1 + 47, 10 + 47, 256 + 47]
     # x**2 of 8 bits 4, trees 2, n S2 / S1**2 6, row buffer 3, (n x - S1) r 6; row_rsqrt
     # 6 + 7 + 10 = 23
-    nb = NormBaselineConfig(lanes=4, max_len=1024)
+    nb = NormBaselineConfig(elems=4, max_len=1024)
     assert nb.stage_latencies == (4, 2, 6, 3, 6)
     assert nb.latency == 9 + 2 * 4 + 2 + 23 + 3 + 6
 

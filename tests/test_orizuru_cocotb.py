@@ -5,7 +5,7 @@ import re
 import pytest
 
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 from benchcases import bench_cases
 
@@ -13,13 +13,13 @@ from benchcases import bench_cases
 # power of 2, P > k, k = 1, all three final merges, and the default configuration.
 CONFIGS = [
     ("orizuru", {}, ("icarus", "verilator")),
-    ("orizuru", {"width": 8, "lanes": 3, "k": 5, "max_len": 40, "merge": 0}, ("icarus", "verilator")),
-    ("orizuru", {"width": 4, "lanes": 1, "k": 2, "max_len": 16}, ("icarus",)),
-    ("orizuru", {"width": 6, "lanes": 8, "k": 3, "max_len": 64, "merge": 0}, ("icarus",)),
-    ("orizuru", {"width": 6, "lanes": 2, "k": 1, "max_len": 8}, ("icarus",)),
+    ("orizuru", {"width": 8, "elems": 3, "k": 5, "max_len": 40, "merge": 0}, ("icarus", "verilator")),
+    ("orizuru", {"width": 4, "elems": 1, "k": 2, "max_len": 16}, ("icarus",)),
+    ("orizuru", {"width": 6, "elems": 8, "k": 3, "max_len": 64, "merge": 0}, ("icarus",)),
+    ("orizuru", {"width": 6, "elems": 2, "k": 1, "max_len": 8}, ("icarus",)),
     ("orizuru", {"merge": 2}, ("icarus",)),
     ("orizuru_baseline", {}, ("icarus", "verilator")),
-    ("orizuru_baseline", {"width": 6, "lanes": 3, "k": 2, "max_len": 32}, ("icarus",)),
+    ("orizuru_baseline", {"width": 6, "elems": 3, "k": 2, "max_len": 32}, ("icarus",)),
 ]
 BEATS = "120"
 
@@ -39,7 +39,7 @@ def test_bench_catches_a_planted_bug(build_dir):
     entry - x - 1): an equal later value then displaces an older one, which is wrong only
     on ties; the all-equal and many-ties vectors find it."""
     unit = get_unit("orizuru")
-    config = unit.config(["width=6", "lanes=2", "k=3", "max_len=16"])
+    config = unit.config(["width=6", "elems=2", "k=3", "max_len=16"])
 
     def plant(text):
         # x > e is the borrow of e - x; the borrow of e - x - 1 is x >= e
@@ -59,7 +59,7 @@ def test_serial_merge_p4_k6_bursty(build_dir):
     backpressure, a last beat was taken in a cycle where the queued vector's pops waited,
     its load overwrote the queues a pop early and one result was lost (a timeout)."""
     unit = get_unit("orizuru")
-    config = unit.config(["width=8", "lanes=4", "k=6", "max_len=64"])
+    config = unit.config(["width=8", "elems=4", "k=6", "max_len=64"])
     result = run_bench(unit, config, "icarus", build_dir, quiet=True,
                        extra_env={"KLLM_BEATS": BEATS},
                        testcase="stream_matches_golden")

@@ -6,25 +6,25 @@ import re
 import pytest
 
 from hdl.orizuru import Orizuru, OrizuruBaseline, bitonic_sort_levels, odd_even_sort_levels
-from kllm.config import OrizuruBaselineConfig, OrizuruConfig
-from kllm.units import get_unit
+from base.config import OrizuruBaselineConfig, OrizuruConfig
+from hdl.units import get_unit
 
 
 @pytest.mark.parametrize("cls, unit", [(Orizuru, "orizuru"), (OrizuruBaseline, "orizuru_baseline")])
 @pytest.mark.parametrize("kwargs, exc, message", [
     ({"width": 1}, ValueError, "parameter 'width' must be in 2..32, got 1"),
     ({"width": 33}, ValueError, "parameter 'width' must be in 2..32, got 33"),
-    ({"lanes": 0}, ValueError, "parameter 'lanes' must be in 1..16, got 0"),
-    ({"lanes": 17}, ValueError, "parameter 'lanes' must be in 1..16, got 17"),
+    ({"elems": 0}, ValueError, "parameter 'elems' must be in 1..16, got 0"),
+    ({"elems": 17}, ValueError, "parameter 'elems' must be in 1..16, got 17"),
     ({"k": 0}, ValueError, "parameter 'k' must be in 1..64, got 0"),
     ({"k": 65}, ValueError, "parameter 'k' must be in 1..64, got 65"),
     ({"max_len": 0}, ValueError, "parameter 'max_len' must be in 1..65536, got 0"),
     ({"max_len": 65537}, ValueError, "parameter 'max_len' must be in 1..65536, got 65537"),
     ({"k": 9, "max_len": 8}, ValueError, "parameter 'k' must not exceed max_len (8), got 9"),
-    ({"lanes": 4, "k": 2, "max_len": 3}, ValueError,
-     "parameter 'lanes' must not exceed max_len (3), got 4"),
+    ({"elems": 4, "k": 2, "max_len": 3}, ValueError,
+     "parameter 'elems' must not exceed max_len (3), got 4"),
     ({"k": 2.0}, TypeError, "parameter 'k' must be an integer, not 2.0"),
-    ({"lanes": True}, TypeError, "parameter 'lanes' must be an integer, not True"),
+    ({"elems": True}, TypeError, "parameter 'elems' must be an integer, not True"),
     ({"max_len": "64"}, TypeError, "parameter 'max_len' must be an integer, not '64'"),
 ])
 def test_bad_parameters_raise_at_construction(cls, unit, kwargs, exc, message):
@@ -49,29 +49,29 @@ def test_merge_parameter(value, exc, message):
 def test_keyword_only_and_exposed_config():
     with pytest.raises(TypeError):
         Orizuru(16, 4, 8)
-    o = Orizuru(width=12, lanes=3, k=5, max_len=40, merge=0)
-    assert o.config == OrizuruConfig(width=12, lanes=3, k=5, max_len=40, merge=0)
-    b = OrizuruBaseline(lanes=3, k=5)
-    assert b.config == OrizuruBaselineConfig(lanes=3, k=5)
+    o = Orizuru(width=12, elems=3, k=5, max_len=40, merge=0)
+    assert o.config == OrizuruConfig(width=12, elems=3, k=5, max_len=40, merge=0)
+    b = OrizuruBaseline(elems=3, k=5)
+    assert b.config == OrizuruBaselineConfig(elems=3, k=5)
 
 
 def test_registry_and_strings():
     for name in ("orizuru", "orizuru_baseline"):
         unit = get_unit(name)
-        assert unit.config(["lanes=8", "k=16"]).k == 16
+        assert unit.config(["elems=8", "k=16"]).k == 16
         assert unit.toplevel == f"kllm_{name}"
     assert get_unit("orizuru").config(["merge=0"]).merge == 0
 
 
 def test_derived_sizes():
-    c = OrizuruConfig(lanes=8, k=16, max_len=384)
+    c = OrizuruConfig(elems=8, k=16, max_len=384)
     assert c.pos_bits == 9 and c.count_bits == 4 and c.entry_bits == 16 + 9 + 1
     assert c.rank_lanes == [16, 8, 5, 4, 3, 2, 2, 2]        # k // (r + 1)
     assert sum(c.rank_lanes) == 42                           # versus P * k = 128
-    assert OrizuruConfig(lanes=16, k=2).rank_lanes == [2, 1]  # no lane beyond rank k - 1
-    assert OrizuruConfig(lanes=1, k=1, max_len=1).pos_bits == 1
-    assert OrizuruBaselineConfig(lanes=8, k=16).network_inputs == 32
-    assert OrizuruBaselineConfig(lanes=3, k=5).network_inputs == 8
+    assert OrizuruConfig(elems=16, k=2).rank_lanes == [2, 1]  # no lane beyond rank k - 1
+    assert OrizuruConfig(elems=1, k=1, max_len=1).pos_bits == 1
+    assert OrizuruBaselineConfig(elems=8, k=16).network_inputs == 32
+    assert OrizuruBaselineConfig(elems=3, k=5).network_inputs == 8
 
 
 @pytest.mark.parametrize("lanes, k, merge, latency, min_beats", [
@@ -93,10 +93,10 @@ def test_derived_sizes():
     (3, 5, 0, 2 + 3 + 3 + 3, 1),
 ])
 def test_latency_formula(lanes, k, merge, latency, min_beats):
-    c = OrizuruConfig(lanes=lanes, k=k, merge=merge)
+    c = OrizuruConfig(elems=lanes, k=k, merge=merge)
     assert c.latency == latency and c.min_beats == min_beats
-    assert Orizuru(lanes=lanes, k=k, merge=merge).latency == latency
-    assert OrizuruBaselineConfig(lanes=lanes, k=k).latency == 2
+    assert Orizuru(elems=lanes, k=k, merge=merge).latency == latency
+    assert OrizuruBaselineConfig(elems=lanes, k=k).latency == 2
 
 
 @pytest.mark.parametrize("levels_of", [bitonic_sort_levels, odd_even_sort_levels])
@@ -132,7 +132,7 @@ def test_compare_exchanges_as_kept_modules(name):
     unit = get_unit(name)
     counts, stats = {}, {}
     for ce in (0, 1):
-        dut = unit.build(unit.config(["width=6", "lanes=3", "k=2", "max_len=16",
+        dut = unit.build(unit.config(["width=6", "elems=3", "k=2", "max_len=16",
                                       f"ce_modules={ce}"]))
         text = verilog.convert(dut, name=unit.toplevel, emit_src=False)
         mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
@@ -157,7 +157,7 @@ def test_register_copies_as_kept_modules(merge):
 
     from amaranth.back import verilog
     unit = get_unit("orizuru")
-    cfg = unit.config(["width=6", "lanes=3", "k=4", "max_len=16", f"merge={merge}"])
+    cfg = unit.config(["width=6", "elems=3", "k=4", "max_len=16", f"merge={merge}"])
     text = verilog.convert(unit.build(cfg), name=unit.toplevel, emit_src=False)
     mods = re.findall(r"^module \\?([^\s(]+)", text, re.M)
     kept = [mod for mod in mods if fnmatch.fnmatch(mod, f"{unit.toplevel}.keep_*")]

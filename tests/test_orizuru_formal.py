@@ -11,7 +11,7 @@ import pytest
 from hdl.orizuru import Orizuru
 from testbench.formal_orizuru import formal_tools, run_bmc
 
-SMALL = {"width": 2, "lanes": 2, "k": 2, "max_len": 4}
+SMALL = {"width": 2, "elems": 2, "k": 2, "max_len": 4}
 DEPTH = 9     # >= latency + 2 (merge=2: 10): the first vectors' results are all checked
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from golden.orizuru import EMPTY, result, topk, topk_reference
-from kllm.config import OrizuruConfig
+from base.config import OrizuruConfig
 
 
 def test_matches_torch_topk_on_distinct_values():
@@ -52,7 +52,7 @@ def test_edge_cases():
 
 
 def test_result_beat_pads_and_refuses():
-    cfg = OrizuruConfig(width=8, lanes=2, k=3, max_len=4)
+    cfg = OrizuruConfig(width=8, elems=2, k=3, max_len=4)
     r = result(cfg, [-128, 127])
     assert r == {"top": [(127, 1, 1), (-128, 0, 1), EMPTY], "bot": [(-128, 0, 1), (127, 1, 1), EMPTY]}
     assert result(cfg, []) == {"top": [EMPTY] * 3, "bot": [EMPTY] * 3}

@@ -12,9 +12,9 @@ from hdl.orizuru import Orizuru, OrizuruBaseline
 def pack(cfg, vectors):
     beats = []
     for v in vectors:
-        chunks = [v[i:i + cfg.lanes] for i in range(0, len(v), cfg.lanes)] or [[]]
+        chunks = [v[i:i + cfg.elems] for i in range(0, len(v), cfg.elems)] or [[]]
         for j, c in enumerate(chunks):
-            beats.append({"x": c + [0] * (cfg.lanes - len(c)), "count": len(c),
+            beats.append({"x": c + [0] * (cfg.elems - len(c)), "count": len(c),
                           "first": j == 0, "last": j == len(chunks) - 1})
     return beats
 
@@ -74,7 +74,7 @@ def vectors_for(cfg, rng, count, lengths):
                                                       (8, 8, 4, 64)])
 def test_matches_golden_with_backpressure(width, lanes, k, max_len, merge):
     # the compare-exchanges inline (ce_modules=0) in half of the runs
-    dut = Orizuru(width=width, lanes=lanes, k=k, max_len=max_len, merge=merge,
+    dut = Orizuru(width=width, elems=lanes, k=k, max_len=max_len, merge=merge,
                   ce_modules=int(lanes % 2 == 0 or merge > 0))
     rng = random.Random(width * lanes * k + merge)
     vectors = vectors_for(dut.config, rng, 24, [0, 1, k, 2 * k + 1, lanes + 1, 3 * k + lanes])
@@ -84,21 +84,21 @@ def test_matches_golden_with_backpressure(width, lanes, k, max_len, merge):
 
 @pytest.mark.parametrize("merge", [0, 1, 2])
 def test_latency_formula_and_minimum_length(merge):
-    dut = Orizuru(width=8, lanes=4, k=3, max_len=64, merge=merge)
+    dut = Orizuru(width=8, elems=4, k=3, max_len=64, merge=merge)
     cfg = dut.config
     rng = random.Random(9)
-    n = cfg.min_beats * cfg.lanes
+    n = cfg.min_beats * cfg.elems
     vectors = vectors_for(cfg, rng, 10, [n, n - 1, n + 3])
     vectors[0] = vectors[0][:n] + [0] * (n - len(vectors[0]))
-    long_enough = [v for v in vectors if len(v) > (cfg.min_beats - 1) * cfg.lanes]
+    long_enough = [v for v in vectors if len(v) > (cfg.min_beats - 1) * cfg.elems]
     accepted, produced = simulate(dut, long_enough)
     assert [c for c, _ in accepted] == list(range(len(accepted))), "stalled above the limit"
     lasts = [c for c, last in accepted if last]
     assert [co - cl for cl, (co, _) in zip(lasts, produced)] == [cfg.latency] * len(long_enough)
     assert [r for _, r in produced] == [result(cfg, v) for v in long_enough]
     if merge:   # one beat shorter than the limit: correct, with a stall per vector
-        short = [v[:(cfg.min_beats - 1) * cfg.lanes] for v in vectors]
-        accepted, produced = simulate(Orizuru(width=8, lanes=4, k=3, max_len=64), short)
+        short = [v[:(cfg.min_beats - 1) * cfg.elems] for v in vectors]
+        accepted, produced = simulate(Orizuru(width=8, elems=4, k=3, max_len=64), short)
         assert accepted[-1][0] + 1 > len(accepted)
         assert [r for _, r in produced] == [result(cfg, v) for v in short]
 
@@ -118,7 +118,7 @@ def test_serial_merge_bursty_gaps_and_backpressure(merge):
     cycle), so the next load came a pop early, overwrote the queues and a result was
     lost (P = 4, k = 6: vectors of k - 1 .. 2k values, bursty gaps and backpressure)."""
     for seed in (3, 5, 7):      # each of these lost a result before the fix
-        dut = Orizuru(width=8, lanes=4, k=6, max_len=64, merge=merge, ce_modules=0)
+        dut = Orizuru(width=8, elems=4, k=6, max_len=64, merge=merge, ce_modules=0)
         rng = random.Random(seed)
         vectors = vectors_for(dut.config, rng, 40, [5, 6, 9, 12, 16, 20, 24])
         _, produced = simulate(dut, vectors, ready=bursty(2 * seed + 1),
@@ -128,7 +128,7 @@ def test_serial_merge_bursty_gaps_and_backpressure(merge):
 
 @pytest.mark.parametrize("ce_modules", [0, 1])
 def test_baseline_small(ce_modules):
-    dut = OrizuruBaseline(width=6, lanes=2, k=3, max_len=32, ce_modules=ce_modules)
+    dut = OrizuruBaseline(width=6, elems=2, k=3, max_len=32, ce_modules=ce_modules)
     rng = random.Random(3)
     vectors = vectors_for(dut.config, rng, 16, [0, 1, 3, 7, 12])
     accepted, produced = simulate(dut, vectors, ready=lambda c: c % 3 != 0)

@@ -5,13 +5,13 @@ import re
 import pytest
 
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 CONFIGS = [
-    {},                                     # default: width=16, ba=4, lanes=4
-    {"width": 8, "ba": 1, "lanes": 1},      # one threshold, one lane
-    {"width": 12, "ba": 8, "lanes": 3},     # deepest search, odd lane count
-    {"width": 32, "ba": 5, "lanes": 16},    # widest input, most lanes
+    {},                                     # default: width=16, ba=4, elems=4
+    {"width": 8, "ba": 1, "elems": 1},      # one threshold, one lane
+    {"width": 12, "ba": 8, "elems": 3},     # deepest search, odd lane count
+    {"width": 32, "ba": 5, "elems": 16},    # widest input, most lanes
 ]
 
 

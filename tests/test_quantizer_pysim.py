@@ -54,7 +54,7 @@ def simulate(dut, thresholds, beats, ready=lambda cycle: True):
 def test_exhaustive_inputs(width, ba, lanes):
     """Every input value of a narrow quantizer, against the golden integers."""
     rng = random.Random(width * 100 + ba)
-    dut = ActivationQuantizer(width=width, ba=ba, lanes=lanes)
+    dut = ActivationQuantizer(width=width, ba=ba, elems=lanes)
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     centroids = sorted(rng.randint(lo, hi) for _ in range(2 ** ba))
     thresholds = thresholds_from_codebook(centroids).tolist()

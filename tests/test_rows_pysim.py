@@ -1,4 +1,4 @@
-"""The row units' pipelined building blocks (hdl/rows.py) in the Amaranth simulator:
+"""The row units' pipelined building blocks (hdl/blocks.py, hdl/rows.py) in the Amaranth simulator:
 fabric multiplier, banked LUTRAM memory and leading-one encoder, each against Python
 integers on random operands, with the stated latency."""
 
@@ -8,7 +8,8 @@ import pytest
 from amaranth import Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from hdl.rows import SkidOutput, banked_memory, leading_one, pipelined_mul, select_pipe
+from hdl.blocks import banked_memory, leading_one, pipelined_mul, select_pipe
+from hdl.rows import SkidOutput
 
 
 class _Wrap(Elaboratable):

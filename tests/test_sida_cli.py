@@ -15,11 +15,11 @@ from clirun import run
     (["--batch", "0"], "--batch must be >= 1, got 0"),
     (["--hidden", "7"], "--hidden must be even and >= 2, got 7"),
     (["--outlier-beats", "-1"], "--outlier-beats must be >= 0, got -1"),
-    (["--elems", "3"], "--lanes/--elems/--k-max/--shift/--outlier-beats: cycle model: imu: "
-                       "parameter 'elems' must be a power of 2 (a position splits into "
-                       "weight-memory row and lane by bits), got 3"),
-    (["--shift", "9"], "--lanes/--elems/--k-max/--shift/--outlier-beats: cycle model: shift "
-                       "must be in 0..8, got 9"),
+    (["--set", "elems=3"], "imu: parameter 'elems' must be a power of 2 (a position splits "
+                           "into weight-memory row and lane by bits), got 3"),
+    (["--set", "rows=3"], "imu: unknown parameter 'rows' (parameters: outputs, elems, bw, ba, "
+                          "cw, ca, k_max, outliers, xbits)"),
+    (["--shift", "9"], "--shift/--outlier-beats: cycle model: shift must be in 0..8, got 9"),
 ])
 def test_bad_arguments(capsys, tmp_path, args, message):
     rc, out, err = run(capsys, "sida", "-o", str(tmp_path / "o"), *args)
@@ -64,8 +64,8 @@ def test_report_table_and_plot(tmp_path):
     rows = [simulate(trace, p, 32 if p == "resident" else 4, CM).row(CM) for p in POLICIES]
     by = {r["policy"]: r for r in rows}
     result = {
-        "config": {"experts": 16, "k": 2, "capacity": 4, "bandwidth": 8.0, "lanes": 16,
-                   "elems": 4, "k_max": 1024, "shift": 0, "outlier_beats": 0,
+        "config": {"experts": 16, "k": 2, "capacity": 4, "bandwidth": 8.0,
+                   "imu": CM.imu.to_dict(), "shift": 0, "outlier_beats": 0,
                    "latency": 12, "batch": 1, "sentences": 12, "layers": 2,
                    "neurons_per_expert": 96},
         "expert_bytes": CM.expert_bytes,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kllm.config import ImuConfig
+from base.config import ImuConfig
 
 from golden.sida import (BufferError, CycleModel, RecordingBuffer, TraceBatch, WeightBuffer,
                          imu_cycles,
@@ -11,7 +11,7 @@ from golden.sida import (BufferError, CycleModel, RecordingBuffer, TraceBatch, W
 
 # No shift and no outliers keep the hand arithmetic short: a token's tail is then
 # 2**bw + 1 = 17 operations per tile (one empty outlier beat).
-CM = CycleModel(lanes=16, elems=4, shift=0, outlier_beats=0, bandwidth=8.0, hidden=384,
+CM = CycleModel(imu=ImuConfig(outputs=16, elems=4), shift=0, outlier_beats=0, bandwidth=8.0, hidden=384,
                 neurons=96, experts=16, expert_bytes=45888)
 
 
@@ -40,7 +40,7 @@ def random_trace(seed, batches=12, layers=3, tokens=5, k=2, E=16, wrong=0.3):
 
 # The IMU's constants from its configuration (they move when the RTL is re-pipelined); the
 # arithmetic below is done by hand from the rules in docs/ARCHITECTURE.md.
-_IMU = ImuConfig(lanes=16, elems=4)
+_IMU = ImuConfig(outputs=16, elems=4)
 LAT = _IMU.latency                     # 15 at P = 4
 D = _IMU.min_beats - 16 + 1            # tail start after a vector's last beat (6)
 T0 = 17                                # tail: 2**bw + no shift + one empty outlier beat
@@ -55,9 +55,9 @@ def tile(beats, tokens):
 
 def test_imu_cycle_formula():
     """By hand from the IMU's stated rules: streaming when B >= max(17, min_beats); per tile
-    the host writes 16 lanes x ceil(K/4) index rows + 16 x 16 centroids + 16 activation
+    the host writes 16 outputs x ceil(K/4) index rows + 16 x 16 centroids + 16 activation
     centroids."""
-    kw = dict(lanes=16, elems=4, shift=0, outlier_beats=0)
+    kw = dict(imu=_IMU, shift=0, outlier_beats=0)
     assert imu_cycles(96, 384, 1, **kw) == 6 * tile(96, 1)
     assert imu_cycles(384, 96, 3, **kw) == 24 * tile(24, 3)
     # B = 2 does not stream: vector 0 ends at cycle 1, its tail starts at 1 + D and its result
@@ -69,7 +69,7 @@ def test_imu_cycle_formula():
     c2 = max(1 + D + 17 + D, 1 + D + 34)
     assert imu_cycles(16, 8, 3, **kw) == 304 + c2 + 16 + LAT - D + 1
     # a shift and outliers add to the tail: 16 + 2 + 5 = 23; B = 24 still streams
-    assert imu_cycles(16, 96, 1, lanes=16, elems=4, shift=2, outlier_beats=5) == \
+    assert imu_cycles(16, 96, 1, imu=_IMU, shift=2, outlier_beats=5) == \
         W96 + 24 + LAT + 22
     assert imu_cycles(96, 384, 0, **kw) == 0
     assert CM.load() == 5736
@@ -202,10 +202,10 @@ def test_make_trace_groups_sentences():
 def test_cycle_model_rejects_bad_parameters():
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         CycleModel(bandwidth=0, expert_bytes=1)
-    with pytest.raises(ValueError, match="lanes must be a positive integer"):
-        CycleModel(lanes=0, expert_bytes=1)
-    with pytest.raises(ValueError, match="imu: parameter 'elems'"):
-        CycleModel(elems=3, expert_bytes=1)
+    with pytest.raises(TypeError, match="cycle model: imu must be an ImuConfig"):
+        CycleModel(imu={"outputs": 16}, expert_bytes=1)
+    with pytest.raises(ValueError, match="neurons must be a positive integer"):
+        CycleModel(neurons=0, expert_bytes=1)
     with pytest.raises(ValueError, match="shift must be in 0..8"):
         CycleModel(shift=9, expert_bytes=1)
     with pytest.raises(ValueError, match="outlier_beats must be at most the IMU's outlier capacity 16"):

@@ -15,11 +15,11 @@ import torch
 
 from golden.moe import cosine
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 
 ROOT = Path(__file__).resolve().parent.parent
-IMU = {"lanes": 8, "elems": 4, "k_max": 384}
+IMU = {"outputs": 8, "elems": 4, "k_max": 384}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_scenario_is_a_real_expert_run(scenario):
         assert y.abs().max() > 0
     # the bench's cycle check covers both regimes of the IMU's schedule: W1 (B = 96 beats a
     # token) streams at II = 1, W2 (B = 24) is bound by the tail (2**bw + shift + 16 outliers)
-    from kllm.config import ImuConfig
+    from base.config import ImuConfig
     cfg = ImuConfig(**IMU)
     for which, streams in (("first", True), ("second", False)):
         Iw, _, _, _, shift, r, _ = scenario[which]

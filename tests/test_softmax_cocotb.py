@@ -6,7 +6,7 @@ import pytest
 
 from kllm.cli import latency_line
 from kllm.sim import run_bench
-from kllm.units import get_unit
+from hdl.units import get_unit
 
 from benchcases import bench_cases
 
@@ -15,15 +15,15 @@ from benchcases import bench_cases
 # centroids, LayerNorm and RMSNorm.
 CONFIGS = [
     ("softmax", {"max_len": 40}, ("icarus",)),
-    ("softmax", {"ba": 6, "lanes": 3, "max_len": 30}, ("verilator",)),
-    ("softmax", {"ba": 1, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("softmax", {"ba": 6, "elems": 3, "max_len": 30}, ("verilator",)),
+    ("softmax", {"ba": 1, "elems": 1, "max_len": 7}, ("icarus",)),
     ("norm", {"max_len": 40}, ("icarus",)),
-    ("norm", {"ba": 3, "lanes": 2, "max_len": 300, "cw": 16}, ("verilator",)),
-    ("norm", {"ba": 2, "lanes": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
+    ("norm", {"ba": 3, "elems": 2, "max_len": 300, "cw": 16}, ("verilator",)),
+    ("norm", {"ba": 2, "elems": 1, "max_len": 9, "cw": 4, "rms": 1}, ("icarus",)),
     ("softmax_baseline", {"max_len": 40}, ("verilator",)),
-    ("softmax_baseline", {"width": 8, "frac": 6, "lanes": 1, "max_len": 7}, ("icarus",)),
+    ("softmax_baseline", {"width": 8, "frac": 6, "elems": 1, "max_len": 7}, ("icarus",)),
     ("norm_baseline", {"max_len": 40}, ("icarus",)),
-    ("norm_baseline", {"width": 16, "lanes": 3, "max_len": 50, "rms": 1}, ("verilator",)),
+    ("norm_baseline", {"width": 16, "elems": 3, "max_len": 50, "rms": 1}, ("verilator",)),
 ]
 
 

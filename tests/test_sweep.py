@@ -5,32 +5,32 @@ import json
 import pytest
 
 from fpga.sweep import parse_grid, sweep, write_report
-from kllm import KllmError
-from kllm.units import get_unit
+from base.errors import KllmError
+from hdl.units import get_unit
 
 
 def test_grid_is_checked_before_any_work():
     unit = get_unit("quantizer")
-    names, configs = parse_grid(unit, ["width=8"], ["lanes=1,2", "ba=2,3,4"])
-    assert names == ["lanes", "ba"]
-    assert [(c.lanes, c.ba, c.width) for c in configs] == [
+    names, configs = parse_grid(unit, ["width=8"], ["elems=1,2", "ba=2,3,4"])
+    assert names == ["elems", "ba"]
+    assert [(c.elems, c.ba, c.width) for c in configs] == [
         (l, b, 8) for l in (1, 2) for b in (2, 3, 4)]
-    with pytest.raises(KllmError, match="parameter 'lanes' must be in 1..16, got 32"):
-        parse_grid(unit, [], ["lanes=1,32"])
-    with pytest.raises(KllmError, match="--vary expects name=v1,v2,..., got 'lanes'"):
-        parse_grid(unit, [], ["lanes"])
+    with pytest.raises(KllmError, match="parameter 'elems' must be in 1..16, got 32"):
+        parse_grid(unit, [], ["elems=1,32"])
+    with pytest.raises(KllmError, match="--vary expects name=v1,v2,..., got 'elems'"):
+        parse_grid(unit, [], ["elems"])
     with pytest.raises(KllmError, match="names a parameter twice"):
         parse_grid(unit, [], ["ba=1", "ba=2"])
 
 
 def test_two_point_sweep_writes_table_and_plot(build_dir):
     unit = get_unit("quantizer")
-    names, configs = parse_grid(unit, ["width=8", "ba=2"], ["lanes=1,2"])
+    names, configs = parse_grid(unit, ["width=8", "ba=2"], ["elems=1,2"])
     rows = sweep(unit, configs, "ecp5-25k", build_dir, seeds=1)
     table = write_report(rows, names, build_dir, "test")
     assert table.count("\n") == 4  # header, rule, two rows
     saved = json.loads((build_dir / "sweep.json").read_text())
-    assert [r["config"]["lanes"] for r in saved] == [1, 2]
+    assert [r["config"]["elems"] for r in saved] == [1, 2]
     # twice the lanes: more than the lane-independent registers, fewer than twice the total
     ff = [r["unit_resources"]["FF"] for r in saved]
     assert ff[0] < ff[1] < 2 * ff[0]

@@ -1,12 +1,18 @@
-"""The registry of units: CLI name -> configuration, generator, bench."""
+"""The registry of units: CLI name -> component class (and so its configuration class),
+golden twin, bench and synthesis options."""
 
-import importlib
+import sys
 from dataclasses import dataclass
 
-from kllm import KllmError
-from kllm.config import (ImuBaselineConfig, ImuConfig, LutConfig, NormBaselineConfig,
-                         NormConfig, OrizuruBaselineConfig, OrizuruConfig, ProductConfig,
-                         QuantizerConfig, SoftmaxBaselineConfig, SoftmaxConfig, UnitConfig)
+from base.config import UnitConfig
+from base.errors import KllmError
+from hdl.imu import Imu, ImuBaseline
+from hdl.lut import ElementwiseLut
+from hdl.norm import HistogramNorm, NormBaseline
+from hdl.orizuru import Orizuru, OrizuruBaseline
+from hdl.product import ProductTable
+from hdl.quantizer import ActivationQuantizer
+from hdl.softmax import HistogramSoftmax, SoftmaxBaseline
 
 __all__ = ["Unit", "UNITS", "get_unit"]
 
@@ -15,8 +21,8 @@ __all__ = ["Unit", "UNITS", "get_unit"]
 class Unit:
     name: str
     summary: str
-    config_cls: type
-    component: str      # "module:Class" under hdl/, built from the config's fields
+    component: type     # the hdl/ class, a ConfiguredComponent built from its Config
+    golden: str         # the golden twin's module (golden/), named, not imported here
     bench: str          # cocotb test module under testbench/
     synth_options: str = ""   # extra options of Yosys's synth_<family> for this unit
     # Yosys name pattern of submodules (below the unit's own module) that synthesis keeps
@@ -24,14 +30,33 @@ class Unit:
     # over its hierarchy (several patterns: separated by spaces)
     keep_modules: str = ""
 
-    def build(self, config: UnitConfig):
-        module, cls = self.component.split(":")
-        return getattr(importlib.import_module(module), cls)(**config.to_dict())
+    @property
+    def config_cls(self):
+        """The unit's configuration class (:mod:`base.config`)."""
+        return self.component.Config
 
-    def config(self, assignments=()):
-        """The checked configuration from ``--set`` strings; errors become ``KllmError``."""
+    def build(self, config: UnitConfig):
+        """The component, built from ``config`` (passed as it is, not rebuilt)."""
+        return self.component(config)
+
+    def config(self, assignments=(), warn=sys.stderr):
+        """The checked configuration from ``--set`` strings; errors become ``KllmError``.
+
+        A former parameter name (``config_cls.RENAMED``) is taken under its new name,
+        with a one-line deprecation note on ``warn`` (``None``: silent)."""
+        renamed = []
+        for item in assignments:
+            name, sep, value = item.partition("=")
+            new = self.config_cls.RENAMED.get(name.strip())
+            if sep and new is not None:
+                if warn is not None:
+                    print(f"kllm: warning: {self.name}: parameter '{name.strip()}' is now "
+                          f"'{new}'; the old name is accepted until the next release",
+                          file=warn)
+                item = f"{new}={value}"
+            renamed.append(item)
         try:
-            return self.config_cls.from_strings(assignments)
+            return self.config_cls.from_strings(renamed)
         except (TypeError, ValueError) as e:
             raise KllmError(str(e)) from None
 
@@ -49,40 +74,40 @@ NOWIDELUT = "-nowidelut"
 CE_MODULES = "ce_*"
 # Orizuru also keeps its register copies apart (hdl.component.kept_register, `merge=2`):
 # Yosys would merge them back into one flip-flop each.
-ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.component.KEPT_MODULES
+ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.blocks.KEPT_MODULES
 # The IMU keeps its output stage's per-lane copies apart (hdl.component.kept_register and
 # kept_logic: the skid flag and the output enables, each with its own logic).
 IMU_KEPT = "keep_*"
 
 UNITS = {u.name: u for u in [
     Unit("quantizer", "activation quantizer: fixed-point values -> nearest-centroid indices",
-         QuantizerConfig, "hdl.quantizer:ActivationQuantizer", "testbench.test_quantizer"),
+         ActivationQuantizer, "golden.quantizer", "testbench.test_quantizer"),
     Unit("orizuru", "streaming top-k: the k largest and k smallest values of each vector, "
-         "with positions", OrizuruConfig, "hdl.orizuru:Orizuru", "testbench.test_orizuru",
+         "with positions", Orizuru, "golden.orizuru", "testbench.test_orizuru",
          synth_options=NOWIDELUT, keep_modules=ORIZURU_KEPT),
     Unit("orizuru_baseline", "Orizuru's baseline: a full bitonic sorting network per cycle, "
-         "pruned to k", OrizuruBaselineConfig, "hdl.orizuru:OrizuruBaseline",
+         "pruned to k", OrizuruBaseline, "golden.orizuru",
          "testbench.test_orizuru", synth_options=NOWIDELUT, keep_modules=CE_MODULES),
     Unit("lut", "elementwise table: index -> index or fixed point (GELU, SiLU, exp), "
-         "run-time loadable", LutConfig, "hdl.lut:ElementwiseLut", "testbench.test_lut"),
+         "run-time loadable", ElementwiseLut, "golden.lut", "testbench.test_lut"),
     Unit("product", "binary product table: (index, index) -> entry of a 2^ba x 2^ba table "
-         "(SwiGLU gate * up)", ProductConfig, "hdl.product:ProductTable", "testbench.test_product"),
+         "(SwiGLU gate * up)", ProductTable, "golden.product", "testbench.test_product"),
     Unit("softmax", "softmax of rows of indices by histogram: exp table, normalized reciprocal, "
-         "per-row remap", SoftmaxConfig, "hdl.softmax:HistogramSoftmax", "testbench.test_softmax"),
+         "per-row remap", HistogramSoftmax, "golden.softmax", "testbench.test_softmax"),
     Unit("norm", "LayerNorm / RMSNorm of rows of indices by histogram: rsqrt table, per-row "
-         "remap", NormConfig, "hdl.norm:HistogramNorm", "testbench.test_norm"),
+         "remap", HistogramNorm, "golden.norm", "testbench.test_norm"),
     Unit("softmax_baseline", "softmax's baseline: conventional fixed point, an exp table and a "
-         "multiplier per lane", SoftmaxBaselineConfig, "hdl.softmax:SoftmaxBaseline",
+         "multiplier per lane", SoftmaxBaseline, "golden.softmax",
          "testbench.test_softmax"),
     Unit("norm_baseline", "norm's baseline: conventional fixed point, squares and a "
-         "normalization multiply per lane", NormBaselineConfig, "hdl.norm:NormBaseline",
+         "normalization multiply per lane", NormBaseline, "golden.norm",
          "testbench.test_norm"),
 
     Unit("imu", "Index MatMul unit: L output channels x P elements per cycle, bucket sums of "
          "activation centroids by weight index, 2**bw multiplies per output",
-         ImuConfig, "hdl.imu:Imu", "testbench.test_imu", keep_modules=IMU_KEPT),
+         Imu, "golden.imu", "testbench.test_imu", keep_modules=IMU_KEPT),
     Unit("imu_baseline", "IMU's baseline: dequantize both operands and multiply-accumulate, "
-         "one multiplier per MAC", ImuBaselineConfig, "hdl.imu:ImuBaseline",
+         "one multiplier per MAC", ImuBaseline, "golden.imu",
          "testbench.test_imu", keep_modules=IMU_KEPT),
 ]}
 

@@ -3,7 +3,7 @@
 A parameter is written once, as a dataclass field with its range and meaning
 in the field metadata::
 
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
 
 The dataclass checks every field when it is built and raises ``TypeError`` or
 ``ValueError`` whose text names the unit, the parameter and the bad value.
@@ -11,7 +11,29 @@ Checks that involve several parameters go in ``check()``.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+
+from base.formats import (
+    BASE_EXP_ADDR,
+    EXP_FRAC,
+    NORM_OUT_FRAC,
+    RECIP_ADDR,
+    RSQRT_FRAC,
+    SOFTMAX_OUT_FRAC,
+)
+from base.latency import (
+    bank_levels,
+    banked_latency,
+    bitonic_sort_depth,
+    bits_signed,
+    clog2,
+    mul_latency,
+    row_rsqrt_latency,
+    rsqrt_latency,
+    select_latency,
+    tree_latency,
+)
 
 __all__ = ["param", "UnitConfig", "QuantizerConfig", "TopKConfig", "OrizuruConfig",
            "OrizuruBaselineConfig", "ImuConfig", "ImuBaselineConfig"]
@@ -28,6 +50,9 @@ class UnitConfig:
 
     #: The unit's name on the command line; set by each subclass.
     UNIT = None
+    #: Former parameter names still accepted by ``--set`` for one release: old -> new.
+    #: ``elems`` is the values per beat (P) of every unit; ``lanes`` named it before.
+    RENAMED = {"lanes": "elems"}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -86,7 +111,7 @@ class QuantizerConfig(UnitConfig):
 
     width: int = param(16, 2, 32, "input width in bits (signed fixed point)")
     ba: int = param(4, 1, 8, "index bits: 2**ba centroids, 2**ba - 1 thresholds")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
 
     @property
     def n_thresholds(self):
@@ -98,17 +123,6 @@ class QuantizerConfig(UnitConfig):
         return self.ba + 1
 
 
-def _clog2(n):
-    """Bits of a counter that holds 0 .. n - 1 (at least 1)."""
-    return max(1, (n - 1).bit_length())
-
-
-def bitonic_sort_depth(n):
-    """Compare-exchange levels of a bitonic sorter of ``n`` inputs (padded to a power of 2)."""
-    s = (n - 1).bit_length()
-    return s * (s + 1) // 2
-
-
 @dataclass(frozen=True)
 class TopKConfig(UnitConfig):
     """Parameters shared by Orizuru and its baseline."""
@@ -116,7 +130,7 @@ class TopKConfig(UnitConfig):
     UNIT = "orizuru"
 
     width: int = param(16, 2, 32, "value width in bits (signed)")
-    lanes: int = param(4, 1, 16, "values per beat (P)")
+    elems: int = param(4, 1, 16, "values per beat (P)")
     k: int = param(8, 1, 64, "outliers per side: k largest and k smallest")
     max_len: int = param(1024, 1, 65536, "longest vector in elements (sets the position width)")
     ce_modules: int = param(1, 0, 1, "compare-exchanges as modules of their own, kept apart "
@@ -126,19 +140,19 @@ class TopKConfig(UnitConfig):
         if self.k > self.max_len:
             raise ValueError(f"{self.UNIT}: parameter 'k' must not exceed max_len "
                              f"({self.max_len}), got {self.k}")
-        if self.lanes > self.max_len:
-            raise ValueError(f"{self.UNIT}: parameter 'lanes' must not exceed max_len "
-                             f"({self.max_len}), got {self.lanes}")
+        if self.elems > self.max_len:
+            raise ValueError(f"{self.UNIT}: parameter 'elems' must not exceed max_len "
+                             f"({self.max_len}), got {self.elems}")
 
     @property
     def pos_bits(self):
         """Width of a position: 0 .. max_len - 1."""
-        return _clog2(self.max_len)
+        return clog2(self.max_len)
 
     @property
     def count_bits(self):
-        """Width of the per-beat valid-value count: 0 .. lanes."""
-        return self.lanes.bit_length()
+        """Width of the per-beat valid-value count: 0 .. elems."""
+        return self.elems.bit_length()
 
     @property
     def entry_bits(self):
@@ -161,12 +175,12 @@ class OrizuruConfig(TopKConfig):
     @property
     def rank_lanes(self):
         """Length of each rank lane: lane r keeps the best ``k // (r + 1)`` rank-r values."""
-        return [self.k // (r + 1) for r in range(min(self.lanes, self.k))]
+        return [self.k // (r + 1) for r in range(min(self.elems, self.k))]
 
     @property
     def sort_depth(self):
         """Pipeline stages of the beat sorter (one compare-exchange level each)."""
-        return bitonic_sort_depth(self.lanes)
+        return bitonic_sort_depth(self.elems)
 
     @property
     def merge_schedule(self):
@@ -190,7 +204,7 @@ class OrizuruConfig(TopKConfig):
     @property
     def load_delay(self):
         """``merge=1, 2``: cycles from an accepted last beat to the load of its lists into the
-        merge queues (input register, sorter stages, lanes; ``merge=2`` one more: its lanes
+        merge queues (input register, sorter stages, elems; ``merge=2`` one more: its elems
         compare a value ahead)."""
         return self.sort_depth + 2 + (self.merge == 2)
 
@@ -223,7 +237,7 @@ class OrizuruBaselineConfig(TopKConfig):
     @property
     def network_inputs(self):
         """Inputs of each side's sorter: the k kept entries and the P new values, padded."""
-        return 1 << (self.k + self.lanes - 1).bit_length()
+        return 1 << (self.k + self.elems - 1).bit_length()
 
     @property
     def latency(self):
@@ -236,10 +250,60 @@ class OrizuruBaselineConfig(TopKConfig):
 
 # ------------------------------------------------------------ index-domain nonlinear units
 
-def _row_widths(cfg):
-    """Widths shared by the histogram units: row buffer depth and counters."""
-    beats = -(-cfg.max_len // cfg.lanes)
-    return beats, _clog2(beats), (beats * cfg.lanes).bit_length()
+class RowShape:
+    """Widths shared by the row units (``elems`` per beat, rows of up to ``max_len``):
+    row buffer depth and counters."""
+
+    @property
+    def max_beats(self):
+        """Row buffer depth: beats of the longest row."""
+        return -(-self.max_len // self.elems)
+
+    @property
+    def ptr_bits(self):
+        return clog2(self.max_beats)
+
+    @property
+    def count_bits(self):
+        """Width of a histogram bin and of the row's element count."""
+        return (self.max_beats * self.elems).bit_length()
+
+    @property
+    def lane_count_bits(self):
+        """Width of the per-beat element count: 0 .. P."""
+        return self.elems.bit_length()
+
+    def row_latency(self, beats):
+        """The latency of a row of ``beats`` beats (the same for every row)."""
+        return self.latency
+
+
+class SoftmaxFormat(RowShape):
+    """Fixed-point widths of a softmax row (:mod:`base.formats`)."""
+
+    @property
+    def exp_bits(self):
+        return EXP_FRAC + 1
+
+    @property
+    def denom_bits(self):
+        """The denominator D = sum_j h[j] E[j] <= n * 2**EXP_FRAC."""
+        return (self.max_beats * self.elems * ((1 << (self.exp_bits - 1)))).bit_length()
+
+    @property
+    def out_bits(self):
+        return SOFTMAX_OUT_FRAC + 1
+
+
+class NormFormat(RowShape):
+    """Fixed-point width of a normalized row (:mod:`base.formats`)."""
+
+    @property
+    def out_bits(self):
+        """Signed output: |z| <= sqrt(n) for LayerNorm and RMSNorm, with NORM_OUT_FRAC
+        fraction bits, 1% margin for the rsqrt table's error and one unit of rounding."""
+        n = self.max_beats * self.elems
+        return int(2 ** NORM_OUT_FRAC * math.sqrt(n) * 1.01 + 2).bit_length() + 1
 
 
 @dataclass(frozen=True)
@@ -249,14 +313,14 @@ class LutConfig(UnitConfig):
     UNIT = "lut"
 
     ba: int = param(4, 1, 8, "index bits: a table of 2**ba entries")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
     out_width: int = param(16, 1, 32, "bits of a table entry (ba for index -> index)")
 
     @property
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two index bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + (max(0, self.ba - 4) + 1) // 2
+        return 2 + bank_levels(self.ba)
 
 
 @dataclass(frozen=True)
@@ -266,67 +330,31 @@ class ProductConfig(UnitConfig):
     UNIT = "product"
 
     ba: int = param(4, 1, 6, "index bits of each operand: a table of 2**(2 ba) entries")
-    lanes: int = param(4, 1, 16, "element pairs per beat (P)")
+    elems: int = param(4, 1, 16, "element pairs per beat (P)")
     out_width: int = param(16, 1, 32, "bits of a table entry (ba for a product -> index table)")
 
     @property
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two address bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + (max(0, 2 * self.ba - 4) + 1) // 2
+        return 2 + bank_levels(2 * self.ba)
 
 
 @dataclass(frozen=True)
-class SoftmaxConfig(UnitConfig):
-    """Softmax of each row of indices from its histogram (DESIGN §3.4)."""
+class SoftmaxConfig(SoftmaxFormat, UnitConfig):
+    """Softmax of each row of indices from its histogram."""
 
     UNIT = "softmax"
 
     ba: int = param(4, 1, 6, "index bits: 2**ba score centroids, an exp table of 4**ba entries")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
     max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
-
-    @property
-    def max_beats(self):
-        """Row buffer depth: beats of the longest row."""
-        return _row_widths(self)[0]
-
-    @property
-    def ptr_bits(self):
-        return _row_widths(self)[1]
-
-    @property
-    def count_bits(self):
-        """Width of a histogram bin and of the row's element count."""
-        return _row_widths(self)[2]
-
-    @property
-    def lane_count_bits(self):
-        """Width of the per-beat element count: 0 .. P."""
-        return self.lanes.bit_length()
-
-    @property
-    def exp_bits(self):
-        from golden.softmax import EXP_FRAC
-        return EXP_FRAC + 1
-
-    @property
-    def denom_bits(self):
-        """The denominator D = sum_j h[j] E[j] <= n * 2**EXP_FRAC."""
-        return (self.max_beats * self.lanes * ((1 << (self.exp_bits - 1)))).bit_length()
-
-    @property
-    def out_bits(self):
-        from golden.softmax import OUT_FRAC
-        return OUT_FRAC + 1
 
     @property
     def stage_latencies(self):
         """Pipeline depths (hdl.rows): exp table read ``Le`` (banks, then a copy register per
         multiplier), h E multiplier ``Lm``, E r
         multiplier ``Lm2``, reciprocal ROM ``Lrom``, row buffer read ``Lr``."""
-        from hdl.rows import banked_latency, mul_latency
-        from golden.softmax import RECIP_ADDR
         J = 1 << self.ba
         return (banked_latency(J * J) + 1, mul_latency(self.count_bits), mul_latency(self.exp_bits),
                 banked_latency(1 << RECIP_ADDR), banked_latency(self.max_beats))
@@ -346,45 +374,24 @@ class SoftmaxConfig(UnitConfig):
         row buffer read ``Lr`` and the output register."""
         return self.compute_cycles + 5 + self.stage_latencies[4]
 
-    def row_latency(self, beats):
-        """The latency of a row of ``beats`` beats (the same for every row)."""
-        return self.latency
-
 
 @dataclass(frozen=True)
-class NormConfig(UnitConfig):
+class NormConfig(NormFormat, UnitConfig):
     """LayerNorm (rms=0) or RMSNorm (rms=1) of each row of indices from its histogram."""
 
     UNIT = "norm"
 
     ba: int = param(4, 1, 6, "index bits: 2**ba centroids")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
     max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
     cw: int = param(8, 2, 16, "centroid width in bits (signed)")
     rms: int = param(0, 0, 1, "0: LayerNorm, 1: RMSNorm")
-
-    max_beats = SoftmaxConfig.max_beats
-    ptr_bits = SoftmaxConfig.ptr_bits
-    count_bits = SoftmaxConfig.count_bits
-    lane_count_bits = SoftmaxConfig.lane_count_bits
-
-    @property
-    def out_bits(self):
-        """Signed output: |z| <= sqrt(n) for LayerNorm and RMSNorm, with OUT_FRAC fraction
-        bits, 1% margin for the rsqrt table's error and one unit of rounding."""
-        import math
-        from golden.norm import OUT_FRAC
-        n = self.max_beats * self.lanes
-        return int(2 ** OUT_FRAC * math.sqrt(n) * 1.01 + 2).bit_length() + 1
 
     @property
     def stage_latencies(self):
         """Pipeline depths (hdl.rows): bin/centroid selection ``Ls``, the multipliers by a
         centroid ``Lc``, the variance products ``Lv`` (``n S2``, ``S1**2``), rsqrt lookup
         ``Lrom`` (divide by 3, clamp, ROM), the ``(n C - S1) r`` multiplier ``Lmr``, row buffer read ``Lr``."""
-        from hdl.rows import banked_latency, mul_latency, select_latency
-        from golden.norm import RSQRT_FRAC
-        from hdl.norm import rsqrt_latency
         cb = self.count_bits
         return (select_latency(1 << self.ba), mul_latency(self.cw),
                 max(mul_latency(cb), mul_latency(cb + self.cw + 1)),
@@ -408,16 +415,12 @@ class NormConfig(UnitConfig):
         (hdl.softmax.HistogramRowUnit.pipelined_read) and the output register."""
         return self.compute_cycles + 6 + self.stage_latencies[5]
 
-    def row_latency(self, beats):
-        """The latency of a row of ``beats`` beats (the same for every row)."""
-        return self.latency
-
 
 __all__ += ["LutConfig", "ProductConfig", "SoftmaxConfig", "NormConfig"]
 
 
 @dataclass(frozen=True)
-class SoftmaxBaselineConfig(UnitConfig):
+class SoftmaxBaselineConfig(SoftmaxFormat, UnitConfig):
     """Baseline of the histogram softmax: conventional fixed point, an exp table and a
     multiplier per lane."""
 
@@ -425,7 +428,7 @@ class SoftmaxBaselineConfig(UnitConfig):
 
     width: int = param(16, 8, 24, "score width in bits (signed fixed point)")
     frac: int = param(8, 6, 16, "fraction bits of the scores")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
     max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
 
     def check(self):
@@ -433,22 +436,12 @@ class SoftmaxBaselineConfig(UnitConfig):
             raise ValueError(f"{self.UNIT}: parameter 'frac' must be below width "
                              f"({self.width}), got {self.frac}")
 
-    max_beats = SoftmaxConfig.max_beats
-    ptr_bits = SoftmaxConfig.ptr_bits
-    count_bits = SoftmaxConfig.count_bits
-    lane_count_bits = SoftmaxConfig.lane_count_bits
-    exp_bits = SoftmaxConfig.exp_bits
-    denom_bits = SoftmaxConfig.denom_bits
-    out_bits = SoftmaxConfig.out_bits
-
     @property
     def stage_latencies(self):
         """Pipeline depths (hdl.rows): lane trees (maximum, exp sum) ``Lt``, row buffer read
         ``Lr``, exp ROM ``Le`` (address copies, LUT banks), reciprocal ROM ``Lrom``, E r
         multiplier ``Lmr``."""
-        from hdl.rows import banked_latency, mul_latency, tree_latency
-        from golden.softmax import BASE_EXP_ADDR, RECIP_ADDR
-        return (tree_latency(self.lanes), banked_latency(self.max_beats),
+        return (tree_latency(self.elems), banked_latency(self.max_beats),
                 banked_latency(1 << BASE_EXP_ADDR) + 1, banked_latency(1 << RECIP_ADDR),
                 mul_latency(self.exp_bits))
 
@@ -463,32 +456,24 @@ class SoftmaxBaselineConfig(UnitConfig):
 
 
 @dataclass(frozen=True)
-class NormBaselineConfig(UnitConfig):
+class NormBaselineConfig(NormFormat, UnitConfig):
     """Baseline of the histogram norm: conventional fixed point, squares and a
     normalization multiply per lane."""
 
     UNIT = "norm_baseline"
 
     width: int = param(8, 2, 16, "value width in bits (signed; the histogram unit's cw)")
-    lanes: int = param(4, 1, 16, "elements per beat (P)")
+    elems: int = param(4, 1, 16, "elements per beat (P)")
     max_len: int = param(1024, 1, 65536, "longest row in elements (row buffer depth, counter widths)")
     rms: int = param(0, 0, 1, "0: LayerNorm, 1: RMSNorm")
-
-    max_beats = SoftmaxConfig.max_beats
-    ptr_bits = SoftmaxConfig.ptr_bits
-    count_bits = SoftmaxConfig.count_bits
-    lane_count_bits = SoftmaxConfig.lane_count_bits
-    out_bits = NormConfig.out_bits
 
     @property
     def stage_latencies(self):
         """Pipeline depths (hdl.rows): ``x**2`` and ``n x`` multipliers ``Lsq``, lane adder
         trees ``Lt``, variance products ``Lv``, row buffer read ``Lr``, ``(n x - S1) r``
         multiplier ``Lmr``."""
-        from hdl.rows import banked_latency, mul_latency, tree_latency
-        from golden.norm import RSQRT_FRAC
         cb = self.count_bits
-        return (mul_latency(self.width), tree_latency(self.lanes),
+        return (mul_latency(self.width), tree_latency(self.elems),
                 max(mul_latency(cb), mul_latency(cb + self.width + 1)),
                 banked_latency(self.max_beats), mul_latency(RSQRT_FRAC + 1))
 
@@ -499,21 +484,13 @@ class NormBaselineConfig(UnitConfig):
         per-row normalization (hdl.norm.row_rsqrt_latency): input register, masked values,
         squares, trees, sums, the wait for ``Ln`` and its start and end, then the output
         pipeline (read, ``n x``, minus ``S1``, times ``r``, three shift stages)."""
-        from hdl.norm import row_rsqrt_latency
         Lsq, Lt, Lv, Lr, Lmr = self.stage_latencies
         return 9 + 2 * Lsq + Lt + row_rsqrt_latency(Lv) + Lr + Lmr
-
-    row_latency = SoftmaxConfig.row_latency
 
 
 __all__ += ["SoftmaxBaselineConfig", "NormBaselineConfig"]
 
 # ----------------------------------------------------------------------------- IMU
-
-def _bits_signed(max_abs):
-    """Bits of a signed integer that holds every value in [-max_abs, max_abs]."""
-    return int(max_abs).bit_length() + 1
-
 
 @dataclass(frozen=True)
 class ImuConfig(UnitConfig):
@@ -526,8 +503,10 @@ class ImuConfig(UnitConfig):
     """
 
     UNIT = "imu"
+    #: ``lanes`` named the output channels (L) before ``elems`` became P in every unit.
+    RENAMED = {"lanes": "outputs"}
 
-    lanes: int = param(4, 1, 256, "output channels in parallel (L)")
+    outputs: int = param(4, 1, 256, "output channels in parallel (L)")
     elems: int = param(4, 1, 32, "elements per beat (P), a power of 2")
     bw: int = param(4, 1, 8, "weight index bits: 2**bw weight centroids per channel")
     ba: int = param(4, 1, 8, "activation index bits: 2**ba activation centroids")
@@ -563,7 +542,7 @@ class ImuConfig(UnitConfig):
 
     @property
     def row_bits(self):
-        return _clog2(self.depth)
+        return clog2(self.depth)
 
     @property
     def col_bits(self):
@@ -575,7 +554,7 @@ class ImuConfig(UnitConfig):
 
     @property
     def lane_bits(self):
-        return _clog2(self.lanes)
+        return clog2(self.outputs)
 
     @property
     def count_bits(self):
@@ -608,13 +587,13 @@ class ImuConfig(UnitConfig):
     @property
     def dense_bits(self):
         """The dense dot product before the shift."""
-        return _bits_signed(self.positions * 2 ** (self.ca - 1) * 2 ** (self.cw - 1))
+        return bits_signed(self.positions * 2 ** (self.ca - 1) * 2 ** (self.cw - 1))
 
     @property
     def ybits(self):
         """The result: dense part shifted by up to ``shift_max`` plus the outlier corrections."""
         dense = (self.positions * 2 ** (self.ca - 1) * 2 ** (self.cw - 1)) << self.shift_max
-        return _bits_signed(dense + self.outliers * 2 ** self.xbits * 2 ** (self.cw - 1))
+        return bits_signed(dense + self.outliers * 2 ** self.xbits * 2 ** (self.cw - 1))
 
     @property
     def mul_bits(self):

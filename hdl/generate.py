@@ -1,19 +1,16 @@
 """Verilog generation: the netlist of a configured unit plus its JSON description."""
 
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from amaranth import Shape, Value
 from amaranth.back import verilog
 from amaranth.lib import data, wiring
 
-from kllm import __version__
-from kllm.units import Unit
+from base import __version__
+from base.files import write_files
+from hdl.units import Unit
 
-__all__ = ["port_map", "generate", "write_files"]
+__all__ = ["port_map", "generate", "emit"]
 
 
 def _fields(shape, prefix="", offset=0):
@@ -68,35 +65,6 @@ def generate(unit: Unit, config):
         "ports": port_map(component),
     }
     return text, description
-
-
-def write_files(out_dir, files):
-    """Write ``{name: text}`` into ``out_dir``: all files appear whole, or none of them do.
-
-    Every file is first written to a temporary name beside its target, then
-    all are renamed; on any error the temporaries and the files already
-    renamed are removed (a directory this call created is removed too).
-    """
-    out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temps, done = [], []
-    try:
-        for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            temps.append(Path(tmp))
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-        for tmp, name in zip(temps, files):
-            os.replace(tmp, out_dir / name)
-            done.append(out_dir / name)
-    except BaseException:
-        for path in temps + done:
-            path.unlink(missing_ok=True)
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    return done
 
 
 def emit(unit: Unit, config, out_dir):

@@ -9,8 +9,8 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga.flow import YOSYS, _tool, hierarchy_cells
-from hdl.component import KEPT_MODULES, kept_logic, kept_register
-from kllm.units import get_unit
+from hdl.blocks import KEPT_MODULES, kept_logic, kept_register
+from hdl.units import get_unit
 
 COPIES, WIDTH = 3, 4
 
