@@ -20,7 +20,10 @@ from pathlib import Path
 
 import torch
 
-from golden.minilm import load_minilm
+from base.files import write_files
+from golden import lut, norm, softmax
+from golden.kmeans import assign, kmeans1d
+from golden.minilm import Hooks, load_minilm
 from golden.quant import Scheme, calibrate
 from golden.text import calibration_sentences, evaluation_sentences
 
@@ -174,7 +177,6 @@ def plot(result, path):
 
 
 def write_report(result, out_dir):
-    from base.files import write_files
     out = Path(out_dir)
     table = markdown(result)
     if result.get("nonlinear"):
@@ -189,8 +191,6 @@ def write_report(result, out_dir):
 
 def _capture(model, sentences):
     """Real inputs of GELU, softmax and LayerNorm (layers 0..5) for ``sentences``."""
-    from golden.minilm import Hooks
-
     got = {"gelu": [], "softmax": [], "layernorm": []}
 
     class Capture(Hooks):
@@ -221,9 +221,6 @@ def nonlinear_errors(ba=4, n_cal=32, n_eval=64):
     """Error of the index-domain GELU table, histogram softmax and histogram LayerNorm
     on real MiniLM activations, against float: ``total`` (vs float of the unquantized
     input) and ``unit`` (vs float of the dequantized input: the unit's own error)."""
-    from golden import lut, norm, softmax
-    from golden.kmeans import kmeans1d
-
     model = load_minilm()
     cal = _capture(model, calibration_sentences(n_cal))
     ev = _capture(model, evaluation_sentences(n_eval))
@@ -234,7 +231,6 @@ def nonlinear_errors(ba=4, n_cal=32, n_eval=64):
         return torch.round(c / scale).long().unique(), scale
 
     def index(x, C, scale):
-        from golden.kmeans import assign
         return assign(x.double().reshape(1, -1), (C.double() * scale)[None]).view(x.shape)
 
     out = {}

@@ -25,6 +25,10 @@ overflow.
 
 import torch
 
+from golden.minilm import Hooks, load_minilm
+from golden.quant import fit_activation_codebook, fit_weight_codebook
+from golden.text import calibration_sentences
+
 __all__ = ["index_matmul", "dequant_matmul", "accumulator_bits", "check_operands"]
 
 
@@ -282,9 +286,6 @@ def real_layer_operands(*, layer=2, name="ffn_in", rows=8, tokens=3, k=8, bw=4, 
     real token activations of that layer's input, quantized with its K-Means codebook
     (``ba`` bits) and ``k`` outliers per side.  Returns ``(Iw, Cw, ia, Ca, shift, residual)``.
     """
-    from golden.minilm import Hooks, load_minilm
-    from golden.quant import fit_activation_codebook, fit_weight_codebook
-    from golden.text import calibration_sentences
 
     m = load_minilm()
     W = m.weight(layer, name)

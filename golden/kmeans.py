@@ -9,6 +9,8 @@ No value is reassigned one by one.
 
 import torch
 
+from golden.minilm import LINEARS, load_minilm
+
 __all__ = ["kmeans1d", "assign", "check_finite"]
 
 
@@ -122,7 +124,6 @@ def benchmark(bits=4, threads=2):
     """Seconds to fit every weight matrix of all-MiniLM-L6-v2 (``python -m golden.kmeans``)."""
     import time
 
-    from golden.minilm import LINEARS, load_minilm
     torch.set_num_threads(threads)
     m = load_minilm()
     Ws = [m.weight(i, n) for i in range(m.layers) for n in LINEARS]

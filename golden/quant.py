@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from golden.kmeans import assign, check_finite, kmeans1d
-from golden.minilm import Hooks
+from golden.minilm import LINEARS, Hooks
 from golden.quantizer import quantize as threshold_quantize
 from golden.quantizer import thresholds_from_codebook
 
@@ -363,7 +363,6 @@ class QuantHooks(Hooks):
 def calibrate(model, scheme, sentences):
     """A :class:`QuantHooks` fitted on ``sentences`` in one forward pass."""
     hooks = QuantHooks(scheme)
-    from golden.minilm import LINEARS
     for i in range(model.layers):
         for lin, act in LINEARS.items():
             # an input channel's error reaches the outputs through its weight column;

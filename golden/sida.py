@@ -41,6 +41,9 @@ import torch
 from base.config import ImuConfig
 from base.errors import KllmError
 from golden.imu import index_matmul, layer_cycles, tiles
+from golden.moe import MoEHooks, moe_embed
+from golden.quant import fit_activation_codebook, fit_weight_codebook
+from golden.text import calibration_sentences, evaluation_sentences
 
 __all__ = ["sparsemax", "HashPredictor", "PredictorFileError", "token_embeddings",
            "collect_routing", "train_predictor", "save_predictor", "load_predictor",
@@ -131,7 +134,6 @@ def collect_routing(model, split, sentences, k, rule="norm"):
     routing sees the MoE outputs of layers ``< l`` (what exact mode runs).
     Also returns the MoE's sentence embeddings.
     """
-    from golden.moe import MoEHooks, moe_embed
     emb, records = moe_embed(model, sentences, MoEHooks(model, split, k=k, rule=rule))
     out = [{"scores": torch.stack([r["scores"] for r in rec]),
             "experts": torch.stack([r["experts"] for r in rec])} for rec in records]
@@ -402,7 +404,6 @@ def quantize_experts(model, split, *, bw=4, cw=8, layers=None, experts=None):
     ``W2[:, S_e]`` gets its own per-output-channel codebooks fitted on the
     expert's slice, so each expert is self-contained in the buffer.
     """
-    from golden.quant import fit_weight_codebook
     out = {}
     for layer in (range(split.layers) if layers is None else layers):
         W1, b1 = model.weight(layer, "ffn_in"), model.bias(layer, "ffn_in")
@@ -807,9 +808,6 @@ def cosim_scenario(model, split, *, layer=1, capacity=4, k=4, tokens=3, outliers
     fitted on ``calibration`` calibration sentences: the layer's FFN input, and
     the expert's hidden activations of the tokens routed to it.
     """
-    from golden.moe import MoEHooks, moe_embed
-    from golden.quant import fit_activation_codebook
-    from golden.text import calibration_sentences, evaluation_sentences
 
     name = f"layer{layer}.ffn_in"
 

@@ -36,7 +36,7 @@ class ConfiguredComponent(wiring.Component):
             raise TypeError(f"{unit}: pass a configuration or keyword parameters, not both "
                             f"(got {', '.join(params)} beside the configuration)")
         if type(config) is not cls.Config:
-            raise TypeError(f"{unit}: config must be a {cls.Config.__name__}, not {config!r}")
+            raise TypeError(f"{unit}: config must be an instance of {cls.Config.__name__}, got {config!r}")
         return config
 
     @property

@@ -39,20 +39,20 @@ class Unit:
         """The component, built from ``config`` (passed as it is, not rebuilt)."""
         return self.component(config)
 
-    def config(self, assignments=(), warn=sys.stderr):
+    def config(self, assignments=(), *, warn=True):
         """The checked configuration from ``--set`` strings; errors become ``KllmError``.
 
         A former parameter name (``config_cls.RENAMED``) is taken under its new name,
-        with a one-line deprecation note on ``warn`` (``None``: silent)."""
+        with a one-line deprecation note on standard error (unless ``warn`` is false)."""
         renamed = []
         for item in assignments:
             name, sep, value = item.partition("=")
             new = self.config_cls.RENAMED.get(name.strip())
             if sep and new is not None:
-                if warn is not None:
+                if warn:
                     print(f"kllm: warning: {self.name}: parameter '{name.strip()}' is now "
                           f"'{new}'; the old name is accepted until the next release",
-                          file=warn)
+                          file=sys.stderr)
                 item = f"{new}={value}"
             renamed.append(item)
         try:

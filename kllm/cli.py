@@ -1,4 +1,9 @@
-"""The ``kllm`` command line: list units, generate Verilog, simulate, lint, synthesize, demo."""
+"""The ``kllm`` command line: list units, generate Verilog, simulate, lint, synthesize, demo.
+
+The top layer.  Each command imports what it runs inside its own function (torch for
+``eval`` and ``sida``, the FPGA flow for ``synth``), so ``kllm --help`` and a bad
+argument answer at once.
+"""
 
 import argparse
 import json

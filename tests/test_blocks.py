@@ -161,3 +161,25 @@ def test_kept_logic_copies_are_not_merged(tmp_path):
     for c in range(COPIES):
         cells = _synth_cells(m, [a, b, o], tmp_path, module=f"top.keep_and{c}")
         assert cells.get("LUT4") == WIDTH
+
+
+def test_component_takes_its_config_or_parameters():
+    """A unit is built from its configuration object as it is, or from keyword parameters
+    whose defaults live only in the configuration class; mixing them, a configuration of
+    another unit or an unknown parameter is a clear error."""
+    from base.config import ImuBaselineConfig, ImuConfig, QuantizerConfig
+    from hdl.imu import Imu
+    from hdl.quantizer import ActivationQuantizer
+    cfg = QuantizerConfig(elems=2)
+    assert ActivationQuantizer(cfg).config is cfg
+    assert ActivationQuantizer(elems=2).config == cfg
+    assert ActivationQuantizer().config == QuantizerConfig()
+    with pytest.raises(TypeError, match="quantizer: pass a configuration or keyword parameters, "
+                                        "not both"):
+        ActivationQuantizer(cfg, ba=3)
+    with pytest.raises(TypeError, match="imu: config must be an instance of ImuConfig, got ImuBaselineConfig"):
+        Imu(ImuBaselineConfig())
+    with pytest.raises(TypeError, match=r"quantizer: unknown parameter 'lanes' \(parameters: "
+                                        r"width, ba, elems\)"):
+        ActivationQuantizer(lanes=2)
+    assert Imu(ImuConfig(outputs=2)).config.outputs == 2

@@ -94,3 +94,16 @@ def test_help_lists_commands(capsys):
     assert rc == 0
     for cmd in ("units", "verilog", "sim", "lint", "synth", "demo"):
         assert cmd in out
+
+
+def test_renamed_parameter_still_works_with_a_note(capsys, tmp_path):
+    """``lanes`` named P before ``elems`` (and the IMU's L before ``outputs``): accepted for
+    one release, with a one-line deprecation note, and written under the new name."""
+    rc, out, err = run(capsys, "verilog", "quantizer", "--set", "lanes=2", "-o", str(tmp_path / "q"))
+    assert rc == 0
+    assert err.strip() == ("kllm: warning: quantizer: parameter 'lanes' is now 'elems'; the old "
+                           "name is accepted until the next release")
+    assert json.loads((tmp_path / "q" / "kllm_quantizer.json").read_text())["config"]["elems"] == 2
+    rc, out, err = run(capsys, "verilog", "imu", "--set", "lanes=2", "-o", str(tmp_path / "i"))
+    assert rc == 0 and "parameter 'lanes' is now 'outputs'" in err
+    assert json.loads((tmp_path / "i" / "kllm_imu.json").read_text())["config"]["outputs"] == 2
