@@ -145,6 +145,29 @@ class TB:
         raise AssertionError(f"timeout: {len(self.out_log.beats)} of {count} output beats "
                              f"after {timeout_cycles} cycles")
 
+    def check_pipelined(self, ins, outs, latency):
+        """Beats in and out (``[(cycle, payload)]``, one output per input) of a run with no
+        gaps and no backpressure: the input took a beat every cycle (II = 1), every beat
+        left exactly ``latency`` cycles after it came in, ``n`` beats took ``n + latency``
+        cycles; the figures go to the stats."""
+        in_cycles, out_cycles = [c for c, _ in ins], [c for c, _ in outs]
+        assert in_cycles == list(range(in_cycles[0], in_cycles[0] + len(ins))), \
+            "input not back to back"
+        for k, (ci, co) in enumerate(zip(in_cycles, out_cycles)):
+            assert co - ci == latency, f"beat {k}: latency {co - ci}, formula {latency}"
+        span = out_cycles[-1] - in_cycles[0] + 1
+        assert span == len(ins) + latency, f"{len(ins)} beats took {span} cycles"
+        self.record_stats(latency_check={"beats": len(ins), "cycles": span,
+                                         "formula": len(ins) + latency})
+
+    async def reset_in_flight(self, cycles):
+        """Let the queued input run for ``cycles`` cycles, then reset and drop what the
+        source still holds.  Returns the beats logged in and out before the reset."""
+        await ClockCycles(self.dut.clk, cycles)
+        await self.reset()
+        self.source.clear()
+        return list(self.in_log.beats), list(self.out_log.beats)
+
     def record_stats(self, **extra):
         """Append this test's simulated cycles and wall time to ``KLLM_STATS``, if set."""
         path = os.environ.get("KLLM_STATS")
