@@ -21,7 +21,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import OrizuruBaselineConfig, OrizuruConfig
-from hdl.blocks import kept_logic, kept_register
+from hdl.blocks import kept_logic, kept_register, register
 from hdl.component import ConfiguredComponent
 
 __all__ = ["Orizuru", "OrizuruBaseline", "CompareExchange", "bitonic_sort_levels",
@@ -293,12 +293,6 @@ class _TopKUnit(ConfiguredComponent):
             return (ce.a if use_a else DEAD), (ce.b if use_b else DEAD)
         return cell
 
-    def _register(self, m, enable, value, name):
-        r = Signal(len(value), name=name, reset_less=True)
-        with m.If(enable):
-            m.d.sync += r.eq(value)
-        return r
-
     #: Stage 0 also registers each value's sort key per side (``s0["key"]``), tagged by lane.
     _stage0_keys = False
 
@@ -489,7 +483,7 @@ class Orizuru(_TopKUnit):
             def reg(elems):
                 stage_no[0] += 1
                 return [e if e is PAD or e is DEAD else
-                        self._register(m, advance, e, f"{prefix}{stage_no[0]}_{i}")
+                        register(m, e, f"{prefix}{stage_no[0]}_{i}", en=advance)
                         for i, e in enumerate(elems)]
             return reg
 
@@ -635,8 +629,7 @@ class Orizuru(_TopKUnit):
         xs = [kept_register(m, xn[i] if x_d is not None else key(x_next), f"{name}_{i}_x")
               for i in range(length)]
         # the present value's position, registered from x_next's lane tag and base
-        pos = Signal(pb, name=f"{name}_pos", reset_less=True)
-        m.d.sync += pos.eq((base_next + (~x_next[:tb])[:tb])[:pb])
+        pos = register(m, (base_next + (~x_next[:tb])[:tb])[:pb], f"{name}_pos")
         data_, valid, live = _lane_entries(name, length, kb)
         b = [Signal(name=f"{name}_{i}_b", reset_less=True) for i in range(length)]
         w = _named_wire(m, name)
@@ -1103,9 +1096,7 @@ class OrizuruBaseline(_TopKUnit):
         n = cfg.network_inputs
         levels = bitonic_sort_levels(n)
         result = {}
-        ovalid = Signal(name="out_valid")
-        with m.If(advance):
-            m.d.sync += ovalid.eq(s0["valid"] & s0["last"])
+        ovalid = register(m, s0["valid"] & s0["last"], "out_valid", en=advance, reset_less=False)
         for side in ("top", "bot"):
             kept = [Signal(cfg.width + pb + 1, name=f"{side}_kept{i}", reset_less=True)
                     for i in range(k)]
@@ -1119,7 +1110,8 @@ class OrizuruBaseline(_TopKUnit):
                           self._wire(m, f"{side}_ce"), self._cell(m, f"{side}_"))
             with m.If(advance & s0["valid"]):
                 m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
-            result[side] = [self._register(m, advance & s0["valid"] & s0["last"], o,
-                                           f"{side}_out{i}") for i, o in enumerate(out)]
+            result[side] = [register(m, o, f"{side}_out{i}",
+                                     en=advance & s0["valid"] & s0["last"])
+                            for i, o in enumerate(out)]
         m.d.comb += [advance.eq(~ovalid | self.o.ready), ready.eq(advance)]
         return ovalid, result
