@@ -16,7 +16,10 @@ Both share the input stage (framing, positions), the ordering key, the
 compare-exchange network builder and the output stage.
 """
 
-from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -218,6 +221,35 @@ class CompareExchange(Elaboratable):
         return m
 
 
+class _Entry(NamedTuple):
+    """A decoded entry (:meth:`_TopKUnit._decode`): zeros when not valid."""
+    value: Value
+    pos: Value
+    valid: Value
+
+
+class _Control(NamedTuple):
+    """Control fields of a beat along the pipeline (:meth:`Orizuru._carry`)."""
+    valid: Value
+    new: Value = None
+    last: Value = None
+    base: Value = None
+    new_ahead: Value = None     # at the rank lanes: the next beat starts a vector
+
+
+@dataclass
+class _Stage0:
+    """The input stage's registers (:meth:`_TopKUnit._input_stage`)."""
+    valid: Signal           # a beat is in the stage
+    new: Signal             # it starts a vector
+    last: Signal            # it ends a vector
+    base: Signal            # position of lane 0
+    x: list                 # the P values
+    lv: list                # per lane: holds a value
+    new_in: Value           # the beat entering the stage starts a vector
+    key: dict = None        # per side, the P sort keys (``_stage0_keys``)
+
+
 class _TopKUnit(ConfiguredComponent):
     """What Orizuru and its baseline share: ports, input stage, keys, output stage."""
 
@@ -264,7 +296,7 @@ class _TopKUnit(ConfiguredComponent):
         valid = key[-1]
         u = key[pb:pb + w] if side == "top" else ~key[pb:pb + w]
         value = (u ^ (1 << (w - 1))).as_signed()
-        return {"value": Mux(valid, value, 0), "pos": Mux(valid, ~key[:pb], 0), "valid": valid}
+        return _Entry(Mux(valid, value, 0), Mux(valid, ~key[:pb], 0), valid)
 
     # -- shared stages ------------------------------------------------------
 
@@ -293,7 +325,7 @@ class _TopKUnit(ConfiguredComponent):
             return (ce.a if use_a else DEAD), (ce.b if use_b else DEAD)
         return cell
 
-    #: Stage 0 also registers each value's sort key per side (``s0["key"]``), tagged by lane.
+    #: Stage 0 also registers each value's sort key per side (``_Stage0.key``), tagged by lane.
     _stage0_keys = False
 
     def _input_stage(self, m, advance, ready):
@@ -312,38 +344,38 @@ class _TopKUnit(ConfiguredComponent):
         take = self.i.valid & ready
         # a count above P reads as P (only possible when P + 1 is not a power of 2)
         n = Mux(count > Const(P, cb), Const(P, cb), count) if (1 << cb) - 1 > P else count
-        s = {
-            "valid": Signal(name="s0_valid"),
-            "new": Signal(name="s0_new", reset_less=True),
-            "last": Signal(name="s0_last", reset_less=True),
-            "base": Signal(pb, name="s0_base", reset_less=True),
-            "x": [Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
-            "lv": [Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
-            "new_in": start & take,       # the beat entering stage 0 starts a vector
-        }
+        s = _Stage0(
+            valid=Signal(name="s0_valid"),
+            new=Signal(name="s0_new", reset_less=True),
+            last=Signal(name="s0_last", reset_less=True),
+            base=Signal(pb, name="s0_base", reset_less=True),
+            x=[Signal(signed(cfg.width), name=f"s0_x{p}", reset_less=True) for p in range(P)],
+            lv=[Signal(name=f"s0_lv{p}", reset_less=True) for p in range(P)],
+            new_in=start & take,          # the beat entering stage 0 starts a vector
+        )
         tb = max(1, (P - 1).bit_length())          # lane tag bits
         if self._stage0_keys:
-            s["key"] = {side: [Signal(cfg.width + tb + 1, name=f"s0_{side}_key{p}",
+            s.key = {side: [Signal(cfg.width + tb + 1, name=f"s0_{side}_key{p}",
                                       reset_less=True) for p in range(P)]
                         for side in ("top", "bot")}
         with m.If(advance):
             m.d.sync += [
-                s["valid"].eq(take),
-                s["new"].eq(start & take),
-                s["last"].eq(self.i.payload.last & take),
-                s["base"].eq(base),
+                s.valid.eq(take),
+                s.new.eq(start & take),
+                s.last.eq(self.i.payload.last & take),
+                s.base.eq(base),
             ]
-            m.d.sync += [s["x"][p].eq(self.i.payload.x[p]) for p in range(P)]
+            m.d.sync += [s.x[p].eq(self.i.payload.x[p]) for p in range(P)]
             # a lane holds a value: within count, and the beat is taken (so a bubble
             # carries no valid value, starts and ends nothing)
             lv_in = [(count > Const(p, cb) if p else count.any()) & take for p in range(P)]
-            m.d.sync += [s["lv"][p].eq(lv_in[p]) for p in range(P)]
+            m.d.sync += [s.lv[p].eq(lv_in[p]) for p in range(P)]
             if self._stage0_keys:
                 # the sorters' keys registered here, so no LUT (the smallest side's
                 # inversion, the offset) sits in front of a sorter's first comparator
                 for side in ("top", "bot"):
-                    m.d.sync += [s["key"][side][p].eq(self.key(self.i.payload.x[p], Const(p, tb),
-                                                               lv_in[p], side))
+                    m.d.sync += [s.key[side][p].eq(self.key(self.i.payload.x[p], Const(p, tb),
+                                                             lv_in[p], side))
                                  for p in range(P)]
             with m.If(take):
                 m.d.sync += [cnt.eq((base + n.as_unsigned())[:pb]),
@@ -360,8 +392,8 @@ class _TopKUnit(ConfiguredComponent):
                     m.d.comb += entry.eq(key)
                     continue
                 d = self._decode(key, side)
-                m.d.comb += [entry.value.eq(d["value"]), entry.pos.eq(d["pos"]),
-                             entry.valid.eq(d["valid"])]
+                m.d.comb += [entry.value.eq(d.value), entry.pos.eq(d.pos),
+                             entry.valid.eq(d.valid)]
 
     def elaborate(self, platform):
         m = Module()
@@ -472,86 +504,112 @@ class Orizuru(_TopKUnit):
 
     def _core(self, m, advance, ready, s0):
         cfg = self._config
-        P = cfg.elems
         if cfg.merge:
             m.d.comb += advance.eq(1)     # no global stall: see _serial_merge
-        tb = max(1, (P - 1).bit_length())          # lane tag bits
-        nl = len(cfg.rank_lanes)
+        sorted_beat, last_d = self._beat_sorters(m, advance, s0)
+        ctrl, base_next = self._lane_control(m, advance, s0)
+        lanes = self._rank_lanes(m, advance, ctrl, sorted_beat, last_d, base_next)
+        if cfg.merge:
+            return self._serial_merge(m, ready, ctrl, lanes)
+        valid, result = self._merge_tree(m, advance, ctrl, lanes)
+        m.d.comb += [advance.eq(~valid | self.o.ready), ready.eq(advance)]
+        return valid, result
+
+    @staticmethod
+    def _stage(m, advance, prefix):
+        """The ``stage`` argument of :func:`network`: registers ``<prefix><level>_<i>``
+        after every level (``advance`` their enable)."""
         stage_no = [0]
 
-        def stage(prefix):
-            def reg(elems):
-                stage_no[0] += 1
-                return [e if e is PAD or e is DEAD else
-                        register(m, e, f"{prefix}{stage_no[0]}_{i}", en=advance)
-                        for i, e in enumerate(elems)]
-            return reg
+        def reg(elems):
+            stage_no[0] += 1
+            return [e if e is PAD or e is DEAD else
+                    register(m, e, f"{prefix}{stage_no[0]}_{i}", en=advance)
+                    for i, e in enumerate(elems)]
+        return reg
 
-        def carry(ctrl, depth, prefix):
-            """Delay the control fields along ``depth`` pipeline stages."""
-            for d in range(depth):
-                nxt = {}
-                for name, v in ctrl.items():
-                    nxt[name] = Signal(len(v), name=f"{prefix}{d + 1}_{name}",
-                                       reset_less=name != "valid")
-                    with m.If(advance):
-                        m.d.sync += nxt[name].eq(v)
-                ctrl = nxt
-            return ctrl
+    @staticmethod
+    def _carry(m, advance, ctrl, depth, prefix):
+        """The fields of ``ctrl`` (a :class:`_Control`) delayed along ``depth`` pipeline
+        stages, registers ``<prefix><stage>_<field>``."""
+        for d in range(depth):
+            nxt = {}
+            for name, v in ctrl._asdict().items():
+                if v is None:
+                    continue
+                nxt[name] = Signal(len(v), name=f"{prefix}{d + 1}_{name}",
+                                   reset_less=name != "valid")
+                with m.If(advance):
+                    m.d.sync += nxt[name].eq(v)
+            ctrl = _Control(**nxt)
+        return ctrl
 
-        # 1. beat sorters (one per side), pipelined
+    def _beat_sorters(self, m, advance, s0):
+        """Stage 1: a pipelined beat sorter per side.  Returns ``(sorted_beat,
+        last_d)``: per side, the first ``len(rank_lanes)`` outputs (registers), and the
+        inputs of the last level's registers."""
+        cfg = self._config
+        P = cfg.elems
+        nl = len(cfg.rank_lanes)
         levels = odd_even_sort_levels(_pow2(P))
         assert len(levels) == cfg.sort_depth
         sorted_beat = {}
         # merge=2 (the fast form): the sorter's last level also feeds copies of its output
-        # registers, one pair per rank-lane entry (see _rank_lane); `last_d` keeps that
-        # level's inputs of the registers
-        copies = cfg.merge == 2 and cfg.sort_depth > 0
+        # registers, one pair per rank-lane entry (see _rank_lane_ahead); `last_d` keeps
+        # that level's inputs of the registers
         last_d = {}
         for side in ("top", "bot"):
-            elems = list(s0["key"][side])
+            elems = list(s0.key[side])
             elems += [PAD] * (_pow2(P) - P)
-            stage_no[0] = 0
 
-            def reg(elems, reg=stage(f"{side}_sort"), side=side):
+            def reg(elems, reg=self._stage(m, advance, f"{side}_sort"), side=side):
                 last_d[side] = elems          # the last call is the last level
                 return reg(elems)
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
                                         reg, self.stats,
                                         self._wire(m, f"{side}_sort_swap"),
                                         self._cell(m, f"{side}_sort"))
-        ctrl = {k_: s0[k_] for k_ in ("valid", "new", "last", "base")}
+        return sorted_beat, last_d
+
+    def _lane_control(self, m, advance, s0):
+        """The input stage's control fields delayed to the rank lanes.  Returns
+        ``(ctrl, base_next)``: ``ctrl.new_ahead`` is set when the next beat at the lanes
+        starts a vector; ``base_next`` (``merge=2``) is the base of the beat a stage
+        before the lanes, else ``None``."""
+        cfg = self._config
+        ctrl = _Control(s0.valid, s0.new, s0.last, s0.base)
+        base_next = None
         if cfg.sort_depth:
-            ctrl = carry(ctrl, cfg.sort_depth - 1, "sort")
-            ahead = ctrl["new"]                   # the next beat at the lanes starts a vector
-            ctrl = carry(ctrl, 1, "lanes")
+            ctrl = self._carry(m, advance, ctrl, cfg.sort_depth - 1, "sort")
+            ahead = ctrl.new                      # the next beat at the lanes starts a vector
+            ctrl = self._carry(m, advance, ctrl, 1, "lanes")
         else:
-            ahead = s0["new_in"]
+            ahead = s0.new_in
         if cfg.merge == 2:
             # the lanes compare a value ahead (_rank_lane_ahead): the sorter's output is the
             # next value, the lanes' own registers hold the present one, a stage later
-            ahead, base_next = ctrl["new"], ctrl["base"]
-            ctrl = carry(ctrl, 1, "ahead")
-        ctrl["new_ahead"] = ahead
+            ahead, base_next = ctrl.new, ctrl.base
+            ctrl = self._carry(m, advance, ctrl, 1, "ahead")
+        return ctrl._replace(new_ahead=ahead), base_next
 
-        # 2. rank lanes
-        snapshot = {}
+    def _rank_lanes(self, m, advance, ctrl, sorted_beat, last_d, base_next):
+        """Stage 2: per side, the rank lanes' entries (lists of keys, best first)."""
+        cfg = self._config
+        tb = max(1, (cfg.elems - 1).bit_length())   # lane tag bits
+        copies = cfg.merge == 2 and cfg.sort_depth > 0
+        lanes = {}
         for side in ("top", "bot"):
-            snapshot[side] = []
+            lanes[side] = []
             for r, length in enumerate(cfg.rank_lanes):
                 if cfg.merge == 2:
                     x_d = last_d[side][r] if copies else None
-                    snapshot[side].append(self._rank_lane_ahead(
+                    lanes[side].append(self._rank_lane_ahead(
                         m, ctrl, sorted_beat[side][r], x_d, base_next, length, tb,
                         f"{side}_lane{r}"))
                 else:
-                    snapshot[side].append(self._rank_lane(
+                    lanes[side].append(self._rank_lane(
                         m, advance, ctrl, sorted_beat[side][r], length, tb, f"{side}_lane{r}"))
-        if cfg.merge:
-            return self._serial_merge(m, ready, ctrl, snapshot)
-        valid, result = self._merge_tree(m, advance, ctrl, snapshot, stage, stage_no, carry)
-        m.d.comb += [advance.eq(~valid | self.o.ready), ready.eq(advance)]
-        return valid, result
+        return lanes
 
     def _rank_lane(self, m, advance, ctrl, x, length, tb, name):
         """One sorted insertion list of ``length`` entries; returns its registers.
@@ -570,7 +628,7 @@ class Orizuru(_TopKUnit):
         xval = x[tb:-1]                  # the value's key (unsigned, larger is better)
         pos = Signal(pb, name=f"{name}_pos")
         lane = Signal(pb, name=f"{name}_lane")
-        m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl["base"] + lane)[:pb])]
+        m.d.comb += [lane.eq((~x[:tb])[:tb]), pos.eq((ctrl.base + lane)[:pb])]
         xfull = Signal(kb - 1, name=f"{name}_x")
         m.d.comb += xfull.eq(Cat(~pos, xval))
         data_, valid, live = _lane_entries(name, length, kb)
@@ -593,7 +651,7 @@ class Orizuru(_TopKUnit):
             with m.If(advance & b[i]):
                 m.d.sync += data_[i].eq(above)
             with m.If(advance):
-                m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~ctrl["new_ahead"])]
+                m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~ctrl.new_ahead)]
         entries = [Cat(d, v) for d, v in zip(data_, valid)]
         return entries
 
@@ -617,7 +675,7 @@ class Orizuru(_TopKUnit):
         pb = self._config.pos_bits
         kb = self._config.entry_bits
         self.stats["cells"] += length
-        new_ahead = ctrl["new_ahead"]           # the next beat starts a vector
+        new_ahead = ctrl.new_ahead           # the next beat starts a vector
 
         def key(x):                             # a sorter output's key without its lane tag
             return Cat(x[tb:-1], x[-1])
@@ -668,7 +726,7 @@ class Orizuru(_TopKUnit):
             m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~new_ahead)]
         return [Cat(d, v) for d, v in zip(data_, valid)]
 
-    def _merge_tree(self, m, advance, ctrl, lanes, stage, stage_no, carry):
+    def _merge_tree(self, m, advance, ctrl, lanes):
         """``merge=0``: in the cycle after a vector's last beat the lanes hold its lists
         (the pipeline stalls as a whole, so they stay while the output is stalled); they
         enter the merge tree then."""
@@ -677,7 +735,7 @@ class Orizuru(_TopKUnit):
         snapshot = dict(lanes)
         mvalid = Signal(name="merge0_valid")
         with m.If(advance):
-            m.d.sync += mvalid.eq(ctrl["valid"] & ctrl["last"])
+            m.d.sync += mvalid.eq(ctrl.valid & ctrl.last)
         for side in ("top", "bot"):
             groups = snapshot[side]
             for t, (pairs, tdepth) in enumerate(cfg.merge_schedule):
@@ -700,14 +758,14 @@ class Orizuru(_TopKUnit):
                     spans.append((len(needed), len(groups[-1])))
                     needed += range(off, off + len(groups[-1]))
                     flat += groups[-1]
-                stage_no[0] = 0
-                out = network(flat, lv_all, needed, _key_beats, stage(f"{side}_m{t}_"),
+                out = network(flat, lv_all, needed, _key_beats,
+                              self._stage(m, advance, f"{side}_m{t}_"),
                               self.stats, self._wire(m, f"{side}_m{t}_swap"),
                               self._cell(m, f"{side}_m{t}_"))
                 groups = [out[s:s + n] for s, n in spans]
             assert len(groups) == 1 and len(groups[0]) == k
             snapshot[side] = groups[0]
-        valid = carry({"valid": mvalid}, cfg.merge_depth, "merge")["valid"]
+        valid = self._carry(m, advance, _Control(mvalid), cfg.merge_depth, "merge").valid
         return valid, snapshot
 
     def _serial_merge(self, m, ready, ctrl, lanes):
@@ -746,7 +804,7 @@ class Orizuru(_TopKUnit):
             last_pop.eq(pop & left[0] & ~(left[1] if k > 1 else 0)),
             copy.eq(acc_full & (~full | self.o.ready)),
         ]
-        load_next = ctrl["valid"] & ctrl["last"]
+        load_next = ctrl.valid & ctrl.last
         left_next = Mux(load, Const((1 << k) - 1, k), Mux(pop, left[1:], left))
         acc_full_next = last_pop | (acc_full & ~copy)
         full_next = copy | (full & ~self.o.ready)
@@ -936,7 +994,7 @@ class Orizuru(_TopKUnit):
             dec = self._decode(best, side)
             acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
                    for j in range(k)]
-            shifted = [acc[j + 1] if j + 1 < k else Cat(dec["value"], dec["pos"], dec["valid"])
+            shifted = [acc[j + 1] if j + 1 < k else Cat(dec.value, dec.pos, dec.valid)
                        for j in range(k)]
             if not copies:
                 with m.If(pop):
@@ -1096,22 +1154,22 @@ class OrizuruBaseline(_TopKUnit):
         n = cfg.network_inputs
         levels = bitonic_sort_levels(n)
         result = {}
-        ovalid = register(m, s0["valid"] & s0["last"], "out_valid", en=advance, reset_less=False)
+        ovalid = register(m, s0.valid & s0.last, "out_valid", en=advance, reset_less=False)
         for side in ("top", "bot"):
             kept = [Signal(cfg.width + pb + 1, name=f"{side}_kept{i}", reset_less=True)
                     for i in range(k)]
-            elems = [Cat(e[:-1], e[-1] & ~s0["new"]) for e in kept]
+            elems = [Cat(e[:-1], e[-1] & ~s0.new) for e in kept]
             for p in range(P):
                 pos = Signal(pb, name=f"{side}_pos{p}")
-                m.d.comb += pos.eq((s0["base"] + Const(p, pb))[:pb])
-                elems.append(self.key(s0["x"][p], pos, s0["lv"][p], side))
+                m.d.comb += pos.eq((s0.base + Const(p, pb))[:pb])
+                elems.append(self.key(s0.x[p], pos, s0.lv[p], side))
             elems += [PAD] * (n - len(elems))
             out = network(elems, levels, range(k), _key_beats, None, self.stats,
                           self._wire(m, f"{side}_ce"), self._cell(m, f"{side}_"))
-            with m.If(advance & s0["valid"]):
+            with m.If(advance & s0.valid):
                 m.d.sync += [kp.eq(o) for kp, o in zip(kept, out)]
             result[side] = [register(m, o, f"{side}_out{i}",
-                                     en=advance & s0["valid"] & s0["last"])
+                                     en=advance & s0.valid & s0.last)
                             for i, o in enumerate(out)]
         m.d.comb += [advance.eq(~ovalid | self.o.ready), ready.eq(advance)]
         return ovalid, result
