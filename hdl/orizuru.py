@@ -17,6 +17,7 @@ compare-exchange network builder and the output stage.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
@@ -562,9 +563,11 @@ class Orizuru(_TopKUnit):
             elems = list(s0.key[side])
             elems += [PAD] * (_pow2(P) - P)
 
-            def reg(elems, reg=self._stage(m, advance, f"{side}_sort"), side=side):
+            stage = self._stage(m, advance, f"{side}_sort")
+
+            def reg(elems, stage=stage, side=side):
                 last_d[side] = elems          # the last call is the last level
-                return reg(elems)
+                return stage(elems)
             sorted_beat[side] = network(elems, levels, range(nl), _key_beats,
                                         reg, self.stats,
                                         self._wire(m, f"{side}_sort_swap"),
@@ -769,25 +772,25 @@ class Orizuru(_TopKUnit):
         return valid, snapshot
 
     def _serial_merge(self, m, ready, ctrl, lanes):
-        """``merge=1``: the lanes' lists copied into queues in the cycle after a vector's
-        last beat (the load), then the best of the queue heads popped k times, one per
-        cycle, into the result registers.
+        """``merge=1, 2``: the lanes' lists copied into queues in the cycle after a
+        vector's last beat (the load), then the best of the queue heads popped k times,
+        one per cycle, into the result registers (per side a :class:`_SerialMerge` or a
+        :class:`_LookaheadMerge`).
 
         Nothing before the queues ever stalls: the input refuses a last beat that
-        would reach the lanes while the queues are still busy (``ready`` below).
-        The heads are compared through a registered matrix ``g[a][b] = head a >= head
-        b`` (a < b), all ones at the load (the best rank-r value beats the best
-        rank-(r+1) value, and empty entries load as zeros), and updated at each pop
-        from comparators that read registers only: with ``merge=1`` one per lane, the
-        winner's next entry (selected by the winner) against each head; with
-        ``merge=2`` registered relations a pop ahead (:meth:`_lookahead`).  The winner
-        itself is a register, one-hot, computed for the next cycle from those
-        comparisons and the matrix, so a queue's shift enable is one LUT of registers.
-        The input's ``last_ok`` is a register too (computed for the next cycle), so
-        ``i.ready`` is one LUT of registers and ``i.payload.last``."""
-        cfg = self._config
-        k, kb = cfg.k, cfg.entry_bits
-        fwd = cfg.load_delay                      # accepted last beat -> its load
+        would reach the lanes while the queues are still busy (:meth:`_last_ready`).
+        Returns ``(valid, result)``."""
+        control = self._merge_control(m, ctrl)
+        self._last_ready(m, ready, control)
+        form = _LookaheadMerge if self._config.merge == 2 else _SerialMerge
+        result = {side: form(self, m, control, side, lanes[side]).build()
+                  for side in ("top", "bot")}
+        return control.full, result
+
+    def _merge_control(self, m, ctrl):
+        """The serial merge's control registers, one set for both sides: the load, the
+        pops, and which of the accumulator and the output registers hold a result."""
+        k = self._config.k
         # counters as thermometer codes (bit j: "more than j"), so that every test of them
         # is one register bit and a count down is a shift
         left = Signal(k, name="pops_left")        # pops left in the current vector
@@ -817,11 +820,20 @@ class Orizuru(_TopKUnit):
             full.eq(full_next),
             load.eq(load_next),                      # a load may meet the last pop
         ]
+        return _MergeControl(load=load, pop=pop, left=left, acc_full=acc_full, full=full,
+                             last_pop=last_pop, copy=copy, load_next=load_next,
+                             left_next=left_next, free_next=free_next, o_ready=self.o.ready)
 
-        # -- input ready: a last beat accepted in cycle t loads in cycle t + fwd; the
-        # queues must have made their last pop by then.  `pending` counts accepted
-        # vectors not yet fully popped; `rem` is the number of cycles until the last
-        # pop of the newest one, if its pops do not wait from now on.
+    def _last_ready(self, m, ready, c):
+        """Drive ``ready`` (``i.ready``) for the serial merge: a last beat accepted in
+        cycle t loads in cycle t + ``load_delay``; the queues must have made their last
+        pop by then.  ``last_ok`` is a register (computed for the next cycle), so
+        ``i.ready`` is one LUT of registers and ``i.payload.last``."""
+        k = self._config.k
+        fwd = self._config.load_delay             # accepted last beat -> its load
+        left, pop = c.left, c.pop
+        # `pending` counts accepted vectors not yet fully popped; `rem` is the number of
+        # cycles until the last pop of the newest one, if its pops do not wait from now on.
         pending = Signal(2, name="pending")
         rem_top = fwd + k - 1
         rem = Signal(rem_top, name="pops_due")
@@ -830,7 +842,7 @@ class Orizuru(_TopKUnit):
         stall = left[0] & ~pop
         rem_load = Const((1 << rem_top) - 1, rem_top)
         rem_next = Mux(take_last, rem_load, Mux(rem[0] & ~stall, rem[1:], rem))
-        m.d.sync += [pending.eq(pending + take_last - last_pop), rem.eq(rem_next)]
+        m.d.sync += [pending.eq(pending + take_last - c.last_pop), rem.eq(rem_next)]
         # A last beat may be taken when no vector is pending, or when the one pending
         # vector's last pop surely comes by the time of the new load: its pops cannot
         # wait once started (acc fills only with its own last pop), nor if acc is empty
@@ -843,254 +855,15 @@ class Orizuru(_TopKUnit):
         # and selected by `take_last`.  The output's `ready` of the next cycle is not
         # known, so a copy then is counted only if the output registers will be free (a
         # stricter condition, which only backpressure can meet: no effect on `min_beats`).
-        stall_n = left_next[0] & ~free_next
+        stall_n = c.left_next[0] & ~c.free_next
 
         def ok_next(tl):
-            pend = (pending + tl - last_pop)[:len(pending)]
+            pend = (pending + tl - c.last_pop)[:len(pending)]
             rem_n = rem_load if tl else Mux(rem[0] & ~stall, rem[1:], rem)
             due_ok = Mux(stall_n, ~rem_n[fwd - 1], ~rem_n[fwd] if fwd < rem_top else 1)
-            return ~pend.any() | ((pend == 1) & due_ok & free_next)
+            return ~pend.any() | ((pend == 1) & due_ok & c.free_next)
         m.d.sync += last_ok.eq(Mux(take_last, ok_next(1), ok_next(0)))
         m.d.comb += ready.eq(~self.i.payload.last | last_ok)
-
-        # merge=2 (the fast form): `load`, `pop` and each lane's shift enable `load | pop &
-        # win[a]` drive every queue entry and accumulator entry; there they are copies of
-        # their own (kept registers, computed from the next state like the originals), one
-        # per group of `group` entries, so that each drives a few entries' flip-flop enables
-        # and selects, no LUT between them (a copy per entry put the fan-out on the next
-        # state's logic instead)
-        copies = cfg.merge == 2
-        group = 4
-        # `pop_next` from registers only (no shared `last_pop`, `copy` or `free_next`
-        # signal), built inside each shift-enable and accumulator copy (``inside``): one
-        # shared `pop_next` fanned out to all of them over 2.1 to 2.3 ns of routing
-        lp_r = pop & left[0] & ~(left[1] if k > 1 else 0)
-        cp_r = acc_full & (~full | self.o.ready)
-        left0_next = load | Mux(pop, left[1] if k > 1 else 0, left[0])
-        pop_next_r = left0_next & (~(lp_r | (acc_full & ~cp_r))
-                                   | ~(cp_r | (full & ~self.o.ready)))
-        result = {}
-        for side in ("top", "bot"):
-            queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
-                       for i in range(len(lane))] for r, lane in enumerate(lanes[side])]
-            n = len(queues)
-            heads = [q[0] for q in queues]
-            nexts = [q[1] if len(q) > 1 else Const(0, kb) for q in queues]
-            g = {(a, b): Signal(name=f"{side}_g{a}_{b}", init=1)
-                 for a in range(n) for b in range(a + 1, n)}
-            # the winner is a register (one-hot, lane 0 after a load and after reset: the
-            # matrix is all ones then), so a queue's enable is one LUT of registers
-            win = [Signal(name=f"{side}_win{a}", init=int(a == 0)) for a in range(n)]
-            if cfg.merge == 2:
-                nb = self._lookahead(m, side, queues, lanes[side], load, pop, win)
-            else:
-                # nb[a][b]: a's next entry beats b's head, needed only when a pops (is the
-                # winner): one comparator per lane, the winner's next entry (selected by the
-                # one-hot winner register) against each head.  Valid entries never tie (a
-                # vector's positions differ), and a tie between two empty entries never
-                # matters (no valid entry is left when only they compete), so the
-                # comparison needs no tie rule by lane
-                nsel = Signal(kb, name=f"{side}_next_sel")
-                m.d.comb += nsel.eq(_or_all([Mux(w, x, 0) for w, x in zip(win, nexts)]))
-                ge = []
-                for b in range(n):
-                    c = Signal(name=f"{side}_next_ge_h{b}")
-                    m.d.comb += c.eq(_ge(nsel, heads[b]))
-                    ge.append(c)
-                    self.stats["compare"] += 1
-                nb = {(a, b): ge[b] for a in range(n) for b in range(n) if a != b}
-
-            def beats_now(a, b):
-                """head a beats head b (the matrix)."""
-                return g[a, b] if a < b else ~g[b, a]
-
-            def beats_after(a, b, w):
-                """head a beats head b once lane w has popped."""
-                if a == w:
-                    return nb[a, b]
-                if b == w:
-                    return ~nb[b, a]
-                return beats_now(a, b)
-
-            for (a, b), gab in g.items():
-                with m.If(load):
-                    m.d.sync += gab.eq(1)
-                with m.Elif(pop & win[a]):
-                    m.d.sync += gab.eq(nb[a, b])
-                with m.Elif(pop & win[b]):
-                    m.d.sync += gab.eq(~nb[b, a])
-            # the next winner, flattened over the lane that pops: for each w, an AND of
-            # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
-            nxts = []
-            for a in range(n):
-                nxt = Signal(name=f"{side}_win{a}_next")
-                nxts.append(nxt)
-                if cfg.merge == 2:
-                    terms = []
-                    for w in range(n):
-                        rel = [beats_after(a, b, w) for b in range(n) if b != a]
-                        terms.append(_and_all([win[w]] + rel))
-                    m.d.comb += nxt.eq(_or_all(terms))
-                else:
-                    # with one comparison per head: lane a wins again if its next entry
-                    # beats every other head; another lane a wins if its head beats the
-                    # winner's next entry and every head but the winner's
-                    again = _and_all([ge[b] for b in range(n) if b != a] or [Const(1)])
-                    other = _and_all([~ge[a]] + [beats_now(a, b) | win[b]
-                                                 for b in range(n) if b != a])
-                    m.d.comb += nxt.eq(Mux(win[a], again, other))
-                with m.If(load):
-                    m.d.sync += win[a].eq(int(a == 0))
-                with m.Elif(pop):
-                    m.d.sync += win[a].eq(nxt)
-            best = Signal(kb, name=f"{side}_best")
-            m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(win, heads)]))
-            for a, (q, lane, w) in enumerate(zip(queues, lanes[side], win)):
-                if not copies:
-                    with m.If(load):
-                        # an empty entry loads as zeros, so empty heads tie (the lower lane
-                        # wins)
-                        m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
-                    with m.Elif(pop & w):
-                        m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0)
-                                     for i, e in enumerate(q)]
-                    continue
-                for i, (e, v) in enumerate(zip(q, lane)):
-                    if i % group == 0:
-                        g_ = f"{side}_q{a}_{i // group}"
-                        ld = kept_register(m, load_next, f"{g_}_ld", reset_less=False)
-                        # the shift enable is one LUT of two copies: of `pop` (its next
-                        # state built inside) and of the winner bit, whose next state `nxt`
-                        # goes straight to the flip-flop's d (`load` becomes its synchronous
-                        # set/reset, `load | pop` its clock enable): no LUT after `nxt`
-                        pc = kept_register(m, pop_next_r, f"{g_}_pop", reset_less=False,
-                                           inside=True)
-                        # (no reset: `pop` is 0 from reset until a load sets the copy, so
-                        # its value before the first load never reaches an enable; a
-                        # reset would take the flip-flop's set/reset input that `load`
-                        # needs, and `init` is the value `load` sets, as an ECP5
-                        # flip-flop's must be)
-                        wc = kept_register(m, Mux(load, int(a == 0), nxts[a]), f"{g_}_win",
-                                           enable=load | pop, init=int(a == 0), inside=True)
-                        sh = Signal(name=f"{g_}_sh")
-                        m.d.comb += sh.eq(pc & wc)
-                    # an empty entry is loaded as it is (merge=1 zeroes it): its valid bit
-                    # on top ranks it below every valid entry, relations between two empty
-                    # heads never matter, and the results take their valid bit from the
-                    # heads (`best_valid` below), so no set/reset logic sits behind `ld`
-                    with m.If(ld):
-                        m.d.sync += e.eq(v)
-                    with m.Elif(sh):
-                        m.d.sync += e.eq(q[i + 1] if i + 1 < len(q) else 0)
-            # results are decoded on the way in: one decoder per side, not k.  With
-            # merge=2 the best entry's valid bit is read from all heads, not through the
-            # winner: the winner has the best head, so it is valid when any head is (and
-            # the empty entries that follow it are zeros); one LUT of registers instead
-            # of the winner's head selection
-            if copies:
-                any_valid = Signal(name=f"{side}_best_valid")
-                m.d.comb += any_valid.eq(_or_all([h[-1] for h in heads]))
-                best = Cat(best[:-1], any_valid)
-            dec = self._decode(best, side)
-            acc = [Signal(self.entry_layout, name=f"{side}_acc{j}", reset_less=True)
-                   for j in range(k)]
-            shifted = [acc[j + 1] if j + 1 < k else Cat(dec.value, dec.pos, dec.valid)
-                       for j in range(k)]
-            if not copies:
-                with m.If(pop):
-                    m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
-            for j in range(k if copies else 0):
-                if j % group == 0:
-                    pj = kept_register(m, pop_next_r, f"{side}_acc{j // group}_pop",
-                                       reset_less=False, inside=True)
-                with m.If(pj):
-                    m.d.sync += acc[j].eq(shifted[j])
-            res = [Signal(self.entry_layout, name=f"{side}_res{j}", reset_less=True)
-                   for j in range(k)]
-            if not copies:
-                with m.If(copy):
-                    m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
-            for j in range(k if copies else 0):
-                # `copy` reads the output's `ready` in the same cycle, so its copies are
-                # logic, one per group of result entries (not one net to all 2 k of them)
-                if j % group == 0:
-                    cj = kept_logic(m, acc_full & (~full | self.o.ready),
-                                    f"{side}_res{j // group}_copy")
-                with m.If(cj):
-                    m.d.sync += res[j].eq(acc[j])
-            result[side] = res
-        return full, result
-
-    def _lookahead(self, m, side, queues, lanes, load, pop, win):
-        """``merge=2``: the relations "next entry of a beats head of b" held in registers
-        ``c[a][b]``, updated a pop ahead, so the winner's loop is LUT logic on registers.
-
-        When lane w pops, its next entry becomes its head and its third entry its next:
-        ``c[w][b] <- q_w[2] beats q_b[0]`` and ``c[a][w] <- q_a[1] beats q_w[1]`` (one
-        comparator per ordered and per unordered pair, each followed by one LUT).  At a
-        load, ``c[a][b]`` for a > b is 0 (the best rank-b value beats the second best
-        rank-a value), and for a < b it is compared from the lanes' registers into
-        ``lc[a][b]``, used (``fresh``) until the first pop of a or b replaces it.
-        Returns ``{(a, b): relation}`` for :meth:`_serial_merge`."""
-        kb = self._config.entry_bits
-        n = len(queues)
-        zero = Const(0, kb)
-
-        def entry(q, i):
-            return q[i] if i < len(q) else zero
-
-        def lane_entry(lane, i):
-            # not masked to zero when empty (the queues are): the valid bit on top still
-            # ranks every valid entry above every empty one, and relations between two
-            # empty heads never matter (no valid entry is left when only they compete)
-            return lane[i] if i < len(lane) else zero
-        ahead = {}
-        third = {}            # (w, b): q_w[2] beats q_b[0]
-        nexts = {}            # (a, b), a < b: q_a[1] beats q_b[1]
-        for a in range(n):
-            for b in range(n):
-                if a == b:
-                    continue
-                t = Signal(name=f"{side}_t{a}_ge_h{b}")
-                m.d.comb += t.eq(_beats_tie(entry(queues[a], 2), entry(queues[b], 0), a < b))
-                third[a, b] = t
-                self.stats["compare"] += 1
-                if a < b:
-                    x = Signal(name=f"{side}_n{a}_ge_n{b}")
-                    m.d.comb += x.eq(_beats_tie(entry(queues[a], 1), entry(queues[b], 1), True))
-                    nexts[a, b] = x
-                    self.stats["compare"] += 1
-        for a in range(n):
-            for b in range(n):
-                if a == b:
-                    continue
-                c = Signal(name=f"{side}_c{a}_{b}", reset_less=True)
-                # a pops: its third entry against b's head; b pops: a's next against b's next
-                upd = Mux(win[a], third[a, b], nexts[a, b] if a < b else ~nexts[b, a])
-                if a > b:
-                    with m.If(load):
-                        m.d.sync += c.eq(0)
-                    with m.Elif(pop & (win[a] | win[b])):
-                        m.d.sync += c.eq(upd)
-                else:                 # while fresh, lc stands for it
-                    with m.If(pop & (win[a] | win[b])):
-                        m.d.sync += c.eq(upd)
-                if a > b:
-                    ahead[a, b] = c
-                    continue
-                lc = Signal(name=f"{side}_lc{a}_{b}", reset_less=True)
-                fresh = Signal(name=f"{side}_fresh{a}_{b}")
-                with m.If(load):
-                    m.d.sync += [lc.eq(_beats_tie(lane_entry(lanes[a], 1),
-                                                  lane_entry(lanes[b], 0), True)),
-                                 fresh.eq(1)]
-                with m.Elif(pop & (win[a] | win[b])):
-                    m.d.sync += fresh.eq(0)
-                self.stats["compare"] += 1
-                rel = Signal(name=f"{side}_r{a}_{b}")
-                m.d.comb += rel.eq(Mux(fresh, lc, c))
-                ahead[a, b] = rel
-        return ahead
 
 
 def _lane_entries(name, length, kb):
@@ -1127,6 +900,341 @@ def _or_all(values):
     for v in values[1:]:
         out = out | v
     return out
+
+
+@dataclass
+class _MergeControl:
+    """The serial merge's control, one set for both sides (:meth:`Orizuru._merge_control`)."""
+    load: Signal            # the lanes hold a finished vector: the queues load
+    pop: Signal             # the best head moves into the accumulator
+    left: Signal            # pops left in the current vector (thermometer code)
+    acc_full: Signal        # the accumulator holds a result not yet copied out
+    full: Signal            # the output registers hold a result
+    last_pop: Signal
+    copy: Signal            # accumulator -> output registers
+    load_next: Value        # next state of `load`
+    left_next: Value        # next state of `left`
+    free_next: Value        # the accumulator may shift in the next cycle
+    o_ready: Value          # the output's `ready`
+
+    @cached_property
+    def pop_next_r(self):
+        """``pop``'s next state from registers only (no shared `last_pop`, `copy` or
+        `free_next` signal), for logic built inside each copy of a register (``inside``
+        of :func:`hdl.blocks.kept_register`) rather than fanned out from one net."""
+        left, pop, acc_full, full = self.left, self.pop, self.acc_full, self.full
+        lp_r = pop & left[0] & ~(left[1] if len(left) > 1 else 0)
+        cp_r = acc_full & (~full | self.o_ready)
+        left0_next = self.load | Mux(pop, left[1] if len(left) > 1 else 0, left[0])
+        return left0_next & (~(lp_r | (acc_full & ~cp_r))
+                             | ~(cp_r | (full & ~self.o_ready)))
+
+
+class _QueueMerge:
+    """One side of the serial merge (``merge=1, 2``): what both forms share.
+
+    At the load the rank lanes' lists are copied into queues (one per lane); then, once
+    per pop, the winner's head moves (decoded: one decoder per side, not k) into an
+    accumulator of k entries, copied to the result registers when they are free.  The
+    heads are compared through a registered matrix ``g[a][b] = head a >= head b``
+    (a < b), all ones at the load (the best rank-r value beats the best rank-(r+1)
+    value, and empty entries rank below valid ones), and updated at each pop from
+    relations ``nb[a, b]`` (a's next entry beats b's head) that read registers only
+    (:meth:`relations`).  The winner itself is a register, one-hot, computed for the
+    next cycle from those relations and the matrix, so a queue's shift enable is one
+    LUT of registers.
+
+    The forms (:class:`_SerialMerge`, :class:`_LookaheadMerge`) provide
+    :meth:`relations`, :meth:`next_winner` and the enables of the queues, the
+    accumulator and the result registers.
+    """
+
+    def __init__(self, unit, m, control, side, lanes):
+        cfg = unit._config
+        self.unit, self.m, self.c, self.side, self.lanes = unit, m, control, side, lanes
+        self.k = cfg.k
+        self.kb = kb = cfg.entry_bits
+        self.queues = [[Signal(kb, name=f"{side}_q{r}_{i}", reset_less=True)
+                        for i in range(len(lane))] for r, lane in enumerate(lanes)]
+        self.n = n = len(self.queues)
+        self.heads = [q[0] for q in self.queues]
+        self.nexts = [q[1] if len(q) > 1 else Const(0, kb) for q in self.queues]
+        self.g = {(a, b): Signal(name=f"{side}_g{a}_{b}", init=1)
+                  for a in range(n) for b in range(a + 1, n)}
+        # the winner is a register (one-hot, lane 0 after a load and after reset: the
+        # matrix is all ones then), so a queue's enable is one LUT of registers
+        self.win = [Signal(name=f"{side}_win{a}", init=int(a == 0)) for a in range(n)]
+        self.nb = None
+
+    def build(self):
+        """Build the side; returns its k result registers (decoded entries)."""
+        m, side, k = self.m, self.side, self.k
+        self.nb = self.relations()
+        self._update_matrix()
+        nxts = self._update_winner()
+        best = Signal(self.kb, name=f"{side}_best")
+        m.d.comb += best.eq(_or_all([Mux(w, h, 0) for w, h in zip(self.win, self.heads)]))
+        self.shift_queues(nxts)
+        dec = self.unit._decode(self.best_entry(best), side)
+        acc = [Signal(self.unit.entry_layout, name=f"{side}_acc{j}", reset_less=True)
+               for j in range(k)]
+        shifted = [acc[j + 1] if j + 1 < k else Cat(dec.value, dec.pos, dec.valid)
+                   for j in range(k)]
+        self.shift_acc(acc, shifted)
+        res = [Signal(self.unit.entry_layout, name=f"{side}_res{j}", reset_less=True)
+               for j in range(k)]
+        self.copy_results(res, acc)
+        return res
+
+    def beats_now(self, a, b):
+        """Head a beats head b (the matrix)."""
+        return self.g[a, b] if a < b else ~self.g[b, a]
+
+    def _update_matrix(self):
+        m, c, win, nb = self.m, self.c, self.win, self.nb
+        for (a, b), gab in self.g.items():
+            with m.If(c.load):
+                m.d.sync += gab.eq(1)
+            with m.Elif(c.pop & win[a]):
+                m.d.sync += gab.eq(nb[a, b])
+            with m.Elif(c.pop & win[b]):
+                m.d.sync += gab.eq(~nb[b, a])
+
+    def _update_winner(self):
+        """The winner's registers; returns their next states (wires), one per lane."""
+        m, c = self.m, self.c
+        nxts = []
+        for a in range(self.n):
+            nxt = Signal(name=f"{self.side}_win{a}_next")
+            nxts.append(nxt)
+            m.d.comb += nxt.eq(self.next_winner(a))
+            with m.If(c.load):
+                m.d.sync += self.win[a].eq(int(a == 0))
+            with m.Elif(c.pop):
+                m.d.sync += self.win[a].eq(nxt)
+        return nxts
+
+    def best_entry(self, best):
+        """The key that enters the accumulator (``best``: the winner's head)."""
+        return best
+
+
+class _SerialMerge(_QueueMerge):
+    """``merge=1``: one comparator per lane, the winner's next entry against each head.
+
+    The registers of the queues, the accumulator and the results share one enable each
+    (``load``, ``pop``, ``copy``); an empty entry loads as zeros.
+    """
+
+    def relations(self):
+        # nb[a][b]: a's next entry beats b's head, needed only when a pops (is the
+        # winner): one comparator per lane, the winner's next entry (selected by the
+        # one-hot winner register) against each head.  Valid entries never tie (a
+        # vector's positions differ), and a tie between two empty entries never
+        # matters (no valid entry is left when only they compete), so the
+        # comparison needs no tie rule by lane
+        m, side, n = self.m, self.side, self.n
+        nsel = Signal(self.kb, name=f"{side}_next_sel")
+        m.d.comb += nsel.eq(_or_all([Mux(w, x, 0) for w, x in zip(self.win, self.nexts)]))
+        self.ge = []
+        for b in range(n):
+            c = Signal(name=f"{side}_next_ge_h{b}")
+            m.d.comb += c.eq(_ge(nsel, self.heads[b]))
+            self.ge.append(c)
+            self.unit.stats["compare"] += 1
+        return {(a, b): self.ge[b] for a in range(n) for b in range(n) if a != b}
+
+    def next_winner(self, a):
+        # with one comparison per head: lane a wins again if its next entry beats every
+        # other head; another lane a wins if its head beats the winner's next entry and
+        # every head but the winner's
+        ge, n, win = self.ge, self.n, self.win
+        again = _and_all([ge[b] for b in range(n) if b != a] or [Const(1)])
+        other = _and_all([~ge[a]] + [self.beats_now(a, b) | win[b]
+                                     for b in range(n) if b != a])
+        return Mux(win[a], again, other)
+
+    def shift_queues(self, nxts):
+        m, c = self.m, self.c
+        for q, lane, w in zip(self.queues, self.lanes, self.win):
+            with m.If(c.load):
+                # an empty entry loads as zeros, so empty heads tie (the lower lane wins)
+                m.d.sync += [e.eq(Mux(v[-1], v, 0)) for e, v in zip(q, lane)]
+            with m.Elif(c.pop & w):
+                m.d.sync += [e.eq(q[i + 1] if i + 1 < len(q) else 0)
+                             for i, e in enumerate(q)]
+
+    def shift_acc(self, acc, shifted):
+        with self.m.If(self.c.pop):
+            self.m.d.sync += [a_.eq(v) for a_, v in zip(acc, shifted)]
+
+    def copy_results(self, res, acc):
+        with self.m.If(self.c.copy):
+            self.m.d.sync += [r.eq(a) for r, a in zip(res, acc)]
+
+
+class _LookaheadMerge(_QueueMerge):
+    """``merge=2``: the relations a pop ahead, in registers, and enables from copies.
+
+    ``load``, ``pop`` and each lane's shift enable ``load | pop & win[a]`` drive every
+    queue entry and accumulator entry; there they are copies of their own (kept
+    registers, computed from the next state like the originals, see
+    :attr:`_MergeControl.pop_next_r`), one per group of :attr:`group` entries, so that
+    each drives a few entries' flip-flop enables and selects, no LUT between them.
+    """
+
+    #: Entries (of a queue, of the accumulator, of the results) per copy of an enable.
+    group = 4
+
+    def relations(self):
+        """The relations "next entry of a beats head of b" held in registers
+        ``c[a][b]``, updated a pop ahead, so the winner's loop is LUT logic on registers.
+
+        When lane w pops, its next entry becomes its head and its third entry its next:
+        ``c[w][b] <- q_w[2] beats q_b[0]`` and ``c[a][w] <- q_a[1] beats q_w[1]`` (one
+        comparator per ordered and per unordered pair, each followed by one LUT).  At a
+        load, ``c[a][b]`` for a > b is 0 (the best rank-b value beats the second best
+        rank-a value), and for a < b it is compared from the lanes' registers into
+        ``lc[a][b]``, used (``fresh``) until the first pop of a or b replaces it.
+        Returns ``{(a, b): relation}``."""
+        m, side, queues, lanes, win = self.m, self.side, self.queues, self.lanes, self.win
+        load, pop = self.c.load, self.c.pop
+        stats = self.unit.stats
+        n = self.n
+        zero = Const(0, self.kb)
+
+        def entry(q, i):
+            return q[i] if i < len(q) else zero
+
+        def lane_entry(lane, i):
+            # not masked to zero when empty (the queues are): the valid bit on top still
+            # ranks every valid entry above every empty one, and relations between two
+            # empty heads never matter (no valid entry is left when only they compete)
+            return lane[i] if i < len(lane) else zero
+        ahead = {}
+        third = {}            # (w, b): q_w[2] beats q_b[0]
+        nexts = {}            # (a, b), a < b: q_a[1] beats q_b[1]
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                t = Signal(name=f"{side}_t{a}_ge_h{b}")
+                m.d.comb += t.eq(_beats_tie(entry(queues[a], 2), entry(queues[b], 0), a < b))
+                third[a, b] = t
+                stats["compare"] += 1
+                if a < b:
+                    x = Signal(name=f"{side}_n{a}_ge_n{b}")
+                    m.d.comb += x.eq(_beats_tie(entry(queues[a], 1), entry(queues[b], 1), True))
+                    nexts[a, b] = x
+                    stats["compare"] += 1
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                c = Signal(name=f"{side}_c{a}_{b}", reset_less=True)
+                # a pops: its third entry against b's head; b pops: a's next against b's next
+                upd = Mux(win[a], third[a, b], nexts[a, b] if a < b else ~nexts[b, a])
+                if a > b:
+                    with m.If(load):
+                        m.d.sync += c.eq(0)
+                    with m.Elif(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                else:                 # while fresh, lc stands for it
+                    with m.If(pop & (win[a] | win[b])):
+                        m.d.sync += c.eq(upd)
+                if a > b:
+                    ahead[a, b] = c
+                    continue
+                lc = Signal(name=f"{side}_lc{a}_{b}", reset_less=True)
+                fresh = Signal(name=f"{side}_fresh{a}_{b}")
+                with m.If(load):
+                    m.d.sync += [lc.eq(_beats_tie(lane_entry(lanes[a], 1),
+                                                  lane_entry(lanes[b], 0), True)),
+                                 fresh.eq(1)]
+                with m.Elif(pop & (win[a] | win[b])):
+                    m.d.sync += fresh.eq(0)
+                stats["compare"] += 1
+                rel = Signal(name=f"{side}_r{a}_{b}")
+                m.d.comb += rel.eq(Mux(fresh, lc, c))
+                ahead[a, b] = rel
+        return ahead
+
+    def beats_after(self, a, b, w):
+        """Head a beats head b once lane w has popped."""
+        if a == w:
+            return self.nb[a, b]
+        if b == w:
+            return ~self.nb[b, a]
+        return self.beats_now(a, b)
+
+    def next_winner(self, a):
+        # the next winner, flattened over the lane that pops: for each w, an AND of
+        # n - 1 relations (matrix bits and comparator outputs), selected by win[w]
+        terms = []
+        for w in range(self.n):
+            rel = [self.beats_after(a, b, w) for b in range(self.n) if b != a]
+            terms.append(_and_all([self.win[w]] + rel))
+        return _or_all(terms)
+
+    def shift_queues(self, nxts):
+        m, c, side, group = self.m, self.c, self.side, self.group
+        for a, (q, lane) in enumerate(zip(self.queues, self.lanes)):
+            for i, (e, v) in enumerate(zip(q, lane)):
+                if i % group == 0:
+                    g_ = f"{side}_q{a}_{i // group}"
+                    ld = kept_register(m, c.load_next, f"{g_}_ld", reset_less=False)
+                    # the shift enable is one LUT of two copies: of `pop` (its next
+                    # state built inside) and of the winner bit, whose next state `nxt`
+                    # goes straight to the flip-flop's d (`load` becomes its synchronous
+                    # set/reset, `load | pop` its clock enable): no LUT after `nxt`
+                    pc = kept_register(m, c.pop_next_r, f"{g_}_pop", reset_less=False,
+                                       inside=True)
+                    # (no reset: `pop` is 0 from reset until a load sets the copy, so
+                    # its value before the first load never reaches an enable; a
+                    # reset would take the flip-flop's set/reset input that `load`
+                    # needs, and `init` is the value `load` sets, as an ECP5
+                    # flip-flop's must be)
+                    wc = kept_register(m, Mux(c.load, int(a == 0), nxts[a]), f"{g_}_win",
+                                       enable=c.load | c.pop, init=int(a == 0), inside=True)
+                    sh = Signal(name=f"{g_}_sh")
+                    m.d.comb += sh.eq(pc & wc)
+                # an empty entry is loaded as it is (merge=1 zeroes it): its valid bit
+                # on top ranks it below every valid entry, relations between two empty
+                # heads never matter, and the results take their valid bit from the
+                # heads (`best_entry`), so no set/reset logic sits behind `ld`
+                with m.If(ld):
+                    m.d.sync += e.eq(v)
+                with m.Elif(sh):
+                    m.d.sync += e.eq(q[i + 1] if i + 1 < len(q) else 0)
+
+    def best_entry(self, best):
+        # the best entry's valid bit is read from all heads, not through the winner: the
+        # winner has the best head, so it is valid when any head is (and the empty
+        # entries that follow it are zeros); one LUT of registers instead of the
+        # winner's head selection
+        any_valid = Signal(name=f"{self.side}_best_valid")
+        self.m.d.comb += any_valid.eq(_or_all([h[-1] for h in self.heads]))
+        return Cat(best[:-1], any_valid)
+
+    def shift_acc(self, acc, shifted):
+        m = self.m
+        for j in range(self.k):
+            if j % self.group == 0:
+                pj = kept_register(m, self.c.pop_next_r, f"{self.side}_acc{j // self.group}_pop",
+                                   reset_less=False, inside=True)
+            with m.If(pj):
+                m.d.sync += acc[j].eq(shifted[j])
+
+    def copy_results(self, res, acc):
+        m, c = self.m, self.c
+        for j in range(self.k):
+            # `copy` reads the output's `ready` in the same cycle, so its copies are
+            # logic, one per group of result entries (not one net to all 2 k of them)
+            if j % self.group == 0:
+                cj = kept_logic(m, c.acc_full & (~c.full | c.o_ready),
+                                f"{self.side}_res{j // self.group}_copy")
+            with m.If(cj):
+                m.d.sync += res[j].eq(acc[j])
 
 
 class OrizuruBaseline(_TopKUnit):
