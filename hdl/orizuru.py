@@ -112,8 +112,8 @@ def network(elems, levels, needed, beats, stage=None, stats=None, wire=None, cel
     :data:`PAD` input is a wire.  ``stage(elems)``, if given, is applied after
     every level (pipeline registers); ``wire(value)``, if given, names each
     compare result and, without ``stage``, each output (a signal per shared
-    value keeps the netlist a graph rather than a tree of expressions).  ``stats`` (a dict) counts full and half
-    compare-exchanges.  ``cell(x, y, use_a, use_b)``, if given, builds each
+    value keeps the netlist a graph rather than a tree of expressions).
+    ``stats`` (a dict) counts full and half compare-exchanges.  ``cell(x, y, use_a, use_b)``, if given, builds each
     compare-exchange (e.g. as its own module) and returns its two outputs (or
     :data:`DEAD` for an unused one) instead of the inline multiplexers.
     Returns the ``needed`` outputs in order.
@@ -169,8 +169,8 @@ def _gt(a, b):
     """``a > b`` for unsigned values of one width, as the borrow of ``b - a``.
 
     Yosys maps a subtraction onto an ECP5 carry chain whose last output is the
-    result; a ``>`` of the same width came out as a chain followed by LUTs, or as
-    LUTs alone (in the sorters), one to four LUT levels more on the critical path.
+    result; it maps a ``>`` of the same width to a chain followed by LUTs, or to
+    LUTs alone, more LUT levels on the critical path.
     """
     n = max(len(a), len(b)) + 1
     return (Cat(b, Const(0, n - len(b))) - Cat(a, Const(0, n - len(a))))[n - 1]
@@ -183,8 +183,7 @@ def _key_beats(y, x):
 
 def _ge(a, b):
     """``a >= b`` for unsigned values, as ``2 a + 1 > 2 b`` (:func:`_gt`): one carry chain
-    whose last output is the result.  The form ``a + ~b + 1`` put a LUT (an inverter) in
-    front of the chain for every bit of ``b``."""
+    whose last output is the result, no inverter in front of the chain."""
     return _gt(Cat(Const(1, 1), a), Cat(Const(0, 1), b))
 
 
@@ -201,7 +200,7 @@ class CompareExchange(Elaboratable):
     units build their networks from these when ``ce_modules=1``: the synthesis
     flow then keeps each one a module of its own (``Unit.keep_modules``), so
     Yosys and ABC map many small modules rather than one flat netlist of the
-    whole network (which, for the baseline at P = 8, k = 16, did not finish).
+    whole network.
     """
 
     def __init__(self, width, beats, use_a=True, use_b=True):
@@ -446,7 +445,7 @@ class Orizuru(_TopKUnit):
        * ``merge=2``: the same, with the comparisons of the queues' next
          entries also registered, a pop ahead (2 n (n - 1) comparators per side
          instead of n, no carry chain in the winner's loop), and the registers
-         of large fan-out copied (:func:`hdl.component.kept_register`: the
+         of large fan-out copied (:func:`hdl.blocks.kept_register`: the
          lanes' values and comparisons, the queues' and the accumulator's
          enables), and rank lanes that compare a value ahead (a registered
          comparison per entry, one stage more): faster, larger;
@@ -476,7 +475,7 @@ class Orizuru(_TopKUnit):
     ----------
     width : int
         Value width in bits, signed (2..32, default 16).
-    lanes : int
+    elems : int
         Values per beat, P (1..16, default 4).
     k : int
         Values kept per side (1..64, default 8).
@@ -671,7 +670,7 @@ class Orizuru(_TopKUnit):
         So the loop of an entry is register -> carry chain -> one LUT -> ``b_i``, and
         ``b_i`` (register copies: one for entry i's enables, one for entry i + 1's
         multiplexer selects) -> the entry's flip-flops.  ``x_next`` and ``x`` are copied per entry
-        (:func:`hdl.component.kept_register`), so each feeds one entry's comparators.
+        (:func:`hdl.blocks.kept_register`), so each feeds one entry's comparators.
         When the next beat starts a vector every entry will be empty, so ``b_i`` is 1
         then (a valid x beats an empty entry; with an invalid x, empty entries only
         move among themselves)."""
@@ -723,8 +722,8 @@ class Orizuru(_TopKUnit):
             # the enable written as a multiplexer (synthesis infers the same flip-flop enable):
             # as an `if`, the Verilog's next state of the entry is an `always @*` block whose
             # inputs here are all registers that keep their initial values until a beat
-            # arrives, so an event-driven simulator (Icarus) did not run it before the first
-            # clock edge and clocked X into the entry
+            # arrives, so an event-driven simulator (Icarus) does not run it before the
+            # first clock edge and clocks X into the entry
             m.d.sync += data_[i].eq(Mux(b_en[i], above, data_[i]))
             m.d.sync += [valid[i].eq(nv), live[i].eq(nv & ~new_ahead)]
         return [Cat(d, v) for d, v in zip(data_, valid)]
