@@ -255,9 +255,9 @@ class _TopKUnit(ConfiguredComponent):
 
     def __init__(self, config=None, **params):
         cfg = self._config = self.configure(config, params)
-        width, lanes, k = cfg.width, cfg.elems, cfg.k
+        width, elems, k = cfg.width, cfg.elems, cfg.k
         self.in_layout = data.StructLayout({
-            "x": data.ArrayLayout(signed(width), lanes),
+            "x": data.ArrayLayout(signed(width), elems),
             "count": unsigned(cfg.count_bits),
             "first": 1,
             "last": 1,
