@@ -72,10 +72,10 @@ NOWIDELUT = "-nowidelut"
 # Both keep their compare-exchange modules (ce_modules=1) apart: the baseline's flat network
 # at P=8, k=16 did not get through Yosys in 30 minutes.
 CE_MODULES = "ce_*"
-# Orizuru also keeps its register copies apart (hdl.component.kept_register, `merge=2`):
+# Orizuru also keeps its register copies apart (hdl.blocks.kept_register, `merge=2`):
 # Yosys would merge them back into one flip-flop each.
 ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.blocks.KEPT_MODULES
-# The IMU keeps its output stage's per-lane copies apart (hdl.component.kept_register and
+# The IMU keeps its output stage's per-lane copies apart (hdl.blocks.kept_register and
 # kept_logic: the skid flag and the output enables, each with its own logic).
 IMU_KEPT = "keep_*"
 
