@@ -93,16 +93,41 @@ class HistogramRowUnit(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, ba, J = cfg.elems, cfg.ba, 1 << cfg.ba
-        cb = cfg.count_bits
-
         outp = Signal()          # the row is being read out (until its last beat is issued)
-
-        # ---- input: row buffer and histogram
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, wptr, s0, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_end
+        hist, nonempty, n, start, start_next = self._histogram(m, rows)
+
+        # ---- per-row computation into the remap tables
+        remap_we = Signal()
+        remap_addr = Signal(cfg.ba)
+        remap_data = Signal(self.out_shape)
+        done = Signal()
+        self.compute(m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
+                     done)
+
+        out, rptr, issue, at_first, at_last = self._read_control(m, rows, outp, start, done)
+        self._output_stage(m, rows, out, issue, at_first, at_last,
+                           remap_we, remap_addr, remap_data)
+
+        # ---- end of the row (its last beat is in the output registers): clear everything
+        # for the next one
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [rptr.eq(0), n.eq(0)]
+            m.d.sync += [hist[j].eq(0) for j in range(1 << cfg.ba)]
+        return m
+
+    def _histogram(self, m, rows):
+        """The histogram of the incoming row: per lane and index a registered hit bit, per
+        index the number of hits (registered), added to its bin.  Returns ``(hist, nonempty,
+        n, start, start_next)``: the bins, their non-empty flags (registered), the element
+        count, ``start`` (the histogram is complete) and ``start_next`` (``start`` one cycle
+        ahead)."""
+        cfg = self._config
+        P, J, cb = cfg.elems, 1 << cfg.ba, cfg.count_bits
+        s0, s0_end = rows.s0, rows.s0_end
 
         lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
         m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
@@ -133,15 +158,15 @@ class HistogramRowUnit(ConfiguredComponent):
         m.d.sync += [hist[j].eq(hist[j] + inc[j]) for j in range(J)]
         m.d.sync += [n.eq(n + n_inc), start.eq(s2_end)]
         m.d.sync += nonempty.eq(Cat(h != 0 for h in hist))
+        return hist, nonempty, n, start, s2_end
 
-        # ---- per-row computation into the remap tables
-        remap_we = Signal()
-        remap_addr = Signal(ba)
-        remap_data = Signal(self.out_shape)
-        done = Signal()
-        self.compute(m, hist, nonempty, n, start, s2_end, remap_we, remap_addr, remap_data, done)
-
-        # ---- output: read the row back (``read_latency`` cycles) through the remap tables
+    def _read_control(self, m, rows, outp, start, done):
+        """The read-back of the buffered row: ``outp`` set when the tables are ``done`` and
+        cleared once the row's last beat is issued; the read pointer and its first / last
+        flags (registered look-aheads).  Returns ``(out, rptr, issue, at_first, at_last)``,
+        ``out`` the :class:`hdl.rows.SkidOutput`."""
+        cfg = self._config
+        br, wptr = rows.read, rows.wptr
         out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
         advance = out.advance
         rptr = Signal(range(cfg.max_beats + 1))
@@ -176,6 +201,15 @@ class HistogramRowUnit(ConfiguredComponent):
             m.d.sync += [at_first.eq(1), at_last.eq(last_only)]
         with m.Elif(step):
             m.d.sync += [at_first.eq(0), at_last.eq(next_last), rptr.eq(rptr + 1)]
+        return out, rptr, issue, at_first, at_last
+
+    def _output_stage(self, m, rows, out, issue, at_first, at_last,
+                      remap_we, remap_addr, remap_data):
+        """The row read back (``read_latency`` cycles, one more with ``pipelined_read``)
+        through the per-lane remap tables (written through ``remap_*``) into ``out``."""
+        cfg = self._config
+        P, ba, J = cfg.elems, cfg.ba, 1 << cfg.ba
+        br, advance = rows.read, out.advance
         # with ``pipelined_read`` the remap read is registered: one stage more
         lo = rows.read_latency + self.pipelined_read
         v0, first0, last0 = Signal(), Signal(), Signal()
@@ -205,11 +239,3 @@ class HistogramRowUnit(ConfiguredComponent):
                     m.d.sync += yr.eq(y)
                 y = yr
             m.d.comb += out.payload.y[p].eq(y)
-
-        # ---- end of the row (its last beat is in the output registers): clear everything
-        # for the next one
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [rptr.eq(0), n.eq(0)]
-            m.d.sync += [hist[j].eq(0) for j in range(J)]
-        return m
