@@ -100,13 +100,21 @@ class HistogramSoftmax(HistogramRowUnit):
 
     def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
                 done):
+        k, mx, E_rd, dn, R = self._tables(m)
+        summing, mapping, D, E_map, v_e, j_e = self._sum_pass(m, hist, k, E_rd)
+        r, sh = self._map_pass(m, mapping, E_map, v_e, j_e, remap_we, remap_addr, remap_data)
+        self._sequence(m, nonempty, start, done, k, mx, summing, mapping, D, dn, R, r, sh)
+
+    def _tables(self, m):
+        """The exp table (LUTRAM banks; the write port registered, so a write lands a cycle
+        later), addressed by the row maximum ``mx`` and the bin counter ``k``, and the
+        reciprocal ROM, addressed by the normalized ``dn``.  Returns ``(k, mx, E, dn, R)``."""
         cfg = self._config
         ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
-        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
-        Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
+        RA, RF = fmt.RECIP_ADDR, fmt.RECIP_FRAC
+        Le, _, Lm2, Lrom = cfg.stage_latencies[:4]
 
-        # exp table: LUTRAM banks; the write port registered (a write lands a cycle later)
         tw_en, tw_addr = Signal(), Signal(2 * ba)
         tw_data = Signal(cfg.exp_bits)
         m.d.sync += [tw_en.eq(self.tbl.en), tw_addr.eq(self.tbl.addr), tw_data.eq(self.tbl.data)]
@@ -123,9 +131,16 @@ class HistogramSoftmax(HistogramRowUnit):
         R, lr = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
                               init=fmt.recip_table())
         assert lr == Lrom
+        return k, mx, E_rd, dn, R
 
-        # SUM: issue bin k (exp read, histogram bin registered and delayed alongside),
-        # multiply (Lm stages), accumulate
+    def _sum_pass(self, m, hist, k, E_rd):
+        """SUM: issue bin ``k`` (exp read, histogram bin registered and delayed alongside),
+        multiply (``Lm`` stages), accumulate into ``D``.  Returns ``(summing, mapping, D,
+        E_map, v_e, j_e)``: the two passes' flags, the sum, the map pass's copy of the exp
+        read, and the issue flag and bin delayed to meet the exp read."""
+        cfg = self._config
+        ba, J = cfg.ba, 1 << cfg.ba
+        Le, Lm = cfg.stage_latencies[:2]
         summing, mapping = Signal(), Signal()
         iss = Signal()
         m.d.comb += iss.eq((summing | mapping) & (k < J))
@@ -140,11 +155,18 @@ class HistogramSoftmax(HistogramRowUnit):
         prod, lm = pipelined_mul(m, E_sum, hk_e, "sum_mul")
         assert lm == Lm
         v_p = delay(m, v_e & summing, Lm, "sum_valid")
-        D = Signal(DW)
+        D = Signal(cfg.denom_bits)
         with m.If(v_p):
             m.d.sync += D.eq(D + prod)
+        return summing, mapping, D, E_map, v_e, j_e
 
-        # MAP: issue bin k, E r (Lm2 stages), shift in two stages, write the remap tables
+    def _map_pass(self, m, mapping, E_map, v_e, j_e, remap_we, remap_addr, remap_data):
+        """MAP: ``E r`` (``Lm2`` stages), shifted right by ``sh`` in three stages, written
+        into the remap tables.  Returns ``(r, sh)``, the reciprocal and the shift, set by
+        the sequence."""
+        cfg = self._config
+        DW, RF = cfg.denom_bits, fmt.RECIP_FRAC
+        Lm2 = cfg.stage_latencies[2]
         r = Signal(RF + 1)
         sh = Signal(range(DW + RF))
         prod2, lm2 = pipelined_mul(m, r, E_map, "map_mul")
@@ -161,6 +183,16 @@ class HistogramSoftmax(HistogramRowUnit):
         v_w = delay(m, v_q, 3, "remap_valid")
         j_w = delay(m, j_q, 3, "remap_j")
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
+        return r, sh
+
+    def _sequence(self, m, nonempty, start, done, k, mx, summing, mapping, D, dn, R, r, sh):
+        """The per-row sequence as one-hot state flags (each register enable is one flag):
+        the row maximum, the sum pass, the normalization of ``D`` and the reciprocal, the
+        map pass; ``done`` at its end."""
+        cfg = self._config
+        J, DW = 1 << cfg.ba, cfg.denom_bits
+        RF, OF = fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
 
         top = leading_one(m, nonempty, "row_max")
         # leading one of D in two stages: per 16-bit chunk (registered, free running: D is
@@ -169,7 +201,6 @@ class HistogramSoftmax(HistogramRowUnit):
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
-        # the per-row sequence as one-hot state flags (each register enable is one flag)
         names = ["idle", "max", "sum", "chunks", "lead", "shamt", "shift", "normalize", "rom", "recip",
                  "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
