@@ -321,21 +321,44 @@ class SoftmaxBaseline(ConfiguredComponent):
         m = Module()
         cfg = self._config
         P, W = cfg.elems, cfg.width
-        DW = cfg.denom_bits
-        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
-        EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
-        Lt, Lr, Le, Lrom, Lmr = cfg.stage_latencies
+        Lr = cfg.stage_latencies[1]
 
         outp = Signal()
         rows = RowInput(m, self.i, self.overflow,
                         Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
                         banked=True)
-        br, s0, s0_valid, s0_end = rows.read, rows.s0, rows.s0_valid, rows.s0_end
         assert rows.read_latency == Lr
+        mx, have, start = self._row_max(m, rows)
 
-        # beat maximum over the valid lanes (invalid lanes read as the smallest value):
-        # masked lanes registered, then a comparator tree, each level in two stages (the
-        # compare registered with both operands, then the selection)
+        # ---- read pipeline, used twice: the sum pass and the output pass
+        summing = Signal()
+        reading = Signal()
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
+        m.d.comb += reading.eq(summing | outp)
+        # read twice (sum pass, output pass): rewound while neither pass runs
+        rd = RowRead(m, rows, reading, adv)
+        E, cnt_e = self._exps(m, rows.read, mx, adv)
+        D, last_acc = self._sum_pass(m, rd, E, cnt_e, start, summing, adv)
+        r, sh = self._normalization(m, D, last_acc, summing, outp)
+        self._output_pass(m, out, rd, E, rows.read.data[P * W:], r, sh, outp)
+
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), have.eq(0)]
+        return m
+
+    def _row_max(self, m, rows):
+        """The row maximum while the row comes in: the beat maximum over the valid lanes
+        (invalid lanes read as the smallest value), masked lanes registered, then a
+        comparator tree, each level in two stages (the compare registered with both
+        operands, then the selection), then a running maximum.  Returns ``(mx, have,
+        start)``: the maximum, its valid flag (cleared by the unit) and ``start``, the
+        row maximum is complete."""
+        cfg = self._config
+        P, W = cfg.elems, cfg.width
+        Lt = cfg.stage_latencies[0]
+        s0, s0_valid, s0_end = rows.s0, rows.s0_valid, rows.s0_end
         lo = Const(-(1 << (W - 1)), signed(W))
         vals = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         for p in range(P):
@@ -365,19 +388,16 @@ class SoftmaxBaseline(ConfiguredComponent):
         start = delay(m, s0_end, 2 + 2 * Lt, "start")    # the row maximum is complete
         with m.If(bvalid & (~have | (bmax > mx))):
             m.d.sync += [mx.eq(bmax), have.eq(1)]
+        return mx, have, start
 
-        # ---- read pipeline, used twice: the sum pass and the output pass
-        summing = Signal()
-        reading = Signal()
-        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
-        adv = out.advance
-        m.d.comb += reading.eq(summing | outp)
-        # read twice (sum pass, output pass): rewound while neither pass runs
-        rd = RowRead(m, rows, reading, adv)
-        issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
-
-        # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
-        # (Le: address copies, LUT banks)
+    def _exps(self, m, br, mx, adv):
+        """Per lane of the row read back (``br``, advancing with ``adv``): ``mx - x`` (1
+        stage), the saturated exp ROM address (1 stage), the ROM (``Le``: address copies,
+        LUT banks).  Returns the P exps."""
+        cfg = self._config
+        P, W = cfg.elems, cfg.width
+        EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
+        Le = cfg.stage_latencies[2]
         table = fmt.baseline_exp_table()
         cnt_r = br.data[P * W:]
         cnt_e = delay(m, cnt_r, 2 + Le, "count_e", en=adv)
@@ -393,23 +413,39 @@ class SoftmaxBaseline(ConfiguredComponent):
                                    init=table, en=adv, copies=True)
             assert le == Le
             E.append(ep)
+        return E, cnt_e
 
-        # sum pass: masked exps (1), adder tree (Lt), accumulate
+    def _sum_pass(self, m, rd, E, cnt_e, start, summing, adv):
+        """The sum pass (``summing``, set at ``start``): masked exps (1 stage), adder tree
+        (``Lt``), accumulated into ``D``.  Returns ``(D, last_acc)``, ``last_acc`` high as
+        the row's last beat is accumulated."""
+        cfg = self._config
+        P = cfg.elems
+        Lt, Lr, Le = cfg.stage_latencies[:3]
         Em = [Signal(cfg.exp_bits, name=f"exp_m{p}") for p in range(P)]
         with m.If(adv):
             m.d.sync += [Em[p].eq(Mux(cnt_e > p, E[p], 0)) for p in range(P)]
         part, lt = adder_tree(m, Em, "exp_sum", en=adv)
         assert lt == Lt
         dsum = Lr + 3 + Le + Lt
-        v_acc = delay(m, issue & summing, dsum, "sum_valid", en=adv)
-        last_acc = delay(m, issue & summing & at_last, dsum, "sum_last", en=adv)
-        D = Signal(DW)
+        v_acc = delay(m, rd.issue & summing, dsum, "sum_valid", en=adv)
+        last_acc = delay(m, rd.issue & summing & rd.at_last, dsum, "sum_last", en=adv)
+        D = Signal(cfg.denom_bits)
         with m.If(start):
             m.d.sync += [D.eq(0), summing.eq(1)]
         with m.Elif(v_acc):
             m.d.sync += D.eq(D + part)
+        return D, last_acc
 
-        # normalization, free running on D: e, shift amount, D << shamt in two stages, ROM
+    def _normalization(self, m, D, last_acc, summing, outp):
+        """The normalization, free running on ``D``: ``e``, the shift amount, ``D << shamt``
+        in two stages, the reciprocal ROM; after the sum pass (``last_acc``) it is waited
+        for, then the output pass (``outp``) starts.  Returns ``(r, sh)``: the reciprocal
+        and the output shift amount."""
+        cfg = self._config
+        DW = cfg.denom_bits
+        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        Lrom = cfg.stage_latencies[3]
         lead = leading_one(m, D, "d_lead")
         e = Signal(range(DW))
         shamt = Signal(range(DW))
@@ -435,10 +471,17 @@ class SoftmaxBaseline(ConfiguredComponent):
             m.d.sync += kw.eq(kw + 1)
             with m.If(kw == Lnd):
                 m.d.sync += [waiting.eq(0), outp.eq(1)]
+        return r, sh
 
-        # output pass: E r (Lmr), >> sh in three stages (the last one the output register)
+    def _output_pass(self, m, out, rd, E, cnt_r, r, sh, outp):
+        """The output pass (``outp``): per lane ``E r`` (``Lmr``), shifted right by ``sh``
+        in three stages (the last one the output register ``out``)."""
+        cfg = self._config
+        P = cfg.elems
+        _, Lr, Le, _, Lmr = cfg.stage_latencies
+        adv = out.advance
         depth = Lr + 2 + Le + Lmr + 3
-        fr = delay(m, Cat(issue & outp, at_first, at_last), depth - 1, "frame", en=adv)
+        fr = delay(m, Cat(rd.issue & outp, rd.at_first, rd.at_last), depth - 1, "frame", en=adv)
         cnt = delay(m, cnt_r, depth - 1 - Lr, "count", en=adv)
         for p in range(P):
             prod, lmr = pipelined_mul(m, r, E[p], f"prod{p}", en=adv)
@@ -451,8 +494,3 @@ class SoftmaxBaseline(ConfiguredComponent):
             m.d.comb += out.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))
         m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
                      out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
-
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), have.eq(0)]
-        return m
