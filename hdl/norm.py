@@ -179,10 +179,6 @@ class HistogramNorm(HistogramRowUnit):
 
         names = ["idle", "sum", "norm", "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
-
-        def goto(src, dst):
-            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
-
         k = Signal(range(J + Ls + 2 * Lc + Lmr + Ln + 8))
         iss = Signal()
         m.d.comb += iss.eq((st["sum"] | st["map"]) & (k < J))
@@ -194,17 +190,7 @@ class HistogramNorm(HistogramRowUnit):
         ck, ls2 = select_pipe(m, C, k[:ba], "cent_k")
         assert ls == ls2 == Ls
 
-        # SUM: t1 = h[k] C[k] (Lc), t2 = t1 C[k] (Lc), accumulate
-        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
-        ck_d = delay(m, ck, Lc, "cent_k1")
-        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
-        assert lc == lc2 == Lc
-        t1_d = delay(m, t1, Lc, "s1_term")
-        v_acc = delay(m, iss & st["sum"], Ls + 2 * Lc, "sum_valid")
-        S1 = Signal(signed(cb + cw + 1))
-        S2 = Signal(signed(cb + 2 * cw + 1))
-        with m.If(v_acc):
-            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
+        S1, S2 = self._sum_pass(m, hk, ck, iss & st["sum"])
 
         # normalization: free running on the row's sums (stable until the row's next SUM)
         r, e, zero, lnorm = row_rsqrt(m, S1, S2, n_u, cfg.rms, VW)
@@ -212,7 +198,38 @@ class HistogramNorm(HistogramRowUnit):
         sh = Signal(range(EM + RF))
         m.d.comb += sh.eq(RF - OF + e)
 
-        # MAP: n C[k] (Lc), minus S1 (1), times r (Lmr), >> sh in three stages, write
+        depth = self._map_pass(m, n_u, ck, S1, r, sh, zero, iss & st["map"], k[:ba],
+                               remap_we, remap_addr, remap_data)
+        self._sequence(m, st, k, start, start_next, depth, S1, S2, done)
+
+    def _sum_pass(self, m, hk, ck, valid):
+        """SUM: ``t1 = h[k] C[k]`` (``Lc``), ``t2 = t1 C[k]`` (``Lc``), accumulated into
+        ``S1`` and ``S2`` (``valid``: bin ``k`` issued in the sum step).  Returns
+        ``(S1, S2)``."""
+        cfg = self._config
+        cw, cb = cfg.cw, cfg.count_bits
+        Ls, Lc = cfg.stage_latencies[:2]
+        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
+        ck_d = delay(m, ck, Lc, "cent_k1")
+        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
+        assert lc == lc2 == Lc
+        t1_d = delay(m, t1, Lc, "s1_term")
+        v_acc = delay(m, valid, Ls + 2 * Lc, "sum_valid")
+        S1 = Signal(signed(cb + cw + 1))
+        S2 = Signal(signed(cb + 2 * cw + 1))
+        with m.If(v_acc):
+            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
+        return S1, S2
+
+    def _map_pass(self, m, n_u, ck, S1, r, sh, zero, valid, j, remap_we, remap_addr,
+                  remap_data):
+        """MAP: ``n C[k]`` (``Lc``), minus ``S1`` (1), times ``r`` (``Lmr``), shifted right by
+        ``sh`` in three stages (0 for every bin when ``zero``), written into the remap
+        tables (``valid``: bin ``j`` issued in the map step).  Returns the pipeline's depth
+        from the issue."""
+        cfg = self._config
+        cw, cb = cfg.cw, cfg.count_bits
+        Ls, Lc, _, _, Lmr, _ = cfg.stage_latencies
         nc, lc3 = pipelined_mul(m, n_u, ck, "map_nc")
         assert lc3 == Lc
         num = Signal(signed(cb + cw + 2))
@@ -226,11 +243,23 @@ class HistogramNorm(HistogramRowUnit):
         T = Signal(signed(cfg.out_bits))
         m.d.sync += T.eq(Mux(zero, 0, sh_mid >> sh[:2]))
         depth = Ls + Lc + 1 + Lmr + 3
-        v_w = delay(m, iss & st["map"], depth, "remap_valid")
-        j_w = delay(m, k[:ba], depth, "remap_j")
+        v_w = delay(m, valid, depth, "remap_valid")
+        j_w = delay(m, j, depth, "remap_j")
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(T)]
+        return depth
 
-        # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
+    def _sequence(self, m, st, k, start, start_next, depth, S1, S2, done):
+        """The per-row sequence, one-hot state flags ``st``: idle, the sum step, the
+        normalization, the map step (``depth``: the map pipeline's); ``done`` at its end."""
+        cfg = self._config
+        J = 1 << cfg.ba
+        Ls, Lc, Lv = cfg.stage_latencies[:3]
+        Ln = row_rsqrt_latency(Lv)
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        # k counts every cycle and is cleared
         # where a counted step starts (one clear term, no per-state next value)
         # the ends of the counted steps are registered look-ahead compares (k one below)
         # k's clear is a register too: ``(idle & start) | end_sum | end_norm`` one cycle
