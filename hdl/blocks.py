@@ -25,7 +25,8 @@ from amaranth.lib import memory
 from base.latency import BANK, banked_latency, mul_latency, select_latency, tree_latency
 
 __all__ = ["register", "delay", "banked_memory", "pipelined_mul", "leading_one",
-           "leading_one_staged", "select_pipe", "adder_tree", "KEPT_MODULES", "KeptRegister",
+           "leading_one_staged", "select_pipe", "adder_tree", "shift_right_staged",
+           "KEPT_MODULES", "KeptRegister",
            "kept_register", "kept_logic"]
 
 
@@ -266,6 +267,19 @@ def adder_tree(m, terms, name, en=None, width=None):
         level = nxt
     assert stage == tree_latency(len(terms))
     return level[0], stage
+
+
+def shift_right_staged(m, value, amount, *, names=("sh_hi", "sh_mid"), en=None):
+    """``value >> amount`` in three stages of 4:1 selection: by multiples of 16
+    (``amount[4:]``), then by multiples of 4 (``amount[2:4]``), each registered (when
+    ``en``, or always) into a signal of ``value``'s shape named ``names[0]`` and
+    ``names[1]``, then by 0..3 (``amount[:2]``).  Returns the last stage, combinational,
+    for the caller to register: ``amount`` must be still from two cycles before."""
+    hi = Signal.like(value, name=names[0])
+    mid = Signal.like(value, name=names[1])
+    _sync(m, en, hi.eq(value >> Cat(Const(0, 4), amount[4:])),
+          mid.eq(hi >> Cat(Const(0, 2), amount[2:4])))
+    return mid >> amount[:2]
 
 
 # -- kept register copies ---------------------------------------------------------------

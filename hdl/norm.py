@@ -17,6 +17,7 @@ from hdl.blocks import (
     leading_one_staged,
     pipelined_mul,
     select_pipe,
+    shift_right_staged,
 )
 from hdl.component import ConfiguredComponent
 from hdl.histogram import HistogramRowUnit
@@ -236,12 +237,8 @@ class HistogramNorm(HistogramRowUnit):
         m.d.sync += num.eq(nc if cfg.rms else nc - S1)
         prod, lmr = pipelined_mul(m, num, r, "map_mul")
         assert lmr == Lmr
-        sh_hi = Signal.like(prod)
-        m.d.sync += sh_hi.eq(prod >> Cat(Const(0, 4), sh[4:]))
-        sh_mid = Signal.like(prod)
-        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
         T = Signal(signed(cfg.out_bits))
-        m.d.sync += T.eq(Mux(zero, 0, sh_mid >> sh[:2]))
+        m.d.sync += T.eq(Mux(zero, 0, shift_right_staged(m, prod, sh)))
         depth = Ls + Lc + 1 + Lmr + 3
         v_w = delay(m, valid, depth, "remap_valid")
         j_w = delay(m, j, depth, "remap_j")
@@ -427,12 +424,8 @@ class NormBaseline(ConfiguredComponent):
                 m.d.sync += num.eq(nx if cfg.rms else nx - S1)
             prod, lmr = pipelined_mul(m, num, r, f"prod{p}", en=adv)
             assert lmr == Lmr
-            hi = Signal.like(prod, name=f"sh_hi{p}")
-            mid = Signal.like(prod, name=f"sh_mid{p}")
-            with m.If(adv):
-                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
-            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))
+            y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
+            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, y))
         m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
                      out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
 

@@ -17,6 +17,7 @@ from hdl.blocks import (
     leading_one_staged,
     pipelined_mul,
     select_pipe,
+    shift_right_staged,
 )
 from hdl.component import ConfiguredComponent
 from hdl.histogram import HistogramRowUnit
@@ -174,12 +175,8 @@ class HistogramSoftmax(HistogramRowUnit):
         v_q = delay(m, v_e & mapping, Lm2, "map_valid")
         j_q = delay(m, j_e, Lm2, "map_j")
         # (E r) >> sh in three stages of 4:1 selection: by 16s, by 4s, by 0..3
-        sh_hi = Signal(len(prod2))
-        m.d.sync += sh_hi.eq(prod2 >> Cat(Const(0, 4), sh[4:]))
-        sh_mid = Signal(len(prod2))
-        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
         p = Signal(cfg.out_bits)
-        m.d.sync += p.eq(sh_mid >> sh[:2])
+        m.d.sync += p.eq(shift_right_staged(m, prod2, sh))
         v_w = delay(m, v_q, 3, "remap_valid")
         j_w = delay(m, j_q, 3, "remap_j")
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
@@ -486,11 +483,7 @@ class SoftmaxBaseline(ConfiguredComponent):
         for p in range(P):
             prod, lmr = pipelined_mul(m, r, E[p], f"prod{p}", en=adv)
             assert lmr == Lmr
-            hi = Signal.like(prod, name=f"sh_hi{p}")
-            mid = Signal.like(prod, name=f"sh_mid{p}")
-            with m.If(adv):
-                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
-            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))
+            y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
+            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, y, 0))
         m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
                      out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
