@@ -6,12 +6,12 @@ The softmax (:mod:`hdl.softmax`) and norm (:mod:`hdl.norm`) units subclass
 """
 
 from amaranth import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream
+from amaranth.lib import memory, stream
 from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import delay
 from hdl.component import ConfiguredComponent
-from hdl.rows import RowInput, SkidOutput, last_beat_compares
+from hdl.rows import RowInput, SkidOutput, last_beat_compares, row_layouts
 
 __all__ = ["HistogramRowUnit"]
 
@@ -69,12 +69,8 @@ class HistogramRowUnit(ConfiguredComponent):
     def __init__(self, config, out_shape, tbl_signature):
         self._config = config
         P, ba = config.elems, config.ba
-        self.in_layout = data.StructLayout({
-            "idx": data.ArrayLayout(unsigned(ba), P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(out_shape, P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
+        self.in_layout, self.out_layout = row_layouts(
+            "idx", unsigned(ba), out_shape, P, config.lane_count_bits)
         self.out_shape = out_shape
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -219,12 +215,8 @@ class HistogramRowUnit(ConfiguredComponent):
         last1 = delay(m, last0, lo, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
-        m.d.comb += [
-            out.valid.eq(v1),
-            out.payload.first.eq(first1),
-            out.payload.last.eq(last1),
-            out.payload.count.eq(delay(m, rd_count, self.pipelined_read, "rd_count", en=advance)),
-        ]
+        out.present(m, v1, first1, last1,
+                    delay(m, rd_count, self.pipelined_read, "rd_count", en=advance))
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
             m.submodules[f"remap{p}"] = tab

@@ -4,8 +4,8 @@ Golden twin: :mod:`golden.norm`.  Configuration: :class:`base.config.NormConfig`
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from base import formats as fmt
 from base.config import NormBaselineConfig, NormConfig
@@ -19,9 +19,8 @@ from hdl.blocks import (
     select_pipe,
     shift_right_staged,
 )
-from hdl.component import ConfiguredComponent
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowInput, RowRead, SkidOutput
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
 
 __all__ = ["HistogramNorm", "NormBaseline"]
 
@@ -289,7 +288,7 @@ class HistogramNorm(HistogramRowUnit):
             goto("map", "idle")
 
 
-class NormBaseline(ConfiguredComponent):
+class NormBaseline(ValueRowUnit):
     """Baseline: a conventional fixed-point LayerNorm / RMSNorm of the same throughput.
 
     The input is the values themselves (``width``-bit signed, the dequantized
@@ -331,19 +330,8 @@ class NormBaseline(ConfiguredComponent):
     Config = NormBaselineConfig
 
     def __init__(self, config=None, **params):
-        cfg = self._config = self.configure(config, params)
-        width, lanes = cfg.width, cfg.elems
-        self.in_layout = data.StructLayout({
-            "x": data.ArrayLayout(signed(width), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(signed(cfg.out_bits), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "overflow": Out(1),
-        })
+        cfg = self.configure(config, params)
+        super().__init__(cfg, signed(cfg.out_bits))
 
     def elaborate(self, platform):
         m = Module()
@@ -356,9 +344,7 @@ class NormBaseline(ConfiguredComponent):
         Ln = row_rsqrt_latency(Lv)
 
         outp = Signal()
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
+        rows = self.row_input(m)
         br, s0, s0_end = rows.read, rows.s0, rows.s0_end
         assert rows.read_latency == Lr
 
@@ -394,14 +380,7 @@ class NormBaseline(ConfiguredComponent):
         # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(EM + RF))
         m.d.sync += sh.eq(RF - OF + e)
-        waiting = Signal()
-        kw = Signal(range(Ln + 2))
-        with m.If(start):
-            m.d.sync += [waiting.eq(1), kw.eq(0)]
-        with m.Elif(waiting):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw == Ln):
-                m.d.sync += [waiting.eq(0), outp.eq(1)]
+        wait_cycles(m, start, Ln, outp)
 
         # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
         # three stages (the last one the output register); the pipeline stalls on backpressure
@@ -426,8 +405,7 @@ class NormBaseline(ConfiguredComponent):
             assert lmr == Lmr
             y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
             m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, y))
-        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
-                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
+        out.present(m, fr[0], fr[1], fr[2], cnt)
 
         with m.If(out.last_out):
             m.d.comb += rows.clear.eq(1)

@@ -1,18 +1,34 @@
-"""Building blocks shared by the row units (histogram softmax and norm, and their
-baselines): the row-buffer input stage, and pipelined memories, multipliers and a
-leading-one encoder for a 200 MHz clock.
+"""What the row units (histogram softmax and norm, and their baselines) share: the beat
+layouts, the row-buffer input stage, the read-back of a buffered row, the output
+register with its skid register, and the baselines' common component.
 
 Not a unit of its own: everything here is built inside a unit's ``elaborate``.
 """
 
 from types import SimpleNamespace
 
-from amaranth import Mux, Signal, unsigned
-from amaranth.lib import memory
+from amaranth import Cat, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream
+from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import banked_memory
+from hdl.component import ConfiguredComponent
 
-__all__ = ["RowInput", "RowRead", "SkidOutput", "last_beat_compares"]
+__all__ = ["row_layouts", "RowInput", "RowRead", "SkidOutput", "last_beat_compares",
+           "wait_cycles", "ValueRowUnit"]
+
+
+def row_layouts(field, in_shape, out_shape, elems, count_bits):
+    """The beat layouts of a row unit: the input ``{field: elems x in_shape, count, first,
+    last}`` and the output ``{y: elems x out_shape, count, first, last}`` (``count``:
+    the valid lanes, ``count_bits`` bits)."""
+    in_layout = data.StructLayout({
+        field: data.ArrayLayout(in_shape, elems),
+        "count": unsigned(count_bits), "first": 1, "last": 1})
+    out_layout = data.StructLayout({
+        "y": data.ArrayLayout(out_shape, elems),
+        "count": unsigned(count_bits), "first": 1, "last": 1})
+    return in_layout, out_layout
 
 
 class RowInput:
@@ -182,3 +198,52 @@ class SkidOutput:
             m.d.sync += [skid.eq(self.payload), held.eq(self.valid)]
         with m.Else():
             m.d.sync += [o.payload.eq(self.payload), o.valid.eq(self.valid)]
+
+    def present(self, m, valid, first, last, count):
+        """Drive the presented beat's ``valid`` and framing (the unit drives ``y``)."""
+        m.d.comb += [
+            self.valid.eq(valid),
+            self.payload.first.eq(first),
+            self.payload.last.eq(last),
+            self.payload.count.eq(count),
+        ]
+
+
+def wait_cycles(m, trigger, cycles, then):
+    """Set the register ``then`` ``cycles + 2`` cycles after ``trigger`` (a counter runs
+    from the cycle after it); the caller clears ``then``."""
+    waiting = Signal()
+    kw = Signal(range(cycles + 2))
+    with m.If(trigger):
+        m.d.sync += [waiting.eq(1), kw.eq(0)]
+    with m.Elif(waiting):
+        m.d.sync += kw.eq(kw + 1)
+        with m.If(kw == cycles):
+            m.d.sync += [waiting.eq(0), then.eq(1)]
+
+
+class ValueRowUnit(ConfiguredComponent):
+    """A baseline row unit's component: rows of values in (``i``: beats of P signed
+    ``width``-bit values ``x``, ``count``, ``first``, ``last``), rows of results out
+    (``o``: ``y``, P values of ``out_shape``, with the input beat's framing), and
+    ``overflow`` (a row was longer than the buffer; sticky until reset).
+
+    The subclass passes its checked configuration (with ``width``, ``elems``,
+    ``max_beats`` and ``lane_count_bits``)."""
+
+    def __init__(self, config, out_shape):
+        self._config = config
+        self.in_layout, self.out_layout = row_layouts(
+            "x", signed(config.width), out_shape, config.elems, config.lane_count_bits)
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "overflow": Out(1),
+        })
+
+    def row_input(self, m):
+        """The :class:`RowInput` of the unit's rows: every beat's values and count, in
+        LUTRAM banks."""
+        return RowInput(m, self.i, self.overflow,
+                        Cat(self.i.payload.x.as_value(), self.i.payload.count),
+                        self._config.max_beats, banked=True)

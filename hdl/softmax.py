@@ -4,8 +4,8 @@ Golden twin: :mod:`golden.softmax`.  Configuration: :class:`base.config.SoftmaxC
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from base import formats as fmt
 from base.config import SoftmaxBaselineConfig, SoftmaxConfig
@@ -19,9 +19,8 @@ from hdl.blocks import (
     select_pipe,
     shift_right_staged,
 )
-from hdl.component import ConfiguredComponent
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowInput, RowRead, SkidOutput
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
 
 __all__ = ["HistogramSoftmax", "SoftmaxBaseline"]
 
@@ -247,7 +246,7 @@ class HistogramSoftmax(HistogramRowUnit):
                 goto("map", "idle")
 
 
-class SoftmaxBaseline(ConfiguredComponent):
+class SoftmaxBaseline(ValueRowUnit):
     """Baseline: a conventional fixed-point softmax of the same throughput (P lanes, II = 1).
 
     The input is the scores themselves (``width``-bit signed fixed point with
@@ -300,19 +299,8 @@ class SoftmaxBaseline(ConfiguredComponent):
     Config = SoftmaxBaselineConfig
 
     def __init__(self, config=None, **params):
-        cfg = self._config = self.configure(config, params)
-        width, lanes = cfg.width, cfg.elems
-        self.in_layout = data.StructLayout({
-            "x": data.ArrayLayout(signed(width), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(unsigned(cfg.out_bits), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "overflow": Out(1),
-        })
+        cfg = self.configure(config, params)
+        super().__init__(cfg, unsigned(cfg.out_bits))
 
     def elaborate(self, platform):
         m = Module()
@@ -321,9 +309,7 @@ class SoftmaxBaseline(ConfiguredComponent):
         Lr = cfg.stage_latencies[1]
 
         outp = Signal()
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
+        rows = self.row_input(m)
         assert rows.read_latency == Lr
         mx, have, start = self._row_max(m, rows)
 
@@ -460,14 +446,9 @@ class SoftmaxBaseline(ConfiguredComponent):
         # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(DW + RF))
         m.d.sync += sh.eq(RF - OF + e)
-        waiting = Signal()
-        kw = Signal(range(Lnd + 2))
         with m.If(last_acc):
-            m.d.sync += [summing.eq(0), waiting.eq(1), kw.eq(0)]
-        with m.Elif(waiting):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw == Lnd):
-                m.d.sync += [waiting.eq(0), outp.eq(1)]
+            m.d.sync += summing.eq(0)
+        wait_cycles(m, last_acc, Lnd, outp)
         return r, sh
 
     def _output_pass(self, m, out, rd, E, cnt_r, r, sh, outp):
@@ -485,5 +466,4 @@ class SoftmaxBaseline(ConfiguredComponent):
             assert lmr == Lmr
             y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
             m.d.comb += out.payload.y[p].eq(Mux(cnt > p, y, 0))
-        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
-                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
+        out.present(m, fr[0], fr[1], fr[2], cnt)
