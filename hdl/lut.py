@@ -135,7 +135,7 @@ class ElementwiseLut(ConfiguredComponent):
     ----------
     ba : int
         Index bits (1..8, default 4): a table of 2**ba entries.
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     out_width : int
         Bits of a table entry (1..32, default 16).

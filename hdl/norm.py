@@ -30,7 +30,7 @@ def rsqrt_lookup(m, top, name):
     ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
     division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
     the 256-entry ROM in LUT banks behind a registered copy of the address per group of
-    four banks (:func:`hdl.rows.banked_memory` with ``copies``: no address bit drives all
+    four banks (:func:`hdl.blocks.banked_memory` with ``copies``: no address bit drives all
     16 banks' logic).  Returns ``(r, latency)``, ``latency = rsqrt_latency()``; ``top``
     below ``2**RA`` (V = 0) gives an unspecified ``r``."""
     RA, RF = fmt.RSQRT_ADDR, fmt.RSQRT_FRAC
@@ -110,7 +110,7 @@ class HistogramNorm(HistogramRowUnit):
     (``|z| <= sqrt(n)``), rounded toward minus infinity.
 
     Pipelining for a 200 MHz clock (as :class:`hdl.softmax.HistogramSoftmax`,
-    :mod:`hdl.rows`): bin ``h[k]`` and centroid ``C[k]`` through registered
+    :mod:`hdl.blocks`): bin ``h[k]`` and centroid ``C[k]`` through registered
     4:1 selections (``Ls = select_latency(2**ba)``); every multiplier in the
     fabric with a register per adder level (``Lc = mul_latency(cw)`` for the
     products with a centroid, ``Lv`` the deeper of ``n S2`` and ``S1**2``,
@@ -125,18 +125,18 @@ class HistogramNorm(HistogramRowUnit):
     Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
     ``2**ba + Ls + Lc + Lmr + 4``), so the first output beat is valid
     ``compute_cycles + 6 + Lr`` cycles after the row's last input beat is
-    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`),
+    accepted, ``Lr`` the row buffer read (:func:`base.latency.banked_latency`),
     plus one cycle for the registered remap read (``pipelined_read``: the
     remap LUTRAM's read between two registers; the last-beat flag from
     registered compares); 92 for ba = 4, cw = 8, P = 4, max_len = 1024; see
-    :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
+    :class:`hdl.histogram.HistogramRowUnit` for throughput and row length;
     :attr:`base.config.NormConfig.latency`).
 
     Parameters
     ----------
     ba : int
         Index bits (1..6, default 4).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -147,7 +147,7 @@ class HistogramNorm(HistogramRowUnit):
 
     Attributes
     ----------
-    i, o : streams (see :class:`hdl.softmax.HistogramRowUnit`); ``o.y``: signed outputs.
+    i, o : streams (see :class:`hdl.histogram.HistogramRowUnit`); ``o.y``: signed outputs.
     tbl : codebook write port: ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``cw``).
     overflow : a row was longer than the buffer (sticky until reset).
     """
@@ -313,13 +313,13 @@ class NormBaseline(ValueRowUnit):
     Lmr`` cycles after the row's last input beat is accepted (51 for width =
     8, P = 4, max_len = 1024; :attr:`base.config.NormBaselineConfig.latency`);
     II = 1 in and out; rows do not overlap (as
-    :class:`hdl.softmax.HistogramRowUnit`).
+    :class:`hdl.histogram.HistogramRowUnit`).
 
     Parameters
     ----------
     width : int
         Value width in bits, signed (2..16, default 8).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).

@@ -39,7 +39,7 @@ class ProductTable(ConfiguredComponent):
     ----------
     ba : int
         Index bits of each operand (1..6, default 4).
-    lanes : int
+    elems : int
         Pairs per beat, P (1..16, default 4).
     out_width : int
         Bits of a table entry (1..32, default 16).

@@ -16,7 +16,7 @@ __all__ = ["ActivationQuantizer"]
 class ActivationQuantizer(ConfiguredComponent):
     """Nearest-centroid quantizer by pipelined binary search over run-time thresholds.
 
-    Each of the ``lanes`` (P) elements of a beat gets the index of its nearest
+    Each of the ``elems`` (P) elements of a beat gets the index of its nearest
     activation centroid: the number of thresholds ``t_j <= x`` (numeric contract: docs/ARCHITECTURE.md).
     With ``2**ba - 1`` sorted thresholds that count is found by a binary search
     of ``ba`` steps, one pipeline stage per step: stage ``s`` compares ``x``
@@ -49,7 +49,7 @@ class ActivationQuantizer(ConfiguredComponent):
         Input width in bits, signed (2..32, default 16).
     ba : int
         Index bits (1..8, default 4): ``2**ba`` centroids.
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
 
     Attributes

@@ -50,7 +50,7 @@ class HistogramSoftmax(HistogramRowUnit):
     <= 2**-9); ``E r`` 33 bits; output 16 bits unsigned with 15 fraction
     bits (truncated).
 
-    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
+    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.blocks`): the exp table is
     read in ``Le = banked_latency(4**ba) + 1`` cycles (the banks, then one copy
     register per multiplier, so each copy drives one multiplier's partial
     products), the reciprocal ROM (logic)
@@ -77,7 +77,7 @@ class HistogramSoftmax(HistogramRowUnit):
     ----------
     ba : int
         Index bits (1..6, default 4).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -290,7 +290,7 @@ class SoftmaxBaseline(ValueRowUnit):
     ----------
     width, frac : int
         Score width (8..24, default 16) and fraction bits (6..16, default 8).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -376,7 +376,8 @@ class SoftmaxBaseline(ValueRowUnit):
     def _exps(self, m, br, mx, adv):
         """Per lane of the row read back (``br``, advancing with ``adv``): ``mx - x`` (1
         stage), the saturated exp ROM address (1 stage), the ROM (``Le``: address copies,
-        LUT banks).  Returns the P exps."""
+        LUT banks).  Returns ``(E, cnt_e)``: the P exps, and the beat's count delayed to
+        meet them."""
         cfg = self._config
         P, W = cfg.elems, cfg.width
         EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
