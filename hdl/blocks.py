@@ -26,6 +26,7 @@ from base.latency import BANK, banked_latency, mul_latency, select_latency, tree
 
 __all__ = ["register", "delay", "banked_memory", "pipelined_mul", "leading_one",
            "leading_one_staged", "select_pipe", "adder_tree", "shift_right_staged",
+           "pipeline_advance",
            "KEPT_MODULES", "KeptRegister",
            "kept_register", "kept_logic"]
 
@@ -39,6 +40,18 @@ def register(m, value, name, *, en=None, shape=None, init=0, reset_less=True):
                reset_less=reset_less)
     _sync(m, en, r.eq(value))
     return r
+
+
+def pipeline_advance(m, i, o):
+    """The enable of a stream pipeline that stalls as a whole: ``advance = ~o.valid |
+    o.ready`` (the output register is empty or its beat is taken), and ``i.ready =
+    advance``.  Returns ``advance``."""
+    advance = Signal()
+    m.d.comb += [
+        advance.eq(~o.valid | o.ready),
+        i.ready.eq(advance),
+    ]
+    return advance
 
 
 # -- pipelined blocks

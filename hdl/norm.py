@@ -4,8 +4,6 @@ Golden twin: :mod:`golden.norm`.  Configuration: :class:`base.config.NormConfig`
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
 from base import formats as fmt
 from base.config import NormBaselineConfig, NormConfig
@@ -19,6 +17,7 @@ from hdl.blocks import (
     select_pipe,
     shift_right_staged,
 )
+from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
 from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
 
@@ -159,8 +158,7 @@ class HistogramNorm(HistogramRowUnit):
     def __init__(self, config=None, **params):
         cfg = self.configure(config, params)
         ba, cw = cfg.ba, cfg.cw
-        tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
-        super().__init__(cfg, signed(cfg.out_bits), tbl)
+        super().__init__(cfg, signed(cfg.out_bits), write_signature(ba, signed(cw)))
 
     def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
                 done):

@@ -4,11 +4,12 @@ Golden twin: :mod:`golden.quantizer`.  Configuration: :class:`base.config.Quanti
 """
 
 from amaranth import Cat, Module, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import QuantizerConfig
-from hdl.component import ConfiguredComponent
+from hdl.blocks import pipeline_advance
+from hdl.component import ConfiguredComponent, write_signature
 
 __all__ = ["ActivationQuantizer"]
 
@@ -77,11 +78,7 @@ class ActivationQuantizer(ConfiguredComponent):
             "first": 1,
             "last": 1,
         })
-        thr_signature = wiring.Signature({
-            "en": Out(1),
-            "addr": Out(ba),
-            "data": Out(signed(width)),
-        })
+        thr_signature = write_signature(ba, signed(width))
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -93,11 +90,7 @@ class ActivationQuantizer(ConfiguredComponent):
         cfg = self._config
         ba, lanes, width = cfg.ba, cfg.elems, cfg.width
 
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-        ]
+        advance = pipeline_advance(m, self.i, self.o)
 
         # Which tree level a threshold write goes to: address j sits at level
         # s when j + 1 has exactly ba - 1 - s trailing zeros, at slot

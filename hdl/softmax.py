@@ -4,8 +4,6 @@ Golden twin: :mod:`golden.softmax`.  Configuration: :class:`base.config.SoftmaxC
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
 from base import formats as fmt
 from base.config import SoftmaxBaselineConfig, SoftmaxConfig
@@ -19,6 +17,7 @@ from hdl.blocks import (
     select_pipe,
     shift_right_staged,
 )
+from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
 from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
 
@@ -94,9 +93,8 @@ class HistogramSoftmax(HistogramRowUnit):
     def __init__(self, config=None, **params):
         cfg = self.configure(config, params)
         ba = cfg.ba
-        tbl = wiring.Signature({"en": Out(1), "addr": Out(2 * ba),
-                                "data": Out(unsigned(cfg.exp_bits))})
-        super().__init__(cfg, unsigned(cfg.out_bits), tbl)
+        super().__init__(cfg, unsigned(cfg.out_bits),
+                         write_signature(2 * ba, unsigned(cfg.exp_bits)))
 
     def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
                 done):
