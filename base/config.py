@@ -23,7 +23,6 @@ from base.formats import (
     SOFTMAX_OUT_FRAC,
 )
 from base.latency import (
-    bank_levels,
     banked_latency,
     bitonic_sort_depth,
     bits_signed,
@@ -32,6 +31,7 @@ from base.latency import (
     row_rsqrt_latency,
     rsqrt_latency,
     select_latency,
+    table_latency,
     tree_latency,
 )
 
@@ -320,7 +320,7 @@ class LutConfig(UnitConfig):
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two index bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + bank_levels(self.ba)
+        return table_latency(1 << self.ba)
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ class ProductConfig(UnitConfig):
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two address bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + bank_levels(2 * self.ba)
+        return table_latency(1 << (2 * self.ba))
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,11 @@ from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import LutConfig
-from base.latency import BANK, bank_levels
+from base.latency import BANK, table_latency
 from hdl.blocks import pipeline_advance
 from hdl.component import ConfiguredComponent, write_signature
 
 __all__ = ["ElementwiseLut", "table_latency", "table_pipeline"]
-
-
-def table_latency(depth):
-    """Cycles from an accepted beat to its output beat in :func:`table_pipeline`: 2, plus
-    one per two address bits above the 16-word bank (:func:`base.latency.bank_levels`)."""
-    return 2 + bank_levels((depth - 1).bit_length())
 
 
 def table_pipeline(m, component, lanes, depth, width, addr_of):
