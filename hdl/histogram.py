@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import delay
 from hdl.component import ConfiguredComponent
-from hdl.rows import RowInput, SkidOutput, last_beat_compares, row_layouts
+from hdl.rows import SkidOutput, last_beat_compares, row_input, row_layouts
 
 __all__ = ["HistogramRowUnit"]
 
@@ -90,9 +90,7 @@ class HistogramRowUnit(ConfiguredComponent):
         m = Module()
         cfg = self._config
         outp = Signal()          # the row is being read out (until its last beat is issued)
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
+        rows = row_input(m, self, "idx")
         hist, nonempty, n, start, start_next = self._histogram(m, rows)
 
         # ---- per-row computation into the remap tables
@@ -125,8 +123,7 @@ class HistogramRowUnit(ConfiguredComponent):
         P, J, cb = cfg.elems, 1 << cfg.ba, cfg.count_bits
         s0, s0_end = rows.s0, rows.s0_end
 
-        lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
-        m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
+        lane_valid = rows.lane_valid(m, P)
         # stage 1: one-hot bin hits per lane (registered); stage 2: per-bin counts
         hit = [Signal(P, name=f"s1_hit{j}") for j in range(J)]
         lv1 = Signal(P)

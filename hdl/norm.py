@@ -19,7 +19,7 @@ from hdl.blocks import (
 )
 from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
 
 __all__ = ["HistogramNorm", "NormBaseline"]
 
@@ -334,23 +334,47 @@ class NormBaseline(ValueRowUnit):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        cb, W = cfg.count_bits, cfg.width
         RF, OF = fmt.RSQRT_FRAC, fmt.NORM_OUT_FRAC
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
-        Lsq, Lt, Lv, Lr, Lmr = cfg.stage_latencies
+        Lv, Lr = cfg.stage_latencies[2:4]
         Ln = row_rsqrt_latency(Lv)
 
         outp = Signal()
-        rows = self.row_input(m)
-        br, s0, s0_end = rows.read, rows.s0, rows.s0_end
+        rows = row_input(m, self, "x")
         assert rows.read_latency == Lr
+        S1, S2, n, start = self._row_sums(m, rows)
 
-        # stage 1: masked values (registered); x**2 per lane (fabric, Lsq stages); adder
-        # trees (Lt stages); running sums and count
-        # (the lane masks ``count > p`` registered with s0, from the input beat)
-        ok = [Signal(name=f"s0_lv{p}") for p in range(P)]
-        m.d.sync += [ok[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
+        # per row: V, rsqrt (free running, as HistogramNorm), waited for
+        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
+        assert lnorm == Ln
+        # the output shift amount, registered (constant for the row; ready long before r)
+        sh = Signal(range(EM + RF))
+        m.d.sync += sh.eq(RF - OF + e)
+        wait_cycles(m, start, Ln, outp)
+
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        # read once per row (rewound while outp is low, i.e. from the row's end to the next
+        # row's output pass)
+        rd = RowRead(m, rows, outp, out.advance)
+        self._output_pass(m, out, rd, rows.read, n, S1, r, sh, zero)
+
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
+        return m
+
+    def _row_sums(self, m, rows):
+        """The row's sums while it comes in: masked values (registered), ``x**2`` per lane
+        (fabric, ``Lsq`` stages), adder trees (``Lt`` stages), the running sums ``S1``,
+        ``S2`` and count ``n`` (cleared by the unit).  Returns ``(S1, S2, n, start)``,
+        ``start``: the row's sums are complete."""
+        cfg = self._config
+        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        Lsq, Lt = cfg.stage_latencies[:2]
+        s0, s0_end = rows.s0, rows.s0_end
+        ok = rows.lane_valid(m, P)
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         lv = [Signal(name=f"s1_lv{p}") for p in range(P)]
         for p in range(P):
@@ -371,22 +395,17 @@ class NormBaseline(ValueRowUnit):
         n = Signal(cb)
         start = delay(m, s0_end, 2 + Lsq + Lt, "start")    # the row's sums are complete
         m.d.sync += [S1.eq(S1 + sum1), S2.eq(S2 + sum2), n.eq(n + nv)]
+        return S1, S2, n, start
 
-        # per row: V, rsqrt (free running, as HistogramNorm), waited for
-        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
-        assert lnorm == Ln
-        # the output shift amount, registered (constant for the row; ready long before r)
-        sh = Signal(range(EM + RF))
-        m.d.sync += sh.eq(RF - OF + e)
-        wait_cycles(m, start, Ln, outp)
-
-        # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
-        # three stages (the last one the output register); the pipeline stalls on backpressure
-        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+    def _output_pass(self, m, out, rd, br, n, S1, r, sh, zero):
+        """The output pass: the row read back (``rd`` from ``br``); per lane ``n x``
+        (``Lsq``), minus ``S1``, times ``r`` (``Lmr``), shifted right by ``sh`` in three
+        stages (the last one the output register ``out``); 0 for every element when
+        ``zero``.  The pipeline stalls on backpressure."""
+        cfg = self._config
+        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        Lsq, _, _, Lr, Lmr = cfg.stage_latencies
         adv = out.advance
-        # read once per row (rewound while outp is low, i.e. from the row's end to the next
-        # row's output pass)
-        rd = RowRead(m, rows, outp, adv)
         issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
         depth = Lr + Lsq + 1 + Lmr + 3
         fr = delay(m, Cat(issue, at_first, at_last), depth - 1, "frame", en=adv)
@@ -404,8 +423,3 @@ class NormBaseline(ValueRowUnit):
             y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
             m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, y))
         out.present(m, fr[0], fr[1], fr[2], cnt)
-
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
-        return m

@@ -14,8 +14,16 @@ from amaranth.lib.wiring import In, Out
 from hdl.blocks import banked_memory
 from hdl.component import ConfiguredComponent
 
-__all__ = ["row_layouts", "RowInput", "RowRead", "SkidOutput", "last_beat_compares",
-           "wait_cycles", "ValueRowUnit"]
+__all__ = [
+    "RowInput",
+    "RowRead",
+    "SkidOutput",
+    "ValueRowUnit",
+    "last_beat_compares",
+    "row_input",
+    "row_layouts",
+    "wait_cycles",
+]
 
 
 def row_layouts(field, in_shape, out_shape, elems, count_bits):
@@ -29,6 +37,14 @@ def row_layouts(field, in_shape, out_shape, elems, count_bits):
         "y": data.ArrayLayout(out_shape, elems),
         "count": unsigned(count_bits), "first": 1, "last": 1})
     return in_layout, out_layout
+
+
+def row_input(m, unit, field):
+    """The :class:`RowInput` of a row unit (``i``, ``overflow`` and a configuration with
+    ``max_beats``): every beat's ``field`` values and its count, in LUTRAM banks."""
+    return RowInput(m, unit.i, unit.overflow,
+                    Cat(getattr(unit.i.payload, field).as_value(), unit.i.payload.count),
+                    unit.config.max_beats, banked=True)
 
 
 class RowInput:
@@ -67,6 +83,7 @@ class RowInput:
         full = Signal(name=f"{name}_full")
         fire = Signal(name=f"{name}_fire")
         self.store = Signal(name=f"{name}_store")     # comb: this cycle's beat is stored
+        self._count = i.payload.count
 
         # ``full`` (``wptr == depth``) is a registered look-ahead: set as the beat that makes
         # ``wptr`` reach ``depth`` is stored, so no compare sits in front of ``wptr``'s enable
@@ -103,6 +120,13 @@ class RowInput:
                 m.d.sync += [self.wptr.eq(self.wptr + 1), full.eq(self.wptr == depth - 1)]
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(0), self.wptr.eq(0), full.eq(0)]
+
+    def lane_valid(self, m, elems):
+        """Per lane ``p`` of the beat in ``s0``: stored and holding an element (``count >
+        p``), registered with ``s0`` from the input beat (``s0_lv<p>``)."""
+        lv = [Signal(name=f"s0_lv{p}") for p in range(elems)]
+        m.d.sync += [lv[p].eq(self.store & (self._count > p)) for p in range(elems)]
+        return lv
 
 
 class RowRead:
@@ -241,9 +265,3 @@ class ValueRowUnit(ConfiguredComponent):
             "overflow": Out(1),
         })
 
-    def row_input(self, m):
-        """The :class:`RowInput` of the unit's rows: every beat's values and count, in
-        LUTRAM banks."""
-        return RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count),
-                        self._config.max_beats, banked=True)

@@ -19,7 +19,7 @@ from hdl.blocks import (
 )
 from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowRead, SkidOutput, ValueRowUnit, wait_cycles
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
 
 __all__ = ["HistogramSoftmax", "SoftmaxBaseline"]
 
@@ -307,7 +307,7 @@ class SoftmaxBaseline(ValueRowUnit):
         Lr = cfg.stage_latencies[1]
 
         outp = Signal()
-        rows = self.row_input(m)
+        rows = row_input(m, self, "x")
         assert rows.read_latency == Lr
         mx, have, start = self._row_max(m, rows)
 
