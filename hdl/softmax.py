@@ -21,7 +21,19 @@ from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
 from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
 
-__all__ = ["HistogramSoftmax", "SoftmaxBaseline"]
+__all__ = ["HistogramSoftmax", "SoftmaxBaseline", "recip_lookup"]
+
+
+def recip_lookup(m, dn):
+    """The normalized reciprocal of ``dn`` (``D`` shifted left until its leading one is the
+    top bit): the ``RECIP_ADDR`` bits below the leading one address the fixed reciprocal
+    ROM (:func:`base.formats.recip_table`, ``RECIP_FRAC + 1`` bits) in LUT banks.  Returns
+    ``(r, latency)``, ``latency = banked_latency(2**RECIP_ADDR)``."""
+    DW, RA, RF = len(dn), fmt.RECIP_ADDR, fmt.RECIP_FRAC
+    recip_addr = Signal(RA)
+    m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
+    return banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
+                         init=fmt.recip_table())
 
 
 class HistogramSoftmax(HistogramRowUnit):
@@ -110,7 +122,6 @@ class HistogramSoftmax(HistogramRowUnit):
         cfg = self._config
         ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
-        RA, RF = fmt.RECIP_ADDR, fmt.RECIP_FRAC
         Le, _, Lm2, Lrom = cfg.stage_latencies[:4]
 
         tw_en, tw_addr = Signal(), Signal(2 * ba)
@@ -124,10 +135,7 @@ class HistogramSoftmax(HistogramRowUnit):
                                  we=tw_en, waddr=tw_addr, wdata=tw_data)
         assert le + 1 == Le
         dn = Signal(DW)
-        recip_addr = Signal(RA)
-        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
-        R, lr = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                              init=fmt.recip_table())
+        R, lr = recip_lookup(m, dn)
         assert lr == Lrom
         return k, mx, E_rd, dn, R
 
@@ -426,7 +434,7 @@ class SoftmaxBaseline(ValueRowUnit):
         and the output shift amount."""
         cfg = self._config
         DW = cfg.denom_bits
-        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        RF, OF = fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
         Lrom = cfg.stage_latencies[3]
         lead = leading_one(m, D, "d_lead")
         e = Signal(range(DW))
@@ -436,10 +444,7 @@ class SoftmaxBaseline(ValueRowUnit):
         D_d = delay(m, D, 2, "d_norm")
         m.d.sync += [e.eq(lead), shamt.eq(DW - 1 - e),
                      d1.eq(D_d << Cat(Const(0, 2), shamt[2:])), dn.eq(d1 << shamt[:2])]
-        recip_addr = Signal(RA)
-        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
-        r, lrom = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                                init=fmt.recip_table())
+        r, lrom = recip_lookup(m, dn)
         assert lrom == Lrom
         Lnd = 4 + Lrom
         # the output shift amount, registered (constant for the row; ready long before r)
