@@ -8,7 +8,7 @@ Not a unit of its own: everything here is built inside a unit's ``elaborate``.
 from types import SimpleNamespace
 
 from amaranth import Cat, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import banked_memory
@@ -44,7 +44,7 @@ def row_input(m, unit, field):
     ``max_beats``): every beat's ``field`` values and its count, in LUTRAM banks."""
     return RowInput(m, unit.i, unit.overflow,
                     Cat(getattr(unit.i.payload, field).as_value(), unit.i.payload.count),
-                    unit.config.max_beats, banked=True)
+                    unit.config.max_beats)
 
 
 class RowInput:
@@ -52,7 +52,7 @@ class RowInput:
 
     While a row comes in, every accepted beat (``i.valid & i.ready``) is
     written into the row buffer (``word``, the bits to keep of the beat, at
-    address ``wptr``; ``depth`` words, block RAM for deep rows) and its
+    address ``wptr``; ``depth`` words in LUTRAM banks) and its
     payload is registered into ``s0`` (with ``s0_valid`` when it was stored,
     ``s0_end`` when it was the row's ``last`` beat), where the unit
     computes its per-beat statistics in the following cycle.  After the
@@ -64,8 +64,8 @@ class RowInput:
     Attributes
     ----------
     read : the row buffer's read port (the unit drives ``addr`` and ``en``; ``data``).
-    read_latency : cycles from ``addr`` to ``data``: 1 for a block RAM; with ``banked``,
-        LUTRAM banks (:func:`banked_memory`, no block RAM clock-to-out on the path).
+    read_latency : cycles from ``addr`` to ``data``: ``banked_latency(depth)``
+        (:func:`hdl.blocks.banked_memory`, no block RAM clock-to-out on the path).
     wptr : beats of the current row in the buffer, 0 .. ``depth``.
     busy : the row's last beat is in; input stopped.
     s0, s0_valid, s0_end : the registered beat, stored, and the last of its row.
@@ -73,7 +73,7 @@ class RowInput:
     clear : driven by the unit (comb): the row is done, take the next one.
     """
 
-    def __init__(self, m, i, overflow, word, depth, name="row_buffer", banked=False):
+    def __init__(self, m, i, overflow, word, depth, name="row_buffer"):
         self.busy = Signal(name=f"{name}_busy")
         self.wptr = Signal(range(depth + 1), name=f"{name}_wptr")
         self.clear = Signal(name=f"{name}_clear")
@@ -92,23 +92,15 @@ class RowInput:
             fire.eq(i.valid & ~self.busy),
             self.store.eq(fire & ~full),
         ]
-        if banked:
-            # LUTRAM banks: ``read.data`` is valid ``read_latency`` cycles after ``read.addr``
-            # is presented with ``read.en`` (see :func:`banked_memory`)
-            self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
-                                        en=Signal(name=f"{name}_ren"))
-            # the write is registered (it lands a cycle later; the row is read back after
-            # the per-row computation), with one registered write enable per bank
-            self.read.data, self.read_latency = banked_memory(
-                m, name, unsigned(len(word)), depth, self.read.addr, we=self.store,
-                waddr=self.wptr, wdata=word, en=self.read.en, wreg=True)
-        else:
-            buf = memory.Memory(shape=unsigned(len(word)), depth=depth, init=[])
-            m.submodules[name] = buf
-            wr = buf.write_port()
-            self.read = buf.read_port(domain="sync")
-            self.read_latency = 1
-            m.d.comb += [wr.en.eq(fire & ~full), wr.addr.eq(self.wptr), wr.data.eq(word)]
+        # LUTRAM banks: ``read.data`` is valid ``read_latency`` cycles after ``read.addr``
+        # is presented with ``read.en`` (see :func:`banked_memory`)
+        self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
+                                    en=Signal(name=f"{name}_ren"))
+        # the write is registered (it lands a cycle later; the row is read back after
+        # the per-row computation), with one registered write enable per bank
+        self.read.data, self.read_latency = banked_memory(
+            m, name, unsigned(len(word)), depth, self.read.addr, we=self.store,
+            waddr=self.wptr, wdata=word, en=self.read.en, wreg=True)
         m.d.sync += [self.s0_valid.eq(fire & ~full), self.s0_end.eq(fire & i.payload.last),
                      self.s0.eq(i.payload)]
         with m.If(fire):
