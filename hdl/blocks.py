@@ -1,6 +1,6 @@
-"""Hardware building blocks that every unit uses: registers and delays, pipelined
-memories, multipliers, selections and adder trees, a leading-one encoder, and kept
-register copies.
+"""Hardware building blocks that every unit uses: registers and delays, a stream
+pipeline's enable, pipelined memories, multipliers, selections, adder trees and right
+shifts, a leading-one encoder, and kept register copies.
 
 Each builder is a function called inside a unit's ``elaborate`` with the unit's
 ``Module``; it names its signals after ``name`` and returns the result (and, for the
