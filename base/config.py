@@ -23,7 +23,6 @@ from base.formats import (
     SOFTMAX_OUT_FRAC,
 )
 from base.latency import (
-    bank_levels,
     banked_latency,
     bitonic_sort_depth,
     bits_signed,
@@ -32,6 +31,7 @@ from base.latency import (
     row_rsqrt_latency,
     rsqrt_latency,
     select_latency,
+    table_latency,
     tree_latency,
 )
 
@@ -320,7 +320,7 @@ class LutConfig(UnitConfig):
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two index bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + bank_levels(self.ba)
+        return table_latency(1 << self.ba)
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ class ProductConfig(UnitConfig):
     def latency(self):
         """Cycles from an accepted input beat to its output beat (no backpressure): 2, plus
         one per two address bits above a 16-word LUTRAM bank (hdl.lut.table_pipeline)."""
-        return 2 + bank_levels(2 * self.ba)
+        return table_latency(1 << (2 * self.ba))
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,7 @@ class SoftmaxConfig(SoftmaxFormat, UnitConfig):
 
     @property
     def stage_latencies(self):
-        """Pipeline depths (hdl.rows): exp table read ``Le`` (banks, then a copy register per
+        """Pipeline depths (hdl.blocks): exp table read ``Le`` (banks, then a copy register per
         multiplier), h E multiplier ``Lm``, E r
         multiplier ``Lm2``, reciprocal ROM ``Lrom``, row buffer read ``Lr``."""
         J = 1 << self.ba
@@ -389,7 +389,7 @@ class NormConfig(NormFormat, UnitConfig):
 
     @property
     def stage_latencies(self):
-        """Pipeline depths (hdl.rows): bin/centroid selection ``Ls``, the multipliers by a
+        """Pipeline depths (hdl.blocks): bin/centroid selection ``Ls``, the multipliers by a
         centroid ``Lc``, the variance products ``Lv`` (``n S2``, ``S1**2``), rsqrt lookup
         ``Lrom`` (divide by 3, clamp, ROM), the ``(n C - S1) r`` multiplier ``Lmr``, row buffer read ``Lr``."""
         cb = self.count_bits
@@ -411,8 +411,8 @@ class NormConfig(NormFormat, UnitConfig):
     def latency(self):
         """Cycles from the accepted last beat of a row to its first output beat (no backpressure):
         the input register, three histogram stages and the start flag, the computation, the
-        row buffer read (LUTRAM banks, hdl.rows.banked_latency), the registered remap read
-        (hdl.softmax.HistogramRowUnit.pipelined_read) and the output register."""
+        row buffer read (LUTRAM banks, base.latency.banked_latency), the registered remap read
+        (hdl.histogram.HistogramRowUnit.pipelined_read) and the output register."""
         return self.compute_cycles + 6 + self.stage_latencies[5]
 
 
@@ -438,7 +438,7 @@ class SoftmaxBaselineConfig(SoftmaxFormat, UnitConfig):
 
     @property
     def stage_latencies(self):
-        """Pipeline depths (hdl.rows): lane trees (maximum, exp sum) ``Lt``, row buffer read
+        """Pipeline depths (hdl.blocks): lane trees (maximum, exp sum) ``Lt``, row buffer read
         ``Lr``, exp ROM ``Le`` (address copies, LUT banks), reciprocal ROM ``Lrom``, E r
         multiplier ``Lmr``."""
         return (tree_latency(self.elems), banked_latency(self.max_beats),
@@ -469,7 +469,7 @@ class NormBaselineConfig(NormFormat, UnitConfig):
 
     @property
     def stage_latencies(self):
-        """Pipeline depths (hdl.rows): ``x**2`` and ``n x`` multipliers ``Lsq``, lane adder
+        """Pipeline depths (hdl.blocks): ``x**2`` and ``n x`` multipliers ``Lsq``, lane adder
         trees ``Lt``, variance products ``Lv``, row buffer read ``Lr``, ``(n x - S1) r``
         multiplier ``Lmr``."""
         cb = self.count_bits

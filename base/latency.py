@@ -8,7 +8,7 @@ benches take every latency from one place without importing the hardware.
 from base.formats import RSQRT_ADDR
 
 __all__ = ["BANK", "clog2", "bits_signed", "bitonic_sort_depth", "banked_latency",
-           "bank_levels", "mul_latency", "select_latency", "tree_latency", "DIV3_BITS",
+           "bank_levels", "table_latency", "mul_latency", "select_latency", "tree_latency", "DIV3_BITS",
            "rsqrt_latency", "row_rsqrt_latency"]
 
 #: Words of one LUTRAM bank (a DPR16X4 on the ECP5).
@@ -40,6 +40,13 @@ def bank_levels(addr_bits):
 def banked_latency(depth):
     """Cycles from a read address to its data in :func:`hdl.blocks.banked_memory`."""
     return 1 + bank_levels((depth - 1).bit_length())
+
+
+def table_latency(depth):
+    """Cycles from an accepted beat to its output beat in :func:`hdl.lut.table_pipeline`
+    over a ``depth``-word table: the input register and the output register (the read
+    register of a 16-word bank), plus one per two address bits above a bank's four."""
+    return 2 + bank_levels((depth - 1).bit_length())
 
 
 def mul_latency(b_width):

@@ -1,6 +1,6 @@
-"""Hardware building blocks that every unit uses: registers and delays, pipelined
-memories, multipliers, selections and adder trees, a leading-one encoder, and kept
-register copies.
+"""Hardware building blocks that every unit uses: registers and delays, a stream
+pipeline's enable, pipelined memories, multipliers, selections, adder trees and right
+shifts, a leading-one encoder, and kept register copies.
 
 Each builder is a function called inside a unit's ``elaborate`` with the unit's
 ``Module``; it names its signals after ``name`` and returns the result (and, for the
@@ -25,7 +25,9 @@ from amaranth.lib import memory
 from base.latency import BANK, banked_latency, mul_latency, select_latency, tree_latency
 
 __all__ = ["register", "delay", "banked_memory", "pipelined_mul", "leading_one",
-           "leading_one_staged", "select_pipe", "adder_tree", "KEPT_MODULES", "KeptRegister",
+           "leading_one_staged", "select_pipe", "adder_tree", "shift_right_staged",
+           "pipeline_advance",
+           "KEPT_MODULES", "KeptRegister",
            "kept_register", "kept_logic"]
 
 
@@ -38,6 +40,18 @@ def register(m, value, name, *, en=None, shape=None, init=0, reset_less=True):
                reset_less=reset_less)
     _sync(m, en, r.eq(value))
     return r
+
+
+def pipeline_advance(m, i, o):
+    """The enable of a stream pipeline that stalls as a whole: ``advance = ~o.valid |
+    o.ready`` (the output register is empty or its beat is taken), and ``i.ready =
+    advance``.  Returns ``advance``."""
+    advance = Signal()
+    m.d.comb += [
+        advance.eq(~o.valid | o.ready),
+        i.ready.eq(advance),
+    ]
+    return advance
 
 
 # -- pipelined blocks
@@ -266,6 +280,19 @@ def adder_tree(m, terms, name, en=None, width=None):
         level = nxt
     assert stage == tree_latency(len(terms))
     return level[0], stage
+
+
+def shift_right_staged(m, value, amount, *, names=("sh_hi", "sh_mid"), en=None):
+    """``value >> amount`` in three stages of 4:1 selection: by multiples of 16
+    (``amount[4:]``), then by multiples of 4 (``amount[2:4]``), each registered (when
+    ``en``, or always) into a signal of ``value``'s shape named ``names[0]`` and
+    ``names[1]``, then by 0..3 (``amount[:2]``).  Returns the last stage, combinational,
+    for the caller to register: ``amount`` must be still from two cycles before."""
+    hi = Signal.like(value, name=names[0])
+    mid = Signal.like(value, name=names[1])
+    _sync(m, en, hi.eq(value >> Cat(Const(0, 4), amount[4:])),
+          mid.eq(hi >> Cat(Const(0, 2), amount[2:4])))
+    return mid >> amount[:2]
 
 
 # -- kept register copies ---------------------------------------------------------------

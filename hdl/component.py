@@ -1,8 +1,15 @@
 """What every unit's top-level component has in common."""
 
 from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
-__all__ = ["ConfiguredComponent"]
+__all__ = ["ConfiguredComponent", "write_signature"]
+
+
+def write_signature(addr, data):
+    """The signature of a unit's table write port, as its host drives it: ``en``,
+    ``addr`` (``addr`` bits) and ``data`` (of shape ``data``), one entry a cycle."""
+    return wiring.Signature({"en": Out(1), "addr": Out(addr), "data": Out(data)})
 
 
 class ConfiguredComponent(wiring.Component):

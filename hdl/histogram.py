@@ -6,12 +6,12 @@ The softmax (:mod:`hdl.softmax`) and norm (:mod:`hdl.norm`) units subclass
 """
 
 from amaranth import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream
+from amaranth.lib import memory, stream
 from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import delay
 from hdl.component import ConfiguredComponent
-from hdl.rows import RowInput, SkidOutput, last_beat_compares
+from hdl.rows import SkidOutput, last_beat_compares, row_input, row_layouts
 
 __all__ = ["HistogramRowUnit"]
 
@@ -69,12 +69,8 @@ class HistogramRowUnit(ConfiguredComponent):
     def __init__(self, config, out_shape, tbl_signature):
         self._config = config
         P, ba = config.elems, config.ba
-        self.in_layout = data.StructLayout({
-            "idx": data.ArrayLayout(unsigned(ba), P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(out_shape, P),
-            "count": unsigned(config.lane_count_bits), "first": 1, "last": 1})
+        self.in_layout, self.out_layout = row_layouts(
+            "idx", unsigned(ba), out_shape, P, config.lane_count_bits)
         self.out_shape = out_shape
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -93,19 +89,41 @@ class HistogramRowUnit(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, ba, J = cfg.elems, cfg.ba, 1 << cfg.ba
-        cb = cfg.count_bits
-
         outp = Signal()          # the row is being read out (until its last beat is issued)
+        rows = row_input(m, self, "idx")
+        hist, nonempty, n, start, start_next = self._histogram(m, rows)
 
-        # ---- input: row buffer and histogram
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.idx.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
-        br, wptr, s0, s0_end = rows.read, rows.wptr, rows.s0, rows.s0_end
+        # ---- per-row computation into the remap tables
+        remap_we = Signal()
+        remap_addr = Signal(cfg.ba)
+        remap_data = Signal(self.out_shape)
+        done = Signal()
+        self.compute(m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
+                     done)
 
-        lane_valid = [Signal(name=f"s0_lv{p}") for p in range(P)]    # registered with s0
-        m.d.sync += [lane_valid[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
+        out, rptr, issue, at_first, at_last = self._read_control(m, rows, outp, start, done)
+        self._output_stage(m, rows, out, issue, at_first, at_last,
+                           remap_we, remap_addr, remap_data)
+
+        # ---- end of the row (its last beat is in the output registers): clear everything
+        # for the next one
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [rptr.eq(0), n.eq(0)]
+            m.d.sync += [hist[j].eq(0) for j in range(1 << cfg.ba)]
+        return m
+
+    def _histogram(self, m, rows):
+        """The histogram of the incoming row: per lane and index a registered hit bit, per
+        index the number of hits (registered), added to its bin.  Returns ``(hist, nonempty,
+        n, start, start_next)``: the bins, their non-empty flags (registered), the element
+        count, ``start`` (the histogram is complete) and ``start_next`` (``start`` one cycle
+        ahead)."""
+        cfg = self._config
+        P, J, cb = cfg.elems, 1 << cfg.ba, cfg.count_bits
+        s0, s0_end = rows.s0, rows.s0_end
+
+        lane_valid = rows.lane_valid(m, P)
         # stage 1: one-hot bin hits per lane (registered); stage 2: per-bin counts
         hit = [Signal(P, name=f"s1_hit{j}") for j in range(J)]
         lv1 = Signal(P)
@@ -133,15 +151,15 @@ class HistogramRowUnit(ConfiguredComponent):
         m.d.sync += [hist[j].eq(hist[j] + inc[j]) for j in range(J)]
         m.d.sync += [n.eq(n + n_inc), start.eq(s2_end)]
         m.d.sync += nonempty.eq(Cat(h != 0 for h in hist))
+        return hist, nonempty, n, start, s2_end
 
-        # ---- per-row computation into the remap tables
-        remap_we = Signal()
-        remap_addr = Signal(ba)
-        remap_data = Signal(self.out_shape)
-        done = Signal()
-        self.compute(m, hist, nonempty, n, start, s2_end, remap_we, remap_addr, remap_data, done)
-
-        # ---- output: read the row back (``read_latency`` cycles) through the remap tables
+    def _read_control(self, m, rows, outp, start, done):
+        """The read-back of the buffered row: ``outp`` set when the tables are ``done`` and
+        cleared once the row's last beat is issued; the read pointer and its first / last
+        flags (registered look-aheads).  Returns ``(out, rptr, issue, at_first, at_last)``,
+        ``out`` the :class:`hdl.rows.SkidOutput`."""
+        cfg = self._config
+        br, wptr = rows.read, rows.wptr
         out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
         advance = out.advance
         rptr = Signal(range(cfg.max_beats + 1))
@@ -176,6 +194,15 @@ class HistogramRowUnit(ConfiguredComponent):
             m.d.sync += [at_first.eq(1), at_last.eq(last_only)]
         with m.Elif(step):
             m.d.sync += [at_first.eq(0), at_last.eq(next_last), rptr.eq(rptr + 1)]
+        return out, rptr, issue, at_first, at_last
+
+    def _output_stage(self, m, rows, out, issue, at_first, at_last,
+                      remap_we, remap_addr, remap_data):
+        """The row read back (``read_latency`` cycles, one more with ``pipelined_read``)
+        through the per-lane remap tables (written through ``remap_*``) into ``out``."""
+        cfg = self._config
+        P, ba, J = cfg.elems, cfg.ba, 1 << cfg.ba
+        br, advance = rows.read, out.advance
         # with ``pipelined_read`` the remap read is registered: one stage more
         lo = rows.read_latency + self.pipelined_read
         v0, first0, last0 = Signal(), Signal(), Signal()
@@ -185,12 +212,8 @@ class HistogramRowUnit(ConfiguredComponent):
         last1 = delay(m, last0, lo, "rd_last", en=advance)
         rd_idx = [br.data[p * ba:(p + 1) * ba] for p in range(P)]
         rd_count = br.data[P * ba:]
-        m.d.comb += [
-            out.valid.eq(v1),
-            out.payload.first.eq(first1),
-            out.payload.last.eq(last1),
-            out.payload.count.eq(delay(m, rd_count, self.pipelined_read, "rd_count", en=advance)),
-        ]
+        out.present(m, v1, first1, last1,
+                    delay(m, rd_count, self.pipelined_read, "rd_count", en=advance))
         for p in range(P):
             tab = memory.Memory(shape=self.out_shape, depth=J, init=[])
             m.submodules[f"remap{p}"] = tab
@@ -205,11 +228,3 @@ class HistogramRowUnit(ConfiguredComponent):
                     m.d.sync += yr.eq(y)
                 y = yr
             m.d.comb += out.payload.y[p].eq(y)
-
-        # ---- end of the row (its last beat is in the output registers): clear everything
-        # for the next one
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [rptr.eq(0), n.eq(0)]
-            m.d.sync += [hist[j].eq(0) for j in range(J)]
-        return m

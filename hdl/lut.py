@@ -4,23 +4,15 @@ Golden twin: :mod:`golden.lut`.  Configuration: :class:`base.config.LutConfig`.
 """
 
 from amaranth import Array, Module, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import LutConfig
-from hdl.component import ConfiguredComponent
+from base.latency import BANK, table_latency
+from hdl.blocks import pipeline_advance
+from hdl.component import ConfiguredComponent, write_signature
 
 __all__ = ["ElementwiseLut", "table_latency", "table_pipeline"]
-
-
-BANK = 16   # words of one LUTRAM bank (DPR16X4 on ECP5)
-
-
-def table_latency(depth):
-    """Cycles from an accepted beat to its output beat in :func:`table_pipeline`: 2, plus
-    one per two address bits above the 16-word bank."""
-    extra = max(0, (depth - 1).bit_length() - (BANK.bit_length() - 1))
-    return 2 + (extra + 1) // 2
 
 
 def table_pipeline(m, component, lanes, depth, width, addr_of):
@@ -41,11 +33,7 @@ def table_pipeline(m, component, lanes, depth, width, addr_of):
     cycle.  Every register advances together
     (``advance = ~o.valid | o.ready``; ``i.ready = advance``).
     """
-    advance = Signal()
-    m.d.comb += [
-        advance.eq(~component.o.valid | component.o.ready),
-        component.i.ready.eq(advance),
-    ]
+    advance = pipeline_advance(m, component.i, component.o)
     ab = max(1, (depth - 1).bit_length())
     lo = min(ab, BANK.bit_length() - 1)
     stages = table_latency(depth) - 1          # registers from s0 to o, inclusive
@@ -135,7 +123,7 @@ class ElementwiseLut(ConfiguredComponent):
     ----------
     ba : int
         Index bits (1..8, default 4): a table of 2**ba entries.
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     out_width : int
         Bits of a table entry (1..32, default 16).
@@ -162,8 +150,7 @@ class ElementwiseLut(ConfiguredComponent):
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
-            "tbl": In(wiring.Signature({"en": Out(1), "addr": Out(ba),
-                                        "data": Out(unsigned(out_width))})),
+            "tbl": In(write_signature(ba, unsigned(out_width))),
         })
 
     def elaborate(self, platform):

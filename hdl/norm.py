@@ -4,8 +4,6 @@ Golden twin: :mod:`golden.norm`.  Configuration: :class:`base.config.NormConfig`
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from base import formats as fmt
 from base.config import NormBaselineConfig, NormConfig
@@ -17,10 +15,11 @@ from hdl.blocks import (
     leading_one_staged,
     pipelined_mul,
     select_pipe,
+    shift_right_staged,
 )
-from hdl.component import ConfiguredComponent
+from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowInput, RowRead, SkidOutput
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
 
 __all__ = ["HistogramNorm", "NormBaseline"]
 
@@ -30,7 +29,7 @@ def rsqrt_lookup(m, top, name):
     ``RA + 2``-bit normalized ``top`` in ``[2**RA, 4 * 2**RA)``, pipelined: the
     division by 3 as a fabric multiply by 683 (exact below 768), the clamp, then
     the 256-entry ROM in LUT banks behind a registered copy of the address per group of
-    four banks (:func:`hdl.rows.banked_memory` with ``copies``: no address bit drives all
+    four banks (:func:`hdl.blocks.banked_memory` with ``copies``: no address bit drives all
     16 banks' logic).  Returns ``(r, latency)``, ``latency = rsqrt_latency()``; ``top``
     below ``2**RA`` (V = 0) gives an unspecified ``r``."""
     RA, RF = fmt.RSQRT_ADDR, fmt.RSQRT_FRAC
@@ -110,7 +109,7 @@ class HistogramNorm(HistogramRowUnit):
     (``|z| <= sqrt(n)``), rounded toward minus infinity.
 
     Pipelining for a 200 MHz clock (as :class:`hdl.softmax.HistogramSoftmax`,
-    :mod:`hdl.rows`): bin ``h[k]`` and centroid ``C[k]`` through registered
+    :mod:`hdl.blocks`): bin ``h[k]`` and centroid ``C[k]`` through registered
     4:1 selections (``Ls = select_latency(2**ba)``); every multiplier in the
     fabric with a register per adder level (``Lc = mul_latency(cw)`` for the
     products with a centroid, ``Lv`` the deeper of ``n S2`` and ``S1**2``,
@@ -125,18 +124,18 @@ class HistogramNorm(HistogramRowUnit):
     Lmr`` (idle 1, sums ``2**ba + Ls + 2 Lc``, normalization ``Ln + 1``, remap
     ``2**ba + Ls + Lc + Lmr + 4``), so the first output beat is valid
     ``compute_cycles + 6 + Lr`` cycles after the row's last input beat is
-    accepted, ``Lr`` the row buffer read (:func:`hdl.rows.banked_latency`),
+    accepted, ``Lr`` the row buffer read (:func:`base.latency.banked_latency`),
     plus one cycle for the registered remap read (``pipelined_read``: the
     remap LUTRAM's read between two registers; the last-beat flag from
     registered compares); 92 for ba = 4, cw = 8, P = 4, max_len = 1024; see
-    :class:`hdl.softmax.HistogramRowUnit` for throughput and row length;
+    :class:`hdl.histogram.HistogramRowUnit` for throughput and row length;
     :attr:`base.config.NormConfig.latency`).
 
     Parameters
     ----------
     ba : int
         Index bits (1..6, default 4).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -147,7 +146,7 @@ class HistogramNorm(HistogramRowUnit):
 
     Attributes
     ----------
-    i, o : streams (see :class:`hdl.softmax.HistogramRowUnit`); ``o.y``: signed outputs.
+    i, o : streams (see :class:`hdl.histogram.HistogramRowUnit`); ``o.y``: signed outputs.
     tbl : codebook write port: ``en``, ``addr`` (``ba`` bits), ``data`` (signed ``cw``).
     overflow : a row was longer than the buffer (sticky until reset).
     """
@@ -159,8 +158,7 @@ class HistogramNorm(HistogramRowUnit):
     def __init__(self, config=None, **params):
         cfg = self.configure(config, params)
         ba, cw = cfg.ba, cfg.cw
-        tbl = wiring.Signature({"en": Out(1), "addr": Out(ba), "data": Out(signed(cw))})
-        super().__init__(cfg, signed(cfg.out_bits), tbl)
+        super().__init__(cfg, signed(cfg.out_bits), write_signature(ba, signed(cw)))
 
     def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
                 done):
@@ -179,10 +177,6 @@ class HistogramNorm(HistogramRowUnit):
 
         names = ["idle", "sum", "norm", "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
-
-        def goto(src, dst):
-            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
-
         k = Signal(range(J + Ls + 2 * Lc + Lmr + Ln + 8))
         iss = Signal()
         m.d.comb += iss.eq((st["sum"] | st["map"]) & (k < J))
@@ -194,17 +188,7 @@ class HistogramNorm(HistogramRowUnit):
         ck, ls2 = select_pipe(m, C, k[:ba], "cent_k")
         assert ls == ls2 == Ls
 
-        # SUM: t1 = h[k] C[k] (Lc), t2 = t1 C[k] (Lc), accumulate
-        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
-        ck_d = delay(m, ck, Lc, "cent_k1")
-        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
-        assert lc == lc2 == Lc
-        t1_d = delay(m, t1, Lc, "s1_term")
-        v_acc = delay(m, iss & st["sum"], Ls + 2 * Lc, "sum_valid")
-        S1 = Signal(signed(cb + cw + 1))
-        S2 = Signal(signed(cb + 2 * cw + 1))
-        with m.If(v_acc):
-            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
+        S1, S2 = self._sum_pass(m, hk, ck, iss & st["sum"])
 
         # normalization: free running on the row's sums (stable until the row's next SUM)
         r, e, zero, lnorm = row_rsqrt(m, S1, S2, n_u, cfg.rms, VW)
@@ -212,25 +196,64 @@ class HistogramNorm(HistogramRowUnit):
         sh = Signal(range(EM + RF))
         m.d.comb += sh.eq(RF - OF + e)
 
-        # MAP: n C[k] (Lc), minus S1 (1), times r (Lmr), >> sh in three stages, write
+        depth = self._map_pass(m, n_u, ck, S1, r, sh, zero, iss & st["map"], k[:ba],
+                               remap_we, remap_addr, remap_data)
+        self._sequence(m, st, k, start, start_next, depth, S1, S2, done)
+
+    def _sum_pass(self, m, hk, ck, valid):
+        """SUM: ``t1 = h[k] C[k]`` (``Lc``), ``t2 = t1 C[k]`` (``Lc``), accumulated into
+        ``S1`` and ``S2`` (``valid``: bin ``k`` issued in the sum step).  Returns
+        ``(S1, S2)``."""
+        cfg = self._config
+        cw, cb = cfg.cw, cfg.count_bits
+        Ls, Lc = cfg.stage_latencies[:2]
+        t1, lc = pipelined_mul(m, hk, ck, "s1_mul")
+        ck_d = delay(m, ck, Lc, "cent_k1")
+        t2, lc2 = pipelined_mul(m, t1, ck_d, "s2_mul")
+        assert lc == lc2 == Lc
+        t1_d = delay(m, t1, Lc, "s1_term")
+        v_acc = delay(m, valid, Ls + 2 * Lc, "sum_valid")
+        S1 = Signal(signed(cb + cw + 1))
+        S2 = Signal(signed(cb + 2 * cw + 1))
+        with m.If(v_acc):
+            m.d.sync += [S1.eq(S1 + t1_d), S2.eq(S2 + t2)]
+        return S1, S2
+
+    def _map_pass(self, m, n_u, ck, S1, r, sh, zero, valid, j, remap_we, remap_addr,
+                  remap_data):
+        """MAP: ``n C[k]`` (``Lc``), minus ``S1`` (1), times ``r`` (``Lmr``), shifted right by
+        ``sh`` in three stages (0 for every bin when ``zero``), written into the remap
+        tables (``valid``: bin ``j`` issued in the map step).  Returns the pipeline's depth
+        from the issue."""
+        cfg = self._config
+        cw, cb = cfg.cw, cfg.count_bits
+        Ls, Lc, _, _, Lmr, _ = cfg.stage_latencies
         nc, lc3 = pipelined_mul(m, n_u, ck, "map_nc")
         assert lc3 == Lc
         num = Signal(signed(cb + cw + 2))
         m.d.sync += num.eq(nc if cfg.rms else nc - S1)
         prod, lmr = pipelined_mul(m, num, r, "map_mul")
         assert lmr == Lmr
-        sh_hi = Signal.like(prod)
-        m.d.sync += sh_hi.eq(prod >> Cat(Const(0, 4), sh[4:]))
-        sh_mid = Signal.like(prod)
-        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
         T = Signal(signed(cfg.out_bits))
-        m.d.sync += T.eq(Mux(zero, 0, sh_mid >> sh[:2]))
+        m.d.sync += T.eq(Mux(zero, 0, shift_right_staged(m, prod, sh)))
         depth = Ls + Lc + 1 + Lmr + 3
-        v_w = delay(m, iss & st["map"], depth, "remap_valid")
-        j_w = delay(m, k[:ba], depth, "remap_j")
+        v_w = delay(m, valid, depth, "remap_valid")
+        j_w = delay(m, j, depth, "remap_j")
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(T)]
+        return depth
 
-        # the per-row sequence, one-hot state flags; k counts every cycle and is cleared
+    def _sequence(self, m, st, k, start, start_next, depth, S1, S2, done):
+        """The per-row sequence, one-hot state flags ``st``: idle, the sum step, the
+        normalization, the map step (``depth``: the map pipeline's); ``done`` at its end."""
+        cfg = self._config
+        J = 1 << cfg.ba
+        Ls, Lc, Lv = cfg.stage_latencies[:3]
+        Ln = row_rsqrt_latency(Lv)
+
+        def goto(src, dst):
+            m.d.sync += [st[src].eq(0), st[dst].eq(1)]
+
+        # k counts every cycle and is cleared
         # where a counted step starts (one clear term, no per-state next value)
         # the ends of the counted steps are registered look-ahead compares (k one below)
         # k's clear is a register too: ``(idle & start) | end_sum | end_norm`` one cycle
@@ -263,7 +286,7 @@ class HistogramNorm(HistogramRowUnit):
             goto("map", "idle")
 
 
-class NormBaseline(ConfiguredComponent):
+class NormBaseline(ValueRowUnit):
     """Baseline: a conventional fixed-point LayerNorm / RMSNorm of the same throughput.
 
     The input is the values themselves (``width``-bit signed, the dequantized
@@ -288,13 +311,13 @@ class NormBaseline(ConfiguredComponent):
     Lmr`` cycles after the row's last input beat is accepted (51 for width =
     8, P = 4, max_len = 1024; :attr:`base.config.NormBaselineConfig.latency`);
     II = 1 in and out; rows do not overlap (as
-    :class:`hdl.softmax.HistogramRowUnit`).
+    :class:`hdl.histogram.HistogramRowUnit`).
 
     Parameters
     ----------
     width : int
         Value width in bits, signed (2..16, default 8).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -305,42 +328,53 @@ class NormBaseline(ConfiguredComponent):
     Config = NormBaselineConfig
 
     def __init__(self, config=None, **params):
-        cfg = self._config = self.configure(config, params)
-        width, lanes = cfg.width, cfg.elems
-        self.in_layout = data.StructLayout({
-            "x": data.ArrayLayout(signed(width), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(signed(cfg.out_bits), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "overflow": Out(1),
-        })
+        cfg = self.configure(config, params)
+        super().__init__(cfg, signed(cfg.out_bits))
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        cb, W = cfg.count_bits, cfg.width
         RF, OF = fmt.RSQRT_FRAC, fmt.NORM_OUT_FRAC
         VW = 2 * cb + 2 * W
         EM = (VW - 1) // 2
-        Lsq, Lt, Lv, Lr, Lmr = cfg.stage_latencies
+        Lv, Lr = cfg.stage_latencies[2:4]
         Ln = row_rsqrt_latency(Lv)
 
         outp = Signal()
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
-        br, s0, s0_end = rows.read, rows.s0, rows.s0_end
+        rows = row_input(m, self, "x")
         assert rows.read_latency == Lr
+        S1, S2, n, start = self._row_sums(m, rows)
 
-        # stage 1: masked values (registered); x**2 per lane (fabric, Lsq stages); adder
-        # trees (Lt stages); running sums and count
-        # (the lane masks ``count > p`` registered with s0, from the input beat)
-        ok = [Signal(name=f"s0_lv{p}") for p in range(P)]
-        m.d.sync += [ok[p].eq(rows.store & (self.i.payload.count > p)) for p in range(P)]
+        # per row: V, rsqrt (free running, as HistogramNorm), waited for
+        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
+        assert lnorm == Ln
+        # the output shift amount, registered (constant for the row; ready long before r)
+        sh = Signal(range(EM + RF))
+        m.d.sync += sh.eq(RF - OF + e)
+        wait_cycles(m, start, Ln, outp)
+
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        # read once per row (rewound while outp is low, i.e. from the row's end to the next
+        # row's output pass)
+        rd = RowRead(m, rows, outp, out.advance)
+        self._output_pass(m, out, rd, rows.read, n, S1, r, sh, zero)
+
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
+        return m
+
+    def _row_sums(self, m, rows):
+        """The row's sums while it comes in: masked values (registered), ``x**2`` per lane
+        (fabric, ``Lsq`` stages), adder trees (``Lt`` stages), the running sums ``S1``,
+        ``S2`` and count ``n`` (cleared by the unit).  Returns ``(S1, S2, n, start)``,
+        ``start``: the row's sums are complete."""
+        cfg = self._config
+        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        Lsq, Lt = cfg.stage_latencies[:2]
+        s0, s0_end = rows.s0, rows.s0_end
+        ok = rows.lane_valid(m, P)
         xm = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         lv = [Signal(name=f"s1_lv{p}") for p in range(P)]
         for p in range(P):
@@ -361,29 +395,17 @@ class NormBaseline(ConfiguredComponent):
         n = Signal(cb)
         start = delay(m, s0_end, 2 + Lsq + Lt, "start")    # the row's sums are complete
         m.d.sync += [S1.eq(S1 + sum1), S2.eq(S2 + sum2), n.eq(n + nv)]
+        return S1, S2, n, start
 
-        # per row: V, rsqrt (free running, as HistogramNorm), waited for
-        r, e, zero, lnorm = row_rsqrt(m, S1, S2, n, cfg.rms, VW)
-        assert lnorm == Ln
-        # the output shift amount, registered (constant for the row; ready long before r)
-        sh = Signal(range(EM + RF))
-        m.d.sync += sh.eq(RF - OF + e)
-        waiting = Signal()
-        kw = Signal(range(Ln + 2))
-        with m.If(start):
-            m.d.sync += [waiting.eq(1), kw.eq(0)]
-        with m.Elif(waiting):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw == Ln):
-                m.d.sync += [waiting.eq(0), outp.eq(1)]
-
-        # output: read the row back; per lane n x (Lsq), minus S1, times r (Lmr), >> sh in
-        # three stages (the last one the output register); the pipeline stalls on backpressure
-        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+    def _output_pass(self, m, out, rd, br, n, S1, r, sh, zero):
+        """The output pass: the row read back (``rd`` from ``br``); per lane ``n x``
+        (``Lsq``), minus ``S1``, times ``r`` (``Lmr``), shifted right by ``sh`` in three
+        stages (the last one the output register ``out``); 0 for every element when
+        ``zero``.  The pipeline stalls on backpressure."""
+        cfg = self._config
+        P, W, cb = cfg.elems, cfg.width, cfg.count_bits
+        Lsq, _, _, Lr, Lmr = cfg.stage_latencies
         adv = out.advance
-        # read once per row (rewound while outp is low, i.e. from the row's end to the next
-        # row's output pass)
-        rd = RowRead(m, rows, outp, adv)
         issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
         depth = Lr + Lsq + 1 + Lmr + 3
         fr = delay(m, Cat(issue, at_first, at_last), depth - 1, "frame", en=adv)
@@ -398,16 +420,6 @@ class NormBaseline(ConfiguredComponent):
                 m.d.sync += num.eq(nx if cfg.rms else nx - S1)
             prod, lmr = pipelined_mul(m, num, r, f"prod{p}", en=adv)
             assert lmr == Lmr
-            hi = Signal.like(prod, name=f"sh_hi{p}")
-            mid = Signal.like(prod, name=f"sh_mid{p}")
-            with m.If(adv):
-                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
-            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, mid >> sh[:2]))
-        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
-                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
-
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), n.eq(0), S1.eq(0), S2.eq(0)]
-        return m
+            y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
+            m.d.comb += out.payload.y[p].eq(Mux(zero | (cnt <= p), 0, y))
+        out.present(m, fr[0], fr[1], fr[2], cnt)

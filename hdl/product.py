@@ -4,11 +4,11 @@ Golden twin: :mod:`golden.product`.  Configuration: :class:`base.config.ProductC
 """
 
 from amaranth import Cat, Module, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import ProductConfig
-from hdl.component import ConfiguredComponent
+from hdl.component import ConfiguredComponent, write_signature
 from hdl.lut import table_pipeline
 
 __all__ = ["ProductTable"]
@@ -39,7 +39,7 @@ class ProductTable(ConfiguredComponent):
     ----------
     ba : int
         Index bits of each operand (1..6, default 4).
-    lanes : int
+    elems : int
         Pairs per beat, P (1..16, default 4).
     out_width : int
         Bits of a table entry (1..32, default 16).
@@ -67,8 +67,7 @@ class ProductTable(ConfiguredComponent):
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
-            "tbl": In(wiring.Signature({"en": Out(1), "addr": Out(2 * ba),
-                                        "data": Out(unsigned(out_width))})),
+            "tbl": In(write_signature(2 * ba, unsigned(out_width))),
         })
 
     def elaborate(self, platform):

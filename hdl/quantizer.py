@@ -4,11 +4,12 @@ Golden twin: :mod:`golden.quantizer`.  Configuration: :class:`base.config.Quanti
 """
 
 from amaranth import Cat, Module, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In, Out
 
 from base.config import QuantizerConfig
-from hdl.component import ConfiguredComponent
+from hdl.blocks import pipeline_advance
+from hdl.component import ConfiguredComponent, write_signature
 
 __all__ = ["ActivationQuantizer"]
 
@@ -16,7 +17,7 @@ __all__ = ["ActivationQuantizer"]
 class ActivationQuantizer(ConfiguredComponent):
     """Nearest-centroid quantizer by pipelined binary search over run-time thresholds.
 
-    Each of the ``lanes`` (P) elements of a beat gets the index of its nearest
+    Each of the ``elems`` (P) elements of a beat gets the index of its nearest
     activation centroid: the number of thresholds ``t_j <= x`` (numeric contract: docs/ARCHITECTURE.md).
     With ``2**ba - 1`` sorted thresholds that count is found by a binary search
     of ``ba`` steps, one pipeline stage per step: stage ``s`` compares ``x``
@@ -49,7 +50,7 @@ class ActivationQuantizer(ConfiguredComponent):
         Input width in bits, signed (2..32, default 16).
     ba : int
         Index bits (1..8, default 4): ``2**ba`` centroids.
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
 
     Attributes
@@ -77,11 +78,7 @@ class ActivationQuantizer(ConfiguredComponent):
             "first": 1,
             "last": 1,
         })
-        thr_signature = wiring.Signature({
-            "en": Out(1),
-            "addr": Out(ba),
-            "data": Out(signed(width)),
-        })
+        thr_signature = write_signature(ba, signed(width))
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -93,11 +90,7 @@ class ActivationQuantizer(ConfiguredComponent):
         cfg = self._config
         ba, lanes, width = cfg.ba, cfg.elems, cfg.width
 
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-        ]
+        advance = pipeline_advance(m, self.i, self.o)
 
         # Which tree level a threshold write goes to: address j sits at level
         # s when j + 1 has exactly ba - 1 - s trailing zeros, at slot

@@ -1,18 +1,50 @@
-"""Building blocks shared by the row units (histogram softmax and norm, and their
-baselines): the row-buffer input stage, and pipelined memories, multipliers and a
-leading-one encoder for a 200 MHz clock.
+"""What the row units (histogram softmax and norm, and their baselines) share: the beat
+layouts, the row-buffer input stage, the read-back of a buffered row, the output
+register with its skid register, and the baselines' common component.
 
 Not a unit of its own: everything here is built inside a unit's ``elaborate``.
 """
 
 from types import SimpleNamespace
 
-from amaranth import Mux, Signal, unsigned
-from amaranth.lib import memory
+from amaranth import Cat, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
 
 from hdl.blocks import banked_memory
+from hdl.component import ConfiguredComponent
 
-__all__ = ["RowInput", "RowRead", "SkidOutput", "last_beat_compares"]
+__all__ = [
+    "RowInput",
+    "RowRead",
+    "SkidOutput",
+    "ValueRowUnit",
+    "last_beat_compares",
+    "row_input",
+    "row_layouts",
+    "wait_cycles",
+]
+
+
+def row_layouts(field, in_shape, out_shape, elems, count_bits):
+    """The beat layouts of a row unit: the input ``{field: elems x in_shape, count, first,
+    last}`` and the output ``{y: elems x out_shape, count, first, last}`` (``count``:
+    the valid lanes, ``count_bits`` bits)."""
+    in_layout = data.StructLayout({
+        field: data.ArrayLayout(in_shape, elems),
+        "count": unsigned(count_bits), "first": 1, "last": 1})
+    out_layout = data.StructLayout({
+        "y": data.ArrayLayout(out_shape, elems),
+        "count": unsigned(count_bits), "first": 1, "last": 1})
+    return in_layout, out_layout
+
+
+def row_input(m, unit, field):
+    """The :class:`RowInput` of a row unit (``i``, ``overflow`` and a configuration with
+    ``max_beats``): every beat's ``field`` values and its count, in LUTRAM banks."""
+    return RowInput(m, unit.i, unit.overflow,
+                    Cat(getattr(unit.i.payload, field).as_value(), unit.i.payload.count),
+                    unit.config.max_beats)
 
 
 class RowInput:
@@ -20,7 +52,7 @@ class RowInput:
 
     While a row comes in, every accepted beat (``i.valid & i.ready``) is
     written into the row buffer (``word``, the bits to keep of the beat, at
-    address ``wptr``; ``depth`` words, block RAM for deep rows) and its
+    address ``wptr``; ``depth`` words in LUTRAM banks) and its
     payload is registered into ``s0`` (with ``s0_valid`` when it was stored,
     ``s0_end`` when it was the row's ``last`` beat), where the unit
     computes its per-beat statistics in the following cycle.  After the
@@ -32,8 +64,8 @@ class RowInput:
     Attributes
     ----------
     read : the row buffer's read port (the unit drives ``addr`` and ``en``; ``data``).
-    read_latency : cycles from ``addr`` to ``data``: 1 for a block RAM; with ``banked``,
-        LUTRAM banks (:func:`banked_memory`, no block RAM clock-to-out on the path).
+    read_latency : cycles from ``addr`` to ``data``: ``banked_latency(depth)``
+        (:func:`hdl.blocks.banked_memory`, no block RAM clock-to-out on the path).
     wptr : beats of the current row in the buffer, 0 .. ``depth``.
     busy : the row's last beat is in; input stopped.
     s0, s0_valid, s0_end : the registered beat, stored, and the last of its row.
@@ -41,7 +73,7 @@ class RowInput:
     clear : driven by the unit (comb): the row is done, take the next one.
     """
 
-    def __init__(self, m, i, overflow, word, depth, name="row_buffer", banked=False):
+    def __init__(self, m, i, overflow, word, depth, name="row_buffer"):
         self.busy = Signal(name=f"{name}_busy")
         self.wptr = Signal(range(depth + 1), name=f"{name}_wptr")
         self.clear = Signal(name=f"{name}_clear")
@@ -51,6 +83,7 @@ class RowInput:
         full = Signal(name=f"{name}_full")
         fire = Signal(name=f"{name}_fire")
         self.store = Signal(name=f"{name}_store")     # comb: this cycle's beat is stored
+        self._count = i.payload.count
 
         # ``full`` (``wptr == depth``) is a registered look-ahead: set as the beat that makes
         # ``wptr`` reach ``depth`` is stored, so no compare sits in front of ``wptr``'s enable
@@ -59,23 +92,15 @@ class RowInput:
             fire.eq(i.valid & ~self.busy),
             self.store.eq(fire & ~full),
         ]
-        if banked:
-            # LUTRAM banks: ``read.data`` is valid ``read_latency`` cycles after ``read.addr``
-            # is presented with ``read.en`` (see :func:`banked_memory`)
-            self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
-                                        en=Signal(name=f"{name}_ren"))
-            # the write is registered (it lands a cycle later; the row is read back after
-            # the per-row computation), with one registered write enable per bank
-            self.read.data, self.read_latency = banked_memory(
-                m, name, unsigned(len(word)), depth, self.read.addr, we=self.store,
-                waddr=self.wptr, wdata=word, en=self.read.en, wreg=True)
-        else:
-            buf = memory.Memory(shape=unsigned(len(word)), depth=depth, init=[])
-            m.submodules[name] = buf
-            wr = buf.write_port()
-            self.read = buf.read_port(domain="sync")
-            self.read_latency = 1
-            m.d.comb += [wr.en.eq(fire & ~full), wr.addr.eq(self.wptr), wr.data.eq(word)]
+        # LUTRAM banks: ``read.data`` is valid ``read_latency`` cycles after ``read.addr``
+        # is presented with ``read.en`` (see :func:`banked_memory`)
+        self.read = SimpleNamespace(addr=Signal(range(depth), name=f"{name}_raddr"),
+                                    en=Signal(name=f"{name}_ren"))
+        # the write is registered (it lands a cycle later; the row is read back after
+        # the per-row computation), with one registered write enable per bank
+        self.read.data, self.read_latency = banked_memory(
+            m, name, unsigned(len(word)), depth, self.read.addr, we=self.store,
+            waddr=self.wptr, wdata=word, en=self.read.en, wreg=True)
         m.d.sync += [self.s0_valid.eq(fire & ~full), self.s0_end.eq(fire & i.payload.last),
                      self.s0.eq(i.payload)]
         with m.If(fire):
@@ -87,6 +112,13 @@ class RowInput:
                 m.d.sync += [self.wptr.eq(self.wptr + 1), full.eq(self.wptr == depth - 1)]
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(0), self.wptr.eq(0), full.eq(0)]
+
+    def lane_valid(self, m, elems):
+        """Per lane ``p`` of the beat in ``s0``: stored and holding an element (``count >
+        p``), registered with ``s0`` from the input beat (``s0_lv<p>``)."""
+        lv = [Signal(name=f"s0_lv{p}") for p in range(elems)]
+        m.d.sync += [lv[p].eq(self.store & (self._count > p)) for p in range(elems)]
+        return lv
 
 
 class RowRead:
@@ -182,3 +214,46 @@ class SkidOutput:
             m.d.sync += [skid.eq(self.payload), held.eq(self.valid)]
         with m.Else():
             m.d.sync += [o.payload.eq(self.payload), o.valid.eq(self.valid)]
+
+    def present(self, m, valid, first, last, count):
+        """Drive the presented beat's ``valid`` and framing (the unit drives ``y``)."""
+        m.d.comb += [
+            self.valid.eq(valid),
+            self.payload.first.eq(first),
+            self.payload.last.eq(last),
+            self.payload.count.eq(count),
+        ]
+
+
+def wait_cycles(m, trigger, cycles, then):
+    """Set the register ``then`` ``cycles + 2`` cycles after ``trigger`` (a counter runs
+    from the cycle after it); the caller clears ``then``."""
+    waiting = Signal()
+    kw = Signal(range(cycles + 2))
+    with m.If(trigger):
+        m.d.sync += [waiting.eq(1), kw.eq(0)]
+    with m.Elif(waiting):
+        m.d.sync += kw.eq(kw + 1)
+        with m.If(kw == cycles):
+            m.d.sync += [waiting.eq(0), then.eq(1)]
+
+
+class ValueRowUnit(ConfiguredComponent):
+    """A baseline row unit's component: rows of values in (``i``: beats of P signed
+    ``width``-bit values ``x``, ``count``, ``first``, ``last``), rows of results out
+    (``o``: ``y``, P values of ``out_shape``, with the input beat's framing), and
+    ``overflow`` (a row was longer than the buffer; sticky until reset).
+
+    The subclass passes its checked configuration (with ``width``, ``elems``,
+    ``max_beats`` and ``lane_count_bits``)."""
+
+    def __init__(self, config, out_shape):
+        self._config = config
+        self.in_layout, self.out_layout = row_layouts(
+            "x", signed(config.width), out_shape, config.elems, config.lane_count_bits)
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "overflow": Out(1),
+        })
+

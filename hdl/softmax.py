@@ -4,8 +4,6 @@ Golden twin: :mod:`golden.softmax`.  Configuration: :class:`base.config.SoftmaxC
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from base import formats as fmt
 from base.config import SoftmaxBaselineConfig, SoftmaxConfig
@@ -17,12 +15,25 @@ from hdl.blocks import (
     leading_one_staged,
     pipelined_mul,
     select_pipe,
+    shift_right_staged,
 )
-from hdl.component import ConfiguredComponent
+from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
-from hdl.rows import RowInput, RowRead, SkidOutput
+from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
 
-__all__ = ["HistogramSoftmax", "SoftmaxBaseline"]
+__all__ = ["HistogramSoftmax", "SoftmaxBaseline", "recip_lookup"]
+
+
+def recip_lookup(m, dn):
+    """The normalized reciprocal of ``dn`` (``D`` shifted left until its leading one is the
+    top bit): the ``RECIP_ADDR`` bits below the leading one address the fixed reciprocal
+    ROM (:func:`base.formats.recip_table`, ``RECIP_FRAC + 1`` bits) in LUT banks.  Returns
+    ``(r, latency)``, ``latency = banked_latency(2**RECIP_ADDR)``."""
+    DW, RA, RF = len(dn), fmt.RECIP_ADDR, fmt.RECIP_FRAC
+    recip_addr = Signal(RA)
+    m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
+    return banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
+                         init=fmt.recip_table())
 
 
 class HistogramSoftmax(HistogramRowUnit):
@@ -50,7 +61,7 @@ class HistogramSoftmax(HistogramRowUnit):
     <= 2**-9); ``E r`` 33 bits; output 16 bits unsigned with 15 fraction
     bits (truncated).
 
-    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.rows`): the exp table is
+    Pipelining for a 200 MHz clock (ECP5, :mod:`hdl.blocks`): the exp table is
     read in ``Le = banked_latency(4**ba) + 1`` cycles (the banks, then one copy
     register per multiplier, so each copy drives one multiplier's partial
     products), the reciprocal ROM (logic)
@@ -77,7 +88,7 @@ class HistogramSoftmax(HistogramRowUnit):
     ----------
     ba : int
         Index bits (1..6, default 4).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -94,19 +105,25 @@ class HistogramSoftmax(HistogramRowUnit):
     def __init__(self, config=None, **params):
         cfg = self.configure(config, params)
         ba = cfg.ba
-        tbl = wiring.Signature({"en": Out(1), "addr": Out(2 * ba),
-                                "data": Out(unsigned(cfg.exp_bits))})
-        super().__init__(cfg, unsigned(cfg.out_bits), tbl)
+        super().__init__(cfg, unsigned(cfg.out_bits),
+                         write_signature(2 * ba, unsigned(cfg.exp_bits)))
 
     def compute(self, m, hist, nonempty, n, start, start_next, remap_we, remap_addr, remap_data,
                 done):
+        k, mx, E_rd, dn, R = self._tables(m)
+        summing, mapping, D, E_map, v_e, j_e = self._sum_pass(m, hist, k, E_rd)
+        r, sh = self._map_pass(m, mapping, E_map, v_e, j_e, remap_we, remap_addr, remap_data)
+        self._sequence(m, nonempty, start, done, k, mx, summing, mapping, D, dn, R, r, sh)
+
+    def _tables(self, m):
+        """The exp table (LUTRAM banks; the write port registered, so a write lands a cycle
+        later), addressed by the row maximum ``mx`` and the bin counter ``k``, and the
+        reciprocal ROM, addressed by the normalized ``dn``.  Returns ``(k, mx, E, dn, R)``."""
         cfg = self._config
         ba, J = cfg.ba, 1 << cfg.ba
         DW = cfg.denom_bits
-        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
-        Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
+        Le, _, Lm2, Lrom = cfg.stage_latencies[:4]
 
-        # exp table: LUTRAM banks; the write port registered (a write lands a cycle later)
         tw_en, tw_addr = Signal(), Signal(2 * ba)
         tw_data = Signal(cfg.exp_bits)
         m.d.sync += [tw_en.eq(self.tbl.en), tw_addr.eq(self.tbl.addr), tw_data.eq(self.tbl.data)]
@@ -118,14 +135,18 @@ class HistogramSoftmax(HistogramRowUnit):
                                  we=tw_en, waddr=tw_addr, wdata=tw_data)
         assert le + 1 == Le
         dn = Signal(DW)
-        recip_addr = Signal(RA)
-        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
-        R, lr = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                              init=fmt.recip_table())
+        R, lr = recip_lookup(m, dn)
         assert lr == Lrom
+        return k, mx, E_rd, dn, R
 
-        # SUM: issue bin k (exp read, histogram bin registered and delayed alongside),
-        # multiply (Lm stages), accumulate
+    def _sum_pass(self, m, hist, k, E_rd):
+        """SUM: issue bin ``k`` (exp read, histogram bin registered and delayed alongside),
+        multiply (``Lm`` stages), accumulate into ``D``.  Returns ``(summing, mapping, D,
+        E_map, v_e, j_e)``: the two passes' flags, the sum, the map pass's copy of the exp
+        read, and the issue flag and bin delayed to meet the exp read."""
+        cfg = self._config
+        ba, J = cfg.ba, 1 << cfg.ba
+        Le, Lm = cfg.stage_latencies[:2]
         summing, mapping = Signal(), Signal()
         iss = Signal()
         m.d.comb += iss.eq((summing | mapping) & (k < J))
@@ -140,11 +161,18 @@ class HistogramSoftmax(HistogramRowUnit):
         prod, lm = pipelined_mul(m, E_sum, hk_e, "sum_mul")
         assert lm == Lm
         v_p = delay(m, v_e & summing, Lm, "sum_valid")
-        D = Signal(DW)
+        D = Signal(cfg.denom_bits)
         with m.If(v_p):
             m.d.sync += D.eq(D + prod)
+        return summing, mapping, D, E_map, v_e, j_e
 
-        # MAP: issue bin k, E r (Lm2 stages), shift in two stages, write the remap tables
+    def _map_pass(self, m, mapping, E_map, v_e, j_e, remap_we, remap_addr, remap_data):
+        """MAP: ``E r`` (``Lm2`` stages), shifted right by ``sh`` in three stages, written
+        into the remap tables.  Returns ``(r, sh)``, the reciprocal and the shift, set by
+        the sequence."""
+        cfg = self._config
+        DW, RF = cfg.denom_bits, fmt.RECIP_FRAC
+        Lm2 = cfg.stage_latencies[2]
         r = Signal(RF + 1)
         sh = Signal(range(DW + RF))
         prod2, lm2 = pipelined_mul(m, r, E_map, "map_mul")
@@ -152,15 +180,21 @@ class HistogramSoftmax(HistogramRowUnit):
         v_q = delay(m, v_e & mapping, Lm2, "map_valid")
         j_q = delay(m, j_e, Lm2, "map_j")
         # (E r) >> sh in three stages of 4:1 selection: by 16s, by 4s, by 0..3
-        sh_hi = Signal(len(prod2))
-        m.d.sync += sh_hi.eq(prod2 >> Cat(Const(0, 4), sh[4:]))
-        sh_mid = Signal(len(prod2))
-        m.d.sync += sh_mid.eq(sh_hi >> Cat(Const(0, 2), sh[2:4]))
         p = Signal(cfg.out_bits)
-        m.d.sync += p.eq(sh_mid >> sh[:2])
+        m.d.sync += p.eq(shift_right_staged(m, prod2, sh))
         v_w = delay(m, v_q, 3, "remap_valid")
         j_w = delay(m, j_q, 3, "remap_j")
         m.d.comb += [remap_we.eq(v_w), remap_addr.eq(j_w), remap_data.eq(p)]
+        return r, sh
+
+    def _sequence(self, m, nonempty, start, done, k, mx, summing, mapping, D, dn, R, r, sh):
+        """The per-row sequence as one-hot state flags (each register enable is one flag):
+        the row maximum, the sum pass, the normalization of ``D`` and the reciprocal, the
+        map pass; ``done`` at its end."""
+        cfg = self._config
+        J, DW = 1 << cfg.ba, cfg.denom_bits
+        RF, OF = fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        Le, Lm, Lm2, Lrom = cfg.stage_latencies[:4]
 
         top = leading_one(m, nonempty, "row_max")
         # leading one of D in two stages: per 16-bit chunk (registered, free running: D is
@@ -169,7 +203,6 @@ class HistogramSoftmax(HistogramRowUnit):
         e = Signal(range(DW))
         shamt = Signal(range(DW))
         d1 = Signal(DW)
-        # the per-row sequence as one-hot state flags (each register enable is one flag)
         names = ["idle", "max", "sum", "chunks", "lead", "shamt", "shift", "normalize", "rom", "recip",
                  "map"]
         st = {s: Signal(name=f"seq_{s}", init=(s == "idle")) for s in names}
@@ -219,7 +252,7 @@ class HistogramSoftmax(HistogramRowUnit):
                 goto("map", "idle")
 
 
-class SoftmaxBaseline(ConfiguredComponent):
+class SoftmaxBaseline(ValueRowUnit):
     """Baseline: a conventional fixed-point softmax of the same throughput (P lanes, II = 1).
 
     The input is the scores themselves (``width``-bit signed fixed point with
@@ -263,7 +296,7 @@ class SoftmaxBaseline(ConfiguredComponent):
     ----------
     width, frac : int
         Score width (8..24, default 16) and fraction bits (6..16, default 8).
-    lanes : int
+    elems : int
         Elements per beat, P (1..16, default 4).
     max_len : int
         Longest row in elements (1..65536, default 1024).
@@ -272,39 +305,49 @@ class SoftmaxBaseline(ConfiguredComponent):
     Config = SoftmaxBaselineConfig
 
     def __init__(self, config=None, **params):
-        cfg = self._config = self.configure(config, params)
-        width, lanes = cfg.width, cfg.elems
-        self.in_layout = data.StructLayout({
-            "x": data.ArrayLayout(signed(width), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        self.out_layout = data.StructLayout({
-            "y": data.ArrayLayout(unsigned(cfg.out_bits), lanes),
-            "count": unsigned(cfg.lane_count_bits), "first": 1, "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "overflow": Out(1),
-        })
+        cfg = self.configure(config, params)
+        super().__init__(cfg, unsigned(cfg.out_bits))
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         P, W = cfg.elems, cfg.width
-        DW = cfg.denom_bits
-        RA, RF, OF = fmt.RECIP_ADDR, fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
-        EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
-        Lt, Lr, Le, Lrom, Lmr = cfg.stage_latencies
+        Lr = cfg.stage_latencies[1]
 
         outp = Signal()
-        rows = RowInput(m, self.i, self.overflow,
-                        Cat(self.i.payload.x.as_value(), self.i.payload.count), cfg.max_beats,
-                        banked=True)
-        br, s0, s0_valid, s0_end = rows.read, rows.s0, rows.s0_valid, rows.s0_end
+        rows = row_input(m, self, "x")
         assert rows.read_latency == Lr
+        mx, have, start = self._row_max(m, rows)
 
-        # beat maximum over the valid lanes (invalid lanes read as the smallest value):
-        # masked lanes registered, then a comparator tree, each level in two stages (the
-        # compare registered with both operands, then the selection)
+        # ---- read pipeline, used twice: the sum pass and the output pass
+        summing = Signal()
+        reading = Signal()
+        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
+        adv = out.advance
+        m.d.comb += reading.eq(summing | outp)
+        # read twice (sum pass, output pass): rewound while neither pass runs
+        rd = RowRead(m, rows, reading, adv)
+        E, cnt_e = self._exps(m, rows.read, mx, adv)
+        D, last_acc = self._sum_pass(m, rd, E, cnt_e, start, summing, adv)
+        r, sh = self._normalization(m, D, last_acc, summing, outp)
+        self._output_pass(m, out, rd, E, rows.read.data[P * W:], r, sh, outp)
+
+        with m.If(out.last_out):
+            m.d.comb += rows.clear.eq(1)
+            m.d.sync += [outp.eq(0), have.eq(0)]
+        return m
+
+    def _row_max(self, m, rows):
+        """The row maximum while the row comes in: the beat maximum over the valid lanes
+        (invalid lanes read as the smallest value), masked lanes registered, then a
+        comparator tree, each level in two stages (the compare registered with both
+        operands, then the selection), then a running maximum.  Returns ``(mx, have,
+        start)``: the maximum, its valid flag (cleared by the unit) and ``start``, the
+        row maximum is complete."""
+        cfg = self._config
+        P, W = cfg.elems, cfg.width
+        Lt = cfg.stage_latencies[0]
+        s0, s0_valid, s0_end = rows.s0, rows.s0_valid, rows.s0_end
         lo = Const(-(1 << (W - 1)), signed(W))
         vals = [Signal(signed(W), name=f"s1_x{p}") for p in range(P)]
         for p in range(P):
@@ -334,19 +377,17 @@ class SoftmaxBaseline(ConfiguredComponent):
         start = delay(m, s0_end, 2 + 2 * Lt, "start")    # the row maximum is complete
         with m.If(bvalid & (~have | (bmax > mx))):
             m.d.sync += [mx.eq(bmax), have.eq(1)]
+        return mx, have, start
 
-        # ---- read pipeline, used twice: the sum pass and the output pass
-        summing = Signal()
-        reading = Signal()
-        out = SkidOutput(m, self.o)      # o.ready reaches only the output registers
-        adv = out.advance
-        m.d.comb += reading.eq(summing | outp)
-        # read twice (sum pass, output pass): rewound while neither pass runs
-        rd = RowRead(m, rows, reading, adv)
-        issue, at_first, at_last = rd.issue, rd.at_first, rd.at_last
-
-        # per lane: max - x (1 stage), the saturated exp ROM address (1 stage), the ROM
-        # (Le: address copies, LUT banks)
+    def _exps(self, m, br, mx, adv):
+        """Per lane of the row read back (``br``, advancing with ``adv``): ``mx - x`` (1
+        stage), the saturated exp ROM address (1 stage), the ROM (``Le``: address copies,
+        LUT banks).  Returns ``(E, cnt_e)``: the P exps, and the beat's count delayed to
+        meet them."""
+        cfg = self._config
+        P, W = cfg.elems, cfg.width
+        EA, S = fmt.BASE_EXP_ADDR, cfg.frac - fmt.BASE_STEP_FRAC
+        Le = cfg.stage_latencies[2]
         table = fmt.baseline_exp_table()
         cnt_r = br.data[P * W:]
         cnt_e = delay(m, cnt_r, 2 + Le, "count_e", en=adv)
@@ -362,23 +403,39 @@ class SoftmaxBaseline(ConfiguredComponent):
                                    init=table, en=adv, copies=True)
             assert le == Le
             E.append(ep)
+        return E, cnt_e
 
-        # sum pass: masked exps (1), adder tree (Lt), accumulate
+    def _sum_pass(self, m, rd, E, cnt_e, start, summing, adv):
+        """The sum pass (``summing``, set at ``start``): masked exps (1 stage), adder tree
+        (``Lt``), accumulated into ``D``.  Returns ``(D, last_acc)``, ``last_acc`` high as
+        the row's last beat is accumulated."""
+        cfg = self._config
+        P = cfg.elems
+        Lt, Lr, Le = cfg.stage_latencies[:3]
         Em = [Signal(cfg.exp_bits, name=f"exp_m{p}") for p in range(P)]
         with m.If(adv):
             m.d.sync += [Em[p].eq(Mux(cnt_e > p, E[p], 0)) for p in range(P)]
         part, lt = adder_tree(m, Em, "exp_sum", en=adv)
         assert lt == Lt
         dsum = Lr + 3 + Le + Lt
-        v_acc = delay(m, issue & summing, dsum, "sum_valid", en=adv)
-        last_acc = delay(m, issue & summing & at_last, dsum, "sum_last", en=adv)
-        D = Signal(DW)
+        v_acc = delay(m, rd.issue & summing, dsum, "sum_valid", en=adv)
+        last_acc = delay(m, rd.issue & summing & rd.at_last, dsum, "sum_last", en=adv)
+        D = Signal(cfg.denom_bits)
         with m.If(start):
             m.d.sync += [D.eq(0), summing.eq(1)]
         with m.Elif(v_acc):
             m.d.sync += D.eq(D + part)
+        return D, last_acc
 
-        # normalization, free running on D: e, shift amount, D << shamt in two stages, ROM
+    def _normalization(self, m, D, last_acc, summing, outp):
+        """The normalization, free running on ``D``: ``e``, the shift amount, ``D << shamt``
+        in two stages, the reciprocal ROM; after the sum pass (``last_acc``) it is waited
+        for, then the output pass (``outp``) starts.  Returns ``(r, sh)``: the reciprocal
+        and the output shift amount."""
+        cfg = self._config
+        DW = cfg.denom_bits
+        RF, OF = fmt.RECIP_FRAC, fmt.SOFTMAX_OUT_FRAC
+        Lrom = cfg.stage_latencies[3]
         lead = leading_one(m, D, "d_lead")
         e = Signal(range(DW))
         shamt = Signal(range(DW))
@@ -387,41 +444,30 @@ class SoftmaxBaseline(ConfiguredComponent):
         D_d = delay(m, D, 2, "d_norm")
         m.d.sync += [e.eq(lead), shamt.eq(DW - 1 - e),
                      d1.eq(D_d << Cat(Const(0, 2), shamt[2:])), dn.eq(d1 << shamt[:2])]
-        recip_addr = Signal(RA)
-        m.d.comb += recip_addr.eq(dn[DW - 1 - RA:DW - 1])
-        r, lrom = banked_memory(m, "recip_rom", unsigned(RF + 1), 1 << RA, recip_addr,
-                                init=fmt.recip_table())
+        r, lrom = recip_lookup(m, dn)
         assert lrom == Lrom
         Lnd = 4 + Lrom
         # the output shift amount, registered (constant for the row; ready long before r)
         sh = Signal(range(DW + RF))
         m.d.sync += sh.eq(RF - OF + e)
-        waiting = Signal()
-        kw = Signal(range(Lnd + 2))
         with m.If(last_acc):
-            m.d.sync += [summing.eq(0), waiting.eq(1), kw.eq(0)]
-        with m.Elif(waiting):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw == Lnd):
-                m.d.sync += [waiting.eq(0), outp.eq(1)]
+            m.d.sync += summing.eq(0)
+        wait_cycles(m, last_acc, Lnd, outp)
+        return r, sh
 
-        # output pass: E r (Lmr), >> sh in three stages (the last one the output register)
+    def _output_pass(self, m, out, rd, E, cnt_r, r, sh, outp):
+        """The output pass (``outp``): per lane ``E r`` (``Lmr``), shifted right by ``sh``
+        in three stages (the last one the output register ``out``)."""
+        cfg = self._config
+        P = cfg.elems
+        _, Lr, Le, _, Lmr = cfg.stage_latencies
+        adv = out.advance
         depth = Lr + 2 + Le + Lmr + 3
-        fr = delay(m, Cat(issue & outp, at_first, at_last), depth - 1, "frame", en=adv)
+        fr = delay(m, Cat(rd.issue & outp, rd.at_first, rd.at_last), depth - 1, "frame", en=adv)
         cnt = delay(m, cnt_r, depth - 1 - Lr, "count", en=adv)
         for p in range(P):
             prod, lmr = pipelined_mul(m, r, E[p], f"prod{p}", en=adv)
             assert lmr == Lmr
-            hi = Signal.like(prod, name=f"sh_hi{p}")
-            mid = Signal.like(prod, name=f"sh_mid{p}")
-            with m.If(adv):
-                m.d.sync += [hi.eq(prod >> Cat(Const(0, 4), sh[4:])),
-                             mid.eq(hi >> Cat(Const(0, 2), sh[2:4]))]
-            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, mid >> sh[:2], 0))
-        m.d.comb += [out.valid.eq(fr[0]), out.payload.first.eq(fr[1]),
-                     out.payload.last.eq(fr[2]), out.payload.count.eq(cnt)]
-
-        with m.If(out.last_out):
-            m.d.comb += rows.clear.eq(1)
-            m.d.sync += [outp.eq(0), have.eq(0)]
-        return m
+            y = shift_right_staged(m, prod, sh, names=(f"sh_hi{p}", f"sh_mid{p}"), en=adv)
+            m.d.comb += out.payload.y[p].eq(Mux(cnt > p, y, 0))
+        out.present(m, fr[0], fr[1], fr[2], cnt)
