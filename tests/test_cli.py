@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from base.errors import KllmError
 from base.files import write_files
 
 from clirun import run

@@ -1,6 +1,5 @@
 """1-D K-Means: a true Lloyd fixed point, deterministic, fast, and clear errors."""
 
-import time
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from golden import lut, norm, softmax
-from golden.quantizer import thresholds_from_codebook, quantize
 
 
 def codebook(g, n=16, lo=-128, hi=127):
