@@ -70,7 +70,7 @@ class Unit:
 # Both Orizuru and its baseline are synthesized with the same option.
 NOWIDELUT = "-nowidelut"
 # Both keep their compare-exchange modules (ce_modules=1) apart: the baseline's flat network
-# at P=8, k=16 did not get through Yosys in 30 minutes.
+# at P=8, k=16 takes Yosys more than 30 minutes to map.
 CE_MODULES = "ce_*"
 # Orizuru also keeps its register copies apart (hdl.blocks.kept_register, `merge=2`):
 # Yosys would merge them back into one flip-flop each.
