@@ -29,9 +29,7 @@ from amaranth import (
     Instance,
     Module,
     Mux,
-    ResetSignal,
     Signal,
-    Value,
     signed,
     unsigned,
 )
@@ -39,7 +37,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from base.config import ImuBaselineConfig, ImuConfig
-from hdl.blocks import kept_logic, kept_register
+from hdl.blocks import adder_tree, kept_logic, kept_register, register
 from hdl.component import ConfiguredComponent
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
@@ -184,29 +182,11 @@ endmodule
 """
 
 
-def _keep_reg():
-    """Verilog of ``kllm_imu_keep``: a register (enable ``ce``, synchronous reset ``rst`` when
-    ``RST`` is 1) that Yosys keeps as it is: its ``(* keep *)`` process stops ``opt_merge``
-    from folding the copies of one register (same input, same enable) back into one
-    flip-flop, which it otherwise does to every copy made for fan-out."""
-    return """
-// kllm_imu_keep: q <= d when ce (reset to 0 by rst when RST); copies of one register stay apart.
-module kllm_imu_keep #(parameter W = 1, parameter RST = 0) (
-    input clk, input rst, input ce, input [W-1:0] d, output reg [W-1:0] q);
-    initial q = 0;
-    (* keep *) always @(posedge clk)
-        if (RST && rst) q <= 0;
-        else if (ce) q <= d;
-endmodule
-"""
-
-
 class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
     _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
-    _keep_used = False  # set when elaboration instantiates kllm_imu_keep
 
     def __init__(self, config=None, **params):
         cfg = self._config = self.configure(config, params)
@@ -247,40 +227,12 @@ class _ImuUnit(ConfiguredComponent):
     @property
     def verilog_extra(self):
         """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
-        ``kllm_imu_bram`` (and ``kllm_imu_keep``)."""
+        ``kllm_imu_bram``."""
         if not self._primitives:
             return ""
-        # kllm_imu_keep only when the elaborated unit instantiated it (an unused module would
-        # be a second top)
-        return _mult18x18d() + _dp16kd() + (_keep_reg() if self._keep_used else "")
+        return _mult18x18d() + _dp16kd()
 
     # -- helpers -----------------------------------------------------------
-
-    @staticmethod
-    def _reg(m, value, name, enable=None, shape=None, init=0, reset_less=True):
-        r = Signal(shape if shape is not None else value.shape(), name=name, init=init,
-                   reset_less=reset_less)
-        stmt = r.eq(value)
-        if enable is None:
-            m.d.sync += stmt
-        else:
-            with m.If(enable):
-                m.d.sync += stmt
-        return r
-
-    def _copy(self, m, value, name, enable=None, reset_less=True):
-        """A register of ``value`` meant as one of several copies (to split a fan-out):
-        a ``kllm_imu_keep`` instance, so that synthesis does not merge the copies; a plain
-        register in the ``...LutMultipliers`` variants (the Amaranth simulator runs those)."""
-        if not self._primitives:
-            return self._reg(m, value, name, enable=enable, reset_less=reset_less)
-        self._keep_used = True
-        value = Value.cast(value)
-        q = Signal(value.shape(), name=name)
-        m.submodules[f"{name}_keep"] = Instance(
-            "kllm_imu_keep", p_W=len(q), p_RST=0 if reset_less else 1, i_clk=ClockSignal(),
-            i_rst=ResetSignal(), i_ce=Const(1) if enable is None else enable, i_d=value, o_q=q)
-        return q
 
     def _mul(self, m, a, b, ce, name):
         """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
@@ -305,28 +257,6 @@ class _ImuUnit(ConfiguredComponent):
         rd = mem.read_port(domain="comb")
         m.d.comb += [wr.en.eq(wen), wr.addr.eq(waddr), wr.data.eq(wdata)]
         return rd
-
-    @staticmethod
-    def _tree(m, values, width, enable, name):
-        """Pipelined adder tree: one register level per pairwise level (ceil(log2 n) stages)."""
-        level = 0
-        while len(values) > 1:
-            nxt = []
-            for k in range(0, len(values), 2):
-                if k + 1 < len(values):
-                    s = (values[k] + values[k + 1])[:width].as_signed()
-                else:
-                    s = values[k]
-                r = Signal(signed(width), name=f"{name}{level}_{k // 2}", reset_less=True)
-                if enable is None:
-                    m.d.sync += r.eq(s)
-                else:
-                    with m.If(enable):
-                        m.d.sync += r.eq(s)
-                nxt.append(r)
-            values = nxt
-            level += 1
-        return values[0]
 
     # -- the unit ----------------------------------------------------------
 
@@ -374,25 +304,25 @@ class _ImuUnit(ConfiguredComponent):
         m.d.comb += self.err.eq(err)
 
         count = self.i.payload.count
-        v0 = self._reg(m, take & ~drop, "f0_valid", reset_less=False)
-        first0 = self._reg(m, start, "f0_first")
-        last0 = self._reg(m, last_in, "f0_last")
-        bank0 = self._reg(m, bank, "f0_bank")
-        idx0 = [self._reg(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
-        lv0 = [self._reg(m, count > p, f"f0_lv{p}") for p in range(P)]
-        row0 = self._reg(m, row, "f0_row")
+        v0 = register(m, take & ~drop, "f0_valid", reset_less=False)
+        first0 = register(m, start, "f0_first")
+        last0 = register(m, last_in, "f0_last")
+        bank0 = register(m, bank, "f0_bank")
+        idx0 = [register(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
+        lv0 = [register(m, count > p, f"f0_lv{p}") for p in range(P)]
+        row0 = register(m, row, "f0_row")
 
         # ---- F1: activation centroids looked up once (P copies), broadcast to every lane
-        v1 = self._reg(m, v0, "f1_valid", reset_less=False)
-        first1 = self._reg(m, first0, "f1_first")
-        last1 = self._reg(m, last0, "f1_last")
-        bank1 = self._reg(m, bank0, "f1_bank")
+        v1 = register(m, v0, "f1_valid", reset_less=False)
+        first1 = register(m, first0, "f1_first")
+        last1 = register(m, last0, "f1_last")
+        bank1 = register(m, bank0, "f1_bank")
         a1 = []
         for p in range(P):
             rd = self._lutram(m, f"ca_p{p}", signed(cfg.ca), 2 ** ba,
                               host["acb_en"], host["acb_addr"], host["acb_data"])
             m.d.comb += rd.addr.eq(idx0[p])
-            a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
+            a1.append(register(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
 
         # ---- tail issue logic (needs the weight memories' second port address)
         tail = self._tail_issue(m, clearing)
@@ -434,11 +364,11 @@ class _ImuUnit(ConfiguredComponent):
             raw2.append(db)
 
         # ---- F2: indices from the block RAMs' output registers; the dense datapath from here
-        v2 = self._reg(m, v1, "f2_valid", reset_less=False)
-        first2 = self._reg(m, first1, "f2_first")
-        last2 = self._reg(m, last1, "f2_last")
-        bank2 = self._reg(m, bank1, "f2_bank")
-        a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
+        v2 = register(m, v1, "f2_valid", reset_less=False)
+        first2 = register(m, first1, "f2_first")
+        last2 = register(m, last1, "f2_last")
+        bank2 = register(m, bank1, "f2_bank")
+        a2 = [register(m, a1[p], f"f2_a{p}") for p in range(P)]
         front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
                  "bank2": bank2, "a2": a2, "iw2": iw2, "host": host}
         done, vals = self._dense(m, front, tail)
@@ -462,17 +392,17 @@ class _ImuUnit(ConfiguredComponent):
         L = cfg.outputs
         wm, wc, ac = self.wmem, self.wcb, self.acb
         return {
-            "wmem_we": [self._copy(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
+            "wmem_we": [kept_register(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
                                    reset_less=False) for n in range(L)],
-            "wmem_addr": self._reg(m, wm.addr, "wmem_addr_r"),
-            "wmem_data": self._reg(m, wm.data.as_value(), "wmem_data_r"),
-            "wcb_we": [self._copy(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
+            "wmem_addr": register(m, wm.addr, "wmem_addr_r"),
+            "wmem_data": register(m, wm.data.as_value(), "wmem_data_r"),
+            "wcb_we": [kept_register(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
                        for n in range(L)],
-            "wcb_addr": self._reg(m, wc.addr, "wcb_addr_r"),
-            "wcb_data": self._reg(m, wc.data, "wcb_data_r"),
-            "acb_en": self._reg(m, ac.en, "acb_en_r", reset_less=False),
-            "acb_addr": self._reg(m, ac.addr, "acb_addr_r"),
-            "acb_data": self._reg(m, ac.data, "acb_data_r"),
+            "wcb_addr": register(m, wc.addr, "wcb_addr_r"),
+            "wcb_data": register(m, wc.data, "wcb_data_r"),
+            "acb_en": register(m, ac.en, "acb_en_r", reset_less=False),
+            "acb_addr": register(m, ac.addr, "acb_addr_r"),
+            "acb_data": register(m, ac.data, "acb_data_r"),
         }
 
     # -- tail -----------------------------------------------------------------
@@ -599,14 +529,14 @@ class _ImuUnit(ConfiguredComponent):
         m.d.comb += row.eq(pos[cfg.col_bits:])
         # T1: the issued operation; the banks are read at its address in T1
         t1 = {
-            "v": self._reg(m, issue, "t1_valid", enable=adv, reset_less=False),
-            "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
-            "kind": self._reg(m, kind, "t1_kind", enable=adv),
-            "j": self._reg(m, j, "t1_j", enable=adv),
-            "last": self._reg(m, last, "t1_last", enable=adv),
-            "bank": self._reg(m, tbank, "t1_bank", enable=adv),
-            "r": self._reg(m, r_val, "t1_r", enable=adv),
-            "col": self._reg(m, pos[:cfg.col_bits], "t1_col", enable=adv)
+            "v": register(m, issue, "t1_valid", en=adv, reset_less=False),
+            "init": register(m, clearing, "t1_clearing", en=adv, reset_less=False),
+            "kind": register(m, kind, "t1_kind", en=adv),
+            "j": register(m, j, "t1_j", en=adv),
+            "last": register(m, last, "t1_last", en=adv),
+            "bank": register(m, tbank, "t1_bank", en=adv),
+            "r": register(m, r_val, "t1_r", en=adv),
+            "col": register(m, pos[:cfg.col_bits], "t1_col", en=adv)
             if cfg.col_bits else Const(0, 1),
         }
         # IMU: the address the banks are read at in the next cycle (j of the op in T1 then),
@@ -615,8 +545,8 @@ class _ImuUnit(ConfiguredComponent):
         j_next_l = []
         if self._combine:
             for n in range(cfg.outputs):
-                j_n = self._copy(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
-                t1_j_n = self._reg(m, j_n, f"t1_j_l{n}", enable=adv_l[n])      # = t1["j"]
+                j_n = kept_register(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
+                t1_j_n = register(m, j_n, f"t1_j_l{n}", en=adv_l[n])      # = t1["j"]
                 j_next_n = Signal.like(j, name=f"t_j_next_l{n}")
                 m.d.comb += j_next_n.eq(Mux(adv_l[n], j_n, t1_j_n))
                 j_next_l.append(j_next_n)
@@ -640,7 +570,7 @@ class _ImuUnit(ConfiguredComponent):
         late_keys = ("v", "kind", "last")
 
         def carry(stage_from, prefix, keys=keys):
-            return {k: self._reg(m, stage_from[k], f"{prefix}_{k}", enable=adv,
+            return {k: register(m, stage_from[k], f"{prefix}_{k}", en=adv,
                                  reset_less=(k not in ("v", "init")))
                     for k in keys}
 
@@ -648,7 +578,7 @@ class _ImuUnit(ConfiguredComponent):
         # row of an outlier: block RAM output straight into a register (its clock-to-out is
         # most of a cycle on ECP5); the index is selected from it one stage later
         t2 = carry(t1, "t2")
-        col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
+        col2 = register(m, t1["col"], "t2_col", en=adv)
         if not cfg.outliers:
             raw2 = [Const(0, P * bw) for n in range(L)]
 
@@ -659,7 +589,8 @@ class _ImuUnit(ConfiguredComponent):
 
         # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
         width = cfg.sum_bits if self._combine else cfg.dense_bits
-        sums = [self._tree(m, vals[n], width, adv_l[n], f"t_tree{n}_") for n in range(L)]
+        sums = [adder_tree(m, vals[n], f"t_tree{n}", en=adv_l[n], width=width)[0]
+                for n in range(L)]
         # the op fields wait for the tree; the outlier index is selected in its first level.
         # The baseline has no tree here: it takes one stage of the same kind (its dense sum
         # registered again), so that its outlier index too is selected from the block RAM's
@@ -669,15 +600,15 @@ class _ImuUnit(ConfiguredComponent):
             depth = cfg.tree_depth
         else:
             depth = 1
-            sums = [self._reg(m, sums[n], f"t_lv0_dense{n}", enable=adv_l[n]) for n in range(L)]
+            sums = [register(m, sums[n], f"t_lv0_dense{n}", en=adv_l[n]) for n in range(L)]
         iwc = None
         for lv in range(depth):
             stage = carry(stage, f"t_lv{lv}")
             if lv == 0:
-                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv_l[n],
+                iwc = [register(m, select(raw2[n], col2), f"t_lv0_iwc{n}", en=adv_l[n],
                                  shape=unsigned(bw)) for n in range(L)]
             else:
-                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv_l[n])
+                iwc = [register(m, iwc[n], f"t_lv{lv}_iwc{n}", en=adv_l[n])
                        for n in range(L)]
         if iwc is None:
             iwc = [select(raw2[n], col2) for n in range(L)]
@@ -688,10 +619,10 @@ class _ImuUnit(ConfiguredComponent):
         W = cfg.sum_bits
         if self._combine:
             pre = carry(stage, "ts")
-            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv_l[n]) for n in range(L)]
-            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv_l[n]),
-                                f"ts_snap{n}", enable=adv_l[n]) for n in range(L)]
-            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv_l[n]) for n in range(L)]
+            sum_s = [register(m, sums[n], f"ts_sum{n}", en=adv_l[n]) for n in range(L)]
+            snap_s = [register(m, self._snapshot(m, n, stage, sums[n], adv_l[n]),
+                                f"ts_snap{n}", en=adv_l[n]) for n in range(L)]
+            iwc = [register(m, iwc[n], f"ts_iwc{n}", en=adv_l[n]) for n in range(L)]
         else:
             pre = stage
         tx = carry(pre, "tx", late_keys)
@@ -709,23 +640,23 @@ class _ImuUnit(ConfiguredComponent):
             rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
                               host["wcb_we"][n], host["wcb_addr"], host["wcb_data"])
             m.d.comb += rd.addr.eq(widx)
-            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv_l[n])
+            w = register(m, rd.data, f"tx_w{n}", en=adv_l[n])
             if self._combine:
                 # this vector's bucket sum: the running total less the snapshot, modulo 2**W
-                x = self._reg(m, Mux(pre["kind"] == CORRECT, pre["r"],
+                x = register(m, Mux(pre["kind"] == CORRECT, pre["r"],
                                      (sum_s[n] - snap_s[n])[:W].as_signed()),
-                              f"tx_x{n}", enable=adv_l[n], shape=signed(cfg.mul_bits))
+                              f"tx_x{n}", en=adv_l[n], shape=signed(cfg.mul_bits))
                 prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
-                q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv_l[n],
+                q = register(m, prod[:prod_w].as_signed(), f"tq_p{n}", en=adv_l[n],
                               shape=signed(pw))
             else:
-                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv_l[n])
+                x = register(m, pre["r"], f"tx_x{n}", en=adv_l[n])
                 prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
-                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv_l[n])
-                dm = self._reg(m, dx, f"tm_d{n}", enable=adv_l[n])
-                dp = self._reg(m, dm, f"tp_d{n}", enable=adv_l[n])
-                q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
-                              f"tq_p{n}", enable=adv_l[n], shape=signed(pw))
+                dx = register(m, sums[n], f"tx_d{n}", en=adv_l[n])
+                dm = register(m, dx, f"tm_d{n}", en=adv_l[n])
+                dp = register(m, dm, f"tp_d{n}", en=adv_l[n])
+                q = register(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
+                              f"tq_p{n}", en=adv_l[n], shape=signed(pw))
             q_regs.append(q)
         # accumulate; the last op of a token loads the output register, or the skid register
         # when the output is full and not taken this cycle
@@ -735,7 +666,7 @@ class _ImuUnit(ConfiguredComponent):
         produce = Signal(name="t_produce")
         # a valid last op in Tq, as one register (= tq_v & tq_last), so that the skid flag's
         # next state is one LUT4 of four flip-flops
-        vl = self._reg(m, tp["v"] & tp["last"], "tq_vl", enable=adv, reset_less=False)
+        vl = register(m, tp["v"] & tp["last"], "tq_vl", en=adv, reset_less=False)
         m.d.comb += produce.eq(adv & vl)
         taken = self.o.valid & self.o.ready
         with m.If(taken & ~full & ~produce):
@@ -776,11 +707,11 @@ class _ImuUnit(ConfiguredComponent):
             # chain takes the accumulator and the product register directly, and the clear is
             # a reset over the enable (ECP5 flip-flops have that; a clear under the enable took
             # a LUT after the adder)
-            dbl = self._copy(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv_l[n])
+            dbl = kept_register(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv_l[n])
             # per-lane copies of the op's valid bit and of valid-and-last: the accumulator's
             # enable and synchronous reset
-            v_n = self._copy(m, tp["v"], f"tq_v{n}", enable=adv_l[n], reset_less=False)
-            vl_n = self._copy(m, tp["v"] & tp["last"], f"tq_vl{n}", enable=adv_l[n],
+            v_n = kept_register(m, tp["v"], f"tq_v{n}", enable=adv_l[n], reset_less=False)
+            vl_n = kept_register(m, tp["v"] & tp["last"], f"tq_vl{n}", enable=adv_l[n],
                               reset_less=False)
             acc = Signal(signed(cfg.ybits), name=f"acc{n}")
             nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
@@ -876,34 +807,34 @@ class Imu(_ImuUnit):
         W = cfg.sum_bits
         adv_l = tail["adv_l"]
         # F3: read, add and write the bucket of each file
-        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
-        last3 = self._reg(m, f["last2"], "f3_last")
+        v3 = register(m, f["v2"], "f3_valid", reset_less=False)
+        last3 = register(m, f["last2"], "f3_last")
         vals = []
         for n in range(L):
             # per-lane copies (kept apart in synthesis) of the broadcast activation centroids,
             # the bank selects and the tail's bank: no net fans out to all L x P files
-            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
-            use2 = [self._copy(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_l{n}") for b in (0, 1)]
-            use3 = [self._copy(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
+            a3 = [kept_register(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
+            use2 = [kept_register(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_l{n}") for b in (0, 1)]
+            use3 = [kept_register(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
             adv = adv_l[n]
-            tbank = self._copy(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
+            tbank = kept_register(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
             j_next = tail["j_next_l"][n]     # the bucket the tail reads next
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
                 iw2 = f["iw2"][n][p]
-                iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
+                iw3 = register(m, iw2, f"f3_iw_{tag}")
                 rds = []
                 for b in (0, 1):
-                    raddr = self._reg(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
+                    raddr = register(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
                     total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
                     rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
                                       use3[b], iw3, total)
                     m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
                 # the tail's read of the full bank (address j from T1)
-                lane_vals.append(self._reg(m, Mux(tbank, rds[1], rds[0]),
-                                           f"t2_file_{tag}", enable=adv))
+                lane_vals.append(register(m, Mux(tbank, rds[1], rds[0]),
+                                           f"t2_file_{tag}", en=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
         m.d.comb += done.eq(v3 & last3)
@@ -956,27 +887,27 @@ class ImuBaseline(_ImuUnit):
         # register) and the activation centroids, registered in the fabric next to each lane
         # (per-lane copies, as the IMU's F3); F4: the multipliers' operand registers (in the
         # DSP); F5: products
-        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
-        first3 = self._reg(m, f["first2"], "f3_first")
-        last3 = self._reg(m, f["last2"], "f3_last")
-        bank3 = self._reg(m, f["bank2"], "f3_bank")
-        v4 = self._reg(m, v3, "f4_valid", reset_less=False)
-        first4 = self._reg(m, first3, "f4_first")
-        last4 = self._reg(m, last3, "f4_last")
-        bank4 = self._reg(m, bank3, "f4_bank")
-        v5 = self._reg(m, v4, "f5_valid", reset_less=False)
-        first5 = self._reg(m, first4, "f5_first")
-        last5 = self._reg(m, last4, "f5_last")
-        bank5 = self._reg(m, bank4, "f5_bank")
+        v3 = register(m, f["v2"], "f3_valid", reset_less=False)
+        first3 = register(m, f["first2"], "f3_first")
+        last3 = register(m, f["last2"], "f3_last")
+        bank3 = register(m, f["bank2"], "f3_bank")
+        v4 = register(m, v3, "f4_valid", reset_less=False)
+        first4 = register(m, first3, "f4_first")
+        last4 = register(m, last3, "f4_last")
+        bank4 = register(m, bank3, "f4_bank")
+        v5 = register(m, v4, "f5_valid", reset_less=False)
+        first5 = register(m, first4, "f5_first")
+        last5 = register(m, last4, "f5_last")
+        bank5 = register(m, bank4, "f5_bank")
         vs, fs, ls, bs = v5, first5, last5, bank5
         for lv in range(cfg.tree_depth):
-            vs = self._reg(m, vs, f"f_lv{lv}_valid", reset_less=False)
-            fs = self._reg(m, fs, f"f_lv{lv}_first")
-            ls = self._reg(m, ls, f"f_lv{lv}_last")
-            bs = self._reg(m, bs, f"f_lv{lv}_bank")
+            vs = register(m, vs, f"f_lv{lv}_valid", reset_less=False)
+            fs = register(m, fs, f"f_lv{lv}_first")
+            ls = register(m, ls, f"f_lv{lv}_last")
+            bs = register(m, bs, f"f_lv{lv}_bank")
         vals = []
         for n in range(L):
-            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
+            a3 = [kept_register(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
             prods = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
@@ -984,10 +915,10 @@ class ImuBaseline(_ImuUnit):
                                   f["host"]["wcb_we"][n], f["host"]["wcb_addr"],
                                   f["host"]["wcb_data"])
                 m.d.comb += rd.addr.eq(f["iw2"][n][p])
-                w3 = self._reg(m, rd.data, f"f3_w_{tag}")
+                w3 = register(m, rd.data, f"f3_w_{tag}")
                 prod = self._mul(m, a3[p], w3, Const(1), f"mul_{tag}")
                 prods.append(prod[:pw].as_signed())
-            s = self._tree(m, prods, cfg.dense_bits, None, f"f_tree{n}_")
+            s, _ = adder_tree(m, prods, f"f_tree{n}", width=cfg.dense_bits)
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)
             nxt = Signal(signed(cfg.dense_bits), name=f"dacc_next{n}")
             m.d.comb += nxt.eq((Mux(fs, 0, acc) + s)[:cfg.dense_bits].as_signed())
@@ -1000,8 +931,8 @@ class ImuBaseline(_ImuUnit):
                         m.d.sync += hold[1].eq(nxt)
                     with m.Else():
                         m.d.sync += hold[0].eq(nxt)
-            vals.append([self._reg(m, Mux(t1["bank"], hold[1], hold[0]), f"t2_dense{n}",
-                                   enable=adv_l[n])])
+            vals.append([register(m, Mux(t1["bank"], hold[1], hold[0]), f"t2_dense{n}",
+                                   en=adv_l[n])])
         done = Signal(name="dense_done")
         m.d.comb += done.eq(vs & ls)
         return done, vals
