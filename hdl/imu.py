@@ -24,9 +24,7 @@ differ only in how the dense sum is formed:
 """
 
 from amaranth import (
-    ClockSignal,
     Const,
-    Instance,
     Module,
     Mux,
     Signal,
@@ -39,148 +37,12 @@ from amaranth.lib.wiring import In, Out
 from base.config import ImuBaselineConfig, ImuConfig
 from hdl.blocks import adder_tree, kept_logic, kept_register, register
 from hdl.component import ConfiguredComponent
+from hdl.primitives import block_ram, dsp_mul, verilog_definitions
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
 
 # Tail operation kinds
 COMBINE, DOUBLE, CORRECT = 0, 1, 2
-
-# Operand width of the ECP5 MULT18X18D
-DSP_BITS = 18
-
-
-def _mult18x18d():
-    """Verilog of ``kllm_imu_mul``: a signed multiplier with its operands and its product
-    registered (clock enable ``ce``), 2 cycles from operands to product.
-
-    Yosys (which defines ``SYNTHESIS``) gets an ECP5 MULT18X18D with its input and output
-    registers enabled: Yosys maps a ``*`` to a combinational MULT18X18D and keeps the
-    registers around it in the fabric, and the fabric -> DSP -> fabric path then limits the
-    clock (about 145 MHz for an isolated multiplier on the 85k).  The simulators get the same
-    registers and product in plain Verilog.
-    """
-    a = ", ".join(f".A{k}(a18[{k}])" for k in range(18))
-    b = ", ".join(f".B{k}(b18[{k}])" for k in range(18))
-    pp = ", ".join(f".P{k}(p36[{k}])" for k in range(36))
-    regs = ", ".join(f'.{r}_CLK("CLK0"), .{r}_CE("CE0"), .{r}_RST("RST0")'
-                     for r in ("REG_INPUTA", "REG_INPUTB", "REG_OUTPUT"))
-    return f"""
-// kllm_imu_mul: p = a * b (signed), operands and product registered (enable ce).
-// (No `signed` declarations: with them, Yosys 0.70's ABC9 step fails on this module.)
-module kllm_imu_mul #(parameter AW = 18, parameter BW = 18) (
-    input clk, input ce,
-    input [AW-1:0] a, input [BW-1:0] b,
-    output [AW+BW-1:0] p);
-`ifdef SYNTHESIS
-    wire [17:0] a18;
-    wire [17:0] b18;
-    wire [35:0] p36;
-    generate
-        if (AW < 18) assign a18 = {{{{(18-AW){{a[AW-1]}}}}, a}}; else assign a18 = a;
-        if (BW < 18) assign b18 = {{{{(18-BW){{b[BW-1]}}}}, b}}; else assign b18 = b;
-    endgenerate
-    MULT18X18D #({regs},
-        .GSR("DISABLED"), .RESETMODE("SYNC"), .SOURCEB_MODE("B_SHIFT"),
-        .CLK0_DIV("ENABLED"), .CLK1_DIV("ENABLED"), .CLK2_DIV("ENABLED"),
-        .CLK3_DIV("ENABLED")) dsp (
-        {a},
-        {b},
-        .SIGNEDA(1'b1), .SIGNEDB(1'b1), .SOURCEA(1'b0), .SOURCEB(1'b0),
-        .CLK0(clk), .CE0(ce), .RST0(1'b0),
-        {pp});
-    assign p = p36[AW+BW-1:0];
-`else
-    reg [AW-1:0] ar = 0;
-    reg [BW-1:0] br = 0;
-    reg [AW+BW-1:0] pr = 0;
-    always @(posedge clk)
-        if (ce) begin
-            ar <= a;
-            br <= b;
-            pr <= $signed(ar) * $signed(br);
-        end
-    assign p = pr;
-`endif
-endmodule
-"""
-
-
-BRAM_DEPTH = 1024     # DP16KD as 1024 x 18
-
-
-def _dp16kd():
-    """Verilog of ``kllm_imu_bram``: a DEPTH x DW memory (DEPTH <= 1024) with a read port A and
-    a read/write port B, each read through two registers (the array's, then an output
-    register): data two cycles after the address.  Port B's registers have enables (``b_ce``,
-    ``b_oce``), so they serve as two stalling pipeline stages.
-
-    Yosys gets ceil(DW / 18) ECP5 DP16KD (1024 x 18) with REGMODE OUTREG: the output register
-    hides the array's 5.8 ns clock-to-out, which otherwise limits whatever follows the block
-    RAM (Yosys's own mapping leaves REGMODE at NOREG).  Port wiring as in Yosys's
-    brams_map_16kd.v (x18: address in ADx[13:4], byte enables in ADx[1:0]).  The simulators
-    get the same registers in plain Verilog.
-    """
-    def ports(x, addr, din, dout, we, ce, oce):
-        ad = ", ".join([f".AD{x}0(1'b1)", f".AD{x}1(1'b1)", f".AD{x}2(1'b0)", f".AD{x}3(1'b0)"]
-                       + [f".AD{x}{k + 4}({addr}[{k}])" for k in range(10)])
-        di = ", ".join(f".DI{x}{k}({din}[{k}])" for k in range(18))
-        do = ", ".join(f".DO{x}{k}({dout}[{k}])" for k in range(18))
-        return (f".CLK{x}(clk), .WE{x}({we}), .CE{x}({ce}), .OCE{x}({oce}), .RST{x}(1'b0), "
-                f".CS{x}0(1'b0), .CS{x}1(1'b0), .CS{x}2(1'b0),\n            {ad},\n"
-                f"            {di},\n            {do}")
-    a = ports("A", "a10", "zero18", "da", "1'b0", "1'b1", "1'b1")
-    b = ports("B", "b10", "dib", "db", "b_we", "b_ce | b_we", "b_oce")
-    return f"""
-// kllm_imu_bram: DEPTH x DW memory, read port A, read/write port B, two read registers each.
-module kllm_imu_bram #(parameter AW = 10, parameter DW = 18, parameter DEPTH = 1024) (
-    input clk,
-    input [AW-1:0] a_addr, output [DW-1:0] a_dout,
-    input [AW-1:0] b_addr, input b_we, input [DW-1:0] b_din, input b_ce, input b_oce,
-    output [DW-1:0] b_dout);
-`ifdef SYNTHESIS
-    localparam NB = (DW + 17) / 18;
-    wire [9:0] a10 = a_addr;
-    wire [9:0] b10 = b_addr;
-    wire [18*NB-1:0] din = b_din;
-    wire [18*NB-1:0] douta, doutb;
-    assign a_dout = douta[DW-1:0];
-    assign b_dout = doutb[DW-1:0];
-    genvar i;
-    generate
-        for (i = 0; i < NB; i = i + 1) begin : blk
-            wire [17:0] dib = din[18*i +: 18];
-            wire [17:0] zero18 = 18'b0;
-            wire [17:0] da, db;
-            assign douta[18*i +: 18] = da;
-            assign doutb[18*i +: 18] = db;
-            DP16KD #(.DATA_WIDTH_A(18), .DATA_WIDTH_B(18),
-                .REGMODE_A("OUTREG"), .REGMODE_B("OUTREG"),
-                .RESETMODE("SYNC"), .ASYNC_RESET_RELEASE("SYNC"),
-                .CSDECODE_A("0b000"), .CSDECODE_B("0b000"),
-                .CLKAMUX("CLKA"), .CLKBMUX("CLKB"),
-                .WRITEMODE_A("NORMAL"), .WRITEMODE_B("NORMAL"), .GSR("DISABLED")) ram (
-            {a},
-            {b});
-        end
-    endgenerate
-`else
-    reg [DW-1:0] mem [0:DEPTH-1];
-    reg [DW-1:0] a1 = 0, a2 = 0, b1 = 0, b2 = 0;
-    integer k;
-    initial for (k = 0; k < DEPTH; k = k + 1) mem[k] = 0;
-    always @(posedge clk) begin
-        a1 <= mem[a_addr];
-        a2 <= a1;
-        if (b_ce | b_we) b1 <= mem[b_addr];
-        if (b_oce) b2 <= b1;
-        if (b_we) mem[b_addr] <= b_din;
-    end
-    assign a_dout = a2;
-    assign b_dout = b2;
-`endif
-endmodule
-"""
-
 
 class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
@@ -230,24 +92,9 @@ class _ImuUnit(ConfiguredComponent):
         ``kllm_imu_bram``."""
         if not self._primitives:
             return ""
-        return _mult18x18d() + _dp16kd()
+        return verilog_definitions()
 
     # -- helpers -----------------------------------------------------------
-
-    def _mul(self, m, a, b, ce, name):
-        """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
-        Both operands within 18 bits: one MULT18X18D with its own registers (kllm_imu_mul)."""
-        aw, bw = len(a), len(b)
-        p = Signal(signed(aw + bw), name=f"{name}_p", reset_less=True)
-        if self._primitives and aw <= DSP_BITS and bw <= DSP_BITS:
-            m.submodules[name] = Instance("kllm_imu_mul", p_AW=aw, p_BW=bw,
-                                          i_clk=ClockSignal(), i_ce=ce, i_a=a, i_b=b, o_p=p)
-        else:
-            ar = Signal(signed(aw), name=f"{name}_a", reset_less=True)
-            br = Signal(signed(bw), name=f"{name}_b", reset_less=True)
-            with m.If(ce):
-                m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
-        return p
 
     def _lutram(self, m, name, shape, depth, wen, waddr, wdata):
         """A small memory with one write port and one asynchronous read port (LUTRAM)."""
@@ -341,25 +188,9 @@ class _ImuUnit(ConfiguredComponent):
                                  if cfg.outliers else host["wmem_addr"])
             da = Signal(P * bw, name=f"wmem_da_l{n}")
             db = Signal(P * bw, name=f"wmem_db_l{n}")
-            if self._primitives and cfg.depth <= BRAM_DEPTH:
-                m.submodules[f"wmem_l{n}"] = Instance(
-                    "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
-                    i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
-                    i_b_din=host["wmem_data"], i_b_ce=adv_l[n], i_b_oce=adv_l[n],
-                    o_b_dout=db)
-            else:
-                mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
-                m.submodules[f"wmem_l{n}"] = mem
-                rd = mem.read_port()
-                wr = mem.write_port()
-                m.d.comb += [rd.addr.eq(row0), wr.en.eq(we), wr.addr.eq(addr2),
-                             wr.data.eq(host["wmem_data"])]
-                m.d.sync += da.eq(rd.data)
-                if cfg.outliers:
-                    rd2 = mem.read_port()
-                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv_l[n] | we)]
-                    with m.If(adv_l[n]):
-                        m.d.sync += db.eq(rd2.data)
+            block_ram(m, f"wmem_l{n}", depth=cfg.depth, a_addr=row0, a_data=da, b_addr=addr2,
+                      b_we=we, b_wdata=host["wmem_data"], b_en=adv_l[n], b_data=db,
+                      b_read=bool(cfg.outliers), vendor=self._primitives)
             iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
             raw2.append(db)
 
@@ -646,12 +477,12 @@ class _ImuUnit(ConfiguredComponent):
                 x = register(m, Mux(pre["kind"] == CORRECT, pre["r"],
                                      (sum_s[n] - snap_s[n])[:W].as_signed()),
                               f"tx_x{n}", en=adv_l[n], shape=signed(cfg.mul_bits))
-                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
                 q = register(m, prod[:prod_w].as_signed(), f"tq_p{n}", en=adv_l[n],
                               shape=signed(pw))
             else:
                 x = register(m, pre["r"], f"tx_x{n}", en=adv_l[n])
-                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
                 dx = register(m, sums[n], f"tx_d{n}", en=adv_l[n])
                 dm = register(m, dx, f"tm_d{n}", en=adv_l[n])
                 dp = register(m, dm, f"tp_d{n}", en=adv_l[n])
@@ -916,7 +747,7 @@ class ImuBaseline(_ImuUnit):
                                   f["host"]["wcb_data"])
                 m.d.comb += rd.addr.eq(f["iw2"][n][p])
                 w3 = register(m, rd.data, f"f3_w_{tag}")
-                prod = self._mul(m, a3[p], w3, Const(1), f"mul_{tag}")
+                prod = dsp_mul(m, a3[p], w3, Const(1), f"mul_{tag}", vendor=self._primitives)
                 prods.append(prod[:pw].as_signed())
             s, _ = adder_tree(m, prods, f"f_tree{n}", width=cfg.dense_bits)
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)
