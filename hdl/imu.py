@@ -193,7 +193,7 @@ class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
-    _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
+    _primitives = True  # ECP5 primitives (hdl.primitives); False: the same registers in Amaranth
 
     def __init__(self, config=None, **params):
         cfg = self._config = self.configure(config, params)
@@ -802,7 +802,7 @@ class Imu(_ImuUnit):
 
     Parameters
     ----------
-    lanes, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
+    outputs, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
         L, P (a power of 2), index bits, centroid bits, longest K, outlier pairs per
         vector (0: no ``r`` port), activation fixed-point bits; ranges and derived widths
         in :class:`base.config.ImuConfig`.

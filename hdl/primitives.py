@@ -37,7 +37,7 @@ def mult18x18d_verilog():
     Yosys (which defines ``SYNTHESIS``) gets an ECP5 MULT18X18D with its input and output
     registers enabled: Yosys maps a ``*`` to a combinational MULT18X18D and keeps the
     registers around it in the fabric, and the fabric -> DSP -> fabric path then limits the
-    clock (about 145 MHz for an isolated multiplier on the 85k).  The simulators get the same
+    clock.  The simulators get the same
     registers and product in plain Verilog.
     """
     a = ", ".join(f".A{k}(a18[{k}])" for k in range(18))
