@@ -833,6 +833,9 @@ class Imu(_ImuUnit):
     Config = ImuConfig
 
     def _dense(self, m, f, tail):
+        """F3 ..: the bucket files of each lane, filled from the front ``f`` (a
+        :class:`Front`) and read by the tail.  Returns ``(done, vals)``: a vector's last beat
+        is in the files, and per lane the P file values registered in T2."""
         cfg = self._config
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         W = cfg.sum_bits
@@ -860,12 +863,12 @@ class Imu(_ImuUnit):
                     raddr = register(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
                     total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
                     rd = _lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
-                                      use3[b], iw3, total)
+                                 use3[b], iw3, total)
                     m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
                 # the tail's read of the full bank (address j from T1)
                 lane_vals.append(register(m, Mux(tbank, rds[1], rds[0]),
-                                           f"t2_file_{tag}", en=adv))
+                                          f"t2_file_{tag}", en=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
         m.d.comb += done.eq(v3 & last3)
@@ -878,7 +881,7 @@ class Imu(_ImuUnit):
         W, C = cfg.sum_bits, cfg.combine_ops
         addr = stage.j[:cfg.bw] + Mux(stage.bank, C, 0)
         rd = _lutram(m, f"snap_l{n}", signed(W), 2 * C,
-                          adv & (stage.v | stage.init) & (stage.kind == COMBINE),
+                     adv & (stage.v | stage.init) & (stage.kind == COMBINE),
                           addr, total)
         m.d.comb += rd.addr.eq(addr)
         return rd.data
@@ -910,6 +913,9 @@ class ImuBaseline(_ImuUnit):
     Config = ImuBaselineConfig
 
     def _dense(self, m, f, tail):
+        """F3 ..: the products, adder tree and accumulator of each lane, fed from the front
+        ``f`` (a :class:`Front`).  Returns ``(done, vals)``: a vector's dense sums are held,
+        and per lane that sum registered in T2 (a list of one)."""
         cfg = self._config
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         t1, adv_l = tail.t1, tail.adv_l
@@ -943,7 +949,7 @@ class ImuBaseline(_ImuUnit):
             for p in range(P):
                 tag = f"l{n}_p{p}"
                 rd = _lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
-                                  f.host.wcb_we[n], f.host.wcb_addr,
+                             f.host.wcb_we[n], f.host.wcb_addr,
                                   f.host.wcb_data)
                 m.d.comb += rd.addr.eq(f.iw2[n][p])
                 w3 = register(m, rd.data, f"f3_w_{tag}")
@@ -963,7 +969,7 @@ class ImuBaseline(_ImuUnit):
                     with m.Else():
                         m.d.sync += hold[0].eq(nxt)
             vals.append([register(m, Mux(t1.bank, hold[1], hold[0]), f"t2_dense{n}",
-                                   en=adv_l[n])])
+                                  en=adv_l[n])])
         done = Signal(name="dense_done")
         m.d.comb += done.eq(vs & ls)
         return done, vals
