@@ -23,13 +23,13 @@ differ only in how the dense sum is formed:
   the dense sum, which the tail takes over.
 """
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from amaranth import (
-    ClockSignal,
     Const,
-    Instance,
     Module,
     Mux,
-    ResetSignal,
     Signal,
     Value,
     signed,
@@ -39,174 +39,161 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from base.config import ImuBaselineConfig, ImuConfig
-from hdl.blocks import kept_logic, kept_register
+from hdl.blocks import adder_tree, kept_logic, kept_register, register
 from hdl.component import ConfiguredComponent
+from hdl.primitives import block_ram, dsp_mul, verilog_definitions
 
 __all__ = ["Imu", "ImuBaseline", "ImuLutMultipliers", "ImuBaselineLutMultipliers"]
 
 # Tail operation kinds
 COMBINE, DOUBLE, CORRECT = 0, 1, 2
 
-# Operand width of the ECP5 MULT18X18D
-DSP_BITS = 18
+# -- pipeline records: the signals one part of the unit hands to the next
 
 
-def _mult18x18d():
-    """Verilog of ``kllm_imu_mul``: a signed multiplier with its operands and its product
-    registered (clock enable ``ce``), 2 cycles from operands to product.
-
-    Yosys (which defines ``SYNTHESIS``) gets an ECP5 MULT18X18D with its input and output
-    registers enabled: Yosys maps a ``*`` to a combinational MULT18X18D and keeps the
-    registers around it in the fabric, and the fabric -> DSP -> fabric path then limits the
-    clock (about 145 MHz for an isolated multiplier on the 85k).  The simulators get the same
-    registers and product in plain Verilog.
-    """
-    a = ", ".join(f".A{k}(a18[{k}])" for k in range(18))
-    b = ", ".join(f".B{k}(b18[{k}])" for k in range(18))
-    pp = ", ".join(f".P{k}(p36[{k}])" for k in range(36))
-    regs = ", ".join(f'.{r}_CLK("CLK0"), .{r}_CE("CE0"), .{r}_RST("RST0")'
-                     for r in ("REG_INPUTA", "REG_INPUTB", "REG_OUTPUT"))
-    return f"""
-// kllm_imu_mul: p = a * b (signed), operands and product registered (enable ce).
-// (No `signed` declarations: with them, Yosys 0.70's ABC9 step fails on this module.)
-module kllm_imu_mul #(parameter AW = 18, parameter BW = 18) (
-    input clk, input ce,
-    input [AW-1:0] a, input [BW-1:0] b,
-    output [AW+BW-1:0] p);
-`ifdef SYNTHESIS
-    wire [17:0] a18;
-    wire [17:0] b18;
-    wire [35:0] p36;
-    generate
-        if (AW < 18) assign a18 = {{{{(18-AW){{a[AW-1]}}}}, a}}; else assign a18 = a;
-        if (BW < 18) assign b18 = {{{{(18-BW){{b[BW-1]}}}}, b}}; else assign b18 = b;
-    endgenerate
-    MULT18X18D #({regs},
-        .GSR("DISABLED"), .RESETMODE("SYNC"), .SOURCEB_MODE("B_SHIFT"),
-        .CLK0_DIV("ENABLED"), .CLK1_DIV("ENABLED"), .CLK2_DIV("ENABLED"),
-        .CLK3_DIV("ENABLED")) dsp (
-        {a},
-        {b},
-        .SIGNEDA(1'b1), .SIGNEDB(1'b1), .SOURCEA(1'b0), .SOURCEB(1'b0),
-        .CLK0(clk), .CE0(ce), .RST0(1'b0),
-        {pp});
-    assign p = p36[AW+BW-1:0];
-`else
-    reg [AW-1:0] ar = 0;
-    reg [BW-1:0] br = 0;
-    reg [AW+BW-1:0] pr = 0;
-    always @(posedge clk)
-        if (ce) begin
-            ar <= a;
-            br <= b;
-            pr <= $signed(ar) * $signed(br);
-        end
-    assign p = pr;
-`endif
-endmodule
-"""
+class HostWrites(NamedTuple):
+    """The host's writes, registered at the unit's input (one cycle later)."""
+    wmem_we: list       # per lane: write the weight memory (a kept copy)
+    wmem_addr: Signal
+    wmem_data: Signal
+    wcb_we: list        # per lane: write the weight codebook (a kept copy)
+    wcb_addr: Signal
+    wcb_data: Signal
+    acb_en: Signal      # write the activation codebook
+    acb_addr: Signal
+    acb_data: Signal
 
 
-BRAM_DEPTH = 1024     # DP16KD as 1024 x 18
+class Framing(NamedTuple):
+    """The input beat as framed in F0."""
+    take: Signal        # a beat is taken
+    start: Signal       # ... and starts a vector
+    drop: Signal        # ... and is dropped (between vectors, without `first`)
+    row: Signal         # the beat's weight row
+    bank: Signal        # the vector's bank
+    release: Signal     # in: the tail has read a bank (pulse)
+    clearing: Signal    # after reset: the tail first sweeps every bucket
 
 
-def _dp16kd():
-    """Verilog of ``kllm_imu_bram``: a DEPTH x DW memory (DEPTH <= 1024) with a read port A and
-    a read/write port B, each read through two registers (the array's, then an output
-    register): data two cycles after the address.  Port B's registers have enables (``b_ce``,
-    ``b_oce``), so they serve as two stalling pipeline stages.
-
-    Yosys gets ceil(DW / 18) ECP5 DP16KD (1024 x 18) with REGMODE OUTREG: the output register
-    hides the array's 5.8 ns clock-to-out, which otherwise limits whatever follows the block
-    RAM (Yosys's own mapping leaves REGMODE at NOREG).  Port wiring as in Yosys's
-    brams_map_16kd.v (x18: address in ADx[13:4], byte enables in ADx[1:0]).  The simulators
-    get the same registers in plain Verilog.
-    """
-    def ports(x, addr, din, dout, we, ce, oce):
-        ad = ", ".join([f".AD{x}0(1'b1)", f".AD{x}1(1'b1)", f".AD{x}2(1'b0)", f".AD{x}3(1'b0)"]
-                       + [f".AD{x}{k + 4}({addr}[{k}])" for k in range(10)])
-        di = ", ".join(f".DI{x}{k}({din}[{k}])" for k in range(18))
-        do = ", ".join(f".DO{x}{k}({dout}[{k}])" for k in range(18))
-        return (f".CLK{x}(clk), .WE{x}({we}), .CE{x}({ce}), .OCE{x}({oce}), .RST{x}(1'b0), "
-                f".CS{x}0(1'b0), .CS{x}1(1'b0), .CS{x}2(1'b0),\n            {ad},\n"
-                f"            {di},\n            {do}")
-    a = ports("A", "a10", "zero18", "da", "1'b0", "1'b1", "1'b1")
-    b = ports("B", "b10", "dib", "db", "b_we", "b_ce | b_we", "b_oce")
-    return f"""
-// kllm_imu_bram: DEPTH x DW memory, read port A, read/write port B, two read registers each.
-module kllm_imu_bram #(parameter AW = 10, parameter DW = 18, parameter DEPTH = 1024) (
-    input clk,
-    input [AW-1:0] a_addr, output [DW-1:0] a_dout,
-    input [AW-1:0] b_addr, input b_we, input [DW-1:0] b_din, input b_ce, input b_oce,
-    output [DW-1:0] b_dout);
-`ifdef SYNTHESIS
-    localparam NB = (DW + 17) / 18;
-    wire [9:0] a10 = a_addr;
-    wire [9:0] b10 = b_addr;
-    wire [18*NB-1:0] din = b_din;
-    wire [18*NB-1:0] douta, doutb;
-    assign a_dout = douta[DW-1:0];
-    assign b_dout = doutb[DW-1:0];
-    genvar i;
-    generate
-        for (i = 0; i < NB; i = i + 1) begin : blk
-            wire [17:0] dib = din[18*i +: 18];
-            wire [17:0] zero18 = 18'b0;
-            wire [17:0] da, db;
-            assign douta[18*i +: 18] = da;
-            assign doutb[18*i +: 18] = db;
-            DP16KD #(.DATA_WIDTH_A(18), .DATA_WIDTH_B(18),
-                .REGMODE_A("OUTREG"), .REGMODE_B("OUTREG"),
-                .RESETMODE("SYNC"), .ASYNC_RESET_RELEASE("SYNC"),
-                .CSDECODE_A("0b000"), .CSDECODE_B("0b000"),
-                .CLKAMUX("CLKA"), .CLKBMUX("CLKB"),
-                .WRITEMODE_A("NORMAL"), .WRITEMODE_B("NORMAL"), .GSR("DISABLED")) ram (
-            {a},
-            {b});
-        end
-    endgenerate
-`else
-    reg [DW-1:0] mem [0:DEPTH-1];
-    reg [DW-1:0] a1 = 0, a2 = 0, b1 = 0, b2 = 0;
-    integer k;
-    initial for (k = 0; k < DEPTH; k = k + 1) mem[k] = 0;
-    always @(posedge clk) begin
-        a1 <= mem[a_addr];
-        a2 <= a1;
-        if (b_ce | b_we) b1 <= mem[b_addr];
-        if (b_oce) b2 <= b1;
-        if (b_we) mem[b_addr] <= b_din;
-    end
-    assign a_dout = a2;
-    assign b_dout = b2;
-`endif
-endmodule
-"""
+class Front(NamedTuple):
+    """The input pipeline: F0's weight row, F1, and F2 as the dense datapath reads it."""
+    row0: Signal
+    v1: Signal
+    first1: Signal
+    last1: Signal
+    bank1: Signal
+    a1: list            # P activation centroids
+    v2: Signal = None
+    first2: Signal = None
+    last2: Signal = None
+    bank2: Signal = None
+    a2: list = None     # P activation centroids
+    iw2: list = None    # per lane, the P weight indices of the row
+    host: HostWrites = None
 
 
-def _keep_reg():
-    """Verilog of ``kllm_imu_keep``: a register (enable ``ce``, synchronous reset ``rst`` when
-    ``RST`` is 1) that Yosys keeps as it is: its ``(* keep *)`` process stops ``opt_merge``
-    from folding the copies of one register (same input, same enable) back into one
-    flip-flop, which it otherwise does to every copy made for fan-out."""
-    return """
-// kllm_imu_keep: q <= d when ce (reset to 0 by rst when RST); copies of one register stay apart.
-module kllm_imu_keep #(parameter W = 1, parameter RST = 0) (
-    input clk, input rst, input ce, input [W-1:0] d, output reg [W-1:0] q);
-    initial q = 0;
-    (* keep *) always @(posedge clk)
-        if (RST && rst) q <= 0;
-        else if (ce) q <= d;
-endmodule
-"""
+@dataclass(frozen=True)
+class TailOp:
+    """The fields of one tail operation at a pipeline stage (``None``: not carried there)."""
+    v: Value            # a valid op
+    kind: Value         # COMBINE, DOUBLE or CORRECT
+    last: Value         # the token's last op
+    init: Value = None  # an op of the sweep after reset
+    j: Value = None     # the bucket (COMBINE)
+    bank: Value = None  # the bank of the token
+    r: Value = None     # the outlier value (CORRECT)
+    col: Value = None   # the outlier's column in its weight row (T1 only)
+
+    #: The fields carried up to the multiplier's operands (the snapshot, the centroid
+    #: address and the data operand read them), and those carried after it (the
+    #: accumulator and the output read them).
+    EARLY = ("v", "init", "kind", "j", "bank", "last", "r")
+    LATE = ("v", "kind", "last")
+
+    def carry(self, m, prefix, en, fields=EARLY):
+        """The op one stage further: ``fields`` registered (when ``en``) as
+        ``<prefix>_<field>``; the valid and sweep flags with a reset."""
+        return TailOp(**{k: register(m, getattr(self, k), f"{prefix}_{k}", en=en,
+                                     reset_less=(k not in ("v", "init")))
+                         for k in fields})
+
+
+class IssueState(NamedTuple):
+    """The tail's issue registers and the signals decoded from them."""
+    shift_nz: Signal    # shift != 0
+    shift_is1: Signal   # shift == 1
+    shift_m1: Signal    # shift - 1
+    in_comb: Signal     # phase COMBINE
+    in_dbl: Signal      # phase DOUBLE
+    in_corr: Signal     # phase CORRECT
+    j: Signal           # bucket counter
+    j_nz: Signal        # j != 0
+    j_last: Signal      # j == C - 1
+    d_rem: Signal       # DOUBLE ops left after this one
+    d_last: Signal      # d_rem == 0
+    tbank: Signal       # bank of the token the tail works on
+    kind: Signal        # the phase's op kind
+    issue_c: Signal     # a COMBINE op issues
+    step: Signal        # j steps
+    sweep: Signal       # IMU: the sweep after reset or j != 0 (None in the baseline)
+    wrap: Signal        # j steps from the last bucket
+
+
+class IssueOp(NamedTuple):
+    """The operation issued in a cycle and the ends of the tail's phases."""
+    issue: Signal
+    last: Signal
+    take_vector: Signal
+    r_val: Signal
+    pos: Signal
+    end_comb: Value
+    end_dbl: Value
+    end_corr: Value
+
+
+class Tail(NamedTuple):
+    """The tail's issue side, as the front and the tail's datapath read it."""
+    adv: Signal         # the tail advances
+    adv_l: list         # ... per lane (from per-lane copies of the skid flag)
+    skid_full: Signal   # the output's skid register is full
+    ready: Signal       # in: a vector waits for the tail (a register)
+    take_vector: Signal  # the tail takes a vector
+    release: Signal     # the tail has read a bank
+    row: Signal         # the outlier's weight row (port B's address)
+    t1: TailOp          # the issued op, in T1
+    j_next_l: list      # IMU, per lane: the bucket the banks are read at next
+    tbank: Signal       # bank of the token the tail works on
+
+
+class TailOperands(NamedTuple):
+    """Per lane, the multiplier's operands as the operand stage reads them."""
+    sums: list          # the lane's sum (IMU: the running total; baseline: the dense sum)
+    snaps: list         # IMU: the snapshot of the same bucket (None in the baseline)
+    iwc: list           # the outlier's weight index
+
+
+class OutputControl(NamedTuple):
+    """Per lane, the output stage's copies of the skid flag and of its register enables."""
+    full_l: list
+    load_y_l: list
+    load_skid_l: list
+
+
+def _lutram(m, name, shape, depth, wen, waddr, wdata):
+    """A small memory with one write port and one asynchronous read port (LUTRAM)."""
+    mem = memory.Memory(shape=shape, depth=depth, init=[])
+    m.submodules[name] = mem
+    wr = mem.write_port()
+    rd = mem.read_port(domain="comb")
+    m.d.comb += [wr.en.eq(wen), wr.addr.eq(waddr), wr.data.eq(wdata)]
+    return rd
 
 
 class _ImuUnit(ConfiguredComponent):
     """Ports, host memories, input stage and tail shared by the IMU and its baseline."""
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
-    _primitives = True  # multipliers as kllm_imu_mul (ECP5 DSP registers); False: plain `*`
-    _keep_used = False  # set when elaboration instantiates kllm_imu_keep
+    _primitives = True  # ECP5 primitives (hdl.primitives); False: the same registers in Amaranth
 
     def __init__(self, config=None, **params):
         cfg = self._config = self.configure(config, params)
@@ -247,107 +234,71 @@ class _ImuUnit(ConfiguredComponent):
     @property
     def verilog_extra(self):
         """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
-        ``kllm_imu_bram`` (and ``kllm_imu_keep``)."""
+        ``kllm_imu_bram``."""
         if not self._primitives:
             return ""
-        # kllm_imu_keep only when the elaborated unit instantiated it (an unused module would
-        # be a second top)
-        return _mult18x18d() + _dp16kd() + (_keep_reg() if self._keep_used else "")
-
-    # -- helpers -----------------------------------------------------------
-
-    @staticmethod
-    def _reg(m, value, name, enable=None, shape=None, init=0, reset_less=True):
-        r = Signal(shape if shape is not None else value.shape(), name=name, init=init,
-                   reset_less=reset_less)
-        stmt = r.eq(value)
-        if enable is None:
-            m.d.sync += stmt
-        else:
-            with m.If(enable):
-                m.d.sync += stmt
-        return r
-
-    def _copy(self, m, value, name, enable=None, reset_less=True):
-        """A register of ``value`` meant as one of several copies (to split a fan-out):
-        a ``kllm_imu_keep`` instance, so that synthesis does not merge the copies; a plain
-        register in the ``...LutMultipliers`` variants (the Amaranth simulator runs those)."""
-        if not self._primitives:
-            return self._reg(m, value, name, enable=enable, reset_less=reset_less)
-        self._keep_used = True
-        value = Value.cast(value)
-        q = Signal(value.shape(), name=name)
-        m.submodules[f"{name}_keep"] = Instance(
-            "kllm_imu_keep", p_W=len(q), p_RST=0 if reset_less else 1, i_clk=ClockSignal(),
-            i_rst=ResetSignal(), i_ce=Const(1) if enable is None else enable, i_d=value, o_q=q)
-        return q
-
-    def _mul(self, m, a, b, ce, name):
-        """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
-        Both operands within 18 bits: one MULT18X18D with its own registers (kllm_imu_mul)."""
-        aw, bw = len(a), len(b)
-        p = Signal(signed(aw + bw), name=f"{name}_p", reset_less=True)
-        if self._primitives and aw <= DSP_BITS and bw <= DSP_BITS:
-            m.submodules[name] = Instance("kllm_imu_mul", p_AW=aw, p_BW=bw,
-                                          i_clk=ClockSignal(), i_ce=ce, i_a=a, i_b=b, o_p=p)
-        else:
-            ar = Signal(signed(aw), name=f"{name}_a", reset_less=True)
-            br = Signal(signed(bw), name=f"{name}_b", reset_less=True)
-            with m.If(ce):
-                m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
-        return p
-
-    def _lutram(self, m, name, shape, depth, wen, waddr, wdata):
-        """A small memory with one write port and one asynchronous read port (LUTRAM)."""
-        mem = memory.Memory(shape=shape, depth=depth, init=[])
-        m.submodules[name] = mem
-        wr = mem.write_port()
-        rd = mem.read_port(domain="comb")
-        m.d.comb += [wr.en.eq(wen), wr.addr.eq(waddr), wr.data.eq(wdata)]
-        return rd
-
-    @staticmethod
-    def _tree(m, values, width, enable, name):
-        """Pipelined adder tree: one register level per pairwise level (ceil(log2 n) stages)."""
-        level = 0
-        while len(values) > 1:
-            nxt = []
-            for k in range(0, len(values), 2):
-                if k + 1 < len(values):
-                    s = (values[k] + values[k + 1])[:width].as_signed()
-                else:
-                    s = values[k]
-                r = Signal(signed(width), name=f"{name}{level}_{k // 2}", reset_less=True)
-                if enable is None:
-                    m.d.sync += r.eq(s)
-                else:
-                    with m.If(enable):
-                        m.d.sync += r.eq(s)
-                nxt.append(r)
-            values = nxt
-            level += 1
-        return values[0]
+        return verilog_definitions()
 
     # -- the unit ----------------------------------------------------------
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._config
-        L, P, bw, ba = cfg.outputs, cfg.elems, cfg.bw, cfg.ba
-
-        # ---- host registers and codebooks
-        # The host's writes are registered at the unit's input and land one cycle later: the
-        # address and data once, each lane's write enable decoded into a register of its own
-        # (a kept copy), so that a lane's block RAM and codebooks take their enables from a
-        # register next to them, not from a decode of the host's lane shared by every lane.
-        # (The layer's shift is registered by the tail's issue logic, as the flags it reads.)
         host = self._host_regs(m)
+        framing = self._framing(m)
+        front = self._front_f0_f1(m, framing, host)
+        tail = self._tail_issue(m, framing.clearing)
+        iw2, raw2 = self._weight_memories(m, host, front.row0, tail)
+        front = self._front_f2(m, front, iw2, host)
+        done, vals = self._dense(m, front, tail)
 
-        # ---- input stage F0: framing, bank, weight row (read from block RAM in F0, data in F1)
-        # A vector is the beats from one with `first` to the next with `last`.  Between a
-        # `last` (or reset) and the next `first`, beats are taken and dropped, and a beat
-        # with `first` inside a vector is taken as part of it; both set the sticky `err`.
-        # `ready` depends on no payload bit: a vector may start only while a bank is free.
+        # ---- vectors ready for the tail
+        ready_cnt = Signal(2)
+        ready_nxt = Signal(2)
+        m.d.comb += ready_nxt.eq(ready_cnt + done - tail.take_vector)
+        # the tail reads `ready_cnt != 0` as a register of its own
+        m.d.sync += [ready_cnt.eq(ready_nxt), tail.ready.eq(ready_nxt != 0)]
+        m.d.comb += framing.release.eq(tail.release)
+
+        self._tail_datapath(m, tail, vals, raw2, host)
+        return m
+
+    def _host_regs(self, m):
+        """The host write ports, registered: ``wmem`` and ``wcb`` address and data once, their
+        write enables decoded per lane into kept copies (``wmem_we[n]``, ``wcb_we[n]``), and
+        ``acb`` (its enable drives only the P activation-codebook copies) once.
+
+        The host's writes land one cycle after they are presented; each lane's write enable
+        is a register of its own (a kept copy), so that a lane's block RAM and codebooks take
+        their enables from a register next to them, not from a decode of the host's lane
+        shared by every lane.  (The layer's shift is registered by the tail's issue logic, as
+        the flags it reads.)"""
+        cfg = self._config
+        L = cfg.outputs
+        wm, wc, ac = self.wmem, self.wcb, self.acb
+        return HostWrites(
+            wmem_we=[kept_register(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
+                                   reset_less=False) for n in range(L)],
+            wmem_addr=register(m, wm.addr, "wmem_addr_r"),
+            wmem_data=register(m, wm.data.as_value(), "wmem_data_r"),
+            wcb_we=[kept_register(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
+                    for n in range(L)],
+            wcb_addr=register(m, wc.addr, "wcb_addr_r"),
+            wcb_data=register(m, wc.data, "wcb_data_r"),
+            acb_en=register(m, ac.en, "acb_en_r", reset_less=False),
+            acb_addr=register(m, ac.addr, "acb_addr_r"),
+            acb_data=register(m, ac.data, "acb_data_r"),
+        )
+
+    # -- input stage -----------------------------------------------------------
+
+    def _framing(self, m):
+        """Input stage F0: framing, the vector's bank and weight row.
+
+        A vector is the beats from one with `first` to the next with `last`.  Between a
+        `last` (or reset) and the next `first`, beats are taken and dropped, and a beat
+        with `first` inside a vector is taken as part of it; both set the sticky `err`.
+        `ready` depends on no payload bit: a vector may start only while a bank is free."""
+        cfg = self._config
         expect_first = Signal(init=1)     # between vectors
         row_cnt = Signal(cfg.row_bits)
         bank_in = Signal(init=1)          # bank of the vector being accepted
@@ -372,108 +323,69 @@ class _ImuUnit(ConfiguredComponent):
         with m.If(take & (drop | (~expect_first & first_in))):
             m.d.sync += err.eq(1)
         m.d.comb += self.err.eq(err)
+        return Framing(take=take, start=start, drop=drop, row=row, bank=bank,
+                       release=release, clearing=clearing)
 
+    def _front_f0_f1(self, m, framing, host):
+        """F0 registers (the weight row is read from block RAM in F0, data in F2); F1: the
+        activation centroids looked up once (P copies), broadcast to every lane."""
+        cfg = self._config
+        P, ba = cfg.elems, cfg.ba
         count = self.i.payload.count
-        v0 = self._reg(m, take & ~drop, "f0_valid", reset_less=False)
-        first0 = self._reg(m, start, "f0_first")
-        last0 = self._reg(m, last_in, "f0_last")
-        bank0 = self._reg(m, bank, "f0_bank")
-        idx0 = [self._reg(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
-        lv0 = [self._reg(m, count > p, f"f0_lv{p}") for p in range(P)]
-        row0 = self._reg(m, row, "f0_row")
+        v0 = register(m, framing.take & ~framing.drop, "f0_valid", reset_less=False)
+        first0 = register(m, framing.start, "f0_first")
+        last0 = register(m, self.i.payload.last, "f0_last")
+        bank0 = register(m, framing.bank, "f0_bank")
+        idx0 = [register(m, self.i.payload.idx[p], f"f0_idx{p}") for p in range(P)]
+        lv0 = [register(m, count > p, f"f0_lv{p}") for p in range(P)]
+        row0 = register(m, framing.row, "f0_row")
 
-        # ---- F1: activation centroids looked up once (P copies), broadcast to every lane
-        v1 = self._reg(m, v0, "f1_valid", reset_less=False)
-        first1 = self._reg(m, first0, "f1_first")
-        last1 = self._reg(m, last0, "f1_last")
-        bank1 = self._reg(m, bank0, "f1_bank")
+        v1 = register(m, v0, "f1_valid", reset_less=False)
+        first1 = register(m, first0, "f1_first")
+        last1 = register(m, last0, "f1_last")
+        bank1 = register(m, bank0, "f1_bank")
         a1 = []
         for p in range(P):
-            rd = self._lutram(m, f"ca_p{p}", signed(cfg.ca), 2 ** ba,
-                              host["acb_en"], host["acb_addr"], host["acb_data"])
+            rd = _lutram(m, f"ca_p{p}", signed(cfg.ca), 2 ** ba,
+                         host.acb_en, host.acb_addr, host.acb_data)
             m.d.comb += rd.addr.eq(idx0[p])
-            a1.append(self._reg(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
+            a1.append(register(m, Mux(lv0[p], rd.data, 0), f"f1_a{p}", shape=signed(cfg.ca)))
+        return Front(row0=row0, v1=v1, first1=first1, last1=last1, bank1=bank1, a1=a1)
 
-        # ---- tail issue logic (needs the weight memories' second port address)
-        tail = self._tail_issue(m, clearing)
-
-        # ---- weight-index memories, one per lane: port A streams rows (address in F0, data in
-        # F2), port B takes the host's writes and reads outlier rows (address at issue, data in
-        # T2: its two read registers advance with the tail)
+    def _weight_memories(self, m, host, row0, tail):
+        """The weight-index memories, one per lane: port A streams rows (address in F0, data
+        in F2), port B takes the host's writes and reads outlier rows (address at issue, data
+        in T2: its two read registers advance with the tail).  Returns ``(iw2, raw2)``: per
+        lane, the P indices of the streamed row and the raw outlier row."""
+        cfg = self._config
+        L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         iw2 = []
         raw2 = []
-        adv_l = tail["adv_l"]
         for n in range(L):
             # port B: the host's address while it writes this lane, else the tail's row
-            we = host["wmem_we"][n]
+            we = host.wmem_we[n]
             addr2 = Signal(cfg.row_bits, name=f"wmem_addr2_l{n}")
-            m.d.comb += addr2.eq(Mux(we, host["wmem_addr"], tail["row"])
-                                 if cfg.outliers else host["wmem_addr"])
+            m.d.comb += addr2.eq(Mux(we, host.wmem_addr, tail.row)
+                                 if cfg.outliers else host.wmem_addr)
             da = Signal(P * bw, name=f"wmem_da_l{n}")
             db = Signal(P * bw, name=f"wmem_db_l{n}")
-            if self._primitives and cfg.depth <= BRAM_DEPTH:
-                m.submodules[f"wmem_l{n}"] = Instance(
-                    "kllm_imu_bram", p_AW=cfg.row_bits, p_DW=P * bw, p_DEPTH=cfg.depth,
-                    i_clk=ClockSignal(), i_a_addr=row0, o_a_dout=da, i_b_addr=addr2, i_b_we=we,
-                    i_b_din=host["wmem_data"], i_b_ce=adv_l[n], i_b_oce=adv_l[n],
-                    o_b_dout=db)
-            else:
-                mem = memory.Memory(shape=unsigned(P * bw), depth=cfg.depth, init=[])
-                m.submodules[f"wmem_l{n}"] = mem
-                rd = mem.read_port()
-                wr = mem.write_port()
-                m.d.comb += [rd.addr.eq(row0), wr.en.eq(we), wr.addr.eq(addr2),
-                             wr.data.eq(host["wmem_data"])]
-                m.d.sync += da.eq(rd.data)
-                if cfg.outliers:
-                    rd2 = mem.read_port()
-                    m.d.comb += [rd2.addr.eq(addr2), rd2.en.eq(adv_l[n] | we)]
-                    with m.If(adv_l[n]):
-                        m.d.sync += db.eq(rd2.data)
+            block_ram(m, f"wmem_l{n}", depth=cfg.depth, a_addr=row0, a_data=da, b_addr=addr2,
+                      b_we=we, b_wdata=host.wmem_data, b_en=tail.adv_l[n], b_data=db,
+                      b_read=bool(cfg.outliers), vendor=self._primitives)
             iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
             raw2.append(db)
+        return iw2, raw2
 
-        # ---- F2: indices from the block RAMs' output registers; the dense datapath from here
-        v2 = self._reg(m, v1, "f2_valid", reset_less=False)
-        first2 = self._reg(m, first1, "f2_first")
-        last2 = self._reg(m, last1, "f2_last")
-        bank2 = self._reg(m, bank1, "f2_bank")
-        a2 = [self._reg(m, a1[p], f"f2_a{p}") for p in range(P)]
-        front = {"v1": v1, "bank1": bank1, "v2": v2, "first2": first2, "last2": last2,
-                 "bank2": bank2, "a2": a2, "iw2": iw2, "host": host}
-        done, vals = self._dense(m, front, tail)
-
-        # ---- vectors ready for the tail
-        ready_cnt = Signal(2)
-        ready_nxt = Signal(2)
-        m.d.comb += ready_nxt.eq(ready_cnt + done - tail["take_vector"])
-        # the tail reads `ready_cnt != 0` as a register of its own
-        m.d.sync += [ready_cnt.eq(ready_nxt), tail["ready"].eq(ready_nxt != 0)]
-        m.d.comb += release.eq(tail["release"])
-
-        self._tail_datapath(m, tail, vals, raw2, host)
-        return m
-
-    def _host_regs(self, m):
-        """The host write ports, registered: ``wmem`` and ``wcb`` address and data once, their
-        write enables decoded per lane into kept copies (``wmem_we[n]``, ``wcb_we[n]``), and
-        ``acb`` (its enable drives only the P activation-codebook copies) once."""
-        cfg = self._config
-        L = cfg.outputs
-        wm, wc, ac = self.wmem, self.wcb, self.acb
-        return {
-            "wmem_we": [self._copy(m, wm.en & (wm.lane == n), f"wmem_we_l{n}",
-                                   reset_less=False) for n in range(L)],
-            "wmem_addr": self._reg(m, wm.addr, "wmem_addr_r"),
-            "wmem_data": self._reg(m, wm.data.as_value(), "wmem_data_r"),
-            "wcb_we": [self._copy(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
-                       for n in range(L)],
-            "wcb_addr": self._reg(m, wc.addr, "wcb_addr_r"),
-            "wcb_data": self._reg(m, wc.data, "wcb_data_r"),
-            "acb_en": self._reg(m, ac.en, "acb_en_r", reset_less=False),
-            "acb_addr": self._reg(m, ac.addr, "acb_addr_r"),
-            "acb_data": self._reg(m, ac.data, "acb_data_r"),
-        }
+    def _front_f2(self, m, front, iw2, host):
+        """F2: indices from the block RAMs' output registers; the dense datapath from here."""
+        P = self._config.elems
+        v2 = register(m, front.v1, "f2_valid", reset_less=False)
+        first2 = register(m, front.first1, "f2_first")
+        last2 = register(m, front.last1, "f2_last")
+        bank2 = register(m, front.bank1, "f2_bank")
+        a2 = [register(m, front.a1[p], f"f2_a{p}") for p in range(P)]
+        return front._replace(v2=v2, first2=first2, last2=last2, bank2=bank2, a2=a2,
+                              iw2=iw2, host=host)
 
     # -- tail -----------------------------------------------------------------
     #
@@ -483,9 +395,8 @@ class _ImuUnit(ConfiguredComponent):
     # first op arrives (cleared after the previous token's last op); the last op sends it out.
 
     def _tail_issue(self, m, clearing):
+        """The tail's issue logic and its T1 stage (the issued operation)."""
         cfg = self._config
-        C = cfg.combine_ops
-        has_out = bool(cfg.outliers)
         # the tail advances unless the output's skid register is full: a flip-flop, so the
         # enable of every tail register (and the banks' read addresses) depends on no input
         adv = Signal(name="t_adv")
@@ -497,11 +408,43 @@ class _ImuUnit(ConfiguredComponent):
         # a vector waits for the tail: a register (= ready_cnt != 0, kept in elaborate)
         ready = Signal(name="t_ready")
 
-        # The issue state is kept as registers whose next state is a few LUTs of registers:
-        # beside the bucket counter j, the flags it and the phase would otherwise compute from
-        # it (j != 0, j == C - 1), the phase one-hot, the DOUBLE count as a down-counter with
-        # its own last flag, and the layer's shift as the flags the tail reads (all registered
-        # with the shift).  They are encodings of the same state: no cycle changes.
+        st = self._issue_state(m, clearing, adv, ready)
+        op = self._issue_op(m, st, adv)
+        j_nxt = self._issue_next_state(m, st, op, clearing, adv)
+
+        row = Signal(cfg.row_bits, name="t_row")
+        m.d.comb += row.eq(op.pos[cfg.col_bits:])
+        # T1: the issued operation; the banks are read at its address in T1
+        t1 = TailOp(
+            v=register(m, op.issue, "t1_valid", en=adv, reset_less=False),
+            init=register(m, clearing, "t1_clearing", en=adv, reset_less=False),
+            kind=register(m, st.kind, "t1_kind", en=adv),
+            j=register(m, st.j, "t1_j", en=adv),
+            last=register(m, op.last, "t1_last", en=adv),
+            bank=register(m, st.tbank, "t1_bank", en=adv),
+            r=register(m, op.r_val, "t1_r", en=adv),
+            col=register(m, op.pos[:cfg.col_bits], "t1_col", en=adv)
+            if cfg.col_bits else Const(0, 1),
+        )
+        j_next_l = self._bank_read_addresses(m, j_nxt, adv_l)
+        # a bank is released once its last bucket has been read (captured in T2), so that the
+        # next vector's writes into it come after that read even when the output is stalled
+        rel = Signal(name="t_release")
+        m.d.comb += rel.eq(adv & t1.v & (t1.kind == COMBINE) & (t1.j == cfg.combine_ops - 1))
+        return Tail(adv=adv, adv_l=adv_l, skid_full=skid_full, ready=ready,
+                    take_vector=op.take_vector, release=rel, row=row, t1=t1,
+                    j_next_l=j_next_l, tbank=st.tbank)
+
+    def _issue_state(self, m, clearing, adv, ready):
+        """The issue state registers, the op kind and the bucket counter's step.
+
+        The issue state is kept as registers whose next state is a few LUTs of registers:
+        beside the bucket counter j, the flags it and the phase would otherwise compute from
+        it (j != 0, j == C - 1), the phase one-hot, the DOUBLE count as a down-counter with
+        its own last flag, and the layer's shift as the flags the tail reads (all registered
+        with the shift).  They are encodings of the same state: no cycle changes."""
+        cfg = self._config
+        C = cfg.combine_ops
         shift_nz = Signal(name="t_shift_nz")           # shift != 0
         shift_is1 = Signal(name="t_shift_is1")         # shift == 1
         shift_m1 = Signal(cfg.shift_bits, name="t_shift_m1")    # shift - 1
@@ -528,6 +471,7 @@ class _ImuUnit(ConfiguredComponent):
         # adv & (clearing | issue_c) = adv & (sweep | in_comb & ready), sweep = clearing | j != 0
         # a register (j != 0 only in the COMBINE phase): one LUT4 of four flip-flops
         step = Signal(name="t_step")
+        sweep = None
         if self._combine:
             sweep = Signal(name="t_sweep", init=1)
             m.d.comb += step.eq(adv & (sweep | (in_comb & ready)))
@@ -535,120 +479,115 @@ class _ImuUnit(ConfiguredComponent):
             m.d.comb += step.eq(adv & issue_c)
         wrap = Signal(name="t_wrap")             # the step from the last bucket (j: C-1 -> 0)
         m.d.comb += wrap.eq(step & j_last)
+        return IssueState(shift_nz=shift_nz, shift_is1=shift_is1, shift_m1=shift_m1,
+                          in_comb=in_comb, in_dbl=in_dbl, in_corr=in_corr, j=j, j_nz=j_nz,
+                          j_last=j_last, d_rem=d_rem, d_last=d_last, tbank=tbank, kind=kind,
+                          issue_c=issue_c, step=step, sweep=sweep, wrap=wrap)
 
+    def _issue_op(self, m, st, adv):
+        """The operation issued this cycle (combinational) and the ends of the phases."""
+        has_out = bool(self._config.outliers)
         issue = Signal(name="t_issue")
         last = Signal(name="t_last")
         take_vector = Signal(name="t_take_vector")
-        r_val = Signal(signed(cfg.rbits), name="t_r")
-        pos = Signal(cfg.pos_bits, name="t_pos")
+        r_val = Signal(signed(self._config.rbits), name="t_r")
+        pos = Signal(self._config.pos_bits, name="t_pos")
         # Combinational issue signals as plain expressions, not inside a Switch: Icarus never
         # evaluates a combinational process whose inputs do not change after time 0.
-        end_comb = adv & issue_c & j_last
-        end_dbl = adv & in_dbl & d_last
+        end_comb = adv & st.issue_c & st.j_last
+        end_dbl = adv & st.in_dbl & st.d_last
         if has_out:
-            end_corr = adv & in_corr & self.r.valid & self.r.payload.last
+            end_corr = adv & st.in_corr & self.r.valid & self.r.payload.last
             m.d.comb += [
-                issue.eq(issue_c | in_dbl | (in_corr & self.r.valid)),
-                last.eq(in_corr & self.r.payload.last),
+                issue.eq(st.issue_c | st.in_dbl | (st.in_corr & self.r.valid)),
+                last.eq(st.in_corr & self.r.payload.last),
                 r_val.eq(self.r.payload.r),
                 pos.eq(self.r.payload.pos),
-                self.r.ready.eq(adv & in_corr),
+                self.r.ready.eq(adv & st.in_corr),
             ]
         else:
             end_corr = Const(0)
             m.d.comb += [
-                issue.eq(issue_c | in_dbl),
-                last.eq((in_comb & j_last & ~shift_nz) | (in_dbl & d_last)),
+                issue.eq(st.issue_c | st.in_dbl),
+                last.eq((st.in_comb & st.j_last & ~st.shift_nz) | (st.in_dbl & st.d_last)),
             ]
         m.d.comb += [
-            take_vector.eq(adv & issue_c & ~j_nz),
+            take_vector.eq(adv & st.issue_c & ~st.j_nz),
         ]
+        return IssueOp(issue=issue, last=last, take_vector=take_vector, r_val=r_val, pos=pos,
+                       end_comb=end_comb, end_dbl=end_dbl, end_corr=end_corr)
 
-        # next states
-        after_combine = Mux(shift_nz, DOUBLE, CORRECT if has_out else COMBINE)
+    def _issue_next_state(self, m, st, op, clearing, adv):
+        """The next state of the issue registers (and of ``clearing``); returns j's."""
+        cfg = self._config
+        C = cfg.combine_ops
+        has_out = bool(cfg.outliers)
+        j, j_last = st.j, st.j_last
+        after_combine = Mux(st.shift_nz, DOUBLE, CORRECT if has_out else COMBINE)
         phase_nxt = Signal(2, name="t_phase_nxt")
-        m.d.comb += phase_nxt.eq(Mux(end_comb, after_combine,
-                                     Mux(end_dbl, CORRECT if has_out else COMBINE,
-                                         Mux(end_corr, COMBINE, kind))))
-        m.d.sync += [in_comb.eq(phase_nxt == COMBINE), in_dbl.eq(phase_nxt == DOUBLE),
-                     in_corr.eq(phase_nxt == CORRECT)]
+        m.d.comb += phase_nxt.eq(Mux(op.end_comb, after_combine,
+                                     Mux(op.end_dbl, CORRECT if has_out else COMBINE,
+                                         Mux(op.end_corr, COMBINE, st.kind))))
+        m.d.sync += [st.in_comb.eq(phase_nxt == COMBINE), st.in_dbl.eq(phase_nxt == DOUBLE),
+                     st.in_corr.eq(phase_nxt == CORRECT)]
         j_nxt = Signal.like(j, name="t_j_nxt")
         j_nz_nxt = Signal(name="t_j_nz_nxt")
         if C == 1:
             m.d.comb += [j_nxt.eq(0), j_nz_nxt.eq(0)]
         else:
             wrapped = j + 1 if C == 2 ** len(j) else Mux(j_last, 0, j + 1)
-            m.d.comb += [j_nxt.eq(Mux(step, wrapped, j)), j_nz_nxt.eq(Mux(step, ~j_last, j_nz))]
-            m.d.sync += j_last.eq(Mux(step, j == C - 2, j_last))
-        m.d.sync += [j.eq(j_nxt), j_nz.eq(j_nz_nxt), tbank.eq(tbank ^ wrap)]
-        with m.If(end_comb):
-            m.d.sync += [d_rem.eq(shift_m1), d_last.eq(shift_is1)]
-        with m.Elif(adv & in_dbl):
-            m.d.sync += [d_rem.eq(d_rem - 1), d_last.eq(d_rem == 1)]
+            m.d.comb += [j_nxt.eq(Mux(st.step, wrapped, j)),
+                         j_nz_nxt.eq(Mux(st.step, ~j_last, st.j_nz))]
+            m.d.sync += j_last.eq(Mux(st.step, j == C - 2, j_last))
+        m.d.sync += [j.eq(j_nxt), st.j_nz.eq(j_nz_nxt), st.tbank.eq(st.tbank ^ st.wrap)]
+        with m.If(op.end_comb):
+            m.d.sync += [st.d_rem.eq(st.shift_m1), st.d_last.eq(st.shift_is1)]
+        with m.Elif(adv & st.in_dbl):
+            m.d.sync += [st.d_rem.eq(st.d_rem - 1), st.d_last.eq(st.d_rem == 1)]
         if self._combine:
             # after reset: sweep j over the buckets of bank 0, then of bank 1 (the IMU takes a
             # snapshot of every bucket sum, see Imu), then start
             clearing_nxt = Signal(name="t_clearing_nxt")
-            m.d.comb += clearing_nxt.eq(clearing & ~(wrap & tbank))
-            m.d.sync += [clearing.eq(clearing_nxt), sweep.eq(clearing_nxt | j_nz_nxt)]
+            m.d.comb += clearing_nxt.eq(clearing & ~(st.wrap & st.tbank))
+            m.d.sync += [clearing.eq(clearing_nxt), st.sweep.eq(clearing_nxt | j_nz_nxt)]
         else:
             # the baseline has nothing to sweep
             m.d.sync += clearing.eq(0)
+        return j_nxt
 
-        row = Signal(cfg.row_bits, name="t_row")
-        m.d.comb += row.eq(pos[cfg.col_bits:])
-        # T1: the issued operation; the banks are read at its address in T1
-        t1 = {
-            "v": self._reg(m, issue, "t1_valid", enable=adv, reset_less=False),
-            "init": self._reg(m, clearing, "t1_clearing", enable=adv, reset_less=False),
-            "kind": self._reg(m, kind, "t1_kind", enable=adv),
-            "j": self._reg(m, j, "t1_j", enable=adv),
-            "last": self._reg(m, last, "t1_last", enable=adv),
-            "bank": self._reg(m, tbank, "t1_bank", enable=adv),
-            "r": self._reg(m, r_val, "t1_r", enable=adv),
-            "col": self._reg(m, pos[:cfg.col_bits], "t1_col", enable=adv)
-            if cfg.col_bits else Const(0, 1),
-        }
-        # IMU: the address the banks are read at in the next cycle (j of the op in T1 then),
-        # per lane, from per-lane copies of j (registers of j's next state, kept apart in
-        # synthesis): j itself then drives only its own next state and T1
+    def _bank_read_addresses(self, m, j_nxt, adv_l):
+        """IMU: the address the banks are read at in the next cycle (j of the op in T1 then),
+        per lane, from per-lane copies of j (registers of j's next state, kept apart in
+        synthesis): j itself then drives only its own next state and T1.  The baseline has
+        no banks: an empty list."""
         j_next_l = []
         if self._combine:
-            for n in range(cfg.outputs):
-                j_n = self._copy(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
-                t1_j_n = self._reg(m, j_n, f"t1_j_l{n}", enable=adv_l[n])      # = t1["j"]
-                j_next_n = Signal.like(j, name=f"t_j_next_l{n}")
+            for n in range(self._config.outputs):
+                j_n = kept_register(m, j_nxt, f"t_j_l{n}", reset_less=False)      # = j
+                t1_j_n = register(m, j_n, f"t1_j_l{n}", en=adv_l[n])      # = t1.j
+                j_next_n = Signal.like(j_nxt, name=f"t_j_next_l{n}")
                 m.d.comb += j_next_n.eq(Mux(adv_l[n], j_n, t1_j_n))
                 j_next_l.append(j_next_n)
-        # a bank is released once its last bucket has been read (captured in T2), so that the
-        # next vector's writes into it come after that read even when the output is stalled
-        rel = Signal(name="t_release")
-        m.d.comb += rel.eq(adv & t1["v"] & (t1["kind"] == COMBINE) & (t1["j"] == C - 1))
-        return {"adv": adv, "adv_l": adv_l, "skid_full": skid_full, "ready": ready,
-                "take_vector": take_vector, "release": rel,
-                "row": row, "t1": t1, "j_next_l": j_next_l, "tbank": tbank}
+        return j_next_l
 
     def _tail_datapath(self, m, tail, vals, raw2, host):
         """T2 .. output: bucket sums / dense sums, weight centroid, multiply, accumulate."""
+        pre, ops = self._tail_operands(m, tail, vals, raw2)
+        tp, q_regs = self._tail_products(m, tail, pre, ops, host)
+        self._output_stage(m, tail, tp, q_regs)
+
+    def _tail_operands(self, m, tail, vals, raw2):
+        """T2 .. the multiplier's operand stage: the op's per-lane value summed over the P
+        files (or the dense sum), and the outlier's weight index.  Returns the op at the
+        operand stage and the per-lane :class:`TailOperands`."""
         cfg = self._config
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
-        adv, adv_l, t1 = tail["adv"], tail["adv_l"], tail["t1"]
-        # the op's fields that travel down the tail: all of them up to the multiplier's
-        # operands (the snapshot, the centroid address and the data operand read them), then
-        # only those the accumulator and the output read (valid, kind, last)
-        keys = ("v", "init", "kind", "j", "bank", "last", "r")
-        late_keys = ("v", "kind", "last")
-
-        def carry(stage_from, prefix, keys=keys):
-            return {k: self._reg(m, stage_from[k], f"{prefix}_{k}", enable=adv,
-                                 reset_less=(k not in ("v", "init")))
-                    for k in keys}
-
+        adv, adv_l = tail.adv, tail.adv_l
         # T2: the op's per-lane value (bucket-file reads or the dense sum) and the raw weight
         # row of an outlier: block RAM output straight into a register (its clock-to-out is
         # most of a cycle on ECP5); the index is selected from it one stage later
-        t2 = carry(t1, "t2")
-        col2 = self._reg(m, t1["col"], "t2_col", enable=adv)
+        t2 = tail.t1.carry(m, "t2", adv)
+        col2 = register(m, tail.t1.col, "t2_col", en=adv)
         if not cfg.outliers:
             raw2 = [Const(0, P * bw) for n in range(L)]
 
@@ -659,7 +598,8 @@ class _ImuUnit(ConfiguredComponent):
 
         # vals[n]: list of per-lane values registered in T2 (P bucket files, or one dense sum)
         width = cfg.sum_bits if self._combine else cfg.dense_bits
-        sums = [self._tree(m, vals[n], width, adv_l[n], f"t_tree{n}_") for n in range(L)]
+        sums = [adder_tree(m, vals[n], f"t_tree{n}", en=adv_l[n], width=width)[0]
+                for n in range(L)]
         # the op fields wait for the tree; the outlier index is selected in its first level.
         # The baseline has no tree here: it takes one stage of the same kind (its dense sum
         # registered again), so that its outlier index too is selected from the block RAM's
@@ -669,73 +609,92 @@ class _ImuUnit(ConfiguredComponent):
             depth = cfg.tree_depth
         else:
             depth = 1
-            sums = [self._reg(m, sums[n], f"t_lv0_dense{n}", enable=adv_l[n]) for n in range(L)]
+            sums = [register(m, sums[n], f"t_lv0_dense{n}", en=adv_l[n]) for n in range(L)]
         iwc = None
         for lv in range(depth):
-            stage = carry(stage, f"t_lv{lv}")
+            stage = stage.carry(m, f"t_lv{lv}", adv)
             if lv == 0:
-                iwc = [self._reg(m, select(raw2[n], col2), f"t_lv0_iwc{n}", enable=adv_l[n],
-                                 shape=unsigned(bw)) for n in range(L)]
+                iwc = [register(m, select(raw2[n], col2), f"t_lv0_iwc{n}", en=adv_l[n],
+                                shape=unsigned(bw)) for n in range(L)]
             else:
-                iwc = [self._reg(m, iwc[n], f"t_lv{lv}_iwc{n}", enable=adv_l[n])
+                iwc = [register(m, iwc[n], f"t_lv{lv}_iwc{n}", en=adv_l[n])
                        for n in range(L)]
         if iwc is None:
             iwc = [select(raw2[n], col2) for n in range(L)]
-        # IMU, Ts: the lane's sum and its snapshot (read at the tree output) registered.
-        # Both, Tx: the multiplier's operands registered in the fabric (the weight centroid
-        # Cw[n][j or Iw[pos]] read from LUTRAM, the data operand); the DSP's operand registers
-        # are Tm, its product register Tp; then Tq, in the fabric, feeds the accumulator
+        if not self._combine:
+            return stage, TailOperands(sums=sums, snaps=None, iwc=iwc)
+        # IMU, Ts: the lane's sum and its snapshot (read at the tree output) registered
+        pre = stage.carry(m, "ts", adv)
+        sum_s = [register(m, sums[n], f"ts_sum{n}", en=adv_l[n]) for n in range(L)]
+        snap_s = [register(m, self._snapshot(m, n, stage, sums[n], adv_l[n]),
+                           f"ts_snap{n}", en=adv_l[n]) for n in range(L)]
+        iwc = [register(m, iwc[n], f"ts_iwc{n}", en=adv_l[n]) for n in range(L)]
+        return pre, TailOperands(sums=sum_s, snaps=snap_s, iwc=iwc)
+
+    def _tail_products(self, m, tail, pre, ops, host):
+        """Tx: the multiplier's operands registered in the fabric (the weight centroid
+        Cw[n][j or Iw[pos]] read from LUTRAM, the data operand); the DSP's operand registers
+        are Tm, its product register Tp; then Tq, in the fabric, feeds the accumulator.
+        Returns the op at Tp and the per-lane Tq registers."""
+        cfg = self._config
+        L, bw = cfg.outputs, cfg.bw
+        adv, adv_l = tail.adv, tail.adv_l
         W = cfg.sum_bits
-        if self._combine:
-            pre = carry(stage, "ts")
-            sum_s = [self._reg(m, sums[n], f"ts_sum{n}", enable=adv_l[n]) for n in range(L)]
-            snap_s = [self._reg(m, self._snapshot(m, n, stage, sums[n], adv_l[n]),
-                                f"ts_snap{n}", enable=adv_l[n]) for n in range(L)]
-            iwc = [self._reg(m, iwc[n], f"ts_iwc{n}", enable=adv_l[n]) for n in range(L)]
-        else:
-            pre = stage
-        tx = carry(pre, "tx", late_keys)
-        tm = carry(tx, "tm", late_keys)
-        tp = carry(tm, "tp", late_keys)
+        # after the operands only the fields the accumulator and the output read travel on
+        tx = pre.carry(m, "tx", adv, TailOp.LATE)
+        tm = tx.carry(m, "tm", adv, TailOp.LATE)
+        tp = tm.carry(m, "tp", adv, TailOp.LATE)
         # Tq: the op fields of this stage are the registers the accumulator and the output
-        # read, made from Tp's below (tq_vl, and per lane tq_dbl, tq_v, tq_last), not a copy
-        # of every field
+        # read, made from Tp's (tq_vl, and per lane tq_dbl, tq_v, tq_last), not a copy of
+        # every field
         prod_w = cfg.mul_bits + cfg.cw
         pw = max(prod_w, cfg.dense_bits)
         q_regs = []
         for n in range(L):
-            widx = Mux(pre["kind"] == CORRECT, iwc[n], pre["j"][:bw]) if self._combine \
-                else iwc[n]
-            rd = self._lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
-                              host["wcb_we"][n], host["wcb_addr"], host["wcb_data"])
+            widx = Mux(pre.kind == CORRECT, ops.iwc[n], pre.j[:bw]) if self._combine \
+                else ops.iwc[n]
+            rd = _lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
+                         host.wcb_we[n], host.wcb_addr, host.wcb_data)
             m.d.comb += rd.addr.eq(widx)
-            w = self._reg(m, rd.data, f"tx_w{n}", enable=adv_l[n])
+            w = register(m, rd.data, f"tx_w{n}", en=adv_l[n])
             if self._combine:
                 # this vector's bucket sum: the running total less the snapshot, modulo 2**W
-                x = self._reg(m, Mux(pre["kind"] == CORRECT, pre["r"],
-                                     (sum_s[n] - snap_s[n])[:W].as_signed()),
-                              f"tx_x{n}", enable=adv_l[n], shape=signed(cfg.mul_bits))
-                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
-                q = self._reg(m, prod[:prod_w].as_signed(), f"tq_p{n}", enable=adv_l[n],
-                              shape=signed(pw))
+                x = register(m, Mux(pre.kind == CORRECT, pre.r,
+                                    (ops.sums[n] - ops.snaps[n])[:W].as_signed()),
+                             f"tx_x{n}", en=adv_l[n], shape=signed(cfg.mul_bits))
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
+                q = register(m, prod[:prod_w].as_signed(), f"tq_p{n}", en=adv_l[n],
+                             shape=signed(pw))
             else:
-                x = self._reg(m, pre["r"], f"tx_x{n}", enable=adv_l[n])
-                prod = self._mul(m, x, w, adv_l[n], f"t_mul{n}")
-                dx = self._reg(m, sums[n], f"tx_d{n}", enable=adv_l[n])
-                dm = self._reg(m, dx, f"tm_d{n}", enable=adv_l[n])
-                dp = self._reg(m, dm, f"tp_d{n}", enable=adv_l[n])
-                q = self._reg(m, Mux(tp["kind"] == COMBINE, dp, prod[:prod_w].as_signed()),
-                              f"tq_p{n}", enable=adv_l[n], shape=signed(pw))
+                x = register(m, pre.r, f"tx_x{n}", en=adv_l[n])
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
+                dx = register(m, ops.sums[n], f"tx_d{n}", en=adv_l[n])
+                dm = register(m, dx, f"tm_d{n}", en=adv_l[n])
+                dp = register(m, dm, f"tp_d{n}", en=adv_l[n])
+                q = register(m, Mux(tp.kind == COMBINE, dp, prod[:prod_w].as_signed()),
+                             f"tq_p{n}", en=adv_l[n], shape=signed(pw))
             q_regs.append(q)
-        # accumulate; the last op of a token loads the output register, or the skid register
-        # when the output is full and not taken this cycle
+        return tp, q_regs
+
+    def _output_stage(self, m, tail, tp, q_regs):
+        """Accumulate; the last op of a token loads the output register, or the skid register
+        when the output is full and not taken this cycle."""
+        ctl = self._output_control(m, tail, tp)
+        for n in range(self._config.outputs):
+            self._lane_accumulator(m, n, tail.adv_l[n], tp, q_regs[n], ctl)
+
+    def _output_control(self, m, tail, tp):
+        """The output's valid flag, the skid flag and, per lane, the copies that drive the
+        lane's tail enables and its output and skid register enables."""
+        L = self._config.outputs
+        adv, adv_l = tail.adv, tail.adv_l
         out_valid = Signal(name="o_valid_r")
-        full = tail["skid_full"]
+        full = tail.skid_full
         m.d.comb += self.o.valid.eq(out_valid)
         produce = Signal(name="t_produce")
         # a valid last op in Tq, as one register (= tq_v & tq_last), so that the skid flag's
         # next state is one LUT4 of four flip-flops
-        vl = self._reg(m, tp["v"] & tp["last"], "tq_vl", enable=adv, reset_less=False)
+        vl = register(m, tp.v & tp.last, "tq_vl", en=adv, reset_less=False)
         m.d.comb += produce.eq(adv & vl)
         taken = self.o.valid & self.o.ready
         with m.If(taken & ~full & ~produce):
@@ -752,7 +711,7 @@ class _ImuUnit(ConfiguredComponent):
         # per lane, a copy of the skid flag and the lane's output and skid register enables,
         # each with its logic of its own (one LUT4 of the output's `ready` and three
         # flip-flops), so that `ready` fans out to L small LUTs next to their lanes rather
-        # than through one LUT to every lane (at 24 x 16 that one net crossed the die):
+        # than through one LUT to every lane:
         #   y loads:    (~out_valid | ready) & (full | vl)
         #               (the skid moves out, or a result arrives, when y is free or taken)
         #   skid loads: ~full & vl & out_valid & ~ready
@@ -769,33 +728,36 @@ class _ImuUnit(ConfiguredComponent):
                                        f"o_load_l{n}"))
             load_skid_l.append(kept_logic(m, ~full & vl & out_valid & ~ready_o,
                                           f"o_skid_load_l{n}"))
-        for n in range(L):
-            # the accumulator is 0 when a token starts (reset, and cleared by the FF's own
-            # synchronous reset after the token's last op); a DOUBLE op doubles it, any other
-            # adds its product.  The doubling is a shift selected after the adder, so the carry
-            # chain takes the accumulator and the product register directly, and the clear is
-            # a reset over the enable (ECP5 flip-flops have that; a clear under the enable took
-            # a LUT after the adder)
-            dbl = self._copy(m, tp["kind"] == DOUBLE, f"tq_dbl{n}", enable=adv_l[n])
-            # per-lane copies of the op's valid bit and of valid-and-last: the accumulator's
-            # enable and synchronous reset
-            v_n = self._copy(m, tp["v"], f"tq_v{n}", enable=adv_l[n], reset_less=False)
-            vl_n = self._copy(m, tp["v"] & tp["last"], f"tq_vl{n}", enable=adv_l[n],
-                              reset_less=False)
-            acc = Signal(signed(cfg.ybits), name=f"acc{n}")
-            nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
-            m.d.comb += nxt.eq(Mux(dbl, acc << 1, acc + q_regs[n]))
-            y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
-            skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
-            with m.If(adv_l[n] & vl_n):
-                m.d.sync += acc.eq(0)
-            with m.Elif(adv_l[n] & v_n):
-                m.d.sync += acc.eq(nxt)
-            with m.If(load_skid_l[n]):
-                m.d.sync += skid.eq(nxt)
-            with m.If(load_y_l[n]):
-                m.d.sync += y.eq(Mux(flag_l[n], skid, nxt))     # the lane's copy of `full`
-            m.d.comb += self.o.payload.y[n].eq(y)
+        return OutputControl(full_l=flag_l, load_y_l=load_y_l, load_skid_l=load_skid_l)
+
+    def _lane_accumulator(self, m, n, adv, tp, q, ctl):
+        """Lane n's accumulator, output and skid registers.
+
+        The accumulator is 0 when a token starts (reset, and cleared by the FF's own
+        synchronous reset after the token's last op); a DOUBLE op doubles it, any other adds
+        its product.  The doubling is a shift selected after the adder, so the carry chain
+        takes the accumulator and the product register directly, and the clear is a reset
+        over the enable (ECP5 flip-flops have that)."""
+        cfg = self._config
+        dbl = kept_register(m, tp.kind == DOUBLE, f"tq_dbl{n}", enable=adv)
+        # per-lane copies of the op's valid bit and of valid-and-last: the accumulator's
+        # enable and synchronous reset
+        v_n = kept_register(m, tp.v, f"tq_v{n}", enable=adv, reset_less=False)
+        vl_n = kept_register(m, tp.v & tp.last, f"tq_vl{n}", enable=adv, reset_less=False)
+        acc = Signal(signed(cfg.ybits), name=f"acc{n}")
+        nxt = Signal(signed(cfg.ybits), name=f"acc_next{n}")
+        m.d.comb += nxt.eq(Mux(dbl, acc << 1, acc + q))
+        y = Signal(signed(cfg.ybits), name=f"y{n}", reset_less=True)
+        skid = Signal(signed(cfg.ybits), name=f"y_skid{n}", reset_less=True)
+        with m.If(adv & vl_n):
+            m.d.sync += acc.eq(0)
+        with m.Elif(adv & v_n):
+            m.d.sync += acc.eq(nxt)
+        with m.If(ctl.load_skid_l[n]):
+            m.d.sync += skid.eq(nxt)
+        with m.If(ctl.load_y_l[n]):
+            m.d.sync += y.eq(Mux(ctl.full_l[n], skid, nxt))     # the lane's copy of `full`
+        m.d.comb += self.o.payload.y[n].eq(y)
 
 
 class Imu(_ImuUnit):
@@ -840,7 +802,7 @@ class Imu(_ImuUnit):
 
     Parameters
     ----------
-    lanes, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
+    outputs, elems, bw, ba, cw, ca, k_max, outliers, xbits : int
         L, P (a power of 2), index bits, centroid bits, longest K, outlier pairs per
         vector (0: no ``r`` port), activation fixed-point bits; ranges and derived widths
         in :class:`base.config.ImuConfig`.
@@ -871,39 +833,42 @@ class Imu(_ImuUnit):
     Config = ImuConfig
 
     def _dense(self, m, f, tail):
+        """F3 ..: the bucket files of each lane, filled from the front ``f`` (a
+        :class:`Front`) and read by the tail.  Returns ``(done, vals)``: a vector's last beat
+        is in the files, and per lane the P file values registered in T2."""
         cfg = self._config
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         W = cfg.sum_bits
-        adv_l = tail["adv_l"]
+        adv_l = tail.adv_l
         # F3: read, add and write the bucket of each file
-        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
-        last3 = self._reg(m, f["last2"], "f3_last")
+        v3 = register(m, f.v2, "f3_valid", reset_less=False)
+        last3 = register(m, f.last2, "f3_last")
         vals = []
         for n in range(L):
             # per-lane copies (kept apart in synthesis) of the broadcast activation centroids,
             # the bank selects and the tail's bank: no net fans out to all L x P files
-            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
-            use2 = [self._copy(m, f["v1"] & (f["bank1"] == b), f"f2_use{b}_l{n}") for b in (0, 1)]
-            use3 = [self._copy(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
+            a3 = [kept_register(m, f.a2[p], f"f3_a{p}_l{n}") for p in range(P)]
+            use2 = [kept_register(m, f.v1 & (f.bank1 == b), f"f2_use{b}_l{n}") for b in (0, 1)]
+            use3 = [kept_register(m, use2[b], f"f3_use{b}_l{n}") for b in (0, 1)]
             adv = adv_l[n]
-            tbank = self._copy(m, tail["tbank"], f"t1_bank_l{n}", enable=adv)    # = t1["bank"]
-            j_next = tail["j_next_l"][n]     # the bucket the tail reads next
+            tbank = kept_register(m, tail.tbank, f"t1_bank_l{n}", enable=adv)    # = t1.bank
+            j_next = tail.j_next_l[n]     # the bucket the tail reads next
             lane_vals = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
-                iw2 = f["iw2"][n][p]
-                iw3 = self._reg(m, iw2, f"f3_iw_{tag}")
+                iw2 = f.iw2[n][p]
+                iw3 = register(m, iw2, f"f3_iw_{tag}")
                 rds = []
                 for b in (0, 1):
-                    raddr = self._reg(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
+                    raddr = register(m, Mux(use2[b], iw2, j_next[:bw]), f"f3_raddr{b}_{tag}")
                     total = Signal(signed(W), name=f"f3_sum{b}_{tag}")
-                    rd = self._lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
-                                      use3[b], iw3, total)
+                    rd = _lutram(m, f"bucket_{tag}_b{b}", signed(W), 2 ** bw,
+                                 use3[b], iw3, total)
                     m.d.comb += [rd.addr.eq(raddr), total.eq((rd.data + a3[p])[:W].as_signed())]
                     rds.append(rd.data)
                 # the tail's read of the full bank (address j from T1)
-                lane_vals.append(self._reg(m, Mux(tbank, rds[1], rds[0]),
-                                           f"t2_file_{tag}", enable=adv))
+                lane_vals.append(register(m, Mux(tbank, rds[1], rds[0]),
+                                          f"t2_file_{tag}", en=adv))
             vals.append(lane_vals)
         done = Signal(name="f3_done")
         m.d.comb += done.eq(v3 & last3)
@@ -914,9 +879,9 @@ class Imu(_ImuUnit):
         2**sum_bits when the bank was last read); a COMBINE op rewrites it with ``total``."""
         cfg = self._config
         W, C = cfg.sum_bits, cfg.combine_ops
-        addr = stage["j"][:cfg.bw] + Mux(stage["bank"], C, 0)
-        rd = self._lutram(m, f"snap_l{n}", signed(W), 2 * C,
-                          adv & (stage["v"] | stage["init"]) & (stage["kind"] == COMBINE),
+        addr = stage.j[:cfg.bw] + Mux(stage.bank, C, 0)
+        rd = _lutram(m, f"snap_l{n}", signed(W), 2 * C,
+                     adv & (stage.v | stage.init) & (stage.kind == COMBINE),
                           addr, total)
         m.d.comb += rd.addr.eq(addr)
         return rd.data
@@ -948,46 +913,49 @@ class ImuBaseline(_ImuUnit):
     Config = ImuBaselineConfig
 
     def _dense(self, m, f, tail):
+        """F3 ..: the products, adder tree and accumulator of each lane, fed from the front
+        ``f`` (a :class:`Front`).  Returns ``(done, vals)``: a vector's dense sums are held,
+        and per lane that sum registered in T2 (a list of one)."""
         cfg = self._config
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
-        t1, adv_l = tail["t1"], tail["adv_l"]
+        t1, adv_l = tail.t1, tail.adv_l
         pw = cfg.ca + cfg.cw
         # F3: the weight centroids looked up in F2 (LUTRAM read at the block RAM's output
         # register) and the activation centroids, registered in the fabric next to each lane
         # (per-lane copies, as the IMU's F3); F4: the multipliers' operand registers (in the
         # DSP); F5: products
-        v3 = self._reg(m, f["v2"], "f3_valid", reset_less=False)
-        first3 = self._reg(m, f["first2"], "f3_first")
-        last3 = self._reg(m, f["last2"], "f3_last")
-        bank3 = self._reg(m, f["bank2"], "f3_bank")
-        v4 = self._reg(m, v3, "f4_valid", reset_less=False)
-        first4 = self._reg(m, first3, "f4_first")
-        last4 = self._reg(m, last3, "f4_last")
-        bank4 = self._reg(m, bank3, "f4_bank")
-        v5 = self._reg(m, v4, "f5_valid", reset_less=False)
-        first5 = self._reg(m, first4, "f5_first")
-        last5 = self._reg(m, last4, "f5_last")
-        bank5 = self._reg(m, bank4, "f5_bank")
+        v3 = register(m, f.v2, "f3_valid", reset_less=False)
+        first3 = register(m, f.first2, "f3_first")
+        last3 = register(m, f.last2, "f3_last")
+        bank3 = register(m, f.bank2, "f3_bank")
+        v4 = register(m, v3, "f4_valid", reset_less=False)
+        first4 = register(m, first3, "f4_first")
+        last4 = register(m, last3, "f4_last")
+        bank4 = register(m, bank3, "f4_bank")
+        v5 = register(m, v4, "f5_valid", reset_less=False)
+        first5 = register(m, first4, "f5_first")
+        last5 = register(m, last4, "f5_last")
+        bank5 = register(m, bank4, "f5_bank")
         vs, fs, ls, bs = v5, first5, last5, bank5
         for lv in range(cfg.tree_depth):
-            vs = self._reg(m, vs, f"f_lv{lv}_valid", reset_less=False)
-            fs = self._reg(m, fs, f"f_lv{lv}_first")
-            ls = self._reg(m, ls, f"f_lv{lv}_last")
-            bs = self._reg(m, bs, f"f_lv{lv}_bank")
+            vs = register(m, vs, f"f_lv{lv}_valid", reset_less=False)
+            fs = register(m, fs, f"f_lv{lv}_first")
+            ls = register(m, ls, f"f_lv{lv}_last")
+            bs = register(m, bs, f"f_lv{lv}_bank")
         vals = []
         for n in range(L):
-            a3 = [self._copy(m, f["a2"][p], f"f3_a{p}_l{n}") for p in range(P)]
+            a3 = [kept_register(m, f.a2[p], f"f3_a{p}_l{n}") for p in range(P)]
             prods = []
             for p in range(P):
                 tag = f"l{n}_p{p}"
-                rd = self._lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
-                                  f["host"]["wcb_we"][n], f["host"]["wcb_addr"],
-                                  f["host"]["wcb_data"])
-                m.d.comb += rd.addr.eq(f["iw2"][n][p])
-                w3 = self._reg(m, rd.data, f"f3_w_{tag}")
-                prod = self._mul(m, a3[p], w3, Const(1), f"mul_{tag}")
+                rd = _lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
+                             f.host.wcb_we[n], f.host.wcb_addr,
+                                  f.host.wcb_data)
+                m.d.comb += rd.addr.eq(f.iw2[n][p])
+                w3 = register(m, rd.data, f"f3_w_{tag}")
+                prod = dsp_mul(m, a3[p], w3, Const(1), f"mul_{tag}", vendor=self._primitives)
                 prods.append(prod[:pw].as_signed())
-            s = self._tree(m, prods, cfg.dense_bits, None, f"f_tree{n}_")
+            s, _ = adder_tree(m, prods, f"f_tree{n}", width=cfg.dense_bits)
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)
             nxt = Signal(signed(cfg.dense_bits), name=f"dacc_next{n}")
             m.d.comb += nxt.eq((Mux(fs, 0, acc) + s)[:cfg.dense_bits].as_signed())
@@ -1000,8 +968,8 @@ class ImuBaseline(_ImuUnit):
                         m.d.sync += hold[1].eq(nxt)
                     with m.Else():
                         m.d.sync += hold[0].eq(nxt)
-            vals.append([self._reg(m, Mux(t1["bank"], hold[1], hold[0]), f"t2_dense{n}",
-                                   enable=adv_l[n])])
+            vals.append([register(m, Mux(t1.bank, hold[1], hold[0]), f"t2_dense{n}",
+                                  en=adv_l[n])])
         done = Signal(name="dense_done")
         m.d.comb += done.eq(vs & ls)
         return done, vals

@@ -75,8 +75,9 @@ CE_MODULES = "ce_*"
 # Orizuru also keeps its register copies apart (hdl.blocks.kept_register, `merge=2`):
 # Yosys would merge them back into one flip-flop each.
 ORIZURU_KEPT = f"{CE_MODULES} keep_*"     # keep_*: hdl.blocks.KEPT_MODULES
-# The IMU keeps its output stage's per-lane copies apart (hdl.blocks.kept_register and
-# kept_logic: the skid flag and the output enables, each with its own logic).
+# The IMU keeps its per-lane register copies apart (hdl.blocks.kept_register and kept_logic:
+# the host write enables, the broadcast centroids and bank selects, the tail's j and bank,
+# the accumulator controls, the output stage's skid flag and enables).
 IMU_KEPT = "keep_*"
 
 UNITS = {u.name: u for u in [

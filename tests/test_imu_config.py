@@ -100,8 +100,9 @@ def test_tiling_and_beats():
 @pytest.mark.parametrize("unit_name", ["imu", "imu_baseline"])
 def test_output_stage_copies_are_kept_per_lane(unit_name):
     """The output stage's skid flag and its two register enables are copied per lane, each
-    copy a module that the flow's keep_modules pattern keeps apart (Yosys would merge equal
-    flip-flops and equal LUTs into one net reaching every lane)."""
+    copy (as every other per-lane register copy) a module that the flow's keep_modules
+    pattern keeps apart (Yosys would merge equal flip-flops and equal LUTs into one net
+    reaching every lane)."""
     import fnmatch
     import re
 
@@ -115,5 +116,6 @@ def test_output_stage_copies_are_kept_per_lane(unit_name):
     for pattern in unit.keep_modules.split():
         kept = sorted(mod.split(".")[-1] for mod in mods
                       if fnmatch.fnmatch(mod, f"{unit.toplevel}.{pattern}"))
-        assert kept == sorted(f"keep_{what}_l{n}" for n in range(3)
-                              for what in ("o_skid_full", "o_load", "o_skid_load"))
+        # (the unit's other per-lane register copies are kept modules too)
+        assert set(kept) >= {f"keep_{what}_l{n}" for n in range(3)
+                             for what in ("o_skid_full", "o_load", "o_skid_load")}
