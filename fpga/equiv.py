@@ -15,18 +15,24 @@ How the proof is set up (one Yosys script, :func:`yosys_script`):
   ``$signal$3``) are made private, so that ``equiv_make`` does not pair
   unrelated nets that happen to share a number;
 * memories: ``memory -nomap`` then ``memory_map``: every memory becomes
-  flip-flops (one per bit, named ``mem[i]``) and read multiplexers, which
+  flip-flops (a register per word, named ``mem[i]``) and read multiplexers, which
   the SAT-based ``equiv_*`` passes can reason about;
-* ``equiv_make`` pairs the nets of the same name, ``equiv_simple -seq N``
-  and ``equiv_induct -seq N`` prove them, ``equiv_status`` counts what is
-  left. Initial values are compared too: ``equiv_induct`` alone only shows
-  that the designs never diverge once their matched nets agree, so the init
-  values of the matched flip-flops must be equal (:func:`_init_mismatches`).
+* ``equiv_make`` pairs the nets of the same name; ``opt_merge`` makes one cell of a
+  gold and a gate cell that compute the same function of the same inputs (so the
+  parts that did not change are proven at once); ``equiv_simple -seq N`` and
+  ``equiv_induct -seq N`` prove the rest; ``equiv_status`` counts what is left;
+* the initial state: ``equiv_induct`` only shows that the designs never diverge
+  once their paired nets have agreed for N cycles. The base case is checked too:
+  the paired nets of the same name must have the same init values, and every
+  paired net that ``opt_merge`` did not make one net is compared for the first N
+  cycles from the initial state (``sat -seq N`` on their input cone, flip-flops
+  at their init values; a flip-flop without one starts at 0).
 
 When nets were renamed so much that the plain run leaves cells unproven, a
 second run adds ``equiv_struct -icells`` (pairs the cells that drive paired
 nets, assuming the netlists are structurally alike); its result is kept only
-if it proves everything.
+if it proves everything. Its initial-state check covers the paired nets only:
+a renamed register's init value is seen only through them.
 
 No project imports: this module works on Verilog text alone.
 """
@@ -88,6 +94,8 @@ def _prepare(path, top, stash):
         "memory_map",
         "rename -hide w:*$*",
         "opt_clean",
+        # a flip-flop without an initial value starts at 0 (as on the FPGA)
+        "setundef -zero -init",
         f"rename {top} {stash}",
         # the init values of the flip-flops, for the comparison of initial states
         f"tee -q -o {stash}.init.txt dump w:* a:init %i",
@@ -95,7 +103,21 @@ def _prepare(path, top, stash):
     ]
 
 
-def yosys_script(top, *, seq=5, struct=False, gold=GOLD, gate=GATE):
+# The check from the initial state turns each $equiv cell left after opt_merge into an
+# assertion (the cell's output stays the gold side, as in equiv_make's module).
+EQUIV_TO_ASSERT = """(* techmap_celltype = "$equiv" *)
+module equiv_to_assert (A, B, Y);
+  input A;
+  input B;
+  output Y;
+  assign Y = A;
+  \\$assert _TECHMAP_REPLACE_ (.A(A === B), .EN(1'b1));
+endmodule
+"""
+_NOTHING_TO_CHECK = "Can't perform SAT on an empty selection"
+
+
+def yosys_script(top, *, seq=5, struct=False, bmc=True, gold=GOLD, gate=GATE):
     """The Yosys script that proves ``gold`` and ``gate`` (files, top module ``top``) equal.
 
     Parameters
@@ -103,24 +125,33 @@ def yosys_script(top, *, seq=5, struct=False, gold=GOLD, gate=GATE):
     top : str
         Name of the top module in both netlists.
     seq : int
-        Time steps of ``equiv_simple`` and ``equiv_induct``.
+        Time steps of ``equiv_simple``, ``equiv_induct`` and of the check from the
+        initial state.
     struct : bool
         Add ``equiv_struct -icells`` (for netlists whose nets were renamed).
+    bmc : bool
+        Add the check from the initial state, the base case that ``equiv_induct``
+        leaves out: every paired net that ``opt_merge`` did not make one net is
+        equal in the first ``seq`` cycles (``sat`` on their input cone, flip-flops
+        at their init values; needs ``equiv_assert.v``, :data:`EQUIV_TO_ASSERT`).
     """
-    lines = _prepare(gold, top, "gold") + _prepare(gate, top, "gate") + [
-        "design -copy-from gold -as gold gold",
-        "design -copy-from gate -as gate gate",
-        "equiv_make gold gate equiv",
-        "hierarchy -top equiv",
-        "tee -q -o equiv.pairs.txt select -list w:*",
-    ]
+    pair = ["design -copy-from gold -as gold gold", "design -copy-from gate -as gate gate",
+            "equiv_make gold gate equiv", "hierarchy -top equiv",
+            # gold and gate cells of one function of the same inputs become one cell (their
+            # $equiv cells are then proven at once); flip-flops only with the same init value
+            "opt_merge", "opt_clean"]
+    lines = _prepare(gold, top, "gold") + _prepare(gate, top, "gate") + pair
     if struct:
         lines.append("equiv_struct -icells")
-    lines += [
-        f"equiv_simple -seq {seq}",
-        f"equiv_induct -seq {seq}",
-        "equiv_status",
-    ]
+    lines += [f"equiv_simple -seq {seq}", f"equiv_induct -seq {seq}", "equiv_status"]
+    if bmc:
+        lines += ["design -reset"] + pair + [
+            "equiv_remove",     # only the cells whose two sides are one net
+            "techmap -map equiv_assert.v t:$equiv",
+            "opt_clean",
+            # the last command: with nothing left to check it stops with an error
+            f"sat -seq {seq} -prove-asserts t:$assert %ci*",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -186,35 +217,48 @@ def _init_mismatches(work):
     return sorted(n for n in gold.keys() & gate.keys() if gold[n] != gate[n])
 
 
-def _attempt(work, top, yosys, seq, struct, timeout):
-    """One Yosys run; ``(proven, detail)``."""
+def _attempt(work, top, yosys, seq, struct, bmc, timeout):
+    """One Yosys run: ``(proven, detail, bmc_passed)``; ``bmc_passed`` is ``None`` when
+    the check from the initial state did not run or did not finish."""
     tag = "struct" if struct else "plain"
-    (work / f"equiv_{tag}.ys").write_text(yosys_script(top, seq=seq, struct=struct))
+    (work / f"equiv_{tag}.ys").write_text(yosys_script(top, seq=seq, struct=struct, bmc=bmc))
+    (work / "equiv_assert.v").write_text(EQUIV_TO_ASSERT)
     rc = _run([yosys, "-q", "-l", f"equiv_{tag}.log", f"equiv_{tag}.ys"], work, timeout)
     if rc is None:
-        return False, f"timeout after {timeout:.0f} s"
+        return False, f"timeout after {timeout:.0f} s", None
     log_path = work / f"equiv_{tag}.log"
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    if rc != 0:
+    nothing_to_check = bmc and _NOTHING_TO_CHECK in log
+    if rc != 0 and not nothing_to_check:
         err = _ERROR.findall(log) or (work / "yosys.out").read_text(errors="replace").splitlines()
-        return False, f"Yosys failed: {(err[-1] if err else f'exit code {rc}').strip()}"
+        return False, f"Yosys failed: {(err[-1] if err else f'exit code {rc}').strip()}", None
     m = _STATUS.findall(log)
     if not m:
-        return False, "no $equiv cells (nothing paired by name?)"
+        return False, "no $equiv cells (nothing paired by name?)", None
     total, proven, unproven = map(int, m[-1])
     # memories of the before netlist: those mapped before its design was stashed
     mems = len(_MAPPED.findall(log.split("Executing DESIGN pass", 1)[0]))
     memtext = f"{mems} memories mapped to FFs" if mems else "no memories"
+    bmc_passed = None
+    if bmc:
+        bmc_passed = nothing_to_check or "no model found: SUCCESS!" in log
+    reasons = []
     if unproven:
         names = list(dict.fromkeys(g for g, _ in _UNPROVEN.findall(log)))[:3]
         more = f" (e.g. {', '.join(names)})" if names else ""
-        return False, f"{unproven} of {total} $equiv cells unproven{more}; {memtext}"
+        reasons.append(f"{unproven} of {total} $equiv cells unproven{more}")
     bad = _init_mismatches(work)
     if bad:
-        return False, (f"{len(bad)} paired nets with different init values "
-                       f"(e.g. {', '.join(bad[:3])}); {memtext}")
+        reasons.append(f"{len(bad)} paired nets with different init values "
+                       f"(e.g. {', '.join(bad[:3])})")
+    if bmc_passed is False:
+        reasons.append(f"a paired net differs in the first {seq} cycles from the initial "
+                       f"state (sat counterexample in equiv_{tag}.log)")
+    if reasons:
+        return False, "; ".join(reasons + [memtext]), bmc_passed
     how = ", equiv_struct" if struct else ""
-    return True, f"{total} $equiv cells proven (seq {seq}{how}); {memtext}"
+    return True, (f"{total} $equiv cells proven (seq {seq}{how}) and equal for {seq} cycles "
+                  f"from the initial state; {memtext}"), bmc_passed
 
 
 def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True):
@@ -226,11 +270,11 @@ def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True):
     work = Path(work_dir)
     yosys = yosys or find_yosys()
     t0 = time.monotonic()
-    ok, detail = _attempt(work, top, yosys, seq, False, timeout)
-    if not ok and struct and "unproven" in detail:
+    ok, detail, bmc_passed = _attempt(work, top, yosys, seq, False, True, timeout)
+    if not ok and struct and bmc_passed and "unproven" in detail:
         left = timeout - (time.monotonic() - t0)
         if left > 1:
-            ok2, detail2 = _attempt(work, top, yosys, seq, True, left)
+            ok2, detail2, _ = _attempt(work, top, yosys, seq, True, False, left)
             if ok2:
                 ok, detail = ok2, detail2
             else:

@@ -276,7 +276,8 @@ def run(args):
     print(table, end="")
     bad = [r for _, _, r in rows if r.status not in (IDENTICAL, PROVEN)]
     counts = {s: sum(r.status == s for _, _, r in rows) for s in (IDENTICAL, PROVEN, NOT_PROVEN)}
-    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; report: {out / 'report.md'}")
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    print(f"\n{summary}; report: {out / 'report.md'}")
     return 1 if args.strict and bad else 0
 
 

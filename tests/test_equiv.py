@@ -26,6 +26,14 @@ endmodule
 """
 SUB = ADD.replace("a + b", "a - b")
 
+# an anonymous register (numbered names such as Amaranth's $12 are not paired by name)
+ANON = r"""module top(input clk, input [7:0] a, output [7:0] y);
+  reg [7:0] \$r = 0;
+  always @(posedge clk) \$r <= a;
+  assign y = \$r + 8'd1;
+endmodule
+"""
+
 COUNTER = """module top(input clk, input rst, input en, output [3:0] y);
   reg [3:0] cnt = 0;
   always @(posedge clk) if (rst) cnt <= 0; else if (en) cnt <= cnt + 1;
@@ -69,6 +77,12 @@ def test_non_equivalent_is_not_proven(tmp_path):
 def test_different_initial_value_is_not_proven(tmp_path):
     r = compare(ADD, ADD.replace("initial y = 0", "initial y = 5"), "top", tmp_path)
     assert r.status == NOT_PROVEN and "init" in r.detail, r.detail
+
+
+def test_different_initial_value_of_an_anonymous_register_is_not_proven(tmp_path):
+    """The register's name is not paired (``$r``): the check from the initial state sees it."""
+    r = compare(ANON, ANON.replace("= 0;", "= 3;"), "top", tmp_path)
+    assert r.status == NOT_PROVEN and "initial state" in r.detail, r.detail
 
 
 def test_renamed_register_is_proven(tmp_path):
