@@ -146,7 +146,7 @@ def _cli():
 
 
 def test_cli_table_covers_every_unit():
-    from kllm.units import UNITS
+    from hdl.units import UNITS
     cli = _cli()
     assert set(cli.CONFIGS) == set(UNITS)
     assert all({} in configs and len(configs) >= 3 for configs in cli.CONFIGS.values())
