@@ -14,26 +14,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from base.formats import (
-    BASE_EXP_ADDR,
-    EXP_FRAC,
-    NORM_OUT_FRAC,
-    RECIP_ADDR,
-    RSQRT_FRAC,
-    SOFTMAX_OUT_FRAC,
-)
-from base.latency import (
-    banked_latency,
-    bitonic_sort_depth,
-    bits_signed,
-    clog2,
-    mul_latency,
-    row_rsqrt_latency,
-    rsqrt_latency,
-    select_latency,
-    table_latency,
-    tree_latency,
-)
+from base.formats import (BASE_EXP_ADDR, EXP_FRAC, NORM_OUT_FRAC, RECIP_ADDR, RSQRT_FRAC,
+                          SOFTMAX_OUT_FRAC)
+from base.latency import (banked_latency, bitonic_sort_depth, bits_signed, clog2, mul_latency,
+                          row_rsqrt_latency, rsqrt_latency, select_latency, table_latency,
+                          tree_latency)
 
 __all__ = ["param", "UnitConfig", "QuantizerConfig", "TopKConfig", "OrizuruConfig",
            "OrizuruBaselineConfig", "ImuConfig", "ImuBaselineConfig"]

@@ -8,18 +8,8 @@ pipelined ones, the latency it built, asserted against the formula in
 :mod:`base.latency`, where the configurations read it).
 """
 
-from amaranth import (
-    Array,
-    Cat,
-    Const,
-    Elaboratable,
-    Module,
-    Mux,
-    Signal,
-    Value,
-    signed,
-    unsigned,
-)
+from amaranth import (Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed,
+                      unsigned)
 from amaranth.lib import memory
 
 from base.latency import BANK, banked_latency, mul_latency, select_latency, tree_latency

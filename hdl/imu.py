@@ -26,15 +26,7 @@ differ only in how the dense sum is formed:
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from amaranth import (
-    Const,
-    Module,
-    Mux,
-    Signal,
-    Value,
-    signed,
-    unsigned,
-)
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,16 +7,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 
 from base import formats as fmt
 from base.config import SoftmaxBaselineConfig, SoftmaxConfig
-from hdl.blocks import (
-    adder_tree,
-    banked_memory,
-    delay,
-    leading_one,
-    leading_one_staged,
-    pipelined_mul,
-    select_pipe,
-    shift_right_staged,
-)
+from hdl.blocks import (adder_tree, banked_memory, delay, leading_one, leading_one_staged,
+                        pipelined_mul, select_pipe, shift_right_staged)
 from hdl.component import write_signature
 from hdl.histogram import HistogramRowUnit
 from hdl.rows import RowRead, SkidOutput, ValueRowUnit, row_input, wait_cycles
