@@ -73,12 +73,16 @@ tree = Path(sys.argv[2]).resolve()
 import kllm
 if tree not in Path(kllm.__file__).resolve().parents:
     sys.exit(f"kllm imported from {kllm.__file__}, not from {tree}")
-try:                        # the registry and generator's home since the layering
+if (tree / "hdl" / "units.py").exists():    # the registry's home since the layering
     from hdl.units import get_unit
     from hdl.generate import generate
-except ImportError:         # earlier commits: in the command-line package
+else:                                       # earlier commits: the command-line package
     from kllm.units import get_unit
     from kllm.generate import generate
+for name in ("hdl.units", "hdl.generate", "kllm.units", "kllm.generate"):
+    mod = sys.modules.get(name)
+    if mod is not None and tree not in Path(mod.__file__).resolve().parents:
+        sys.exit(f"{name} imported from {mod.__file__}, not from {tree}")
 old_names = json.loads(sys.argv[3])
 for job in json.loads(Path(sys.argv[1]).read_text()):
     out, err = Path(job["out"]), Path(job["out"] + ".error")
