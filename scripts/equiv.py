@@ -64,6 +64,21 @@ OLD_NAMES = {
     "*": {"elems": "lanes"},
 }
 
+#: Name hints per unit (see fpga.equiv.compare): renames that the code made without changing
+#: a register, applied to the older netlist before the proof.  The IMU's register copies
+#: were instances ``<name>_keep`` of a Verilog module before 9509fc4 and are submodules
+#: ``keep_<name>`` (hdl.blocks.kept_register) since; its adder-tree registers
+#: ``<t|f>_tree<n>_<level>_<k>`` became ``..._l<level + 1>_<k>`` (hdl.blocks.adder_tree).
+#: ``q``: the output of the first kept copy in the newer netlist, a different net than the
+#: older one's ``q``.
+_IMU_HINTS = {
+    "renames": [(r"\) (\w+)_keep \(", r") keep_\1 ("),
+                (r"\b([tf]_tree\d+)_(\d+)_(\d+)\b",
+                 lambda m: f"{m[1]}_l{int(m[2]) + 1}_{m[3]}")],
+    "hide": ["w:q"],
+}
+NAME_HINTS = {"imu": _IMU_HINTS, "imu_baseline": _IMU_HINTS}
+
 # Runs in a subprocess with PYTHONPATH=<tree>: reads a JSON job list from argv[1], writes
 # each netlist (or the error) to its path, prints nothing but errors.
 _WORKER = r"""
@@ -256,8 +271,10 @@ def run(args):
         after, e2 = read_side(work / "after.gen.v", "after")
         if e1 or e2:
             return Result(NOT_PROVEN, "; ".join(e for e in (e1, e2) if e))
+        hints = NAME_HINTS.get(unit, {})
         return compare(before, after, f"kllm_{unit}", work, prove_identical=args.prove_identical,
-                       yosys=yosys, timeout=args.timeout, seq=args.seq)
+                       yosys=yosys, timeout=args.timeout, seq=args.seq,
+                       renames=hints.get("renames", ()), hide=hints.get("hide", ()))
 
     results = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -162,3 +162,26 @@ def test_cli_bad_arguments_exit_2(args, message, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+# a register renamed, with a twin register that makes name pairing matter: without the
+# hint the renamed pair is left to the fallback, with it the two pair by name
+PIPE = """module top(input clk, input [7:0] a, output [7:0] y);
+  reg [7:0] old_r = 0;
+  reg [7:0] t = 0;
+  always @(posedge clk) begin old_r <= a; t <= old_r; end
+  assign y = t;
+endmodule
+"""
+
+
+def test_name_hints_pair_renamed_registers_but_prove_nothing_false(tmp_path):
+    renamed = PIPE.replace("old_r", "new_r")
+    r = compare(PIPE, renamed, "top", tmp_path / "hint", renames=[(r"\bold_r\b", "new_r")])
+    assert r.status == PROVEN, r.detail
+    assert "renamed by the unit's hints" in r.detail
+    # a hint on a pair that differs in function leaves it unproven
+    wrong = renamed.replace("t <= new_r", "t <= ~new_r")
+    r = compare(PIPE, wrong, "top", tmp_path / "wrong", renames=[(r"\bold_r\b", "new_r")],
+                struct=False)
+    assert r.status == NOT_PROVEN, r.detail
