@@ -56,11 +56,7 @@ def delay(m, value, cycles, name, en=None):
     """``value`` delayed by ``cycles`` registers (advancing when ``en``, or always)."""
     for k in range(cycles):
         r = Signal.like(value, name=f"{name}_d{k + 1}")
-        if en is None:
-            m.d.sync += r.eq(value)
-        else:
-            with m.If(en):
-                m.d.sync += r.eq(value)
+        _sync(m, en, r.eq(value))
         value = r
     return value
 
@@ -311,11 +307,7 @@ class KeptRegister(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.en is None:
-            m.d.sync += self.q.eq(self.d)
-        else:
-            with m.If(self.en):
-                m.d.sync += self.q.eq(self.d)
+        _sync(m, self.en, self.q.eq(self.d))
         return m
 
 
@@ -329,11 +321,7 @@ class _KeptLogicRegister(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.enable is None:
-            m.d.sync += self.q.eq(self.value)
-        else:
-            with m.If(self.enable):
-                m.d.sync += self.q.eq(self.value)
+        _sync(m, self.enable, self.q.eq(self.value))
         return m
 
 
