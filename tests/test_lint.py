@@ -72,3 +72,58 @@ def test_imu_lint(unit, params, build_dir):
     # modules of their own in the unit's one Verilog file, whose name is the top module's
     extra = {"WIDTHEXPAND", "WIDTHTRUNC", "DECLFILENAME"}
     assert kinds <= BACKEND_KINDS | extra, kinds - BACKEND_KINDS - extra
+
+
+BROKEN = """module kllm_broken(input clk, output reg [3:0] q);
+  always @(posedge clk) q <= q + ;
+endmodule
+"""
+
+
+def test_lint_fails_on_broken_verilog(tmp_path):
+    """A syntax error is an error, not zero warnings: the lint fails and says where."""
+    from fpga.lint import lint
+    v = tmp_path / "kllm_broken.v"
+    v.write_text(BROKEN)
+    result = lint(v, _path_with_venv())
+    assert result.failed
+    assert any("kllm_broken.v:2" in line for line in result.errors), result.errors
+    with pytest.raises(Exception, match="verilator found errors"):
+        lint_warnings(v, _path_with_venv())
+
+
+def test_lint_command_exit_status(capsys, tmp_path, monkeypatch):
+    """`kllm lint` exits 1 on a Verilator error and with --strict on an unexpected kind,
+    0 on a unit's clean netlist, and groups the warnings by kind."""
+    import hdl.generate
+    from clirun import run
+    rc, out, _ = run(capsys, "lint", "quantizer", "-o", str(tmp_path / "ok"))
+    assert rc == 0, out
+    assert "PROCASSINIT:" in out and "(expected:" in out and "0 error(s)" in out
+    real_emit = hdl.generate.emit
+
+    def emit_broken(unit, config, out_dir):
+        v, j = real_emit(unit, config, out_dir)
+        v.write_text(BROKEN)
+        return v, j
+
+    monkeypatch.setattr(hdl.generate, "emit", emit_broken)
+    rc, out, _ = run(capsys, "lint", "quantizer", "-o", str(tmp_path / "bad"))
+    assert rc == 1
+    assert "%Error" in out
+    # an unexpected warning kind (a latch) passes by default and fails with --strict
+    latch = """module kllm_latch(input en, input d, output reg q);
+  always @(*) if (en) q = d;
+endmodule
+"""
+
+    def emit_latch(unit, config, out_dir):
+        v, j = real_emit(unit, config, out_dir)
+        v.write_text(latch)
+        return v, j
+
+    monkeypatch.setattr(hdl.generate, "emit", emit_latch)
+    rc, out, _ = run(capsys, "lint", "quantizer", "-o", str(tmp_path / "latch"))
+    assert rc == 0 and "UNEXPECTED" in out
+    rc, out, _ = run(capsys, "lint", "quantizer", "--strict", "-o", str(tmp_path / "latch2"))
+    assert rc == 1 and "--strict: unexpected warning kinds: LATCH" in out
