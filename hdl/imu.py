@@ -186,6 +186,9 @@ class _ImuUnit(ConfiguredComponent):
 
     _combine = True     # the tail multiplies bucket sums (IMU) or loads a dense sum (baseline)
     _primitives = True  # ECP5 primitives (hdl.primitives); False: the same registers in Amaranth
+    #: The netlist's top module name (hdl.generate sets it): the primitive wrappers are
+    #: named after it, ``<top>_mul`` and ``<top>_bram``, so two netlists never share one.
+    module_name = None
 
     def __init__(self, config=None, **params):
         cfg = self._config = self.configure(config, params)
@@ -224,12 +227,16 @@ class _ImuUnit(ConfiguredComponent):
         super().__init__(members)
 
     @property
+    def _helper_base(self):
+        return self.module_name or f"kllm_{self.Config.UNIT}"
+
+    @property
     def verilog_extra(self):
         """Verilog appended to the netlist: the definitions of ``kllm_imu_mul`` and
         ``kllm_imu_bram``."""
         if not self._primitives:
             return ""
-        return verilog_definitions()
+        return verilog_definitions(self._helper_base)
 
     # -- the unit ----------------------------------------------------------
 
@@ -363,7 +370,8 @@ class _ImuUnit(ConfiguredComponent):
             db = Signal(P * bw, name=f"wmem_db_l{n}")
             block_ram(m, f"wmem_l{n}", depth=cfg.depth, a_addr=row0, a_data=da, b_addr=addr2,
                       b_we=we, b_wdata=host.wmem_data, b_en=tail.adv_l[n], b_data=db,
-                      b_read=bool(cfg.outliers), vendor=self._primitives)
+                      b_read=bool(cfg.outliers), vendor=self._primitives,
+                      base=self._helper_base)
             iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
             raw2.append(db)
         return iw2, raw2
@@ -654,12 +662,14 @@ class _ImuUnit(ConfiguredComponent):
                 x = register(m, Mux(pre.kind == CORRECT, pre.r,
                                     (ops.sums[n] - ops.snaps[n])[:W].as_signed()),
                              f"tx_x{n}", en=adv_l[n], shape=signed(cfg.mul_bits))
-                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives,
+                               base=self._helper_base)
                 q = register(m, prod[:prod_w].as_signed(), f"tq_p{n}", en=adv_l[n],
                              shape=signed(pw))
             else:
                 x = register(m, pre.r, f"tx_x{n}", en=adv_l[n])
-                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives)
+                prod = dsp_mul(m, x, w, adv_l[n], f"t_mul{n}", vendor=self._primitives,
+                               base=self._helper_base)
                 dx = register(m, ops.sums[n], f"tx_d{n}", en=adv_l[n])
                 dm = register(m, dx, f"tm_d{n}", en=adv_l[n])
                 dp = register(m, dm, f"tp_d{n}", en=adv_l[n])
@@ -945,7 +955,8 @@ class ImuBaseline(_ImuUnit):
                                   f.host.wcb_data)
                 m.d.comb += rd.addr.eq(f.iw2[n][p])
                 w3 = register(m, rd.data, f"f3_w_{tag}")
-                prod = dsp_mul(m, a3[p], w3, Const(1), f"mul_{tag}", vendor=self._primitives)
+                prod = dsp_mul(m, a3[p], w3, Const(1), f"mul_{tag}", vendor=self._primitives,
+                               base=self._helper_base)
                 prods.append(prod[:pw].as_signed())
             s, _ = adder_tree(m, prods, f"f_tree{n}", width=cfg.dense_bits)
             acc = Signal(signed(cfg.dense_bits), name=f"dacc{n}", reset_less=True)

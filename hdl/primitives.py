@@ -163,23 +163,24 @@ endmodule
 """
 
 
-def verilog_definitions():
-    """Verilog of the wrapper modules the instances name: ``kllm_imu_mul`` and
-    ``kllm_imu_bram``."""
-    return mult18x18d_verilog() + dp16kd_verilog()
+def verilog_definitions(base="kllm_imu"):
+    """Verilog of the wrapper modules the instances name: ``<base>_mul`` and ``<base>_bram``
+    (``base`` the unit's top module: ``kllm_imu_mul`` and ``kllm_imu_bram`` for ``imu``)."""
+    return (mult18x18d_verilog() + dp16kd_verilog()).replace("kllm_imu_", f"{base}_")
 
 
-def dsp_mul(m, a, b, ce, name, *, vendor=True):
+def dsp_mul(m, a, b, ce, name, *, vendor=True, base="kllm_imu"):
     """``a * b`` (signed) two enabled cycles later: operands registered, then the product.
 
     With ``vendor`` and both operands within 18 bits: one ``kllm_imu_mul`` instance (a
     MULT18X18D with its own registers), submodule ``name``; otherwise the same registers
     around a plain ``*``.  Returns the product, ``signed(len(a) + len(b))``.
+    ``base``: the wrapper's module name is ``<base>_mul``.
     """
     aw, bw = len(a), len(b)
     p = Signal(signed(aw + bw), name=f"{name}_p", reset_less=True)
     if vendor and aw <= DSP_BITS and bw <= DSP_BITS:
-        m.submodules[name] = Instance("kllm_imu_mul", p_AW=aw, p_BW=bw,
+        m.submodules[name] = Instance(f"{base}_mul", p_AW=aw, p_BW=bw,
                                       i_clk=ClockSignal(), i_ce=ce, i_a=a, i_b=b, o_p=p)
     else:
         ar = Signal(signed(aw), name=f"{name}_a", reset_less=True)
@@ -190,7 +191,7 @@ def dsp_mul(m, a, b, ce, name, *, vendor=True):
 
 
 def block_ram(m, name, *, depth, a_addr, a_data, b_addr, b_we, b_wdata, b_en, b_data,
-              b_read=True, vendor=True):
+              b_read=True, vendor=True, base="kllm_imu"):
     """A ``depth``-word memory, submodule ``name``, as wide as ``a_data``: read port A
     (``a_addr`` -> ``a_data``), read/write port B (``b_addr``, write ``b_wdata`` when
     ``b_we``, read -> ``b_data``).  Each read goes through two registers, data two cycles
@@ -199,12 +200,13 @@ def block_ram(m, name, *, depth, a_addr, a_data, b_addr, b_we, b_wdata, b_en, b_
 
     With ``vendor`` and ``depth <= BRAM_DEPTH``: a ``kllm_imu_bram`` instance (DP16KD).
     Otherwise an Amaranth memory with the same registers (``b_read=False``: without port
-    B's read, ``b_data`` left at 0).
+    B's read, ``b_data`` left at 0).  ``base``: the wrapper's module name is
+    ``<base>_bram``.
     """
     width = len(a_data)
     if vendor and depth <= BRAM_DEPTH:
         m.submodules[name] = Instance(
-            "kllm_imu_bram", p_AW=len(a_addr), p_DW=width, p_DEPTH=depth,
+            f"{base}_bram", p_AW=len(a_addr), p_DW=width, p_DEPTH=depth,
             i_clk=ClockSignal(), i_a_addr=a_addr, o_a_dout=a_data, i_b_addr=b_addr,
             i_b_we=b_we, i_b_din=b_wdata, i_b_ce=b_en, i_b_oce=b_en, o_b_dout=b_data)
         return

@@ -62,6 +62,7 @@ class Unit:
 
     @property
     def toplevel(self):
+        """The top module's name with the default prefix (:func:`hdl.generate.generate`)."""
         return f"kllm_{self.name}"
 
 

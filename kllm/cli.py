@@ -42,11 +42,12 @@ def cmd_units(args):
 
 
 def cmd_verilog(args):
-    from hdl.generate import emit
+    from hdl.generate import check_prefix, emit
     unit = get_unit(args.unit)
     config = unit.config(args.set)
+    check_prefix(args.name)
     out = Path(args.output or f"build/verilog/{unit.name}")
-    v, j = emit(unit, config, out)
+    v, j = emit(unit, config, out, prefix=args.name)
     print(f"wrote {v} and {j} ({config.describe()})")
 
 
@@ -335,6 +336,9 @@ def build_parser():
                  cmd_verilog)
     s.add_argument("-o", "--output", metavar="DIR", help="output directory "
                    "(default build/verilog/UNIT)")
+    s.add_argument("--name", metavar="PREFIX", default="kllm_",
+                   help="prefix of every module name in the netlist, helpers included "
+                   "(default kllm_): netlists with different prefixes compile together")
 
     s = unit_cmd("sim", "run a unit's cocotb bench against the golden model", cmd_sim)
     s.add_argument("--sim", choices=SIMS, default="icarus", help="simulator (default icarus)")
