@@ -7,7 +7,6 @@ argument answer at once.
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -111,15 +110,6 @@ def cmd_lint(args):
         print(f"--strict: unexpected warning kinds: {', '.join(result.unexpected)}")
         return 1
     return 0
-
-
-def lint_warnings(netlist, path):
-    """Verilator's warning lines for ``netlist``; an error raises ``KllmError``."""
-    from fpga.lint import lint
-    result = lint(netlist, path)
-    if result.failed:
-        raise KllmError(f"verilator found errors in {netlist}: " + "; ".join(result.errors[:3]))
-    return [line for lines in result.warnings.values() for line in lines]
 
 
 def _synth_table(rows):

