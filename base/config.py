@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from base.formats import (BASE_EXP_ADDR, EXP_FRAC, NORM_OUT_FRAC, RECIP_ADDR, RSQRT_FRAC,
                           SOFTMAX_OUT_FRAC)
+from base.isa import slot_layout
 from base.latency import (banked_latency, bitonic_sort_depth, bits_signed, clog2, mul_latency,
                           row_rsqrt_latency, rsqrt_latency, select_latency, table_latency,
                           tree_latency)
@@ -645,3 +646,75 @@ class ImuBaselineConfig(ImuConfig):
         """The dense sum is handed to the tail 7 + tree_depth cycles after the last beat and
         its bank released one cycle after the tail has read it."""
         return 8 + self.tree_depth
+
+
+# ----------------------------------------------------------------------------- the core
+
+@dataclass(frozen=True)
+class CoreConfig(UnitConfig):
+    """The KLLM core: the units behind an instruction stream (base/isa.py), one AXI4 master
+    to external memory, on-chip activation, weight and table buffers."""
+
+    UNIT = "core"
+    RENAMED = {}
+
+    outputs: int = param(16, 1, 64, "IMU output channels in parallel (L)")
+    elems: int = param(4, 1, 16, "elements per beat (P) of every unit, a power of 2")
+    bw: int = param(4, 2, 4, "weight index bits")
+    ba: int = param(4, 2, 4, "activation index bits of a MATMUL input")
+    row_ba: int = param(5, 2, 6, "index bits of a softmax or norm row (2**row_ba centroids)")
+    lut_ba: int = param(8, 2, 8, "index bits of an elementwise table (GELU)")
+    norm_cw: int = param(12, 4, 16, "bits of a norm centroid (signed)")
+    k_max: int = param(1536, 16, 4096, "longest MATMUL reduction (K) in elements")
+    outliers: int = param(8, 0, 32, "Orizuru outliers per side per token, at most")
+    max_row: int = param(1536, 16, 4096, "longest ROWOP / ADD row in elements")
+    max_tokens: int = param(64, 1, 256, "longest sentence (softmax rows, A V reductions)")
+    bus_bytes: int = param(32, 8, 32, "AXI4 data width in bytes (8, 16 or 32)")
+    slots: int = param(2, 2, 8, "weight slots (IMU tiles) in WBUF")
+    abuf_kb: int = param(128, 4, 512, "activation buffer in KiB (16-bit elements)")
+    tbuf_kb: int = param(64, 4, 256, "table buffer in KiB (32-bit words)")
+    baseline: int = param(0, 0, 1, "1: the dequantize-and-multiply units in place of the "
+                                   "index-domain ones")
+
+    def check(self):
+        u = self.UNIT
+        for name in ("elems", "bus_bytes"):
+            v = getattr(self, name)
+            if v & (v - 1):
+                raise ValueError(f"{u}: parameter '{name}' must be a power of 2, got {v}")
+        if self.k_max % self.elems:
+            raise ValueError(f"{u}: parameter 'k_max' ({self.k_max}) must be a multiple of "
+                             f"elems ({self.elems})")
+        if self.max_tokens > self.max_row:
+            raise ValueError(f"{u}: parameter 'max_tokens' ({self.max_tokens}) must not exceed "
+                             f"max_row ({self.max_row})")
+
+    @property
+    def imu(self):
+        """The IMU inside (its outlier port takes both sides: 2 x outliers per token)."""
+        cls = ImuBaselineConfig if self.baseline else ImuConfig
+        return cls(outputs=self.outputs, elems=self.elems, bw=self.bw, ba=self.ba, cw=8, ca=8,
+                   k_max=self.k_max, outliers=max(1, 2 * self.outliers), xbits=16)
+
+    @property
+    def depth(self):
+        return self.k_max // self.elems
+
+    @property
+    def slot(self):
+        return slot_layout(self.outputs, self.elems, self.bw, self.depth)
+
+    @property
+    def abuf_bytes(self):
+        return self.abuf_kb * 1024
+
+    @property
+    def tbuf_words(self):
+        return self.tbuf_kb * 256
+
+    @property
+    def wbuf_bytes(self):
+        return self.slots * self.slot.stride
+
+
+__all__ += ["CoreConfig"]
