@@ -23,7 +23,7 @@ from dataclasses import dataclass
 __all__ = ["INSTR_BYTES", "INSTR_WORDS", "SEMAPHORES", "Op", "Space", "LoadMode", "StoreMode",
            "RowKind", "Error", "ENGINE", "FIELDS", "Instr", "encode", "decode", "encode_program",
            "decode_program", "SlotLayout", "slot_layout", "FORMAT_HEADER_WORDS",
-           "format_words", "KllmIsaError", "CoreFault", "OP_NAMES", "ERROR_NAMES",
+           "format_words", "affine_words", "KllmIsaError", "CoreFault", "OP_NAMES", "ERROR_NAMES",
            "SEM_MAX"]
 
 INSTR_WORDS = 8
@@ -116,14 +116,16 @@ FIELDS = {
                 ("k", 3, 16, 16), ("lanes", 4, 0, 16), ("outliers", 4, 16, 8),
                 ("fmt", 5, 0, 32), ("y_addr", 6, 0, 32), ("y_tstride", 7, 0, 16),
                 ("y_nstride", 7, 16, 16)],
-    # sub = RowKind
+    # sub = RowKind.  fmt: a quantizer format (TBUF word address); table: LUT entries,
+    # the softmax exp table or the norm's affine (TBUF word address); outliers: NORM only
     Op.ROWOP: [("src", 1, 0, 32), ("src_stride", 2, 0, 32), ("rows", 3, 0, 16),
                ("length", 3, 16, 16), ("fmt", 4, 0, 32), ("table", 5, 0, 32),
-               ("dst", 6, 0, 32), ("dst_stride", 7, 0, 16), ("out_shift", 7, 16, 8)],
-    # out = sat16(a + ((b * M[c] + B[c] + round) >> shift)), M and B per column c in TBUF
+               ("dst", 6, 0, 32), ("dst_stride", 7, 0, 16), ("out_shift", 7, 16, 8),
+               ("outliers", 7, 24, 8)],
+    # out = sat16(a + ((b * M[c] + B[c] + round) >> sh)) per column c, (sh, M, B) in TBUF
+    # at ``params`` (:func:`affine_words`); a, b and dst rows ``stride`` bytes apart
     Op.ADD: [("a", 1, 0, 32), ("b", 2, 0, 32), ("rows", 3, 0, 16), ("length", 3, 16, 16),
-             ("stride", 4, 0, 32), ("params", 5, 0, 32), ("dst", 6, 0, 32),
-             ("shift", 7, 0, 8)],
+             ("stride", 4, 0, 32), ("params", 5, 0, 32), ("dst", 6, 0, 32)],
 }
 
 
@@ -220,7 +222,8 @@ class SlotLayout:
       ``index + (row * L + lane) * entry_bytes``.  A LINEAR load of a prepared tile fills
       whole rows (every lane at once); a LANES load fills lane by lane.
     * ``codebook``: L lanes x 2**bw centroids, one signed byte each (cw <= 8).
-    * ``requant``: L lanes x (M, B) as two signed 32-bit words, then the shift (one word).
+    * ``requant``: the shift (one word), then L lanes x (M, B): M a signed 32-bit word, B a
+      signed 64-bit integer as two words (low first) -- :func:`affine_words`.
     """
     entry_bytes: int
     index: int
@@ -235,7 +238,7 @@ def slot_layout(outputs, elems, bw, depth):
     index = 0
     codebook = depth * outputs * entry
     requant = codebook + outputs * 2 ** bw
-    size = requant + 8 * outputs + 4
+    size = requant + 4 + 12 * outputs
     stride = 1 << (size - 1).bit_length()
     return SlotLayout(entry, index, codebook, requant, size, stride)
 
@@ -243,6 +246,16 @@ def slot_layout(outputs, elems, bw, depth):
 #: A quantizer format in TBUF (32-bit words): word 0 = ba | shift << 8, then 2**ba - 1
 #: thresholds (in the input's units), then 2**ba centroids (``Ca``, in units of 2**shift).
 FORMAT_HEADER_WORDS = 1
+
+
+def affine_words(M, B, sh):
+    """Per-column requantization ``(x * M[c] + B[c] + 2**(sh-1)) >> sh`` as 32-bit words:
+    ``sh``, then for each column M, B low, B high (B a signed 64-bit integer)."""
+    words = [sh]
+    for m, b in zip(M, B):
+        b &= (1 << 64) - 1
+        words += [m, b & 0xFFFFFFFF, b >> 32]
+    return words
 
 
 def format_words(ba, shift, thresholds, centroids):

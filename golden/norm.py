@@ -28,7 +28,7 @@ from base.formats import NORM_OUT_FRAC as OUT_FRAC
 from base.formats import RSQRT_ADDR, RSQRT_FRAC
 
 __all__ = ["RSQRT_ADDR", "RSQRT_FRAC", "OUT_FRAC", "rsqrt_table", "norm_rows", "fold_affine",
-           "codebook_writes"]
+           "codebook_writes", "norm_rows_outliers"]
 
 
 def rsqrt_table():
@@ -102,3 +102,40 @@ def norm_values_rows(x, kind="layernorm"):
         _, o, _ = norm_rows(torch.arange(n)[None, :], C, kind)
         out[r] = o[0]
     return out, out.double() / 2 ** OUT_FRAC
+
+
+def norm_rows_outliers(idx, c, x=None, mask=None, kind="layernorm"):
+    """LayerNorm / RMSNorm of rows whose elements are centroids ``c[idx]`` except the
+    outliers (``mask``), which keep their exact values ``x`` (dense-and-sparse, as the
+    linear layers' inputs): ``S1`` and ``S2`` count every element at its value, the
+    rsqrt lookup is :func:`norm_rows`'s, and each element's output is
+    ``((n v - S1) * RSQRT[i]) >> (RSQRT_FRAC + e - OUT_FRAC)``.  With no outliers this
+    is :func:`norm_rows` exactly (the tests check it).  ``c`` and ``x`` are integers in
+    the same units.  Returns the output integers (R, n)."""
+    if kind not in ("layernorm", "rmsnorm"):
+        raise ValueError(f"unknown norm {kind!r} (layernorm or rmsnorm)")
+    idx = idx.long()
+    R, n = idx.shape
+    v = torch.as_tensor(c).long()[idx]
+    if mask is not None:
+        v = torch.where(mask, x.long(), v)
+    S1 = v.sum(1)
+    S2 = (v * v).sum(1)
+    if kind == "layernorm":
+        V = n * S2 - S1 * S1
+        num = n * v - S1[:, None]
+    else:
+        V = n * S2
+        num = n * v
+    out = torch.zeros(R, n, dtype=torch.long)
+    table = rsqrt_table()
+    for r, val in enumerate(V.tolist()):
+        if val == 0:
+            continue
+        e = (val.bit_length() - 1) // 2
+        top = val >> (2 * e - RSQRT_ADDR) if 2 * e >= RSQRT_ADDR else val << (RSQRT_ADDR - 2 * e)
+        i = min(int((top - 2 ** RSQRT_ADDR) // 3), 2 ** RSQRT_ADDR - 1)
+        sh = RSQRT_FRAC + e - OUT_FRAC
+        prod = num[r] * int(table[i])
+        out[r] = prod >> sh if sh >= 0 else prod << -sh
+    return out

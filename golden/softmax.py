@@ -29,7 +29,7 @@ from base.formats import BASE_EXP_ADDR, BASE_STEP_FRAC, EXP_FRAC, RECIP_ADDR, RE
 from base.formats import SOFTMAX_OUT_FRAC as OUT_FRAC
 
 __all__ = ["EXP_FRAC", "RECIP_ADDR", "RECIP_FRAC", "OUT_FRAC", "exp_table", "recip_table",
-           "softmax_rows", "exp_table_writes"]
+           "softmax_rows", "softmax_rows_table", "exp_table_writes"]
 
 
 def exp_table(Cs, ss, m):
@@ -50,15 +50,23 @@ def softmax_rows(idx, Cs, ss, valid=None):
     take no part in the histogram).  Returns ``(p_int, p_float)`` with
     ``p_float = p_int / 2**OUT_FRAC``.
     """
-    idx = idx.long()
-    R, n = idx.shape
     J = Cs.numel()
+    return softmax_rows_table(idx, exp_table(Cs, ss, torch.arange(J)), valid)
+
+
+def softmax_rows_table(idx, table, valid=None):
+    """:func:`softmax_rows` with the exp table given: ``table[m, j]`` = E[j] for a row whose
+    maximum index is ``m`` (J x J, :func:`exp_table` of every ``m``, as the host loads it)."""
+    idx = idx.long()
+    table = torch.as_tensor(table).long()
+    R, n = idx.shape
+    J = table.shape[-1]
     valid = torch.ones_like(idx, dtype=torch.bool) if valid is None else valid.bool()
     if not valid.any(dim=1).all():
         raise ValueError("every row needs at least one valid element")
     m = torch.where(valid, idx, -1).amax(dim=1)                        # row maximum
     h = torch.zeros(R, J, dtype=torch.long).scatter_add_(1, idx, valid.long())
-    E = exp_table(Cs, ss, m)                                          # (R, J)
+    E = table[m]                                                      # (R, J)
     D = (h * E).sum(dim=1)                                            # (R,)
     e = torch.tensor([int(d).bit_length() - 1 for d in D.tolist()])
     # top RECIP_ADDR bits below the leading one

@@ -1,0 +1,491 @@
+"""The whole-layer integer contract: MiniLM encoder layers in integers only, as the core runs them.
+
+Between stages every tensor is a signed 16-bit fixed-point integer with a
+per-tensor scale (a float known to the host), or an index into a codebook.
+The stages of one encoder layer (T tokens of one sentence, d = 384, 12 heads
+of dh = 32, FFN width 1536), with ``z`` the previous LayerNorm's output::
+
+    Q, K, V   = MATMUL(z; attn_in, W_q | W_k | W_v)          per-channel requant
+    Kidx      = quantize(K; k)     Vidx = quantize(V; v)     (indices: IMU "weights")
+    S_h       = MATMUL(Q_h; q, Kidx_h)   per head, scale folds 1/sqrt(dh)
+    P_h       = SOFTMAX(quantize(S_h; scores))               14 fraction bits
+    ctx_h     = MATMUL(P_h; p, Vidx_h^T)
+    y         = MATMUL(ctx; ctx, W_o)        bias b_o + beta (residual's LayerNorm bias)
+    u1        = ADD(y, z * M_g >> s)         residual: gain g of the input's LayerNorm
+    z1        = NORM(quantize(u1; ln_a))     LayerNorm by histogram, 10 fraction bits
+    f         = MATMUL(z1; ffn_in, W_1)
+    m         = LUT(quantize(f; gelu), GELU table)
+    y2        = MATMUL(m; ffn_mid, W_2)
+    u2        = ADD(y2, z1 * M_g1 >> s);  z2 = NORM(quantize(u2; ln_f))
+
+* **MATMUL** (the IMU contract, :mod:`golden.imu`): the input x (16-bit, scale
+  ``s_x``) is quantized by its format's thresholds (index ``ia``, centroid
+  ``Ca[ia] << shift``) with the ``k`` largest and ``k`` smallest x of each token as
+  outliers (Orizuru, dense-and-sparse); ``y_int = sum Cw[n][Iw[n,k]] * A_int[k]``
+  exactly; then the **requantization** ``sat16((y_int * M[n] + B[n] + 2**(sh-1)) >>
+  sh)`` with ``M`` (16-bit signed) and ``B`` (64-bit) per output channel and one
+  shift per weight tile.  The LayerNorm gain and bias of the input fold into the
+  weights and the bias (:func:`golden.norm.fold_affine`).
+* **NORM** (:func:`golden.norm.norm_rows`): LayerNorm of the row's indices with a
+  ``row_ba``-bit codebook of ``norm_cw``-bit centroids; output
+  ``NORM_OUT_FRAC`` = 12 fraction bits, shifted right by 2 to fit 16 bits
+  (``Z_FRAC`` = 10).
+* **SOFTMAX** (:func:`golden.softmax.softmax_rows`): 15-bit probabilities shifted
+  right by 1 (``P_FRAC`` = 14).
+* **LUT** (:mod:`golden.lut`): GELU of a ``lut_ba``-bit index, as a 16-bit value.
+* **ADD**: ``sat16(a + ((b * M[c] + 2**(sh-1)) >> sh))``, M per column.
+
+Embedding lookup (and its sum) and mean pooling stay on the host; the host
+hands the core ``u0 = round(embedding / s_u0)`` and the core starts with the
+embedding LayerNorm.  The last LayerNorm's affine is applied by the host before
+pooling.  Every format is fitted on calibration text by running this integer
+model stage by stage (each fit sees what the integer stages upstream produce).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from base.formats import NORM_OUT_FRAC
+from golden import lut as lutmod
+from golden.imu import dequant_matmul
+from golden.kmeans import kmeans1d
+from golden.minilm import load_minilm
+from golden.norm import norm_rows_outliers
+from golden.quant import fit_weight_codebook, top_outliers
+from golden.quantizer import quantize, thresholds_from_codebook
+from golden.softmax import exp_table, softmax_rows_table
+
+__all__ = ["IntConfig", "Format", "Requant", "Linear", "IntModel", "Z_FRAC", "P_FRAC", "sat16",
+           "build", "evaluate_integer"]
+
+#: Fraction bits of a LayerNorm output in the activation buffer (norm's 12, shifted by 2).
+Z_FRAC = NORM_OUT_FRAC - 2
+Z_SHIFT = NORM_OUT_FRAC - Z_FRAC
+#: Fraction bits of a probability in the activation buffer (softmax's 15, shifted by 1).
+P_FRAC = 14
+P_SHIFT = 1
+I16 = (-(1 << 15), (1 << 15) - 1)
+
+
+def sat16(t):
+    return t.clamp(*I16)
+
+
+def _shift_round(v, sh):
+    """``(v + 2**(sh-1)) >> sh`` (arithmetic), the rounding every requantization uses."""
+    return (v + (1 << (sh - 1))) >> sh if sh > 0 else v << -sh
+
+
+@dataclass(frozen=True)
+class IntConfig:
+    """The integer model's choices (the core's CoreConfig must be able to run them)."""
+    bw: int = 4              # weight index bits
+    ba: int = 4              # MATMUL input index bits
+    cw: int = 8              # weight centroid bits
+    ca: int = 8              # activation centroid bits
+    outliers: int = 8        # k per side for the four linear inputs
+    q_outliers: int = 0      # k per side for Q rows (QK^T)
+    p_outliers: int = 2      # k per side for probability rows (A V)
+    attn_ba: int = 4         # index bits of the Q and probability rows (MATMUL inputs)
+    sm_ba: int = 5           # softmax index bits
+    ln_ba: int = 6           # LayerNorm index bits (16-bit centroids)
+    ln_outliers: int = 4     # k per side kept exact in a LayerNorm row
+    kv_per_head: bool = True # K and V codebooks per head (else one per layer)
+    lut_ba: int = 8          # GELU index bits
+    headroom: float = 1.25   # int16 scale: calibration max * headroom = 32767
+    gptq: bool = True        # weight error compensation (golden.quant)
+
+
+# ---------------------------------------------------------------------- formats
+
+@dataclass
+class Format:
+    """A quantizer format on a 16-bit tensor: sorted centroids ``Ca`` (``ca`` bits, value
+    ``Ca << shift`` in the input's units), their thresholds, ``k`` outliers per side."""
+    name: str
+    ba: int
+    Ca: torch.Tensor
+    shift: int
+    thresholds: torch.Tensor
+    k: int
+    scale: float             # the input's units (float value of one LSB)
+
+    def index(self, x):
+        return quantize(x, self.thresholds)
+
+    def residual(self, x, idx):
+        """The outliers' residuals ``x - (Ca[idx] << shift)``, 0 elsewhere (per row)."""
+        if not self.k:
+            return None
+        mask = top_outliers(x, min(self.k, x.shape[-1] // 2))
+        return torch.where(mask, x - (self.Ca[idx] << self.shift), 0)
+
+    def act_int(self, x):
+        """``(idx, residual, A_int)``: the IMU's activation operand in x units."""
+        idx = self.index(x)
+        r = self.residual(x, idx)
+        a = self.Ca[idx] << self.shift
+        return idx, r, a if r is None else a + r
+
+    @property
+    def values(self):
+        """Centroids in the input's units."""
+        return self.Ca << self.shift
+
+
+def fit_format(name, xs, ba, *, scale, ca=8, k=0):
+    """A :class:`Format` fitted by K-Means on the integer values ``xs`` (a list of
+    (rows, K) tensors); the outliers (``k`` per side and row) are left out of the fit."""
+    vals = []
+    for x in xs:
+        keep = ~top_outliers(x, min(k, x.shape[-1] // 2)) if k else torch.ones_like(x, dtype=torch.bool)
+        vals.append(x[keep])
+    v = torch.cat(vals).double()
+    if v.numel() > 400_000:
+        v = v[:: v.numel() // 400_000 + 1]
+    J = 2 ** ba
+    if int(v.unique().numel()) < J:          # fewer distinct values than centroids
+        v = torch.cat([v, torch.linspace(float(v.min()) - J, float(v.max()) + J, J).round()])
+    c, _ = kmeans1d(v, J, name=name)
+    qmax = 2 ** (ca - 1) - 1
+    shift = max(0, math.ceil(math.log2(max(float(c.abs().max()), 1.0) / qmax)))
+    Ca = torch.round(c / 2 ** shift).clamp(-qmax - 1, qmax).long()
+    return Format(name, ba, Ca, shift, thresholds_from_codebook(Ca << shift), k, scale)
+
+
+# ---------------------------------------------------------------- requantization
+
+@dataclass
+class Requant:
+    """``sat16((y * M + B + 2**(sh-1)) >> sh)`` per output channel."""
+    M: torch.Tensor          # (N,) int64, |M| < 2**15
+    B: torch.Tensor          # (N,) int64
+    sh: int
+
+    def __call__(self, y):
+        return sat16(_shift_round(y * self.M + self.B, self.sh))
+
+
+def make_requant(unit, bias, s_out, m_bits=16):
+    """From ``y_int`` in units ``unit`` (N,) plus a float ``bias`` (N,) to ``s_out``."""
+    f = unit.double() / s_out
+    top = float(f.abs().max())
+    sh = max(0, math.floor(math.log2((2 ** (m_bits - 1) - 1) / top))) if top > 0 else 0
+    sh = min(sh, 62)
+    M = torch.round(f * 2 ** sh).long()
+    B = torch.round(bias.double() / s_out * 2 ** sh).long()
+    return Requant(M, B, sh)
+
+
+def int16_scale(xs, headroom):
+    m = max(float(x.abs().max()) for x in xs)
+    return max(m, 1e-12) * headroom / I16[1]
+
+
+# ----------------------------------------------------------------------- linears
+
+@dataclass
+class Linear:
+    """A MATMUL with fixed weights: quantized ``W`` (N x K), requant to ``s_out``."""
+    name: str
+    fmt: Format              # its input's format
+    Iw: torch.Tensor         # (N, K)
+    Cw: torch.Tensor         # (N, 2**bw)
+    rq: Requant
+    s_out: float
+    unit: torch.Tensor       # (N,) float: y_float = unit * y_int + bias
+    bias: torch.Tensor
+
+    def __call__(self, x):
+        return self.rq(imu_matmul(self.fmt, self.Iw, self.Cw, x))
+
+    def to_scale(self, s_out):
+        """The same weights requantized to another output scale."""
+        return Linear(self.name, self.fmt, self.Iw, self.Cw,
+                      make_requant(self.unit, self.bias, s_out), s_out, self.unit, self.bias)
+
+
+def imu_matmul(fmt, Iw, Cw, x):
+    """``y_int`` (rows, N) of the IMU contract: exact, in int64 (dequantized both sides)."""
+    _, _, a = fmt.act_int(x)
+    W = Cw.gather(1, Iw)
+    # float64 holds every partial sum exactly: |a| < 2**17, |W| < 2**cw, K <= 2**12
+    return torch.round(a.double() @ W.double().T).long()
+
+
+# ------------------------------------------------------------------ the model
+
+@dataclass
+class Layer:
+    qkv: list = None                 # [Linear q, k, v]
+    k_fmt: list = None               # per head: K -> indices (IMU weights of QK^T)
+    v_fmt: list = None               # per head: V -> indices (IMU weights of A V)
+    q_fmt: Format = None             # Q rows
+    s_rq: list = None                # per head: scores requant (one M for all keys)
+    s_scale: float = 0.0
+    s_fmt: Format = None             # scores -> softmax indices
+    exp: torch.Tensor = None         # (J, J) exp table
+    p_fmt: Format = None
+    ctx_rq: list = None              # per head
+    ctx_scale: float = 0.0
+    attn_out: Linear = None
+    add_a: tuple = None              # (M (d,), sh) residual z * g
+    ln_a: "Norm" = None
+    ffn_in: Linear = None
+    gelu_fmt: Format = None
+    gelu: torch.Tensor = None        # (2**lut_ba,) int16 table
+    m_scale: float = 0.0
+    ffn_out: Linear = None
+    add_f: tuple = None
+    ln_f: "Norm" = None
+
+
+@dataclass
+class IntModel:
+    cfg: IntConfig
+    s_u0: float = 0.0
+    ln_emb: "Norm" = None
+    layers: list = field(default_factory=list)
+
+    # ---- stages, on one sentence (tensors (T, ...))
+    @staticmethod
+    def add(a, b, params):
+        M, sh = params
+        return sat16(a + _shift_round(b * M, sh))
+
+    def attention(self, L, Q, K, V):
+        T = Q.shape[0]
+        H, dh = 12, Q.shape[1] // 12
+        ctx = torch.zeros_like(Q)
+        for h in range(H):
+            sl = slice(h * dh, (h + 1) * dh)
+            kf, vf = L.k_fmt[h], L.v_fmt[h]
+            S = L.s_rq[h](imu_matmul(L.q_fmt, kf.index(K[:, sl]), kf.Ca.expand(T, -1), Q[:, sl]))
+            p = self.softmax(L, S)
+            ctx[:, sl] = L.ctx_rq[h](imu_matmul(L.p_fmt, vf.index(V[:, sl]).T,
+                                                vf.Ca.expand(dh, -1), p))
+        return ctx
+
+    @staticmethod
+    def softmax(L, S):
+        p, _ = softmax_rows_table(L.s_fmt.index(S), L.exp)
+        return sat16(p >> P_SHIFT)
+
+    def layer(self, i, x):
+        L = self.layers[i]
+        Q, K, V = (lin(x) for lin in L.qkv)
+        ctx = self.attention(L, Q, K, V)
+        x1 = L.ln_a(self.add(L.attn_out(ctx), x, L.add_a))
+        m = lutmod.apply(L.gelu, L.gelu_fmt.index(L.ffn_in(x1)))
+        return L.ln_f(self.add(L.ffn_out(m), x1, L.add_f))
+
+    def embed_int(self, emb):
+        return sat16(torch.round(emb.double() / self.s_u0).long())
+
+    def forward(self, emb, layers=None):
+        """The last LayerNorm's output (T, d) int16 of a sentence's embeddings (T, d) float."""
+        x = self.ln_emb(self.embed_int(emb))
+        for i in range(len(self.layers) if layers is None else layers):
+            x = self.layer(i, x)
+        return x
+
+    def scale_after(self, layers):
+        """The float value of one LSB of the hidden state after ``layers`` layers."""
+        return self.ln_emb.s_x if layers == 0 else self.layers[layers - 1].ln_f.s_x
+
+
+@dataclass
+class Norm:
+    """LayerNorm by histogram with outliers (:func:`golden.norm.norm_rows_outliers`), then
+    the per-column affine ``sat16((z * G[c] + B[c] + 2**(sh-1)) >> sh)`` into ``s_x`` units
+    (z: the norm's 12 fraction bits)."""
+    fmt: Format
+    G: torch.Tensor
+    B: torch.Tensor
+    sh: int
+    s_x: float
+
+    def normalized(self, u):
+        idx = self.fmt.index(u)
+        mask = top_outliers(u, self.fmt.k) if self.fmt.k else None
+        return norm_rows_outliers(idx, self.fmt.values, u, mask)
+
+    def __call__(self, u):
+        return sat16(_shift_round(self.normalized(u) * self.G + self.B, self.sh))
+
+
+def fit_norm(name, us, cfg, gain, bias):
+    fmt = fit_format(name, us, cfg.ln_ba, scale=0.0, ca=16, k=cfg.ln_outliers)
+    probe = Norm(fmt, None, None, 0, 0.0)
+    zs = [probe.normalized(u).double() * 2.0 ** -NORM_OUT_FRAC for u in us]
+    s_x = int16_scale([z * gain.double() + bias.double() for z in zs], cfg.headroom)
+    rq = make_requant(gain.double() * 2.0 ** -NORM_OUT_FRAC, bias.double(), s_x)
+    return Norm(fmt, rq.M, rq.B, rq.sh, s_x)
+
+
+# --------------------------------------------------------------------- building
+
+def _embeddings(model, sentence):
+    batch = model.tokenize([sentence])
+    t = model.t
+    T = batch.input_ids.shape[1]
+    e = (t["embeddings.word_embeddings.weight"][batch.input_ids[0]]
+         + t["embeddings.position_embeddings.weight"][:T]
+         + t["embeddings.token_type_embeddings.weight"][batch.token_type_ids[0]])
+    return e
+
+
+def _ln(model, name):
+    return model.t[f"{name}.weight"], model.t[f"{name}.bias"]
+
+
+def build(sentences, cfg=IntConfig(), model=None, progress=None):
+    """Fit every format of the integer model on calibration ``sentences``."""
+    say = progress or (lambda text: None)
+    model = model or load_minilm()
+    c = cfg
+    im = IntModel(cfg)
+    embs = [_embeddings(model, s) for s in sentences]
+    im.s_u0 = int16_scale(embs, c.headroom * 1.2)
+    u = [im.embed_int(e) for e in embs]
+    im.ln_emb = fit_norm("ln_emb", u, c, *_ln(model, "embeddings.LayerNorm"))
+    xs = [im.ln_emb(x) for x in u]
+    dh = 32
+    heads = [slice(h * dh, (h + 1) * dh) for h in range(12)]
+
+    def linear(name, fmt, xs, W, b, unit_in):
+        """Fit W (N x K) acting on x * unit_in; the requant to a scale set later."""
+        a = torch.cat([fmt.act_int(x)[2] for x in xs]).double()
+        H = a.T @ a / len(a)
+        cb = fit_weight_codebook(W.double() * unit_in, c.bw, cw=c.cw, H=H, gptq=c.gptq,
+                                 name=name)
+        unit = cb.sw.double()                      # y_float = sw[n] * y_int + bias
+        ys = [imu_matmul(fmt, cb.Iw, cb.Cw, x) for x in xs]
+        s_out = int16_scale([y.double() * unit + b.double() for y in ys], c.headroom)
+        lin = Linear(name, fmt, cb.Iw, cb.Cw, make_requant(unit, b.double(), s_out), s_out,
+                     unit, b.double())
+        return lin, ys
+
+    def residual(lin, ys, xs, s_x):
+        """``u = y + x``: one int16 scale for both, from the float sums."""
+        s_u = int16_scale([y.double() * lin.unit + lin.bias + x.double() * s_x
+                           for y, x in zip(ys, xs)], c.headroom * 1.2)
+        lin = lin.to_scale(s_u)
+        params = _add_params(torch.full((xs[0].shape[1],), s_x / s_u, dtype=torch.double))
+        return lin, params, [im.add(lin.rq(y), x, params) for y, x in zip(ys, xs)]
+
+    def kv_formats(name, vals, scale):
+        if c.kv_per_head:
+            return [fit_format(f"{name}{h}", [v[:, sl] for v in vals], c.bw, scale=scale, ca=c.cw)
+                    for h, sl in enumerate(heads)]
+        return [fit_format(name, vals, c.bw, scale=scale, ca=c.cw)] * 12
+
+    for i in range(model.layers):
+        say(f"fitting layer {i + 1}/{model.layers}")
+        L = Layer()
+        im.layers.append(L)
+        s_x = im.scale_after(i)
+        pre = f"encoder.layer.{i}"
+        # Q, K, V
+        L_in = fit_format(f"layer{i}.attn_in", xs, c.ba, scale=s_x, ca=c.ca, k=c.outliers)
+        L.qkv, outs = [], []
+        for nm, key in (("query", "attention.self.query"), ("key", "attention.self.key"),
+                        ("value", "attention.self.value")):
+            lin, ys = linear(f"layer{i}.{nm}", L_in, xs, model.t[f"{pre}.{key}.weight"],
+                             model.t[f"{pre}.{key}.bias"], s_x)
+            L.qkv.append(lin)
+            outs.append([lin.rq(y) for y in ys])
+        Qs, Ks, Vs = outs
+        sq, sk, sv = (lin.s_out for lin in L.qkv)
+        L.q_fmt = fit_format(f"layer{i}.q", [q.reshape(-1, dh) for q in Qs], c.attn_ba,
+                             scale=sq, ca=c.ca, k=c.q_outliers)
+        L.k_fmt = kv_formats(f"layer{i}.k", Ks, sk)
+        L.v_fmt = kv_formats(f"layer{i}.v", Vs, sv)
+        # scores: y_int in units sq * sk * 2**shift_k (per head), times 1/sqrt(dh)
+        s_units = [sq * sk * 2 ** f.shift / math.sqrt(dh) for f in L.k_fmt]
+
+        def scores(Q, K, h):
+            kf = L.k_fmt[h]
+            sl = heads[h]
+            return imu_matmul(L.q_fmt, kf.index(K[:, sl]), kf.Ca.expand(len(K), -1), Q[:, sl])
+
+        S_int = [(scores(Q, K, h), h) for Q, K in zip(Qs, Ks) for h in range(12)]
+        L.s_scale = int16_scale([y.double() * s_units[h] for y, h in S_int], c.headroom)
+        L.s_rq = [make_requant(torch.tensor([un]), torch.zeros(1), L.s_scale) for un in s_units]
+        S_q = [L.s_rq[h](y) for y, h in S_int]
+        L.s_fmt = fit_format(f"layer{i}.scores", S_q, c.sm_ba, scale=L.s_scale, ca=c.ca)
+        L.exp = exp_table(L.s_fmt.Ca, L.s_scale * 2 ** L.s_fmt.shift, torch.arange(2 ** c.sm_ba))
+        P_all = [im.softmax(L, s) for s in S_q]
+        L.p_fmt = fit_format(f"layer{i}.p", P_all, c.attn_ba, scale=2.0 ** -P_FRAC, ca=c.ca,
+                             k=c.p_outliers)
+        # ctx: y_int in units 2**-P_FRAC * sv * 2**shift_v (per head)
+        c_units = [2.0 ** -P_FRAC * sv * 2 ** f.shift for f in L.v_fmt]
+        C_int, j = [], 0
+        for V in Vs:
+            for h, sl in enumerate(heads):
+                vf = L.v_fmt[h]
+                C_int.append((imu_matmul(L.p_fmt, vf.index(V[:, sl]).T, vf.Ca.expand(dh, -1),
+                                         P_all[j]), h))
+                j += 1
+        L.ctx_scale = int16_scale([y.double() * c_units[h] for y, h in C_int], c.headroom)
+        L.ctx_rq = [make_requant(torch.tensor([un]), torch.zeros(1), L.ctx_scale) for un in c_units]
+        ctxs = [torch.cat([L.ctx_rq[h](y) for y, h in C_int[12 * t:12 * t + 12]], 1)
+                for t in range(len(Vs))]
+        # attention output, residual, LayerNorm
+        L_ctx = fit_format(f"layer{i}.ctx", ctxs, c.ba, scale=L.ctx_scale, ca=c.ca, k=c.outliers)
+        lin, ys = linear(f"layer{i}.attn_out", L_ctx, ctxs,
+                         model.t[f"{pre}.attention.output.dense.weight"],
+                         model.t[f"{pre}.attention.output.dense.bias"], L.ctx_scale)
+        L.attn_out, L.add_a, u1 = residual(lin, ys, xs, s_x)
+        L.ln_a = fit_norm(f"layer{i}.ln_a", u1, c, *_ln(model, f"{pre}.attention.output.LayerNorm"))
+        x1 = [L.ln_a(u) for u in u1]
+        # FFN
+        L_f = fit_format(f"layer{i}.ffn_in", x1, c.ba, scale=L.ln_a.s_x, ca=c.ca, k=c.outliers)
+        L.ffn_in, ys = linear(f"layer{i}.ffn_in", L_f, x1,
+                              model.t[f"{pre}.intermediate.dense.weight"],
+                              model.t[f"{pre}.intermediate.dense.bias"], L.ln_a.s_x)
+        fs = [L.ffn_in.rq(y) for y in ys]
+        L.gelu_fmt = fit_format(f"layer{i}.gelu", fs, c.lut_ba, scale=L.ffn_in.s_out, ca=16)
+        gv = lutmod.FUNCTIONS["gelu"](L.gelu_fmt.values.double() * L.ffn_in.s_out)
+        L.m_scale = float(gv.abs().max()) / I16[1]
+        L.gelu = sat16(torch.round(gv / L.m_scale).long())
+        ms = [lutmod.apply(L.gelu, L.gelu_fmt.index(f)) for f in fs]
+        L_m = fit_format(f"layer{i}.ffn_mid", ms, c.ba, scale=L.m_scale, ca=c.ca, k=c.outliers)
+        lin, ys = linear(f"layer{i}.ffn_out", L_m, ms, model.t[f"{pre}.output.dense.weight"],
+                         model.t[f"{pre}.output.dense.bias"], L.m_scale)
+        L.ffn_out, L.add_f, u2 = residual(lin, ys, x1, L.ln_a.s_x)
+        L.ln_f = fit_norm(f"layer{i}.ln_f", u2, c, *_ln(model, f"{pre}.output.LayerNorm"))
+        xs = [L.ln_f(u) for u in u2]
+    return im
+
+
+def _add_params(f, m_bits=16):
+    top = float(f.abs().max())
+    sh = max(0, math.floor(math.log2((2 ** (m_bits - 1) - 1) / top))) if top > 0 else 0
+    return torch.round(f * 2 ** sh).long(), sh
+
+
+# -------------------------------------------------------------------- accuracy
+
+def sentence_embedding(im, model, sentence, layers=None):
+    """The host's part after the core: the last LayerNorm's affine, mean pooling, L2 norm."""
+    z = im.forward(_embeddings(model, sentence), layers)
+    n = len(im.layers) if layers is None else layers
+    x = z.double() * im.scale_after(n)
+    return torch.nn.functional.normalize(x.mean(0), dim=-1).float()
+
+
+def evaluate_integer(n_eval=500, n_cal=128, cfg=IntConfig(), progress=None):
+    """Mean / worst cosine and Spearman of the fully integer model against FP32 on the
+    evaluation text of ``kllm eval``."""
+    from golden.eval import metrics
+    from golden.text import calibration_sentences, evaluation_sentences
+
+    model = load_minilm()
+    im = build(calibration_sentences(n_cal), cfg, model, progress)
+    ev = evaluation_sentences(n_eval)
+    ref = model.embed(ev)
+    emb = torch.stack([sentence_embedding(im, model, s) for s in ev])
+    return im, metrics(ref, emb)
