@@ -141,6 +141,8 @@ class Instr:
 
     def __post_init__(self):
         self.args = dict(self.args or {})
+        for name, _, _, _ in FIELDS.get(self.op, []):      # fields not given are 0
+            self.args.setdefault(name, 0)
 
     @property
     def engine(self):

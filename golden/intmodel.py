@@ -3,20 +3,21 @@
 Between stages every tensor is a signed 16-bit fixed-point integer with a
 per-tensor scale (a float known to the host), or an index into a codebook.
 The stages of one encoder layer (T tokens of one sentence, d = 384, 12 heads
-of dh = 32, FFN width 1536), with ``z`` the previous LayerNorm's output::
+of dh = 32, FFN width 1536), with ``x`` the previous LayerNorm's output (its
+gain and bias applied, 16 bits)::
 
-    Q, K, V   = MATMUL(z; attn_in, W_q | W_k | W_v)          per-channel requant
-    Kidx      = quantize(K; k)     Vidx = quantize(V; v)     (indices: IMU "weights")
-    S_h       = MATMUL(Q_h; q, Kidx_h)   per head, scale folds 1/sqrt(dh)
+    Q, K, V   = MATMUL(x; attn_in, W_q | W_k | W_v)          per-channel requant
+    Kidx      = quantize(K; k_h)   Vidx = quantize(V; v_h)   per head (IMU "weights")
+    S_h       = MATMUL(Q_h; q, Kidx_h)   per head, the scale folds 1/sqrt(dh)
     P_h       = SOFTMAX(quantize(S_h; scores))               14 fraction bits
     ctx_h     = MATMUL(P_h; p, Vidx_h^T)
-    y         = MATMUL(ctx; ctx, W_o)        bias b_o + beta (residual's LayerNorm bias)
-    u1        = ADD(y, z * M_g >> s)         residual: gain g of the input's LayerNorm
-    z1        = NORM(quantize(u1; ln_a))     LayerNorm by histogram, 10 fraction bits
-    f         = MATMUL(z1; ffn_in, W_1)
+    y         = MATMUL(ctx; ctx, W_o)
+    u1        = ADD(y, x * M >> s)           residual, into one 16-bit scale
+    x1        = NORM(quantize(u1; ln_a))     LayerNorm by histogram + outliers, affine
+    f         = MATMUL(x1; ffn_in, W_1)
     m         = LUT(quantize(f; gelu), GELU table)
     y2        = MATMUL(m; ffn_mid, W_2)
-    u2        = ADD(y2, z1 * M_g1 >> s);  z2 = NORM(quantize(u2; ln_f))
+    u2        = ADD(y2, x1 * M >> s);  x2 = NORM(quantize(u2; ln_f))
 
 * **MATMUL** (the IMU contract, :mod:`golden.imu`): the input x (16-bit, scale
   ``s_x``) is quantized by its format's thresholds (index ``ia``, centroid
@@ -24,12 +25,13 @@ of dh = 32, FFN width 1536), with ``z`` the previous LayerNorm's output::
   outliers (Orizuru, dense-and-sparse); ``y_int = sum Cw[n][Iw[n,k]] * A_int[k]``
   exactly; then the **requantization** ``sat16((y_int * M[n] + B[n] + 2**(sh-1)) >>
   sh)`` with ``M`` (16-bit signed) and ``B`` (64-bit) per output channel and one
-  shift per weight tile.  The LayerNorm gain and bias of the input fold into the
-  weights and the bias (:func:`golden.norm.fold_affine`).
-* **NORM** (:func:`golden.norm.norm_rows`): LayerNorm of the row's indices with a
-  ``row_ba``-bit codebook of ``norm_cw``-bit centroids; output
-  ``NORM_OUT_FRAC`` = 12 fraction bits, shifted right by 2 to fit 16 bits
-  (``Z_FRAC`` = 10).
+  shift per weight tile.
+* **NORM** (:func:`golden.norm.norm_rows_outliers`): LayerNorm of the row's indices
+  with an ``ln_ba``-bit codebook of 16-bit centroids, the row's ``ln_outliers``
+  largest and smallest values kept exact (dense-and-sparse, as Orizuru finds them);
+  the normalized value has ``NORM_OUT_FRAC`` = 12 fraction bits, and the LayerNorm's
+  gain and bias are applied as a per-column requantization into the next tensor's
+  16-bit scale (:class:`Norm`).
 * **SOFTMAX** (:func:`golden.softmax.softmax_rows`): 15-bit probabilities shifted
   right by 1 (``P_FRAC`` = 14).
 * **LUT** (:mod:`golden.lut`): GELU of a ``lut_ba``-bit index, as a 16-bit value.
@@ -57,12 +59,9 @@ from golden.quant import fit_weight_codebook, top_outliers
 from golden.quantizer import quantize, thresholds_from_codebook
 from golden.softmax import exp_table, softmax_rows_table
 
-__all__ = ["IntConfig", "Format", "Requant", "Linear", "IntModel", "Z_FRAC", "P_FRAC", "sat16",
-           "build", "evaluate_integer"]
+__all__ = ["IntConfig", "Format", "Requant", "Linear", "IntModel", "Norm", "P_FRAC", "sat16",
+           "build", "evaluate_integer", "embeddings", "sentence_embedding"]
 
-#: Fraction bits of a LayerNorm output in the activation buffer (norm's 12, shifted by 2).
-Z_FRAC = NORM_OUT_FRAC - 2
-Z_SHIFT = NORM_OUT_FRAC - Z_FRAC
 #: Fraction bits of a probability in the activation buffer (softmax's 15, shifted by 1).
 P_FRAC = 14
 P_SHIFT = 1
@@ -327,7 +326,7 @@ def fit_norm(name, us, cfg, gain, bias):
 
 # --------------------------------------------------------------------- building
 
-def _embeddings(model, sentence):
+def embeddings(model, sentence):
     batch = model.tokenize([sentence])
     t = model.t
     T = batch.input_ids.shape[1]
@@ -341,13 +340,14 @@ def _ln(model, name):
     return model.t[f"{name}.weight"], model.t[f"{name}.bias"]
 
 
-def build(sentences, cfg=IntConfig(), model=None, progress=None):
-    """Fit every format of the integer model on calibration ``sentences``."""
+def build(sentences, cfg=IntConfig(), model=None, progress=None, layers=None):
+    """Fit every format of the integer model on calibration ``sentences`` (the first
+    ``layers`` encoder layers; default all)."""
     say = progress or (lambda text: None)
     model = model or load_minilm()
     c = cfg
     im = IntModel(cfg)
-    embs = [_embeddings(model, s) for s in sentences]
+    embs = [embeddings(model, s) for s in sentences]
     im.s_u0 = int16_scale(embs, c.headroom * 1.2)
     u = [im.embed_int(e) for e in embs]
     im.ln_emb = fit_norm("ln_emb", u, c, *_ln(model, "embeddings.LayerNorm"))
@@ -382,8 +382,9 @@ def build(sentences, cfg=IntConfig(), model=None, progress=None):
                     for h, sl in enumerate(heads)]
         return [fit_format(name, vals, c.bw, scale=scale, ca=c.cw)] * 12
 
-    for i in range(model.layers):
-        say(f"fitting layer {i + 1}/{model.layers}")
+    n_layers = model.layers if layers is None else layers
+    for i in range(n_layers):
+        say(f"fitting layer {i + 1}/{n_layers}")
         L = Layer()
         im.layers.append(L)
         s_x = im.scale_after(i)
@@ -471,7 +472,7 @@ def _add_params(f, m_bits=16):
 
 def sentence_embedding(im, model, sentence, layers=None):
     """The host's part after the core: the last LayerNorm's affine, mean pooling, L2 norm."""
-    z = im.forward(_embeddings(model, sentence), layers)
+    z = im.forward(embeddings(model, sentence), layers)
     n = len(im.layers) if layers is None else layers
     x = z.double() * im.scale_after(n)
     return torch.nn.functional.normalize(x.mean(0), dim=-1).float()

@@ -30,3 +30,28 @@ def build_dir(request):
     path = ROOT / "build" / "tests" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ---- the core's golden side: a one-layer integer model fitted on a few sentences (fast,
+# not accurate: the tests check bit-exactness, not accuracy), and a short real sentence
+
+@pytest.fixture(scope="session")
+def core_model():
+    from golden.intmodel import IntConfig, build
+    from golden.text import calibration_sentences
+    return build(calibration_sentences(6), IntConfig(gptq=False), layers=1)
+
+
+@pytest.fixture(scope="session")
+def core_sentence():
+    from golden.intmodel import embeddings
+    from golden.minilm import load_minilm
+    from golden.text import evaluation_sentences
+    sentence = min(evaluation_sentences(40), key=len)
+    return embeddings(load_minilm(), sentence)
+
+
+@pytest.fixture(scope="session")
+def core_image(core_model, core_sentence):
+    from golden.compiler import compile_sentence
+    return compile_sentence(core_model, core_sentence, layers=1)
