@@ -7,10 +7,11 @@ of dh = 32, FFN width 1536), with ``x`` the previous LayerNorm's output (its
 gain and bias applied, 16 bits)::
 
     Q, K, V   = MATMUL(x; attn_in, W_q | W_k | W_v)          per-channel requant
-    Kidx      = quantize(K; k_h)   Vidx = quantize(V; v_h)   per head (IMU "weights")
-    S_h       = MATMUL(Q_h; q, Kidx_h)   per head, the scale folds 1/sqrt(dh)
+    Qidx_h    = quantize(Q_h; q_h)                           per head (IMU "weights")
+    S_h^T     = MATMUL(K_h; k_h, Qidx_h)    key rows stream; the scale folds 1/sqrt(dh)
     P_h       = SOFTMAX(quantize(S_h; scores))               14 fraction bits
-    ctx_h     = MATMUL(P_h; p, Vidx_h^T)
+    Pidx_h    = quantize(P_h; p)                             (IMU "weights")
+    ctx_h^T   = MATMUL(V_h^T; v_h, Pidx_h)  channel rows of V^T stream
     y         = MATMUL(ctx; ctx, W_o)
     u1        = ADD(y, x * M >> s)           residual, into one 16-bit scale
     x1        = NORM(quantize(u1; ln_a))     LayerNorm by histogram + outliers, affine
@@ -85,13 +86,13 @@ class IntConfig:
     cw: int = 8              # weight centroid bits
     ca: int = 8              # activation centroid bits
     outliers: int = 8        # k per side for the four linear inputs
-    q_outliers: int = 0      # k per side for Q rows (QK^T)
-    p_outliers: int = 2      # k per side for probability rows (A V)
-    attn_ba: int = 4         # index bits of the Q and probability rows (MATMUL inputs)
+    k_outliers: int = 2      # k per side for a key's row of K (QK^T: K streams, Q weights)
+    v_outliers: int = 2      # k per side for a channel's row of V^T (A V: V streams, P weights)
+    attn_ba: int = 4         # index bits of the K and V^T rows (MATMUL inputs)
     sm_ba: int = 5           # softmax index bits
     ln_ba: int = 6           # LayerNorm index bits (16-bit centroids)
     ln_outliers: int = 4     # k per side kept exact in a LayerNorm row
-    kv_per_head: bool = True # K and V codebooks per head (else one per layer)
+    q_per_head: bool = True  # Q codebooks per head (else one per layer)
     lut_ba: int = 8          # GELU index bits
     headroom: float = 1.25   # int16 scale: calibration max * headroom = 32767
     gptq: bool = True        # weight error compensation (golden.quant)
@@ -219,15 +220,15 @@ def imu_matmul(fmt, Iw, Cw, x):
 @dataclass
 class Layer:
     qkv: list = None                 # [Linear q, k, v]
-    k_fmt: list = None               # per head: K -> indices (IMU weights of QK^T)
-    v_fmt: list = None               # per head: V -> indices (IMU weights of A V)
-    q_fmt: Format = None             # Q rows
+    q_fmt: list = None               # per head: Q -> indices (IMU weights of S^T = K Q^T)
+    k_fmt: list = None               # per head: K rows (IMU activations)
+    v_fmt: list = None               # per head: V^T rows (IMU activations of ctx^T = V^T P^T)
     s_rq: list = None                # per head: scores requant (one M for all keys)
     s_scale: float = 0.0
     s_fmt: Format = None             # scores -> softmax indices
     exp: torch.Tensor = None         # (J, J) exp table
-    p_fmt: Format = None
-    ctx_rq: list = None              # per head
+    p_fmt: Format = None             # P -> indices (IMU weights)
+    ctx_rq: Requant = None
     ctx_scale: float = 0.0
     attn_out: Linear = None
     add_a: tuple = None              # (M (d,), sh) residual z * g
@@ -254,17 +255,27 @@ class IntModel:
         M, sh = params
         return sat16(a + _shift_round(b * M, sh))
 
+    @staticmethod
+    def scores_int(L, Q, K, h):
+        """``S[q, t]`` of head h before requantization: the IMU computes ``S^T``, each key
+        row of K (with its outliers) streaming against the query indices as weights."""
+        sl = slice(32 * h, 32 * h + 32)
+        qf = L.q_fmt[h]
+        return imu_matmul(L.k_fmt[h], qf.index(Q[:, sl]), qf.Ca.expand(len(Q), -1), K[:, sl]).T
+
+    @staticmethod
+    def context_int(L, p, V, h):
+        """``ctx[q, c]`` of head h before requantization: each channel's row of V^T (with its
+        outliers) streams against the probability indices as weights."""
+        sl = slice(32 * h, 32 * h + 32)
+        return imu_matmul(L.v_fmt[h], L.p_fmt.index(p), L.p_fmt.Ca.expand(len(p), -1),
+                          V[:, sl].T).T
+
     def attention(self, L, Q, K, V):
-        T = Q.shape[0]
-        H, dh = 12, Q.shape[1] // 12
         ctx = torch.zeros_like(Q)
-        for h in range(H):
-            sl = slice(h * dh, (h + 1) * dh)
-            kf, vf = L.k_fmt[h], L.v_fmt[h]
-            S = L.s_rq[h](imu_matmul(L.q_fmt, kf.index(K[:, sl]), kf.Ca.expand(T, -1), Q[:, sl]))
-            p = self.softmax(L, S)
-            ctx[:, sl] = L.ctx_rq[h](imu_matmul(L.p_fmt, vf.index(V[:, sl]).T,
-                                                vf.Ca.expand(dh, -1), p))
+        for h in range(12):
+            p = self.softmax(L, L.s_rq[h](self.scores_int(L, Q, K, h)))
+            ctx[:, 32 * h:32 * h + 32] = L.ctx_rq(self.context_int(L, p, V, h))
         return ctx
 
     @staticmethod
@@ -376,8 +387,8 @@ def build(sentences, cfg=IntConfig(), model=None, progress=None, layers=None):
         params = _add_params(torch.full((xs[0].shape[1],), s_x / s_u, dtype=torch.double))
         return lin, params, [im.add(lin.rq(y), x, params) for y, x in zip(ys, xs)]
 
-    def kv_formats(name, vals, scale):
-        if c.kv_per_head:
+    def weight_formats(name, vals, scale):
+        if c.q_per_head:
             return [fit_format(f"{name}{h}", [v[:, sl] for v in vals], c.bw, scale=scale, ca=c.cw)
                     for h, sl in enumerate(heads)]
         return [fit_format(name, vals, c.bw, scale=scale, ca=c.cw)] * 12
@@ -400,39 +411,30 @@ def build(sentences, cfg=IntConfig(), model=None, progress=None, layers=None):
             outs.append([lin.rq(y) for y in ys])
         Qs, Ks, Vs = outs
         sq, sk, sv = (lin.s_out for lin in L.qkv)
-        L.q_fmt = fit_format(f"layer{i}.q", [q.reshape(-1, dh) for q in Qs], c.attn_ba,
-                             scale=sq, ca=c.ca, k=c.q_outliers)
-        L.k_fmt = kv_formats(f"layer{i}.k", Ks, sk)
-        L.v_fmt = kv_formats(f"layer{i}.v", Vs, sv)
-        # scores: y_int in units sq * sk * 2**shift_k (per head), times 1/sqrt(dh)
-        s_units = [sq * sk * 2 ** f.shift / math.sqrt(dh) for f in L.k_fmt]
-
-        def scores(Q, K, h):
-            kf = L.k_fmt[h]
-            sl = heads[h]
-            return imu_matmul(L.q_fmt, kf.index(K[:, sl]), kf.Ca.expand(len(K), -1), Q[:, sl])
-
-        S_int = [(scores(Q, K, h), h) for Q, K in zip(Qs, Ks) for h in range(12)]
+        # Q and P are the IMU's "weights" (bw-bit indices, one codebook for every lane);
+        # K rows and V^T rows stream as its activations (dense-and-sparse, with outliers)
+        L.q_fmt = weight_formats(f"layer{i}.q", Qs, sq)
+        L.k_fmt = [fit_format(f"layer{i}.k{h}", [k[:, sl] for k in Ks], c.attn_ba, scale=sk,
+                              ca=c.ca, k=c.k_outliers) for h, sl in enumerate(heads)]
+        L.v_fmt = [fit_format(f"layer{i}.v{h}", [v[:, sl].T for v in Vs], c.attn_ba, scale=sv,
+                              ca=c.ca, k=c.v_outliers) for h, sl in enumerate(heads)]
+        # scores S^T[t, q]: y_int in units sk * sq * 2**shift_q (per head), times 1/sqrt(dh)
+        s_units = [sq * sk * 2 ** f.shift / math.sqrt(dh) for f in L.q_fmt]
+        S_int = [(im.scores_int(L, Q, K, h), h) for Q, K in zip(Qs, Ks) for h in range(12)]
         L.s_scale = int16_scale([y.double() * s_units[h] for y, h in S_int], c.headroom)
         L.s_rq = [make_requant(torch.tensor([un]), torch.zeros(1), L.s_scale) for un in s_units]
         S_q = [L.s_rq[h](y) for y, h in S_int]
         L.s_fmt = fit_format(f"layer{i}.scores", S_q, c.sm_ba, scale=L.s_scale, ca=c.ca)
         L.exp = exp_table(L.s_fmt.Ca, L.s_scale * 2 ** L.s_fmt.shift, torch.arange(2 ** c.sm_ba))
         P_all = [im.softmax(L, s) for s in S_q]
-        L.p_fmt = fit_format(f"layer{i}.p", P_all, c.attn_ba, scale=2.0 ** -P_FRAC, ca=c.ca,
-                             k=c.p_outliers)
-        # ctx: y_int in units 2**-P_FRAC * sv * 2**shift_v (per head)
-        c_units = [2.0 ** -P_FRAC * sv * 2 ** f.shift for f in L.v_fmt]
-        C_int, j = [], 0
-        for V in Vs:
-            for h, sl in enumerate(heads):
-                vf = L.v_fmt[h]
-                C_int.append((imu_matmul(L.p_fmt, vf.index(V[:, sl]).T, vf.Ca.expand(dh, -1),
-                                         P_all[j]), h))
-                j += 1
-        L.ctx_scale = int16_scale([y.double() * c_units[h] for y, h in C_int], c.headroom)
-        L.ctx_rq = [make_requant(torch.tensor([un]), torch.zeros(1), L.ctx_scale) for un in c_units]
-        ctxs = [torch.cat([L.ctx_rq[h](y) for y, h in C_int[12 * t:12 * t + 12]], 1)
+        L.p_fmt = fit_format(f"layer{i}.p", P_all, c.bw, scale=2.0 ** -P_FRAC, ca=c.cw)
+        # ctx^T[c, q]: y_int in units sv * 2**-P_FRAC * 2**shift_p
+        c_unit = sv * 2.0 ** -P_FRAC * 2 ** L.p_fmt.shift
+        C_int = [im.context_int(L, P_all[12 * t + h], V, h) for t, V in enumerate(Vs)
+                 for h in range(12)]
+        L.ctx_scale = int16_scale([y.double() * c_unit for y in C_int], c.headroom)
+        L.ctx_rq = make_requant(torch.tensor([c_unit]), torch.zeros(1), L.ctx_scale)
+        ctxs = [torch.cat([L.ctx_rq(y) for y in C_int[12 * t:12 * t + 12]], 1)
                 for t in range(len(Vs))]
         # attention output, residual, LayerNorm
         L_ctx = fit_format(f"layer{i}.ctx", ctxs, c.ba, scale=L.ctx_scale, ca=c.ca, k=c.outliers)
