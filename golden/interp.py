@@ -311,6 +311,11 @@ class Result:
     wbuf: bytearray = None
     tbuf: bytearray = None
 
+    @property
+    def buffers(self):
+        """The on-chip buffers at the end, as :meth:`Interpreter.run` takes them."""
+        return {"abuf": self.abuf, "wbuf": self.wbuf, "tbuf": self.tbuf}
+
 
 class _Engine:
     def __init__(self, name):
@@ -333,9 +338,12 @@ class Interpreter:
         self.lr = read_latency
         self.lb = write_latency
 
-    def run(self, dram, prog_addr, max_cycles=1_000_000):
+    def run(self, dram, prog_addr, max_cycles=1_000_000, buffers=None):
         """Run the program at ``prog_addr`` (a multiple of 32) on the memory image ``dram``
         (a bytearray from address 0, or ``{address: bytes}``); return a :class:`Result`.
+        ``buffers``: the on-chip buffers at the start (``{"abuf": ..., "wbuf": ...,
+        "tbuf": ...}``, e.g. a previous result's: the core keeps them from one program to
+        the next); zeros by default.
         Raises ``RuntimeError`` after ``max_cycles`` without done (a model bug: the core
         itself always ends)."""
         cfg = self.config
@@ -345,6 +353,12 @@ class Interpreter:
         mem = Dram(dram)
         bufs = {Space.ABUF: bytearray(cfg.abuf_bytes), Space.WBUF: bytearray(cfg.wbuf_bytes),
                 Space.TBUF: bytearray(cfg.tbuf_words * 4)}
+        for name, space in (("abuf", Space.ABUF), ("wbuf", Space.WBUF), ("tbuf", Space.TBUF)):
+            if buffers and buffers.get(name) is not None:
+                if len(buffers[name]) != len(bufs[space]):
+                    raise ValueError(f"{name} is {len(bufs[space])} bytes, got "
+                                     f"{len(buffers[name])}")
+                bufs[space][:] = buffers[name]
         res = Result(dram=None, busy={e: 0 for e in ENGINES}, stalls={e: 0 for e in ENGINES})
         nb_fetch = INSTR_BYTES // cfg.bus_bytes
         sems = [0] * SEMAPHORES
@@ -366,6 +380,7 @@ class Interpreter:
             # -- done (from the registers)
             idle = all(e.state == "idle" for e in eng.values())
             if fault and idle and rd is None:
+                res.busy["fetch"] += ir_valid     # an instruction left in the fetch unit
                 break
             if not fault and ended and idle and rd is None and not any(
                     e.queue for e in eng.values()):
