@@ -254,14 +254,15 @@ async def long_rows_and_boundaries(dut):
     tb.random_data(rng, SRC, 0x4000)
     B = tb.cfg.bus_bytes
     n = min(tb.cfg.abuf_bytes - 64, 256 * B + 3 * B + 5)
+    s0 = 3 + (0xFF3 - 3) % B                  # congruent with the source
     prog = [Instr(Op.LOAD, signal=1, sub=Space.ABUF, args=dict(
-                dram_addr=SRC + 0xFF3, dram_stride=0, sram_addr=3 + (0xFF3 - 3) % B,
+                dram_addr=SRC + 0xFF3, dram_stride=0, sram_addr=s0,
                 sram_stride=0, rows=1, row_bytes=n)),
             Instr(Op.STORE, wait=1, signal=2, args=dict(
-                dram_addr=DST + 0x1FF0 + (3 + (0xFF3 - 3) % B) % B, dram_stride=0,
-                sram_addr=3 + (0xFF3 - 3) % B, sram_stride=0, rows=1, row_bytes=n)),
+                dram_addr=DST + 0x1FE0 + s0 % B, dram_stride=0,
+                sram_addr=s0, sram_stride=0, rows=1, row_bytes=n)),
             Instr(Op.STORE, wait=2, args=dict(dram_addr=DST + 0x5FFD, dram_stride=0,
-                                              sram_addr=7, sram_stride=0, rows=1,
+                                              sram_addr=s0 + 5, sram_stride=0, rows=1,
                                               row_bytes=n - 8))]
     # many empty transfers: more instructions than a queue holds
     for k in range(3 * QUEUE_DEPTH):
