@@ -24,6 +24,8 @@ PAIRS = {
     "norm_baseline": ([], ["elems=1", "max_len=16"]),
     "imu": ([], ["outputs=2", "elems=2", "k_max=16"]),
     "imu_baseline": ([], ["outputs=2", "elems=2", "k_max=16"]),
+    "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "abuf_kb=4", "tbuf_kb=4",
+                                          "outputs=2", "k_max=16"]),
 }
 
 
