@@ -62,15 +62,19 @@ class CoreTB:
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEM_SIZE)
         for x in (self.axil.write_if, self.axil.read_if, self.ram.write_if, self.ram.read_if):
             x.log.setLevel("WARNING")
-        self.pauses = pauses
-        if pauses:
-            rng = random.Random(seed)
-            for ch in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
-                       self.ram.write_if.b_channel, self.ram.read_if.ar_channel,
-                       self.ram.read_if.r_channel):
-                ch.set_pause_generator(_pauses(rng))
+        self.set_pauses(pauses, seed)
         self.model = Interpreter(self.cfg)
         self.buffers = None      # the model's buffers as the core holds them, when known
+
+    def set_pauses(self, pauses, seed=0):
+        """Random pauses (35 %) on every channel of the memory, or none."""
+        self.pauses = pauses
+        rng = random.Random(seed)
+        for ch in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
+                   self.ram.write_if.b_channel, self.ram.read_if.ar_channel,
+                   self.ram.read_if.r_channel):
+            ch.set_pause_generator(_pauses(rng) if pauses else None)
+            ch.pause = False
 
     async def _count(self):
         while True:
@@ -100,7 +104,9 @@ class CoreTB:
             if status & STATUS_DONE:
                 assert not status & STATUS_BUSY, f"status {status:#x}: busy and done"
                 return status
-        raise AssertionError(f"no done within {limit} cycles")
+        regs = {k: await self.read(a) for k, a in COUNTERS.items()}
+        regs["fault_pc"] = await self.read(Reg.FAULT_PC)
+        raise AssertionError(f"no done within {limit} cycles: status {status:#x}, {regs}")
 
     async def run(self, prog_addr=PROG, limit=None, expect_error=None):
         """Run the program in memory at ``prog_addr``; check it against the interpreter run
@@ -117,7 +123,8 @@ class CoreTB:
                 **{f"busy_{e}": v for e, v in ref.busy.items()},
                 **{f"stall_{e}": v for e, v in ref.stalls.items()}}
         assert error == ref.error, (f"error {error}, the interpreter's {ref.error} "
-                                    f"({ref.message})")
+                                    f"({ref.message}); the core's last fetch at "
+                                    f"{await self.read(Reg.FAULT_PC):#x}")
         if expect_error is not None:
             assert error == expect_error, f"error {error}, expected {expect_error}"
         mem = self.ram.read(0, MEM_SIZE)
@@ -380,4 +387,73 @@ async def faults(dut):
                       ref.message)
         tb.put_program(roundtrips(tb.cfg, rng, 2), 0xE000)
         await tb.run(0xE000, expect_error=Error.NONE)
+    tb.record()
+
+
+def mixed(cfg, rng, n):
+    """``n`` ABUF loads (each signals token 0) and the ``n`` stores that read their regions
+    (each waits for token 0: the engines run in order, so store i follows load i), shuffled
+    together with WBUF / TBUF loads, LANES loads and empty transfers."""
+    B = cfg.bus_bytes
+    region = cfg.abuf_bytes // n
+    loads, stores, others = [], [], []
+    for i in range(n):
+        pack = rng.random() < 0.4
+        rows = rng.randint(1, 3)
+        rb = rng.randint(1, 24 if pack else 90)
+        span = 2 * -(-8 * rb // cfg.bw) if pack else rb
+        sstride = span + 2 * rng.randint(0, 8)
+        sram = i * region + 2 * rng.randrange(0, (region - rows * sstride) // 2)
+        src = SRC + rng.randrange(0, 0xC000)
+        if rng.random() < 0.5:
+            src += (sram - src) % B
+        dst = DST + i * 0x1000 + rng.randrange(0, 0x800)
+        if rng.random() < 0.5 and not pack:
+            dst += (sram - dst) % B
+        loads.append(Instr(Op.LOAD, signal=1, sub=Space.ABUF, args=dict(
+            dram_addr=src, dram_stride=rng.randint(0, 300), sram_addr=sram,
+            sram_stride=sstride, rows=rows, row_bytes=span)))
+        stores.append(Instr(Op.STORE, wait=1, sub=StoreMode.PACK if pack else StoreMode.INT16,
+                            args=dict(dram_addr=dst, dram_stride=rng.randint(rb, rb + 64),
+                                      sram_addr=sram, sram_stride=sstride, rows=rows,
+                                      row_bytes=rb)))
+    eb = cfg.slot.entry_bytes
+    for k in range(n // 2):
+        kind = rng.randrange(4)
+        if kind == 0:
+            others.append(Instr(Op.LOAD, sub=Space.WBUF | LoadMode.LANES << 2, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), dram_stride=rng.randint(0, 99),
+                sram_addr=cfg.slot.stride * rng.randrange(cfg.slots),
+                rows=rng.randint(1, cfg.outputs), row_bytes=rng.randint(1, cfg.depth * eb))))
+        elif kind == 1:
+            others.append(Instr(Op.LOAD, sub=Space.TBUF, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), dram_stride=rng.randint(0, 99),
+                sram_addr=rng.randrange(2048), sram_stride=rng.randint(0, 200),
+                rows=rng.randint(1, 4), row_bytes=rng.randint(1, 200))))
+        elif kind == 2:
+            others.append(Instr(Op.LOAD, sub=Space.WBUF, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), sram_addr=rng.randrange(cfg.wbuf_bytes // 2),
+                rows=1, row_bytes=rng.randint(1, cfg.wbuf_bytes // 2))))
+        else:
+            others.append(Instr(Op.STORE, args=dict(rows=rng.randint(0, 2), row_bytes=0)))
+    # shuffle, keeping each list's order
+    tags = ["l"] * n + ["s"] * n + ["o"] * len(others)
+    rng.shuffle(tags)
+    it = {"l": iter(loads), "s": iter(stores), "o": iter(others)}
+    return [next(it[t]) for t in tags] + [Instr(Op.END)]
+
+
+@cocotb.test()
+async def mixed_programs(dut):
+    """Shuffled loads into every buffer and stores: exact against the model, then the same
+    kind of program with memory pauses."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    for seed, pauses in ((11, False), (12, False), (13, True)):
+        tb.set_pauses(pauses, seed)
+        rng = random.Random(seed)
+        tb.random_data(rng)
+        tb.put_program(mixed(tb.cfg, rng, 6))
+        ref, got = await tb.run()
+        assert ref.error == Error.NONE, ref.message
     tb.record()

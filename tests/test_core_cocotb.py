@@ -18,7 +18,7 @@ CONFIGS = [
     ("core", SMALL, ("icarus", "verilator")),
     ("core", WIDE, ("icarus",)),
 ]
-TESTS = 9
+TESTS = 10
 
 
 @pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
