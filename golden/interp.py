@@ -306,6 +306,7 @@ class Result:
     busy: dict = field(default_factory=dict)     # engine -> cycles
     stalls: dict = field(default_factory=dict)   # engine -> cycles
     instrs: int = 0                              # instructions fetched (END included)
+    sems: list = field(default_factory=list)     # the semaphores' counts at the end
     trace: list = field(default_factory=list)    # (index, engine, start, end)
     abuf: bytearray = None
     wbuf: bytearray = None
@@ -586,6 +587,7 @@ class Interpreter:
         res.cycles = t + 1
         res.error = fault
         res.instrs = fetched
+        res.sems = list(sems)
         res.dram = mem.image(dram)
         res.abuf, res.wbuf, res.tbuf = bufs[Space.ABUF], bufs[Space.WBUF], bufs[Space.TBUF]
         return res

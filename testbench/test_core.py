@@ -143,8 +143,8 @@ class CoreTB:
             assert got == want, ("counters differ from the interpreter's:\n"
                                  + "\n".join(f"  {k}: {got[k]} vs {want[k]}" for k in got
                                              if got[k] != want[k]))
-        for s in range(SEMAPHORES):
-            await self.read(Reg.SEM0 + 4 * s)
+        sems = [await self.read(Reg.SEM0 + 4 * s) for s in range(SEMAPHORES)]
+        assert sems == ref.sems, f"semaphores {sems}, the interpreter's {ref.sems}"
         return ref, got
 
     def put(self, addr, data):

@@ -2,6 +2,8 @@
 core writes and its error codes against golden.interp, its cycle and busy/stall counters
 equal to the interpreter's with an AxiRam that never pauses."""
 
+import re
+
 import pytest
 
 from kllm.sim import run_bench
@@ -27,3 +29,19 @@ def test_bench(unit_name, params, sim, build_dir):
     config = unit.config([f"{k}={v}" for k, v in params.items()])
     result = run_bench(unit, config, sim, build_dir, quiet=True)
     assert result["failed"] == 0 and result["tests"] == TESTS
+
+
+def test_bench_catches_a_planted_bug(build_dir):
+    """Semaphore 0 never loses the tokens its waiters take: a store then runs before the
+    load it waits for has filled ABUF, and the bench must see it."""
+    unit = get_unit("core")
+    config = unit.config([f"{k}={v}" for k, v in SMALL.items()])
+
+    def plant(text):
+        new, n = re.subn(r"assign sem0_next = (\S+ )\s*- \S+ ;", r"assign sem0_next = \1;", text)
+        assert n == 1
+        return new
+
+    with pytest.raises(AssertionError, match="roundtrip_int16"):
+        run_bench(unit, config, "icarus", build_dir, quiet=True, netlist_filter=plant,
+                  testcase="roundtrip_int16")
