@@ -169,7 +169,7 @@ def roundtrips(cfg, rng, n, pack=False, rows_max=4, rb_max=70):
     """``n`` LOAD -> ABUF / STORE pairs (token k % 8 from the load to its store), each in
     its own ABUF region: random rows, strides and byte offsets, some rows congruent."""
     B = cfg.bus_bytes
-    region = cfg.abuf_bytes // n
+    region = cfg.abuf_bytes // n & ~(B - 1)
     prog = []
     for i in range(n):
         rows = rng.randint(1, rows_max)
@@ -395,7 +395,7 @@ def mixed(cfg, rng, n):
     (each waits for token 0: the engines run in order, so store i follows load i), shuffled
     together with WBUF / TBUF loads, LANES loads and empty transfers."""
     B = cfg.bus_bytes
-    region = cfg.abuf_bytes // n
+    region = cfg.abuf_bytes // n & ~(B - 1)
     loads, stores, others = [], [], []
     for i in range(n):
         pack = rng.random() < 0.4
