@@ -267,3 +267,76 @@ def format_words(ba, shift, thresholds, centroids):
         raise KllmIsaError(f"a {ba}-bit format has {2 ** ba - 1} thresholds and {2 ** ba} "
                            f"centroids, got {len(thresholds)} and {len(centroids)}")
     return [ba | shift << 8] + thresholds + centroids
+
+
+# ------------------------------------------------------------------ the core's machine
+
+#: Instructions each engine's queue holds (load, compute, store).
+QUEUE_DEPTH = 4
+
+#: An AXI4 burst never crosses a multiple of this many bytes: the 4 KiB rule, and at most
+#: 256 beats (``min(4096, 256 * bus_bytes)``).
+def burst_boundary(bus_bytes):
+    return min(4096, 256 * bus_bytes)
+
+
+#: The program address is a multiple of this (one instruction); the low bits of PROG_ADDR
+#: read as 0.
+PROG_ALIGN = INSTR_BYTES
+
+
+class Reg:
+    """The core's control and status registers on its AXI4-Lite slave (byte addresses,
+    32-bit registers; writes to read-only registers are ignored, unmapped reads give 0).
+
+    * ``ID`` (RO) :data:`CORE_ID`; ``VERSION`` (RO) :data:`CORE_VERSION`;
+      ``CONFIG`` (RO): ``bus_bytes`` (7:0), :data:`QUEUE_DEPTH` (15:8), :data:`SEMAPHORES`
+      (23:16), ``slots`` (31:24).
+    * ``CTRL`` (W): bit 0 START (ignored while busy): clears ``done``, the error, the
+      counters, the semaphores and the queues, and runs the program at ``PROG_ADDR``.
+      Reads as 0.
+    * ``STATUS`` (RO): bit 0 busy, bit 1 done, bits 15:8 the error code (:class:`Error`).
+    * ``PROG_ADDR`` (RW): the first instruction's address (bits 4:0 read as 0).
+    * ``FAULT_PC`` (RO): the address of the last instruction fetched (after an error: the
+      fetch unit's position when it stopped, for people).
+    * ``CYCLES``: cycles from start to done (both included).
+    * ``BUSY_*``: cycles each engine was busy: the fetch unit while it requests, receives or
+      holds an instruction; an engine from the cycle it starts an instruction to the cycle
+      it gives its tokens.
+    * ``STALL_*``: cycles the fetch unit held an instruction whose queue was full; cycles an
+      engine was idle with an instruction at its queue's head waiting for tokens.
+    * ``INSTRS``: instructions fetched (END included).
+    * ``SEM0`` + 4 s: semaphore s's count.
+    """
+    ID = 0x00
+    VERSION = 0x04
+    CONFIG = 0x08
+    CTRL = 0x10
+    STATUS = 0x14
+    PROG_ADDR = 0x18
+    FAULT_PC = 0x1C
+    CYCLES = 0x20
+    BUSY_FETCH = 0x24
+    BUSY_LOAD = 0x28
+    BUSY_COMPUTE = 0x2C
+    BUSY_STORE = 0x30
+    STALL_FETCH = 0x34
+    STALL_LOAD = 0x38
+    STALL_COMPUTE = 0x3C
+    STALL_STORE = 0x40
+    INSTRS = 0x44
+    SEM0 = 0x60
+
+
+#: ``ID`` register: "KLLM" in ASCII, K in the low byte.
+CORE_ID = int.from_bytes(b"KLLM", "little")
+#: ``VERSION`` register: ISA major (31:16), minor (15:0).
+CORE_VERSION = 0x0001_0000
+
+CTRL_START = 1 << 0
+STATUS_BUSY = 1 << 0
+STATUS_DONE = 1 << 1
+STATUS_ERROR_SHIFT = 8
+
+__all__ += ["QUEUE_DEPTH", "burst_boundary", "PROG_ALIGN", "Reg", "CORE_ID", "CORE_VERSION",
+            "CTRL_START", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR_SHIFT"]

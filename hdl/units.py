@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from base.config import UnitConfig
 from base.errors import KllmError
+from hdl.core import KllmCore
 from hdl.imu import Imu, ImuBaseline
 from hdl.lut import ElementwiseLut
 from hdl.norm import HistogramNorm, NormBaseline
@@ -111,6 +112,9 @@ UNITS = {u.name: u for u in [
     Unit("imu_baseline", "IMU's baseline: dequantize both operands and multiply-accumulate, "
          "one multiplier per MAC", ImuBaseline, "golden.imu",
          "testbench.test_imu", keep_modules=IMU_KEPT),
+    Unit("core", "the KLLM core: instruction fetch, load / compute / store engines with token "
+         "semaphores, DMA over one AXI4 master, AXI4-Lite control", KllmCore, "golden.interp",
+         "testbench.test_core"),
 ]}
 
 

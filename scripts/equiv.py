@@ -55,6 +55,8 @@ CONFIGS = {
     "norm_baseline": [{}, {"rms": 1}, {"elems": 1, "max_len": 64}],
     "imu": [{}, {"outputs": 16, "elems": 16}, {"outputs": 8, "elems": 4, "bw": 3}],
     "imu_baseline": [{}, {"outputs": 16, "elems": 16}, {"outputs": 8, "elems": 4}],
+    "core": [{}, {"bus_bytes": 8, "abuf_kb": 4, "tbuf_kb": 4},
+             {"bus_bytes": 16, "bw": 3, "elems": 8, "slots": 3}],
 }
 
 #: current name -> name in older code, per unit (``"*"``: every other unit)

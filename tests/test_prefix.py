@@ -13,6 +13,8 @@ from kllm.sim import _path_with_venv
 
 # two configurations of every unit (the second small where the default is large)
 PAIRS = {
+    "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "abuf_kb=4", "tbuf_kb=4",
+                                          "outputs=2", "k_max=16"]),
     "quantizer": ([], ["elems=2", "ba=3"]),
     "orizuru": ([], ["elems=2", "k=4", "max_len=64"]),
     "orizuru_baseline": ([], ["elems=2", "k=4", "max_len=64"]),

@@ -1,0 +1,459 @@
+"""cocotb bench of the KLLM core against :mod:`golden.interp`.
+
+The host is cocotbext-axi's ``AxiLiteMaster`` on the control slave, the external memory an
+``AxiRam`` on the AXI4 master.  Each test writes programs and data into the memory, starts
+the core through the register map (base.isa.Reg), waits for done (with a cycle limit) and
+compares with the interpreter run on the same memory image:
+
+* every byte of the memory, the error code and the instruction count, always;
+* with no memory pauses: the cycle count and every busy and stall counter, exactly;
+* with random pauses on every AXI channel of the memory: cycles >= the model's.
+
+WBUF and TBUF cannot be stored back to memory (STORE reads ABUF); LANES and TBUF loads are
+checked here for their timing, tokens and faults, their contents by the interpreter's own
+tests (tests/test_interp.py).
+"""
+
+import json
+import os
+import random
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from base.isa import (CORE_ID, CORE_VERSION, CTRL_START, QUEUE_DEPTH, SEMAPHORES,
+                      STATUS_BUSY, STATUS_DONE, STATUS_ERROR_SHIFT, Error, Instr, LoadMode, Op,
+                      Reg, Space, StoreMode, encode_program)
+from golden.interp import Interpreter
+from testbench.common import CLOCK_PERIOD_NS, build_component, load_description
+
+MEM_SIZE = 1 << 20
+PROG = 0x0
+SRC = 0x10000
+DST = 0x40000
+COUNTERS = {"cycles": Reg.CYCLES, "instrs": Reg.INSTRS,
+            "busy_fetch": Reg.BUSY_FETCH, "busy_load": Reg.BUSY_LOAD,
+            "busy_compute": Reg.BUSY_COMPUTE, "busy_store": Reg.BUSY_STORE,
+            "stall_fetch": Reg.STALL_FETCH, "stall_load": Reg.STALL_LOAD,
+            "stall_compute": Reg.STALL_COMPUTE, "stall_store": Reg.STALL_STORE}
+
+
+def _pauses(rng):
+    def gen():
+        while True:
+            yield rng.random() < 0.35
+    return gen()
+
+
+class CoreTB:
+    def __init__(self, dut, pauses=False, seed=0):
+        self.dut = dut
+        self.description = load_description()
+        self.cfg = build_component(self.description).config
+        self.started = time.perf_counter()
+        self.cycles = 0
+        dut.rst.value = 1
+        cocotb.start_soon(Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False))
+        cocotb.start_soon(self._count())
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEM_SIZE)
+        for x in (self.axil.write_if, self.axil.read_if, self.ram.write_if, self.ram.read_if):
+            x.log.setLevel("WARNING")
+        self.set_pauses(pauses, seed)
+        self.model = Interpreter(self.cfg)
+        self.buffers = None      # the model's buffers as the core holds them, when known
+
+    def set_pauses(self, pauses, seed=0):
+        """Random pauses (35 %) on every channel of the memory, or none."""
+        self.pauses = pauses
+        rng = random.Random(seed)
+        for ch in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel,
+                   self.ram.write_if.b_channel, self.ram.read_if.ar_channel,
+                   self.ram.read_if.r_channel):
+            ch.set_pause_generator(_pauses(rng) if pauses else None)
+            ch.pause = False
+
+    async def _count(self):
+        while True:
+            await RisingEdge(self.dut.clk)
+            self.cycles += 1
+
+    async def reset(self, cycles=4):
+        self.buffers = None      # the buffers keep what an interrupted program left
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    async def read(self, addr):
+        return await self.axil.read_dword(addr)
+
+    async def start(self, prog_addr):
+        await self.axil.write_dword(Reg.PROG_ADDR, prog_addr)
+        await self.axil.write_dword(Reg.CTRL, CTRL_START)
+
+    async def wait_done(self, limit):
+        waited = 0
+        while waited < limit:
+            await ClockCycles(self.dut.clk, 20)
+            waited += 20
+            status = await self.read(Reg.STATUS)
+            if status & STATUS_DONE:
+                assert not status & STATUS_BUSY, f"status {status:#x}: busy and done"
+                return status
+        regs = {k: await self.read(a) for k, a in COUNTERS.items()}
+        regs["fault_pc"] = await self.read(Reg.FAULT_PC)
+        raise AssertionError(f"no done within {limit} cycles: status {status:#x}, {regs}")
+
+    async def run(self, prog_addr=PROG, limit=None, expect_error=None):
+        """Run the program in memory at ``prog_addr``; check it against the interpreter run
+        on the memory as it was at the start.  Returns (model result, counters)."""
+        image = bytearray(self.ram.read(0, MEM_SIZE))
+        ref = self.model.run(image, prog_addr, buffers=self.buffers)
+        self.buffers = ref.buffers
+        limit = limit or 20 * ref.cycles + 4000
+        await self.start(prog_addr)
+        status = await self.wait_done(limit)
+        error = (status >> STATUS_ERROR_SHIFT) & 0xFF
+        got = {k: await self.read(a) for k, a in COUNTERS.items()}
+        want = {"cycles": ref.cycles, "instrs": ref.instrs,
+                **{f"busy_{e}": v for e, v in ref.busy.items()},
+                **{f"stall_{e}": v for e, v in ref.stalls.items()}}
+        assert error == ref.error, (f"error {error}, the interpreter's {ref.error} "
+                                    f"({ref.message}); the core's last fetch at "
+                                    f"{await self.read(Reg.FAULT_PC):#x}")
+        if expect_error is not None:
+            assert error == expect_error, f"error {error}, expected {expect_error}"
+        mem = self.ram.read(0, MEM_SIZE)
+        model_mem = bytes(ref.dram[:MEM_SIZE])
+        if mem != model_mem:
+            bad = [i for i in range(MEM_SIZE) if mem[i] != model_mem[i]]
+            raise AssertionError(f"{len(bad)} memory bytes differ from the interpreter's, "
+                                 f"first at {bad[0]:#x}: {mem[bad[0]]:#04x} vs "
+                                 f"{model_mem[bad[0]]:#04x}")
+        assert got["instrs"] == want["instrs"], (got, want)
+        if self.pauses:
+            assert got["cycles"] >= want["cycles"], (f"{got['cycles']} cycles with memory "
+                                                     f"pauses, fewer than the model's "
+                                                     f"{want['cycles']}")
+        else:
+            assert got == want, ("counters differ from the interpreter's:\n"
+                                 + "\n".join(f"  {k}: {got[k]} vs {want[k]}" for k in got
+                                             if got[k] != want[k]))
+        sems = [await self.read(Reg.SEM0 + 4 * s) for s in range(SEMAPHORES)]
+        assert sems == ref.sems, f"semaphores {sems}, the interpreter's {ref.sems}"
+        return ref, got
+
+    def put(self, addr, data):
+        self.ram.write(addr, bytes(data))
+
+    def put_program(self, instrs, addr=PROG):
+        self.put(addr, encode_program(instrs) if isinstance(instrs, list) else instrs)
+
+    def random_data(self, rng, addr=SRC, n=0x10000):
+        self.put(addr, bytes(rng.randrange(256) for _ in range(n)))
+
+    def record(self, **extra):
+        path = os.environ.get("KLLM_STATS")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"cycles": self.cycles,
+                                    "wall_s": time.perf_counter() - self.started,
+                                    **extra}) + "\n")
+
+
+def roundtrips(cfg, rng, n, pack=False, rows_max=4, rb_max=70):
+    """``n`` LOAD -> ABUF / STORE pairs (token k % 8 from the load to its store), each in
+    its own ABUF region: random rows, strides and byte offsets, some rows congruent."""
+    B = cfg.bus_bytes
+    region = cfg.abuf_bytes // n & ~(B - 1)
+    prog = []
+    for i in range(n):
+        rows = rng.randint(1, rows_max)
+        rb = rng.randint(1, rb_max // (2 if pack else 1))
+        span = 2 * -(-8 * rb // cfg.bw) if pack else rb
+        sstride = rng.randint(span, max(span, (region - span) // rows))
+        sstride += sstride & 1 if pack else 0
+        while (rows - 1) * sstride + span > region:
+            sstride -= 2
+        base = i * region
+        sram = base + rng.randrange(0, max(1, region - (rows - 1) * sstride - span))
+        sram -= sram & 1 if pack else 0
+        src = SRC + rng.randrange(0, 0x8000)
+        if rng.random() < 0.5:                 # congruent rows (the one-beat-a-cycle path)
+            src += (sram - src) % B
+        dstride = rng.choice([rb, rb + rng.randint(0, 40), 64 * rng.randint(1, 4)])
+        sdst = DST + i * 0x2000 + rng.randrange(0, 200)
+        if rng.random() < 0.5 and not pack:
+            sdst += (sram - sdst) % B
+        ddst = rng.choice([rb + rng.randint(0, 30), 128])
+        tok = 1 << (i % SEMAPHORES)
+        prog.append(Instr(Op.LOAD, signal=tok, sub=Space.ABUF | LoadMode.LINEAR << 2, args=dict(
+            dram_addr=src, dram_stride=dstride, sram_addr=sram, sram_stride=sstride, rows=rows,
+            row_bytes=span)))
+        prog.append(Instr(Op.STORE, wait=tok, sub=StoreMode.PACK if pack else StoreMode.INT16,
+                          args=dict(dram_addr=sdst, dram_stride=ddst, sram_addr=sram,
+                                    sram_stride=sstride, rows=rows, row_bytes=rb)))
+    return prog + [Instr(Op.END)]
+
+
+async def _roundtrip(dut, pack, pauses, seed):
+    tb = CoreTB(dut, pauses=pauses, seed=seed)
+    await tb.reset()
+    rng = random.Random(seed)
+    tb.random_data(rng)
+    tb.put_program(roundtrips(tb.cfg, rng, 5, pack=pack))
+    ref, got = await tb.run()
+    assert ref.error == Error.NONE, ref.message
+    assert len(ref.trace) == 10
+    tb.record()
+
+
+@cocotb.test()
+async def registers(dut):
+    """ID, VERSION and CONFIG read back; PROG_ADDR keeps bits 31:5."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    assert await tb.read(Reg.ID) == CORE_ID
+    assert await tb.read(Reg.VERSION) == CORE_VERSION
+    c = await tb.read(Reg.CONFIG)
+    assert c == tb.cfg.bus_bytes | QUEUE_DEPTH << 8 | SEMAPHORES << 16 | tb.cfg.slots << 24
+    await tb.axil.write_dword(Reg.PROG_ADDR, 0x12345678)
+    assert await tb.read(Reg.PROG_ADDR) == 0x12345660
+    assert await tb.read(Reg.STATUS) == 0
+    assert await tb.read(0x7C) == 0
+    tb.record()
+
+
+@cocotb.test()
+async def roundtrip_int16(dut):
+    """LOAD -> ABUF -> STORE INT16, 2D strides, congruent and not, tokens load -> store."""
+    await _roundtrip(dut, pack=False, pauses=False, seed=1)
+
+
+@cocotb.test()
+async def roundtrip_pack(dut):
+    """The same through STORE PACK (each element's low bw bits)."""
+    await _roundtrip(dut, pack=True, pauses=False, seed=2)
+
+
+@cocotb.test()
+async def roundtrip_pauses(dut):
+    """Random pauses on every channel of the memory: same bytes, no fewer cycles."""
+    await _roundtrip(dut, pack=False, pauses=True, seed=3)
+
+
+@cocotb.test()
+async def roundtrip_pack_pauses(dut):
+    await _roundtrip(dut, pack=True, pauses=True, seed=4)
+
+
+@cocotb.test()
+async def long_rows_and_boundaries(dut):
+    """Rows across 4 KiB boundaries and longer than 256 beats, one of them in one burst
+    limit; queues filled past their depth (fetch stalls)."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    rng = random.Random(5)
+    tb.random_data(rng, SRC, 0x4000)
+    B = tb.cfg.bus_bytes
+    n = min(tb.cfg.abuf_bytes - 64, 256 * B + 3 * B + 5)
+    s0 = 3 + (0xFF3 - 3) % B                  # congruent with the source
+    prog = [Instr(Op.LOAD, signal=1, sub=Space.ABUF, args=dict(
+                dram_addr=SRC + 0xFF3, dram_stride=0, sram_addr=s0,
+                sram_stride=0, rows=1, row_bytes=n)),
+            Instr(Op.STORE, wait=1, signal=2, args=dict(
+                dram_addr=DST + 0x1FE0 + s0 % B, dram_stride=0,
+                sram_addr=s0, sram_stride=0, rows=1, row_bytes=n)),
+            Instr(Op.STORE, wait=2, args=dict(dram_addr=DST + 0x5FFD, dram_stride=0,
+                                              sram_addr=s0 + 5, sram_stride=0, rows=1,
+                                              row_bytes=n - 8))]
+    # many empty transfers: more instructions than a queue holds
+    for k in range(3 * QUEUE_DEPTH):
+        prog.append(Instr(Op.STORE, args=dict(rows=0, row_bytes=5)))
+    tb.put_program(prog + [Instr(Op.END)])
+    ref, got = await tb.run()
+    assert ref.error == Error.NONE, ref.message
+    assert got["stall_fetch"] > 0
+    tb.record()
+
+
+@cocotb.test()
+async def lanes_and_tables(dut):
+    """LANES loads into WBUF slots and LINEAR loads into WBUF and TBUF (contents: the
+    interpreter's tests), then a STORE that waits for them."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    rng = random.Random(6)
+    tb.random_data(rng, SRC, 0x2000)
+    eb, L = cfg.slot.entry_bytes, cfg.outputs
+    prog = [Instr(Op.LOAD, sub=Space.ABUF, args=dict(dram_addr=SRC + 0x1800, rows=1,
+                                                      row_bytes=8)),
+            Instr(Op.LOAD, signal=1, sub=Space.WBUF | LoadMode.LANES << 2, args=dict(
+                dram_addr=SRC + 5, dram_stride=cfg.depth * eb + 3, sram_addr=cfg.slot.stride,
+                rows=L, row_bytes=cfg.depth * eb)),
+            Instr(Op.LOAD, signal=1, sub=Space.WBUF | LoadMode.LANES << 2, args=dict(
+                dram_addr=SRC + 0x800, dram_stride=7, sram_addr=0, rows=2, row_bytes=3 * eb)),
+            Instr(Op.LOAD, signal=1, sub=Space.TBUF, args=dict(
+                dram_addr=SRC + 0x1001, dram_stride=100, sram_addr=64, sram_stride=96,
+                rows=3, row_bytes=90)),
+            Instr(Op.LOAD, signal=1, sub=Space.WBUF, args=dict(
+                dram_addr=SRC + 0x1402, dram_stride=0, sram_addr=cfg.slot.codebook + 2,
+                sram_stride=0, rows=1, row_bytes=L * 2 ** cfg.bw)),
+            Instr(Op.STORE, wait=1, args=dict(dram_addr=DST, rows=1, row_bytes=8)),
+            Instr(Op.STORE, wait=1, args=dict(dram_addr=DST, rows=1, row_bytes=8)),
+            Instr(Op.STORE, wait=1, args=dict(dram_addr=DST, rows=1, row_bytes=8)),
+            Instr(Op.STORE, wait=1, args=dict(dram_addr=DST, rows=1, row_bytes=8)),
+            Instr(Op.END)]
+    tb.put_program(prog)
+    ref, got = await tb.run()
+    assert ref.error == Error.NONE, ref.message
+    tb.record()
+
+
+@cocotb.test()
+async def two_programs_then_reset_mid_program(dut):
+    """Two programs one after the other without reset; then a reset in the middle of a
+    third, and a full program after it."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    rng = random.Random(7)
+    tb.random_data(rng)
+    tb.put_program(roundtrips(tb.cfg, rng, 3))
+    await tb.run()
+    tb.put_program(roundtrips(tb.cfg, rng, 4, pack=True), 0x2000)
+    await tb.run(0x2000)
+    # a long program, interrupted
+    tb.put_program(roundtrips(tb.cfg, rng, 6, rb_max=200), 0x3000)
+    await tb.start(0x3000)
+    await ClockCycles(dut.clk, 150)
+    assert (await tb.read(Reg.STATUS)) & STATUS_BUSY
+    await tb.reset()
+    assert await tb.read(Reg.STATUS) == 0
+    tb.put_program(roundtrips(tb.cfg, rng, 4), 0x4000)
+    await tb.run(0x4000)
+    tb.record()
+
+
+def _raw(op, sub=0):
+    return (op | sub << 24).to_bytes(4, "little") + bytes(28)
+
+
+@cocotb.test()
+async def faults(dut):
+    """Each bad program ends with done and its error code; a good program runs after each."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    rng = random.Random(8)
+    tb.random_data(rng, SRC, 0x1000)
+    load = lambda **kw: Instr(Op.LOAD, signal=1, args=dict(
+        dict(dram_addr=SRC, dram_stride=0, sram_addr=0, sram_stride=0, rows=1,
+             row_bytes=40), **kw))
+    store = Instr(Op.STORE, wait=1, args=dict(dram_addr=DST, rows=1, row_bytes=40))
+    cases = [
+        ("unknown opcode", encode_program([load()]) + _raw(0x7F) + encode_program(
+            [store, Instr(Op.END)]), Error.BAD_OPCODE),
+        ("bad LOAD sub", encode_program([load(), store, Instr(Op.LOAD, sub=3, args=dict(
+            rows=1, row_bytes=1)), Instr(Op.END)]), Error.BAD_OPCODE),
+        ("compute (stage A)", encode_program([load(), Instr(Op.MATMUL), store,
+                                              Instr(Op.END)]), Error.BAD_OPCODE),
+        ("ABUF overrun", encode_program([load(), store, load(sram_addr=cfg.abuf_bytes - 8),
+                                         store, Instr(Op.END)]), Error.BAD_ADDRESS),
+        ("TBUF overrun", encode_program([Instr(Op.LOAD, sub=Space.TBUF, args=dict(
+            sram_addr=64, sram_stride=4 * cfg.tbuf_words, rows=2, row_bytes=1)),
+            Instr(Op.END)]), Error.BAD_ADDRESS),
+        ("odd PACK", encode_program([load(), Instr(Op.STORE, wait=1, sub=StoreMode.PACK,
+                                                   args=dict(sram_addr=3, rows=1,
+                                                             row_bytes=4)),
+                                     Instr(Op.END)]), Error.BAD_ADDRESS),
+        ("LANES rows", encode_program([Instr(Op.LOAD, sub=Space.WBUF | 4, args=dict(
+            rows=cfg.outputs + 1, row_bytes=1)), Instr(Op.END)]), Error.OVERFLOW),
+        ("deadlock", encode_program([load(), store, Instr(Op.STORE, wait=8, args=dict(
+            rows=1, row_bytes=1)), Instr(Op.END)]), Error.DEADLOCK),
+        ("deadlock, queue full", encode_program(
+            [Instr(Op.LOAD, wait=2, args=dict(rows=1, row_bytes=1))] * (QUEUE_DEPTH + 2)
+            + [Instr(Op.END)]), Error.DEADLOCK),
+    ]
+    for k, (name, prog, code) in enumerate(cases):
+        addr = 0x1000 * (k + 1)
+        tb.put(addr, prog)
+        ref, got = await tb.run(addr, expect_error=code)
+        dut._log.info("%s: error %d after %d cycles (%s)", name, code, got["cycles"],
+                      ref.message)
+        tb.put_program(roundtrips(tb.cfg, rng, 2), 0xE000)
+        await tb.run(0xE000, expect_error=Error.NONE)
+    tb.record()
+
+
+def mixed(cfg, rng, n):
+    """``n`` ABUF loads (each signals token 0) and the ``n`` stores that read their regions
+    (each waits for token 0: the engines run in order, so store i follows load i), shuffled
+    together with WBUF / TBUF loads, LANES loads and empty transfers."""
+    B = cfg.bus_bytes
+    region = cfg.abuf_bytes // n & ~(B - 1)
+    loads, stores, others = [], [], []
+    for i in range(n):
+        pack = rng.random() < 0.4
+        rows = rng.randint(1, 3)
+        rb = rng.randint(1, 24 if pack else 90)
+        span = 2 * -(-8 * rb // cfg.bw) if pack else rb
+        sstride = span + 2 * rng.randint(0, 8)
+        sram = i * region + 2 * rng.randrange(0, (region - rows * sstride) // 2)
+        src = SRC + rng.randrange(0, 0xC000)
+        if rng.random() < 0.5:
+            src += (sram - src) % B
+        dst = DST + i * 0x1000 + rng.randrange(0, 0x800)
+        if rng.random() < 0.5 and not pack:
+            dst += (sram - dst) % B
+        loads.append(Instr(Op.LOAD, signal=1, sub=Space.ABUF, args=dict(
+            dram_addr=src, dram_stride=rng.randint(0, 300), sram_addr=sram,
+            sram_stride=sstride, rows=rows, row_bytes=span)))
+        stores.append(Instr(Op.STORE, wait=1, sub=StoreMode.PACK if pack else StoreMode.INT16,
+                            args=dict(dram_addr=dst, dram_stride=rng.randint(rb, rb + 64),
+                                      sram_addr=sram, sram_stride=sstride, rows=rows,
+                                      row_bytes=rb)))
+    eb = cfg.slot.entry_bytes
+    for k in range(n // 2):
+        kind = rng.randrange(4)
+        if kind == 0:
+            others.append(Instr(Op.LOAD, sub=Space.WBUF | LoadMode.LANES << 2, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), dram_stride=rng.randint(0, 99),
+                sram_addr=cfg.slot.stride * rng.randrange(cfg.slots),
+                rows=rng.randint(1, cfg.outputs), row_bytes=rng.randint(1, cfg.depth * eb))))
+        elif kind == 1:
+            others.append(Instr(Op.LOAD, sub=Space.TBUF, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), dram_stride=rng.randint(0, 99),
+                sram_addr=rng.randrange(2048), sram_stride=rng.randint(0, 200),
+                rows=rng.randint(1, 4), row_bytes=rng.randint(1, 200))))
+        elif kind == 2:
+            others.append(Instr(Op.LOAD, sub=Space.WBUF, args=dict(
+                dram_addr=SRC + rng.randrange(0x8000), sram_addr=rng.randrange(cfg.wbuf_bytes // 2),
+                rows=1, row_bytes=rng.randint(1, cfg.wbuf_bytes // 2))))
+        else:
+            others.append(Instr(Op.STORE, args=dict(rows=rng.randint(0, 2), row_bytes=0)))
+    # shuffle, keeping each list's order
+    tags = ["l"] * n + ["s"] * n + ["o"] * len(others)
+    rng.shuffle(tags)
+    it = {"l": iter(loads), "s": iter(stores), "o": iter(others)}
+    return [next(it[t]) for t in tags] + [Instr(Op.END)]
+
+
+@cocotb.test()
+async def mixed_programs(dut):
+    """Shuffled loads into every buffer and stores: exact against the model, then the same
+    kind of program with memory pauses."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    for seed, pauses in ((11, False), (12, False), (13, True)):
+        tb.set_pauses(pauses, seed)
+        rng = random.Random(seed)
+        tb.random_data(rng)
+        tb.put_program(mixed(tb.cfg, rng, 6))
+        ref, got = await tb.run()
+        assert ref.error == Error.NONE, ref.message
+    tb.record()
