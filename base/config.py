@@ -661,7 +661,7 @@ class CoreConfig(UnitConfig):
     outputs: int = param(16, 1, 64, "IMU output channels in parallel (L)")
     elems: int = param(4, 1, 16, "elements per beat (P) of every unit, a power of 2")
     bw: int = param(4, 2, 4, "weight index bits")
-    ba: int = param(4, 2, 4, "activation index bits of a MATMUL input")
+    ba: int = param(8, 2, 8, "activation index bits of a MATMUL input")
     row_ba: int = param(6, 2, 6, "index bits of a softmax or norm row (2**row_ba centroids)")
     lut_ba: int = param(8, 2, 8, "index bits of an elementwise table (GELU)")
     k_max: int = param(1536, 16, 4096, "longest MATMUL reduction (K) in elements")
@@ -671,7 +671,7 @@ class CoreConfig(UnitConfig):
     bus_bytes: int = param(32, 8, 32, "AXI4 data width in bytes (8, 16 or 32)")
     slots: int = param(2, 2, 8, "weight slots (IMU tiles) in WBUF")
     abuf_kb: int = param(192, 4, 512, "activation buffer in KiB (16-bit elements)")
-    tbuf_kb: int = param(64, 4, 256, "table buffer in KiB (32-bit words)")
+    tbuf_kb: int = param(80, 4, 256, "table buffer in KiB (32-bit words)")
     baseline: int = param(0, 0, 1, "1: the dequantize-and-multiply units in place of the "
                                    "index-domain ones")
 

@@ -7,14 +7,15 @@ where the answer will be.  The program runs layer after layer:
 * **Prologue**: load the first tables and the embeddings ``u0``; the embedding
   LayerNorm (ROWOP NORM) writes the first hidden state ``X``.
 * **Each layer** (its tables were loaded into one half of TBUF while the
-  previous layer ran): Q, K and V (MATMUL, one weight tile of L output channels
-  each, loaded into the free weight slot while the other slot computes); K and
-  V^T quantized to indices (ROWOP LUT with an identity table, one per head) and
-  stored packed to external memory, from where they come back as IMU weight
-  tiles (LOAD LANES); per head the score tiles (MATMUL), the softmax (ROWOP
-  SOFTMAX) and the context tiles (MATMUL); the attention output (MATMUL), the
-  residual (ADD), LayerNorm (ROWOP NORM), FFN in, GELU (ROWOP LUT), FFN out,
-  residual, LayerNorm.
+  previous layer ran): Q, K and V^T (MATMUL, one weight tile of L output channels
+  each, loaded into the free weight slot while the other slot computes); Q
+  quantized to indices (ROWOP LUT with an identity table, one per head) and
+  stored packed to external memory, from where it comes back as IMU weight tiles
+  (LOAD LANES, lanes = queries); per head the score tiles S^T (MATMUL: K's rows
+  stream), the softmax (ROWOP SOFTMAX), P to indices and out through external
+  memory the same way, and the context tiles ctx^T (MATMUL: V^T's rows stream);
+  the attention output (MATMUL), the residual (ADD), LayerNorm (ROWOP NORM), FFN
+  in, GELU (ROWOP LUT), FFN out, residual, LayerNorm.
 * **Epilogue**: store ``X`` of the last layer.
 
 Tokens are placed by a dependency tracker: every instruction names the byte
@@ -204,12 +205,16 @@ def check_fits(cfg, im):
     """Refuse an integer model the core cannot run (index bits, outliers)."""
     c = im.cfg
     problems = []
+    if c.kv_per_head:
+        problems.append("the compiler takes one K and one V^T format per layer "
+                        "(IntConfig.kv_per_head=False)")
     if c.bw != cfg.bw:
         problems.append(f"weights have {c.bw}-bit indices, the core's IMU bw={cfg.bw}")
-    for name, need, have in (("ba", max(c.ba, c.attn_ba), cfg.ba), ("row_ba", max(c.sm_ba, c.ln_ba), cfg.row_ba),
+    for name, need, have in (("ba", max(c.ba, c.attn_ba), cfg.ba),
+                             ("row_ba", max(c.sm_ba, c.ln_ba), cfg.row_ba),
                              ("lut_ba", c.lut_ba, cfg.lut_ba),
-                             ("outliers", max(c.outliers, c.p_outliers, c.q_outliers, c.ln_outliers),
-                              cfg.outliers)):
+                             ("outliers", max(c.outliers, c.k_outliers, c.v_outliers,
+                                              c.ln_outliers), cfg.outliers)):
         if need > have:
             problems.append(f"the model needs {name}={need}, the core has {have}")
     if problems:
@@ -262,10 +267,10 @@ def compile_sentence(im, emb, cfg=None, layers=None):
         t = _Tables(base)
         Lr = im.layers[i]
         t.add("attn_in", _fmt_words(Lr.qkv[0].fmt))
-        t.add("q", _fmt_words(Lr.q_fmt))
         for h in range(HEADS):
-            t.add(f"k{h}", _fmt_words(Lr.k_fmt[h]))
-            t.add(f"v{h}", _fmt_words(Lr.v_fmt[h]))
+            t.add(f"q{h}", _fmt_words(Lr.q_fmt[h]))
+        t.add("k", _fmt_words(Lr.k_fmt[0]))
+        t.add("v", _fmt_words(Lr.v_fmt[0]))
         t.add("ident", list(range(1 << cfg.bw)))
         t.add("scores", _fmt_words(Lr.s_fmt))
         t.add("exp", Lr.exp.flatten().tolist())
@@ -307,15 +312,15 @@ def compile_sentence(im, emb, cfg=None, layers=None):
                 tiles.append((a, len(idx), b, len(tail), n))
             weights[(i, nm)] = tiles
         for h in range(HEADS):
-            weights[(i, "k", h)] = dram.place(f"att.layer{i}.k{h}", _head_tail(
-                cfg, Lr.k_fmt[h].Ca, Lr.s_rq[h].M[0], Lr.s_rq[h].sh))
-            weights[(i, "v", h)] = dram.place(f"att.layer{i}.v{h}", _head_tail(
-                cfg, Lr.v_fmt[h].Ca, Lr.ctx_rq[h].M[0], Lr.ctx_rq[h].sh))
+            weights[(i, "q", h)] = dram.place(f"att.layer{i}.q{h}", _head_tail(
+                cfg, Lr.q_fmt[h].Ca, Lr.s_rq[h].M[0], Lr.s_rq[h].sh))
+        weights[(i, "p")] = dram.place(f"att.layer{i}.p", _head_tail(
+            cfg, Lr.p_fmt.Ca, Lr.ctx_rq.M[0], Lr.ctx_rq.sh))
     tail_bytes = lay.size - lay.codebook
     u0 = im.embed_int(emb).to(torch.int16)
     in_addr = dram.place("input", u0.numpy().tobytes())
-    kidx_addr = dram.place("scratch.kidx", size=T * D // 2)
-    vidx_addr = dram.place("scratch.vidx", size=D * Tp // 2)
+    qidx_addr = dram.place("scratch.qidx", size=T * D * cfg.bw // 8)
+    pidx_addr = [dram.place(f"scratch.pidx{b}", size=T * Tp * cfg.bw // 8) for b in range(2)]
     out_addr = dram.place("output", size=T * D * 2)
 
     # ---- instruction helpers
@@ -405,46 +410,49 @@ def compile_sentence(im, emb, cfg=None, layers=None):
             nt, naddr = blobs[i + 1]
             load(Space.TBUF, naddr, 4 * nt.base, 1, 4 * len(nt.words), note=f"layer {i + 1} tables")
         X, Y, X1, Q, VT, S, F = (ab[k] for k in ("X", "Y", "X1", "Q", "VT", "S", "F"))
-        Kreg = Y
-        # Q, K (into Y), V^T
+        K = Y                     # K lives in Y's region until the attention output
+        Lr = im.layers[i]
         linear(i, "q", X, D, "attn_in", t, c.outliers, Q, 2 * D, 2, c.ba)
-        linear(i, "k", X, D, "attn_in", t, c.outliers, Kreg, 2 * D, 2, c.ba)
-        linear(i, "v", X, D, "attn_in", t, c.outliers, VT, 2, 2 * Tp, c.ba)
+        linear(i, "k", X, D, "attn_in", t, c.outliers, K, 2 * D, 2, c.ba)
+        linear(i, "v", X, D, "attn_in", t, c.outliers, VT, 2, 2 * Tp, c.ba)   # V^T
+        # Q -> indices per head, stored packed: the score tiles' weights
         for h in range(HEADS):
-            rowop(RowKind.LUT, Kreg + 2 * DH * h, T, DH, 2 * D, t[f"k{h}"], fw(c.bw), t["ident"],
-                  1 << cfg.bw, Kreg + 2 * DH * h, note=f"layer{i} K head {h} -> indices")
-        store(kidx_addr, Kreg, T, D * cfg.bw // 8, 2 * D, StoreMode.PACK, note=f"layer{i} K indices")
+            rowop(RowKind.LUT, Q + 2 * DH * h, T, DH, 2 * D, t[f"q{h}"], fw(c.bw), t["ident"],
+                  1 << cfg.bw, Q + 2 * DH * h, note=f"layer{i} Q head {h} -> indices")
+        store(qidx_addr, Q, T, D * cfg.bw // 8, 2 * D, StoreMode.PACK, note=f"layer{i} Q indices")
+        qrow, prow = D * cfg.bw // 8, Tp * cfg.bw // 8
         for h in range(HEADS):
-            rowop(RowKind.LUT, VT + 2 * Tp * DH * h, DH, T, 2 * Tp, t[f"v{h}"], fw(c.bw),
-                  t["ident"], 1 << cfg.bw, VT + 2 * Tp * DH * h, note=f"layer{i} V head {h} -> indices")
-        store(vidx_addr, VT, D, Tp * cfg.bw // 8, 2 * Tp, StoreMode.PACK, note=f"layer{i} V^T indices")
-        krow = D * cfg.bw // 8
-        for h in range(HEADS):
-            for k0 in range(0, T, L):
-                n = min(L, T - k0)
+            # S^T: key rows of K stream against a tile of query indices (lanes = queries)
+            for q0 in range(0, T, L):
+                n = min(L, T - q0)
 
-                def kl(base, h=h, k0=k0, n=n):
-                    load(Space.WBUF, kidx_addr + k0 * krow + h * DH * cfg.bw // 8, base, n,
-                         DH * cfg.bw // 8, dram_stride=krow, mode=LoadMode.LANES,
-                         note=f"layer{i} K head {h} keys {k0}..")
-                    load(Space.WBUF, weights[(i, "k", h)], base + lay.codebook, 1, tail_bytes,
-                         note=f"layer{i} K head {h} codebook")
-                matmul([kl], Q + 2 * DH * h, 2 * D, T, DH, n, c.q_outliers, t["q"], S + 2 * k0,
-                       2 * Tp, 2, fw(c.attn_ba), note=f"layer{i} scores head {h} keys {k0}..")
+                def ql(base, h=h, q0=q0, n=n):
+                    load(Space.WBUF, qidx_addr + q0 * qrow + h * DH * cfg.bw // 8, base, n,
+                         DH * cfg.bw // 8, dram_stride=qrow, mode=LoadMode.LANES,
+                         note=f"layer{i} Q head {h} queries {q0}..")
+                    load(Space.WBUF, weights[(i, "q", h)], base + lay.codebook, 1, tail_bytes,
+                         note=f"layer{i} Q head {h} codebook")
+                matmul([ql], K + 2 * DH * h, 2 * D, T, DH, n, c.k_outliers, t["k"], S + q0 * 2 * Tp,
+                       2, 2 * Tp, fw(c.attn_ba), note=f"layer{i} scores head {h} queries {q0}..")
             rowop(RowKind.SOFTMAX, S, T, T, 2 * Tp, t["scores"], fw(c.sm_ba), t["exp"],
                   1 << (2 * c.sm_ba), S, out_shift=1, note=f"layer{i} softmax head {h}")
-            vrow = Tp * cfg.bw // 8
-            for c0 in range(0, DH, L):
-                n = min(L, DH - c0)
+            rowop(RowKind.LUT, S, T, T, 2 * Tp, t["p"], fw(c.bw), t["ident"], 1 << cfg.bw, S,
+                  note=f"layer{i} P head {h} -> indices")
+            pidx = pidx_addr[h % 2]
+            store(pidx, S, T, prow, 2 * Tp, StoreMode.PACK, note=f"layer{i} P head {h} indices")
+            # ctx^T: channel rows of V^T stream against a tile of probability indices; the
+            # context of head h goes over Q's columns of head h (stored above)
+            for q0 in range(0, T, L):
+                n = min(L, T - q0)
 
-                def vl(base, h=h, c0=c0, n=n):
-                    load(Space.WBUF, vidx_addr + (DH * h + c0) * vrow, base, n, vrow,
-                         mode=LoadMode.LANES, note=f"layer{i} V head {h} channels {c0}..")
-                    load(Space.WBUF, weights[(i, "v", h)], base + lay.codebook, 1, tail_bytes,
-                         note=f"layer{i} V head {h} codebook")
-                # the context of head h overwrites Q's columns of head h (read above)
-                matmul([vl], S, 2 * Tp, T, T, n, c.p_outliers, t["p"], Q + 2 * (DH * h + c0),
-                       2 * D, 2, fw(c.attn_ba), note=f"layer{i} context head {h} channels {c0}..")
+                def pl(base, q0=q0, n=n, pidx=pidx, h=h):
+                    load(Space.WBUF, pidx + q0 * prow, base, n, prow, mode=LoadMode.LANES,
+                         note=f"layer{i} P head {h} queries {q0}..")
+                    load(Space.WBUF, weights[(i, "p")], base + lay.codebook, 1, tail_bytes,
+                         note=f"layer{i} P codebook")
+                matmul([pl], VT + 2 * Tp * DH * h, 2 * Tp, DH, T, n, c.v_outliers, t["v"],
+                       Q + q0 * 2 * D + 2 * DH * h, 2, 2 * D, fw(c.attn_ba),
+                       note=f"layer{i} context head {h} queries {q0}..")
         # attention output, residual, LayerNorm (Y: K's region, free now)
         linear(i, "attn_out", Q, D, "ctx", t, c.outliers, Y, 2 * D, 2, c.ba)
         add(Y, X, T, D, 2 * D, t["add_a"], Y, note=f"layer{i} residual")

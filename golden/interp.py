@@ -334,10 +334,14 @@ class Interpreter:
 
     ``read_latency`` / ``write_latency``: the memory's LR and LB (module docstring)."""
 
-    def __init__(self, config, read_latency=READ_LATENCY, write_latency=WRITE_LATENCY):
+    def __init__(self, config, read_latency=READ_LATENCY, write_latency=WRITE_LATENCY,
+                 compute=True):
+        """``compute=False``: every compute instruction faults BAD_OPCODE when it starts, as
+        in the RTL whose compute engine is not built yet (the bench of that stage)."""
         self.config = config
         self.lr = read_latency
         self.lb = write_latency
+        self.compute = compute
 
     def run(self, dram, prog_addr, max_cycles=1_000_000, buffers=None):
         """Run the program at ``prog_addr`` (a multiple of 32) on the memory image ``dram``
@@ -543,6 +547,9 @@ class Interpreter:
                 if e is ce:
                     e.state, e.fault = "exec", None
                     try:
+                        if not self.compute:
+                            raise CoreFault(Error.BAD_OPCODE, f"compute opcode {ins.op:#x}: "
+                                                              f"no compute engine")
                         cyc = core_ops.execute(cfg, ins, bufs[Space.ABUF], bufs[Space.WBUF],
                                                bufs[Space.TBUF])
                         e.end = t + max(2, int(cyc)) - 1

@@ -86,13 +86,14 @@ class IntConfig:
     cw: int = 8              # weight centroid bits
     ca: int = 8              # activation centroid bits
     outliers: int = 8        # k per side for the four linear inputs
-    k_outliers: int = 2      # k per side for a key's row of K (QK^T: K streams, Q weights)
-    v_outliers: int = 2      # k per side for a channel's row of V^T (A V: V streams, P weights)
-    attn_ba: int = 4         # index bits of the K and V^T rows (MATMUL inputs)
+    k_outliers: int = 4      # k per side for a key's row of K (QK^T: K streams, Q weights)
+    v_outliers: int = 4      # k per side for a channel's row of V^T (A V: V streams, P weights)
+    attn_ba: int = 8         # index bits of the K and V^T rows (MATMUL inputs)
     sm_ba: int = 5           # softmax index bits
     ln_ba: int = 6           # LayerNorm index bits (16-bit centroids)
     ln_outliers: int = 4     # k per side kept exact in a LayerNorm row
     q_per_head: bool = True  # Q codebooks per head (else one per layer)
+    kv_per_head: bool = False  # K and V^T row formats per head (else one per layer)
     lut_ba: int = 8          # GELU index bits
     headroom: float = 1.25   # int16 scale: calibration max * headroom = 32767
     gptq: bool = True        # weight error compensation (golden.quant)
@@ -414,10 +415,16 @@ def build(sentences, cfg=IntConfig(), model=None, progress=None, layers=None):
         # Q and P are the IMU's "weights" (bw-bit indices, one codebook for every lane);
         # K rows and V^T rows stream as its activations (dense-and-sparse, with outliers)
         L.q_fmt = weight_formats(f"layer{i}.q", Qs, sq)
-        L.k_fmt = [fit_format(f"layer{i}.k{h}", [k[:, sl] for k in Ks], c.attn_ba, scale=sk,
-                              ca=c.ca, k=c.k_outliers) for h, sl in enumerate(heads)]
-        L.v_fmt = [fit_format(f"layer{i}.v{h}", [v[:, sl].T for v in Vs], c.attn_ba, scale=sv,
-                              ca=c.ca, k=c.v_outliers) for h, sl in enumerate(heads)]
+        if c.kv_per_head:
+            L.k_fmt = [fit_format(f"layer{i}.k{h}", [k[:, sl] for k in Ks], c.attn_ba, scale=sk,
+                                  ca=c.ca, k=c.k_outliers) for h, sl in enumerate(heads)]
+            L.v_fmt = [fit_format(f"layer{i}.v{h}", [v[:, sl].T for v in Vs], c.attn_ba,
+                                  scale=sv, ca=c.ca, k=c.v_outliers) for h, sl in enumerate(heads)]
+        else:
+            L.k_fmt = [fit_format(f"layer{i}.k", [k.reshape(-1, dh) for k in Ks], c.attn_ba,
+                                  scale=sk, ca=c.ca, k=c.k_outliers)] * 12
+            L.v_fmt = [fit_format(f"layer{i}.v", [v.T.reshape(-1, v.shape[0]) for v in Vs],
+                                  c.attn_ba, scale=sv, ca=c.ca, k=c.v_outliers)] * 12
         # scores S^T[t, q]: y_int in units sk * sq * 2**shift_q (per head), times 1/sqrt(dh)
         s_units = [sq * sk * 2 ** f.shift / math.sqrt(dh) for f in L.q_fmt]
         S_int = [(im.scores_int(L, Q, K, h), h) for Q, K in zip(Qs, Ks) for h in range(12)]

@@ -108,7 +108,7 @@ def test_matmul_bad_slot_and_format(small):
     with pytest.raises(CoreFault) as e:
         core_ops.execute(cfg, i, abuf, wbuf, tbuf)
     assert e.value.code == Error.BAD_ADDRESS
-    _put_words(tbuf, 100, [5])                                # a 5-bit format: above ba=4
+    _put_words(tbuf, 100, [cfg.ba + 1])                       # more index bits than the IMU's
     with pytest.raises(CoreFault) as e:
         core_ops.execute(cfg, _mm(fmt=100), abuf, wbuf, tbuf)
     assert e.value.code == Error.OVERFLOW
@@ -199,3 +199,22 @@ def test_compiler_refuses_what_does_not_fit(core_model, core_sentence):
         compile_sentence(core_model, core_sentence, CoreConfig(outliers=2), layers=1)
     with pytest.raises(KllmError, match="layers"):
         compile_sentence(core_model, core_sentence, layers=3)
+
+
+def test_interpreter_runs_the_layer_with_loads_under_compute(core_image, core_model, core_sentence):
+    """The concurrent model (tokens, queues, one read channel) computes the program-order
+    bytes, and the weight loads overlap the compute engine's work."""
+    from golden.interp import Interpreter
+    r = Interpreter(core_image.program.config).run(bytearray(core_image.dram),
+                                                   core_image.prog_addr, max_cycles=5_000_000)
+    assert r.error == 0, r.message
+    assert r.dram == run_in_order(core_image)
+    assert torch.equal(core_image.output(r.dram), core_model.forward(core_sentence, 1))
+    assert r.busy["compute"] > 0.85 * r.cycles
+    busy = bytearray(r.cycles + 1)
+    for k, eng, s, e in r.trace:
+        if eng == "compute":
+            busy[s:e + 1] = b"\1" * (e + 1 - s)
+    load_cycles = [t for k, eng, s, e in r.trace if eng == "load" for t in range(s, e + 1)]
+    overlap = sum(busy[t] for t in load_cycles) / len(load_cycles)
+    assert overlap > 0.8, f"only {overlap:.0%} of the load engine's cycles under compute"

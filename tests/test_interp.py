@@ -152,7 +152,7 @@ def test_tokens_order_the_engines():
     ([Instr(Op.LOAD, sub=Space.ABUF | LoadMode.LANES << 2, args=dict(rows=1, row_bytes=1)),
       Instr(Op.END)], Error.BAD_OPCODE),
     ([Instr(Op.STORE, sub=2, args=dict(rows=1, row_bytes=1)), Instr(Op.END)], Error.BAD_OPCODE),
-    ([Instr(Op.MATMUL), Instr(Op.END)], Error.BAD_OPCODE),          # stage A
+    ([Instr(Op.MATMUL), Instr(Op.END)], Error.OVERFLOW),            # K = 0
     ([load(sram_addr=4095, row_bytes=2), Instr(Op.END)], Error.BAD_ADDRESS),
     ([load(sram_addr=0, sram_stride=1000, rows=5, row_bytes=97), Instr(Op.END)],
      Error.BAD_ADDRESS),
