@@ -336,8 +336,9 @@ class Interpreter:
 
     def __init__(self, config, read_latency=READ_LATENCY, write_latency=WRITE_LATENCY,
                  compute=True):
-        """``compute=False``: every compute instruction faults BAD_OPCODE when it starts, as
-        in the RTL whose compute engine is not built yet (the bench of that stage)."""
+        """``compute``: True (every compute instruction runs), False (none: each faults
+        BAD_OPCODE when it starts), or the set of compute opcodes that run -- to hold an RTL
+        whose compute engine implements only those (a bench of that stage) to the model."""
         self.config = config
         self.lr = read_latency
         self.lb = write_latency
@@ -547,7 +548,7 @@ class Interpreter:
                 if e is ce:
                     e.state, e.fault = "exec", None
                     try:
-                        if not self.compute:
+                        if not (self.compute is True or (self.compute and ins.op in self.compute)):
                             raise CoreFault(Error.BAD_OPCODE, f"compute opcode {ins.op:#x}: "
                                                               f"no compute engine")
                         cyc = core_ops.execute(cfg, ins, bufs[Space.ABUF], bufs[Space.WBUF],
