@@ -61,7 +61,7 @@ from golden.quantizer import quantize, thresholds_from_codebook
 from golden.softmax import exp_table, softmax_rows_table
 
 __all__ = ["IntConfig", "Format", "Requant", "Linear", "IntModel", "Norm", "P_FRAC", "sat16",
-           "build", "evaluate_integer", "embeddings", "sentence_embedding"]
+           "build", "evaluate_integer", "embeddings", "sentence_embedding", "cached_build"]
 
 #: Fraction bits of a probability in the activation buffer (softmax's 15, shifted by 1).
 P_FRAC = 14
@@ -499,3 +499,48 @@ def evaluate_integer(n_eval=500, n_cal=128, cfg=IntConfig(), progress=None):
     ref = model.embed(ev)
     emb = torch.stack([sentence_embedding(im, model, s) for s in ev])
     return im, metrics(ref, emb)
+
+
+# ------------------------------------------------------------------------ cache
+
+#: Sources whose change invalidates a cached integer model.
+_SOURCES = ("golden/intmodel.py", "golden/quant.py", "golden/kmeans.py", "golden/norm.py",
+            "golden/softmax.py", "golden/lut.py", "golden/quantizer.py", "base/formats.py",
+            "golden/minilm.py", "golden/text.py")
+
+
+def cache_key(cfg, n_cal):
+    import hashlib
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(repr((cfg, n_cal)).encode())
+    for name in _SOURCES:
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_build(cache_dir, n_cal=128, cfg=IntConfig(), progress=None):
+    """The integer model fitted on ``n_cal`` calibration sentences, from ``cache_dir`` when
+    it was fitted before with the same choices and code (else fitted and saved: written
+    to a temporary name and renamed, so an interrupted fit leaves nothing behind)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from golden.text import calibration_sentences
+    path = Path(cache_dir) / f"intmodel-{cache_key(cfg, n_cal)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:                      # a damaged cache file: fit again
+            path.unlink(missing_ok=True)
+    im = build(calibration_sentences(n_cal), cfg, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".intmodel.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(im, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return im

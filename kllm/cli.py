@@ -296,6 +296,58 @@ def cmd_sida(args):
                   f"({result['seconds']:.0f} s)")
 
 
+def cmd_run(args):
+    """A sentence through encoder layers on the KLLM core: cosine, cycles, utilization."""
+    import os
+
+    import torch
+
+    from kllm.run import ENGINES, run_sentence
+    cores = os.cpu_count() or 1
+    checks = [("--layers", 1 <= args.layers <= 6, "in 1..6 (MiniLM has six encoder layers)"),
+              ("--calibration", 8 <= args.calibration <= 1000, "in 8..1000 sentences"),
+              ("--threads", 1 <= args.threads <= 4 * cores, f"in 1..{4 * cores}"),
+              ("--fmax", args.fmax is None or args.fmax > 0, "> 0 MHz")]
+    for name, ok, want in checks:
+        if not ok:
+            raise KllmError(f"{name} must be {want}, got {getattr(args, name[2:])}")
+    if not args.sentence.strip():
+        raise KllmError("the sentence is empty")
+    if args.sim not in ENGINES:
+        raise KllmError(f"--sim must be one of {', '.join(ENGINES)}")
+    config = get_unit("core").config(args.set)
+    torch.set_num_threads(args.threads)
+    console = _console()
+    with console.status("kllm run") as status:
+        def progress(text):
+            status.update(text)
+            console.log(text)
+        r = run_sentence(args.sentence, layers=args.layers, engine=args.sim, config=config,
+                         calibration=args.calibration, cache_dir=args.cache,
+                         out_dir=args.output or "build/run", progress=progress, fmax_mhz=args.fmax)
+    from rich.table import Table
+    console.print(f"[bold]{r['tokens']} tokens x {r['layers']} layer(s) on {r['engine']}[/bold]: "
+                  f"{r['instructions']} instructions, {r['cycles']} cycles")
+    mark = "[green]yes[/green]" if r["equals_integer_model"] else "[red]NO[/red]"
+    console.print(f"output equals the golden integer model bit for bit: {mark}")
+    console.print(f"cosine of the sentence embedding to FP32 (same layers): "
+                  f"{r['cosine_to_fp32']:.4f}")
+    table = Table(title="unit utilization (busy cycles / all cycles)")
+    for col in ("unit", "instructions", "busy cycles", "share"):
+        table.add_column(col, justify="left" if col == "unit" else "right")
+    for u in r["units"]:
+        table.add_row(u["unit"], str(u["instructions"]), str(u["busy_cycles"]),
+                      f"{100 * u['share']:.1f}%")
+    console.print(table)
+    console.print(f"IMU MAC utilization: {100 * r['imu_mac_utilization']:.1f}% of "
+                  f"{config.outputs} x {config.elems} MACs/cycle")
+    note = "" if args.fmax else " (no Fmax given: --fmax MHz from 'kllm synth core')"
+    console.print(f"{r['tokens_per_s']:.0f} tokens/s at {r['tokens_per_s_at_mhz']:.0f} MHz{note}")
+    console.print(f"details: {Path(args.output or 'build/run') / 'run.json'}, program listing "
+                  f"in program.txt ({r['seconds']:.0f} s)")
+    return 0 if r["equals_integer_model"] else 1
+
+
 def _speed_argument(parser):
     """``--speed`` of synth and sweep (checked by ``fpga.flow.synthesize`` before any work)."""
     parser.add_argument("--speed", type=int, metavar="GRADE",
@@ -380,6 +432,26 @@ def build_parser():
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/eval")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("run", help="a sentence through MiniLM encoder layers on the KLLM core: "
+                       "cosine to FP32, cycles, unit utilization, tokens/s")
+    s.add_argument("sentence", help="the text (at most the core's max_tokens tokens)")
+    s.add_argument("--layers", type=int, default=1, help="encoder layers, 1..6 (default 1)")
+    s.add_argument("--sim", default="model", metavar="ENGINE",
+                   help="model (the interpreter: bit-exact, cycle model), verilator or icarus "
+                        "(the RTL) (default model)")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a core parameter (repeatable; 'kllm units' lists them)")
+    s.add_argument("--calibration", type=int, default=128,
+                   help="calibration sentences of the integer model (default 128; the fitted "
+                        "model is cached)")
+    s.add_argument("--cache", default="build/cache", metavar="DIR",
+                   help="where fitted integer models are kept (default build/cache)")
+    s.add_argument("--fmax", type=float, metavar="MHZ", help="clock for tokens/s (default: "
+                   "100 MHz, stated)")
+    s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/run")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
                        "place-and-route, one table")

@@ -1,0 +1,118 @@
+"""``kllm run``: a sentence through MiniLM encoder layers on the KLLM core.
+
+Tokenize on the host, fit (or read from the cache) the integer model, compile the
+sentence into a program, run it on an engine -- the interpreter (``model``) or the RTL
+on a simulator -- and report the embedding's cosine to FP32, the cycles, each unit's
+utilization and tokens/s.
+"""
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from base.errors import KllmError
+from base.files import write_files
+from base.isa import Op, RowKind
+
+__all__ = ["utilization", "run_sentence", "ENGINES", "fp32_embedding"]
+
+ENGINES = ("model", "verilator", "icarus")
+
+#: The unit that executes each instruction kind, for the utilization table.
+_UNIT_OF = {Op.MATMUL: "IMU (quantizer, Orizuru, requant)", Op.ADD: "add (residual)",
+            (Op.ROWOP, RowKind.LUT): "LUT (GELU, quantize)",
+            (Op.ROWOP, RowKind.SOFTMAX): "softmax", (Op.ROWOP, RowKind.NORM): "norm (LayerNorm)",
+            Op.LOAD: "DMA read (LOAD)", Op.STORE: "DMA write (STORE)"}
+
+
+def utilization(program, trace, cycles, config):
+    """``(rows, mac_share)``: per unit, its busy cycles and share of ``cycles`` (an
+    instruction's unit is busy from its start to its end); and the IMU's MAC utilization
+    (MACs done / (cycles x L x P))."""
+    busy, count = {}, {}
+    macs = 0
+    for k, engine, start, end in trace:
+        ins = program.instrs[k]
+        key = (ins.op, ins.sub) if ins.op == Op.ROWOP else ins.op
+        unit = _UNIT_OF.get(key)
+        if unit is None:
+            continue
+        busy[unit] = busy.get(unit, 0) + end - start + 1
+        count[unit] = count.get(unit, 0) + 1
+        if ins.op == Op.MATMUL:
+            macs += ins.args["tokens"] * ins.args["k"] * ins.args["lanes"]
+    rows = [(u, count[u], busy[u], busy[u] / max(1, cycles)) for u in _UNIT_OF.values() if u in busy]
+    return rows, macs / max(1, cycles * config.outputs * config.elems)
+
+
+def fp32_embedding(model, sentence, layers):
+    """The FP32 sentence embedding after ``layers`` encoder layers (pooled, normalized)."""
+    m = copy.copy(model)
+    m.layers = layers
+    return m.embed([sentence])[0]
+
+
+def _pool(x):
+    return torch.nn.functional.normalize(x.mean(0), dim=-1).float()
+
+
+def run_sentence(sentence, *, layers, engine, config, calibration, cache_dir, out_dir,
+                 progress=None, fmax_mhz=None, sim_build=None, max_cycles=200_000_000):
+    from golden.compiler import compile_sentence
+    from golden.interp import Interpreter
+    from golden.intmodel import IntConfig, cached_build, embeddings
+    from golden.minilm import load_minilm
+
+    say = progress or (lambda text: None)
+    t0 = time.perf_counter()
+    model = load_minilm()
+    if not sentence.strip():
+        raise KllmError("the sentence is empty")
+    T = len(model.tokenizer.encode(sentence).ids)
+    if T > config.max_tokens:
+        raise KllmError(f"the sentence has {T} tokens; the core takes at most "
+                        f"{config.max_tokens} (--set max_tokens=..., abuf_kb=...)")
+    say(f"integer model (fitted on {calibration} calibration sentences, cached)")
+    im = cached_build(cache_dir, calibration, IntConfig(), progress=say)
+    emb = embeddings(model, sentence)
+    say(f"compiling {T} tokens x {layers} layer(s)")
+    image = compile_sentence(im, emb, config, layers)
+    say(f"running {len(image.program.instrs)} instructions on {engine}")
+    t1 = time.perf_counter()
+    if engine == "model":
+        r = Interpreter(config).run(bytearray(image.dram), image.prog_addr, max_cycles=max_cycles)
+        if r.error:
+            raise KllmError(f"the program ended with error {r.error}: {r.message}")
+        dram, cycles, trace = r.dram, r.cycles, r.trace
+        counters = {"busy": r.busy, "stalls": r.stalls}
+    else:
+        raise KllmError(f"--sim {engine}: the core's RTL does not execute compute instructions "
+                        f"yet (its compute engine is being built); use --sim model")
+    run_s = time.perf_counter() - t1
+    out = image.output(dram)
+    golden = im.forward(emb, layers)
+    exact = bool(torch.equal(out, golden))
+    x = out.double() * im.scale_after(layers)
+    cos = float((_pool(x) * fp32_embedding(model, sentence, layers)).sum())
+    units, mac_share = utilization(image.program, trace, cycles, config)
+    result = {
+        "sentence": sentence, "tokens": T, "layers": layers, "engine": engine,
+        "config": config.to_dict(), "instructions": len(image.program.instrs),
+        "instruction_counts": image.program.counts(), "cycles": cycles,
+        "equals_integer_model": exact, "cosine_to_fp32": cos,
+        "units": [{"unit": u, "instructions": n, "busy_cycles": b, "share": s}
+                  for u, n, b, s in units],
+        "imu_mac_utilization": mac_share, "counters": counters,
+        "fmax_mhz": fmax_mhz, "run_seconds": run_s,
+        "seconds": time.perf_counter() - t0,
+    }
+    f = fmax_mhz or 100.0
+    result["tokens_per_s"] = T * f * 1e6 / cycles
+    result["tokens_per_s_at_mhz"] = f
+    if out_dir:
+        write_files(Path(out_dir), {"run.json": json.dumps(result, indent=2) + "\n",
+                                    "program.txt": image.program.listing() + "\n"})
+    return result
