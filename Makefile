@@ -13,7 +13,7 @@ SEEDS ?= 3
 JOBS ?= auto
 VARY ?= lanes=1,4,16 ba=2,4,8
 
-.PHONY: help setup demo test verilog sim synth sweep eval lint clean distclean
+.PHONY: help setup demo test verilog sim synth sweep eval lint bench run clean distclean
 
 help:  ## show this help
 	@echo "KLLM-HDL make targets (variables: UNIT=$(UNIT) SIM=$(SIM) DEVICE=$(DEVICE) SEEDS=$(SEEDS) JOBS=$(JOBS) VARY=\"$(VARY)\")"
@@ -45,6 +45,14 @@ sweep: setup  ## synthesize UNIT over the grid VARY on DEVICE: table + plot in b
 
 eval: setup  ## accuracy report: K-Means vs uniform on all-MiniLM-L6-v2, real text (build/eval)
 	$(KLLM) eval
+
+bench: setup  ## benchmarks (not tests): the core's IMU utilization vs memory bandwidth (build/bench)
+	$(KLLM) bench core
+
+SENTENCE ?= The quick brown fox jumps over the lazy dog.
+LAYERS ?= 1
+run: setup  ## SENTENCE through LAYERS MiniLM layers on the KLLM core (interpreter): cosine, cycles
+	$(KLLM) run "$(SENTENCE)" --layers $(LAYERS)
 
 lint: setup  ## Verilator --lint-only -Wall on UNIT's Verilog
 	$(KLLM) lint $(UNIT)

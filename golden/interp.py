@@ -335,7 +335,7 @@ class Interpreter:
     ``read_latency`` / ``write_latency``: the memory's LR and LB (module docstring)."""
 
     def __init__(self, config, read_latency=READ_LATENCY, write_latency=WRITE_LATENCY,
-                 compute=True):
+                 compute=True, read_beat_cycles=1):
         """``compute``: True (every compute instruction runs), False (none: each faults
         BAD_OPCODE when it starts), or the set of compute opcodes that run -- to hold an RTL
         whose compute engine implements only those (a bench of that stage) to the model."""
@@ -343,6 +343,11 @@ class Interpreter:
         self.lr = read_latency
         self.lb = write_latency
         self.compute = compute
+        #: a memory slower than the bus: one R beat every ``read_beat_cycles`` cycles (the
+        #: bandwidth studies of ``kllm bench core``; the RTL benches use 1)
+        if not isinstance(read_beat_cycles, int) or read_beat_cycles < 1:
+            raise ValueError(f"read_beat_cycles must be an integer >= 1, got {read_beat_cycles!r}")
+        self.rbc = read_beat_cycles
 
     def run(self, dram, prog_addr, max_cycles=1_000_000, buffers=None):
         """Run the program at ``prog_addr`` (a multiple of 32) on the memory image ``dram``
@@ -581,7 +586,7 @@ class Interpreter:
                         pc = (pc + INSTR_BYTES) & MASK32
                     rd = None
                 else:
-                    rd["avail"] = max(rd["ar"] + self.lr + rd["k"], t + 1)
+                    rd["avail"] = max(rd["ar"] + self.lr + rd["k"] * self.rbc, t + 1)
             if grant is not None:
                 n = nb_fetch if grant == "fetch" else len(le.bursts[0].beats)
                 rd = {"owner": grant, "ar": t + 1, "n": n, "k": 0, "avail": t + 1 + self.lr,

@@ -348,6 +348,40 @@ def cmd_run(args):
     return 0 if r["equals_integer_model"] else 1
 
 
+def cmd_bench(args):
+    """Benchmarks that are too long for the tests: the core's IMU utilization vs bandwidth."""
+    import torch
+
+    from kllm.run import bench_bandwidth
+    if args.target != "core":
+        raise KllmError(f"unknown benchmark '{args.target}' (benchmarks: core)")
+    try:
+        bws = [int(b) for b in args.bandwidths.split(",")]
+    except ValueError:
+        raise KllmError(f"--bandwidths expects integers separated by commas, got "
+                        f"{args.bandwidths!r}") from None
+    for b in bws:
+        if b < 1 or b > 32 or b & (b - 1):
+            raise KllmError(f"--bandwidths: {b} is not a power of 2 in 1..32 bytes/cycle")
+    if not 1 <= args.tokens <= 256:
+        raise KllmError(f"--tokens must be in 1..256, got {args.tokens}")
+    if not 1 <= args.layers <= 6:
+        raise KllmError(f"--layers must be in 1..6, got {args.layers}")
+    get_unit("core").config(args.set)             # bad --set: refused before any work
+    torch.set_num_threads(2)
+    console = _console()
+    out = Path(args.output or "build/bench")
+    with console.status("kllm bench core") as status:
+        def progress(text):
+            status.update(text)
+            console.log(text)
+        _, md = bench_bandwidth(bws, tokens=args.tokens, layers=args.layers, config_sets=args.set,
+                                calibration=args.calibration, cache_dir=args.cache, out_dir=out,
+                                progress=progress)
+    console.print(md)
+    console.print(f"wrote {out / 'core.md'}, {out / 'core.json'}, {out / 'core_bandwidth.png'}")
+
+
 def _speed_argument(parser):
     """``--speed`` of synth and sweep (checked by ``fpga.flow.synthesize`` before any work)."""
     parser.add_argument("--speed", type=int, metavar="GRADE",
@@ -452,6 +486,21 @@ def build_parser():
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/run")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("bench", help="long benchmarks (not tests): 'core' = the core's IMU "
+                       "utilization against the external memory's bandwidth (table + plot)")
+    s.add_argument("target", metavar="TARGET", help="core")
+    s.add_argument("--bandwidths", default="2,4,8,16,32",
+                   help="read bandwidths in bytes/cycle (default 2,4,8,16,32)")
+    s.add_argument("--tokens", type=int, default=32, help="sentence length (default 32)")
+    s.add_argument("--layers", type=int, default=1, help="encoder layers (default 1)")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a core parameter (repeatable)")
+    s.add_argument("--calibration", type=int, default=128,
+                   help="calibration sentences of the integer model (default 128, cached)")
+    s.add_argument("--cache", default="build/cache", metavar="DIR")
+    s.add_argument("-o", "--output", metavar="DIR", help="default build/bench")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
                        "place-and-route, one table")

@@ -116,3 +116,89 @@ def run_sentence(sentence, *, layers, engine, config, calibration, cache_dir, ou
         write_files(Path(out_dir), {"run.json": json.dumps(result, indent=2) + "\n",
                                     "program.txt": image.program.listing() + "\n"})
     return result
+
+
+def pick_sentence(model, tokens):
+    """The first evaluation sentence of exactly ``tokens`` tokens (else the longest shorter)."""
+    from golden.text import evaluation_sentences
+    best = None
+    for s in evaluation_sentences():
+        n = len(model.tokenizer.encode(s).ids)
+        if n == tokens:
+            return s
+        if n < tokens and (best is None or n > best[0]):
+            best = (n, s)
+    if best is None:
+        raise KllmError(f"no evaluation sentence has {tokens} tokens or fewer")
+    return best[1]
+
+
+def bench_bandwidth(bandwidths, *, tokens, layers, config_sets, calibration, cache_dir, out_dir,
+                    progress=None):
+    """IMU utilization of ``layers`` layers of a ``tokens``-token sentence against the
+    external memory's read bandwidth (bytes per cycle): the bus is max(8, bandwidth) bytes
+    wide and a slower memory delivers a beat every bus/bandwidth cycles (the interpreter's
+    cycle model).  Returns the result dict; writes JSON, markdown and a plot."""
+    from golden.compiler import compile_sentence
+    from golden.interp import Interpreter
+    from golden.intmodel import IntConfig, cached_build, embeddings
+    from golden.minilm import load_minilm
+    from hdl.units import get_unit
+
+    say = progress or (lambda text: None)
+    model = load_minilm()
+    sentence = pick_sentence(model, tokens)
+    im = cached_build(cache_dir, calibration, IntConfig(), progress=say)
+    emb = embeddings(model, sentence)
+    rows = []
+    for bw in bandwidths:
+        bus = max(8, bw)
+        if bus % bw or bus > 32:
+            raise KllmError(f"bandwidth {bw} B/cycle: use a power of 2 from 1 to 32")
+        config = get_unit("core").config(list(config_sets) + [f"bus_bytes={bus}"])
+        image = compile_sentence(im, emb, config, layers)
+        say(f"{bw} B/cycle: {len(image.program.instrs)} instructions")
+        t0 = time.perf_counter()
+        r = Interpreter(config, read_beat_cycles=bus // bw).run(
+            bytearray(image.dram), image.prog_addr, max_cycles=500_000_000)
+        if r.error:
+            raise KllmError(f"{bw} B/cycle: the program ended with error {r.error}: {r.message}")
+        units, mac = utilization(image.program, r.trace, r.cycles, config)
+        imu = next((b for u, n, b, s in units if u.startswith("IMU")), 0)
+        rows.append({"bandwidth": bw, "bus_bytes": bus, "cycles": r.cycles,
+                     "imu_busy": imu / r.cycles, "mac_utilization": mac,
+                     "load_busy": r.busy["load"] / r.cycles,
+                     "equals_integer_model": bool(torch.equal(image.output(r.dram),
+                                                              im.forward(emb, layers))),
+                     "model_seconds": time.perf_counter() - t0})
+    result = {"sentence": sentence, "tokens": len(emb), "layers": layers,
+              "config": config_sets, "rows": rows}
+    lines = [f"{len(emb)}-token sentence, {layers} layer(s): IMU busy against the read "
+             f"bandwidth (interpreter cycle model)", "",
+             "| bytes/cycle | bus | cycles | IMU busy | MAC utilization | LOAD busy | exact |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['bandwidth']} | {8 * r['bus_bytes']} bit | {r['cycles']} | "
+                     f"{100 * r['imu_busy']:.1f}% | {100 * r['mac_utilization']:.1f}% | "
+                     f"{100 * r['load_busy']:.1f}% | {'yes' if r['equals_integer_model'] else 'NO'} |")
+    md = "\n".join(lines) + "\n"
+    out = Path(out_dir)
+    write_files(out, {"core.json": json.dumps(result, indent=2) + "\n", "core.md": md})
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["bandwidth"] for r in rows], [100 * r["imu_busy"] for r in rows], "o-",
+            label="IMU busy")
+    ax.plot([r["bandwidth"] for r in rows], [100 * r["mac_utilization"] for r in rows], "s--",
+            label="MAC utilization")
+    ax.axhline(85, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="external memory read bandwidth (bytes/cycle)", ylabel="% of cycles",
+           title=f"KLLM core, {len(emb)} tokens x {layers} layer(s)", ylim=(0, 100))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "core_bandwidth.png", dpi=110)
+    plt.close(fig)
+    return result, md
