@@ -179,6 +179,17 @@ def cmd_eval(args):
     out = Path(args.output or "build/eval")
     console = _console()
     sweep = [] if args.no_sweep else bits_sweep()
+    if args.integer:
+        from base.files import write_files
+        from golden.eval import integer_comparison, integer_markdown
+        with console.status("integer model") as status:
+            result = integer_comparison(args.sentences, args.calibration,
+                                        progress=lambda t: status.update(t))
+        table = integer_markdown(result)
+        write_files(out, {"integer.md": table, "integer.json": json.dumps(result, indent=2) + "\n"})
+        console.print(table)
+        console.print(f"wrote {out / 'integer.md'}, {out / 'integer.json'}")
+        return
     if args.nonlinear_only:
         from golden.eval import nonlinear_markdown
         with console.status("nonlinear units on real activations"):
@@ -463,6 +474,9 @@ def build_parser():
     s.add_argument("--no-sweep", action="store_true", help="skip the accuracy-vs-bits sweep")
     s.add_argument("--nonlinear-only", action="store_true",
                    help="only the error table of the index-domain nonlinear units")
+    s.add_argument("--integer", action="store_true",
+                   help="only the core's fully integer model beside the linears-only K-Means "
+                        "W4A4 rows (build/eval/integer.md)")
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/eval")
     s.set_defaults(func=cmd_eval)
