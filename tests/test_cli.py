@@ -52,6 +52,15 @@ def test_verilog_writes_netlist_and_description(capsys, tmp_path):
     (["sim", "quantizer", "--beats", "0"], "kllm: error: --beats must be at least 1, got 0"),
     (["sim", "quantizer", "--sim", "xsim"], "kllm sim: error: argument --sim: invalid choice"),
     (["frobnicate"], "kllm: error: argument COMMAND: invalid choice"),
+    (["run", "  "], "kllm: error: the sentence is empty"),
+    (["run", "a b", "--layers", "7"], "kllm: error: --layers must be in 1..6"),
+    (["run", "a b", "--calibration", "2"], "kllm: error: --calibration must be in 8..1000"),
+    (["run", "a b", "--threads", "0"], "kllm: error: --threads must be in 1.."),
+    (["run", "a b", "--fmax", "-5"], "kllm: error: --fmax must be > 0 MHz, got -5.0"),
+    (["run", "a b", "--sim", "xsim"], "kllm: error: --sim must be one of model, verilator, icarus"),
+    (["run", "a b", "--set", "bus_bytes=12"], "kllm: error: core: parameter 'bus_bytes' must be a power of 2"),
+    (["bench", "core", "--bandwidths", "3"], "kllm: error: --bandwidths: 3 is not a power of 2"),
+    (["bench", "gpu"], "kllm: error: unknown benchmark 'gpu'"),
 ])
 def test_bad_input_one_line_exit_2_no_output(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

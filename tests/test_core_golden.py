@@ -218,3 +218,21 @@ def test_interpreter_runs_the_layer_with_loads_under_compute(core_image, core_mo
     load_cycles = [t for k, eng, s, e in r.trace if eng == "load" for t in range(s, e + 1)]
     overlap = sum(busy[t] for t in load_cycles) / len(load_cycles)
     assert overlap > 0.8, f"only {overlap:.0%} of the load engine's cycles under compute"
+
+
+def test_run_reports_an_exact_layer(core_model, monkeypatch, tmp_path):
+    """``kllm run``'s flow on the interpreter (the fitted model stubbed by the fixture's):
+    the output is the integer model's, the table adds up, the cosine is a real one."""
+    import golden.intmodel
+    from base.config import CoreConfig
+    from kllm.run import run_sentence
+    monkeypatch.setattr(golden.intmodel, "cached_build", lambda *a, **k: core_model)
+    r = run_sentence("Return the number of items.", layers=1, engine="model",
+                     config=CoreConfig(), calibration=8, cache_dir=tmp_path, out_dir=tmp_path)
+    assert r["equals_integer_model"]
+    assert 0.8 < r["cosine_to_fp32"] < 1.0
+    units = {u["unit"]: u for u in r["units"]}
+    assert units["IMU (quantizer, Orizuru, requant)"]["instructions"] == r["instruction_counts"]["MATMUL"]
+    assert sum(u["busy_cycles"] for u in r["units"] if not u["unit"].startswith("DMA")) <= r["cycles"]
+    assert 0 < r["imu_mac_utilization"] < 1
+    assert (tmp_path / "run.json").exists() and (tmp_path / "program.txt").exists()
