@@ -509,32 +509,36 @@ _SOURCES = ("golden/intmodel.py", "golden/quant.py", "golden/kmeans.py", "golden
             "golden/minilm.py", "golden/text.py")
 
 
-def cache_key(cfg, n_cal):
+def cache_key(cfg, n_cal, layers=None):
     import hashlib
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256(repr((cfg, n_cal)).encode())
+    h = hashlib.sha256(repr((cfg, n_cal, layers)).encode())
     for name in _SOURCES:
         h.update((root / name).read_bytes())
     return h.hexdigest()[:16]
 
 
-def cached_build(cache_dir, n_cal=128, cfg=IntConfig(), progress=None):
-    """The integer model fitted on ``n_cal`` calibration sentences, from ``cache_dir`` when
-    it was fitted before with the same choices and code (else fitted and saved: written
-    to a temporary name and renamed, so an interrupted fit leaves nothing behind)."""
+def cached_build(cache_dir, n_cal=128, cfg=IntConfig(), progress=None, layers=None):
+    """The integer model fitted on ``n_cal`` calibration sentences (its first ``layers``
+    layers; default all), from ``cache_dir`` when it was fitted before with the same
+    choices and code -- a fit of all layers serves any ``layers`` -- else fitted and
+    saved (written to a temporary name and renamed, so an interrupted fit leaves nothing
+    behind)."""
     import os
     import tempfile
     from pathlib import Path
 
     from golden.text import calibration_sentences
-    path = Path(cache_dir) / f"intmodel-{cache_key(cfg, n_cal)}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception:                      # a damaged cache file: fit again
-            path.unlink(missing_ok=True)
-    im = build(calibration_sentences(n_cal), cfg, progress=progress)
+    full = Path(cache_dir) / f"intmodel-{cache_key(cfg, n_cal)}.pt"
+    path = full if layers is None else Path(cache_dir) / f"intmodel-{cache_key(cfg, n_cal, layers)}.pt"
+    for p in dict.fromkeys((full, path)):
+        if p.exists():
+            try:
+                return torch.load(p, weights_only=False)
+            except Exception:                  # a damaged cache file: fit again
+                p.unlink(missing_ok=True)
+    im = build(calibration_sentences(n_cal), cfg, progress=progress, layers=layers)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".intmodel.", suffix=".tmp")
     os.close(fd)

@@ -246,8 +246,30 @@ def cmd_demo(args):
                   str(r["LUTRAM"]), str(r["DSP"]), str(r["EBR"]),
                   f"{syn['fmax_mhz_median']:.1f} MHz ({args.device})")
     console.print(table)
-    (root / "demo.json").write_text(json.dumps({"sim": sim, "synth": syn}, indent=2) + "\n")
+
+    # the core: a short sentence through one encoder layer (the interpreter engine until the
+    # RTL's compute engine is in), the integer model fitted on a few sentences for speed
+    from kllm.run import run_sentence
+    import torch
+    torch.set_num_threads(2)
+    core = get_unit("core").config([])
+    with console.status("[4/4] the KLLM core: one MiniLM layer (integer model fitted once, "
+                        "then cached)") as status:
+        run = run_sentence(DEMO_SENTENCE, layers=1, engine="model", config=core,
+                           calibration=DEMO_CALIBRATION, cache_dir=Path("build/cache"),
+                           out_dir=root / "run", progress=lambda t: status.update(f"[4/4] {t}"))
+    console.print(f"[4/4] KLLM core, {run['tokens']} tokens x 1 layer on the interpreter: "
+                  f"{run['cycles']} cycles, output {'equals' if run['equals_integer_model'] else 'DIFFERS FROM'} "
+                  f"the integer model bit for bit, cosine to FP32 {run['cosine_to_fp32']:.4f}, "
+                  f"IMU MAC utilization {100 * run['imu_mac_utilization']:.1f}%")
+    (root / "demo.json").write_text(json.dumps({"sim": sim, "synth": syn, "core": run},
+                                               indent=2) + "\n")
     console.print(f"details: {root / 'demo.json'}")
+    return 0 if run["equals_integer_model"] else 1
+
+
+DEMO_SENTENCE = "The quick brown fox jumps over the lazy dog."
+DEMO_CALIBRATION = 32
 
 
 def cmd_sida(args):
@@ -517,7 +539,8 @@ def build_parser():
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="default quantizer: Verilog, cocotb vs golden, ECP5 "
-                       "place-and-route, one table")
+                       "place-and-route, one table; then a sentence through one MiniLM layer on "
+                       "the KLLM core")
     s.add_argument("--sim", choices=SIMS, default="icarus")
     s.add_argument("--device", choices=list(DEVICES), default="ecp5-85k")
     s.add_argument("--seeds", type=int, default=1)

@@ -76,7 +76,8 @@ def run_sentence(sentence, *, layers, engine, config, calibration, cache_dir, ou
         raise KllmError(f"the sentence has {T} tokens; the core takes at most "
                         f"{config.max_tokens} (--set max_tokens=..., abuf_kb=...)")
     say(f"integer model (fitted on {calibration} calibration sentences, cached)")
-    im = cached_build(cache_dir, calibration, IntConfig(), progress=say)
+    im = cached_build(cache_dir, calibration, IntConfig(), progress=say,
+                      layers=None if layers == 6 else layers)
     emb = embeddings(model, sentence)
     say(f"compiling {T} tokens x {layers} layer(s)")
     image = compile_sentence(im, emb, config, layers)
@@ -148,7 +149,8 @@ def bench_bandwidth(bandwidths, *, tokens, layers, config_sets, calibration, cac
     say = progress or (lambda text: None)
     model = load_minilm()
     sentence = pick_sentence(model, tokens)
-    im = cached_build(cache_dir, calibration, IntConfig(), progress=say)
+    im = cached_build(cache_dir, calibration, IntConfig(), progress=say,
+                      layers=None if layers == 6 else layers)
     emb = embeddings(model, sentence)
     rows = []
     for bw in bandwidths:
