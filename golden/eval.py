@@ -304,7 +304,7 @@ def nonlinear_markdown(errs, ba=4):
 
 # ------------------------------------------------------- the fully integer model (the core)
 
-def integer_comparison(n_eval=500, n_cal=128, progress=None):
+def integer_comparison(n_eval=500, n_cal=128, progress=None, cfg=None):
     """The core's fully integer model (:mod:`golden.intmodel`) beside the linears-only
     K-Means W4A4 rows, against FP32 on the same evaluation text, measured in one run."""
     from golden.intmodel import IntConfig, build, sentence_embedding
@@ -319,11 +319,12 @@ def integer_comparison(n_eval=500, n_cal=128, progress=None):
     ref = model.embed(evaluation_sentences(n_eval))
     t0 = time.perf_counter()
     say("fitting the integer model")
-    im = build(calibration_sentences(n_cal), IntConfig(), model, progress=say)
+    cfg = cfg or IntConfig()
+    im = build(calibration_sentences(n_cal), cfg, model, progress=say)
     say("integer model on the evaluation sentences")
     emb = torch.stack([sentence_embedding(im, model, s) for s in evaluation_sentences(n_eval)])
     result["rows"].append({"scheme": "fully integer model (the core's contract: every op in "
-                                     "integers)", "config": asdict(IntConfig()),
+                                     "integers)", "config": asdict(cfg),
                            **metrics(ref, emb), "outlier_share": float("nan"),
                            "bits_per_weight": float("nan"),
                            "seconds": time.perf_counter() - t0})

@@ -61,7 +61,7 @@ from golden.quantizer import quantize, thresholds_from_codebook
 from golden.softmax import exp_table, softmax_rows_table
 
 __all__ = ["IntConfig", "Format", "Requant", "Linear", "IntModel", "Norm", "P_FRAC", "sat16",
-           "build", "evaluate_integer", "embeddings", "sentence_embedding", "cached_build"]
+           "build", "evaluate_integer", "embeddings", "sentence_embedding", "cached_build", "int_config"]
 
 #: Fraction bits of a probability in the activation buffer (softmax's 15, shifted by 1).
 P_FRAC = 14
@@ -97,6 +97,40 @@ class IntConfig:
     lut_ba: int = 8          # GELU index bits
     headroom: float = 1.25   # int16 scale: calibration max * headroom = 32767
     gptq: bool = True        # weight error compensation (golden.quant)
+
+
+def int_config(assignments):
+    """An :class:`IntConfig` from ``["name=value", ...]`` (integers, floats, true/false);
+    ``ValueError`` names the bad item."""
+    import dataclasses
+    fields = {f.name: f.type for f in dataclasses.fields(IntConfig)}
+    values = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"integer model: unknown setting {item!r} (settings: "
+                             f"{', '.join(fields)})")
+        kind = type(getattr(IntConfig(), name))
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                values[name] = text.lower() in ("true", "1")
+            else:
+                values[name] = kind(text)
+        except ValueError:
+            raise ValueError(f"integer model: {name} must be a {kind.__name__}, got {text!r}") from None
+    cfg = IntConfig(**values)
+    for name in ("bw", "ba", "attn_ba", "sm_ba", "ln_ba", "lut_ba"):
+        if not 1 <= getattr(cfg, name) <= 8:
+            raise ValueError(f"integer model: {name} must be in 1..8, got {getattr(cfg, name)}")
+    for name in ("outliers", "k_outliers", "v_outliers", "ln_outliers"):
+        if not 0 <= getattr(cfg, name) <= 64:
+            raise ValueError(f"integer model: {name} must be in 0..64, got {getattr(cfg, name)}")
+    if not cfg.headroom >= 1.0:
+        raise ValueError(f"integer model: headroom must be >= 1, got {cfg.headroom}")
+    return cfg
 
 
 # ---------------------------------------------------------------------- formats

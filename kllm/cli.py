@@ -179,12 +179,19 @@ def cmd_eval(args):
     out = Path(args.output or "build/eval")
     console = _console()
     sweep = [] if args.no_sweep else bits_sweep()
+    if args.set and not args.integer:
+        raise KllmError("--set applies to --integer (the integer model's settings)")
     if args.integer:
         from base.files import write_files
         from golden.eval import integer_comparison, integer_markdown
+        from golden.intmodel import int_config
+        try:
+            icfg = int_config(args.set)
+        except ValueError as e:
+            raise KllmError(str(e)) from None
         with console.status("integer model") as status:
             result = integer_comparison(args.sentences, args.calibration,
-                                        progress=lambda t: status.update(t))
+                                        progress=lambda t: status.update(t), cfg=icfg)
         table = integer_markdown(result)
         write_files(out, {"integer.md": table, "integer.json": json.dumps(result, indent=2) + "\n"})
         console.print(table)
@@ -499,6 +506,9 @@ def build_parser():
     s.add_argument("--integer", action="store_true",
                    help="only the core's fully integer model beside the linears-only K-Means "
                         "W4A4 rows (build/eval/integer.md)")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --integer: an integer-model setting (golden.intmodel.IntConfig, "
+                        "e.g. ln_outliers=8, sm_ba=6)")
     s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     s.add_argument("-o", "--output", metavar="DIR", help="default build/eval")
     s.set_defaults(func=cmd_eval)
