@@ -671,7 +671,7 @@ class CoreConfig(UnitConfig):
     bus_bytes: int = param(32, 8, 32, "AXI4 data width in bytes (8, 16 or 32)")
     slots: int = param(2, 2, 8, "weight slots (IMU tiles) in WBUF")
     abuf_kb: int = param(192, 4, 512, "activation buffer in KiB (16-bit elements)")
-    tbuf_kb: int = param(80, 4, 256, "table buffer in KiB (32-bit words)")
+    tbuf_kb: int = param(96, 4, 256, "table buffer in KiB (32-bit words)")
     baseline: int = param(0, 0, 1, "1: the dequantize-and-multiply units in place of the "
                                    "index-domain ones")
 

@@ -89,9 +89,9 @@ class IntConfig:
     k_outliers: int = 4      # k per side for a key's row of K (QK^T: K streams, Q weights)
     v_outliers: int = 4      # k per side for a channel's row of V^T (A V: V streams, P weights)
     attn_ba: int = 8         # index bits of the K and V^T rows (MATMUL inputs)
-    sm_ba: int = 5           # softmax index bits
+    sm_ba: int = 6           # softmax index bits
     ln_ba: int = 6           # LayerNorm index bits (16-bit centroids)
-    ln_outliers: int = 4     # k per side kept exact in a LayerNorm row
+    ln_outliers: int = 8     # k per side kept exact in a LayerNorm row
     q_per_head: bool = True  # Q codebooks per head (else one per layer)
     kv_per_head: bool = False  # K and V^T row formats per head (else one per layer)
     lut_ba: int = 8          # GELU index bits
