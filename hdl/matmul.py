@@ -6,7 +6,7 @@ composes the units, each with its own contract and tests:
 
 * :class:`hdl.quantizer.ActivationQuantizer` (``ba`` = the core's, inputs 17 bits wide):
   the activation indices.  A format of fewer index bits ``ba' < ba`` pads the thresholds
-  above its ``2**ba' - 1`` with 2**16 (never reached by a 16-bit value), so the binary search
+  above its ``2**ba' - 1`` with 2**16 - 1 (never reached by a 16-bit value), so the binary search
   of ``ba`` steps returns the index of the ``ba'``-bit format; every threshold is clamped to
   -2**16 .. 2**16, which keeps ``t <= x`` for every 16-bit ``x``.
 * :class:`hdl.orizuru.Orizuru` (``merge=0``: no minimum vector length, no bubble) on the same
@@ -69,7 +69,7 @@ __all__ = ["MatmulEngine", "image_words", "check_config"]
 
 #: Width of the quantizers' inputs: a 16-bit value and thresholds clamped to +-2**16.
 QW = 17
-THR_MAX = 1 << 16
+THR_MAX = (1 << 16) - 1
 THR_MIN = -(1 << 16)
 
 
@@ -403,10 +403,10 @@ class MatmulEngine:
         m.d.sync += [v1.eq(w_busy), v2.eq(v1), v3.eq(v2), v4.eq(v3),
                      y1.eq(_pick(y_hold, wn)), m1.eq(_pick(Mv, wn)), b1.eq(_pick(Bv, wn)),
                      a1.eq(lane_addr), a2.eq(a1), a3.eq(a2), a4.eq(a3),
-                     p2.eq((y1 * m1)[:64]), b2.eq(b1)]
+                     p2.eq(y1 * m1), b2.eq(b1)]      # mod 2**64, as int64
         sh_pos = sh > 0
         rnd = Mux(sh_pos, Const(1, 64) << (sh[:6] - 1)[:6], 0)
-        m.d.sync += s3.eq((p2 + b2 + rnd)[:64])
+        m.d.sync += s3.eq(p2 + b2 + rnd)              # mod 2**64
         shifted = Signal(signed(64), name="mm_rq_shifted")
         m.d.comb += shifted.eq(Mux(sh_pos, s3 >> sh[:6], s3))
         m.d.sync += o4.eq(Mux(shifted > 32767, 32767, Mux(shifted < -32768, -32768, shifted)))
@@ -418,8 +418,3 @@ class MatmulEngine:
             m.d.comb += finish.eq(1)
             m.d.sync += running.eq(0)
         self.first_run = first_run
-        for name, v in (("imu_ov", imu.o.valid), ("imu_ir", imu.i.ready), ("q_ir", q.i.ready),
-                        ("oz_ir", oz.i.ready), ("oz_ov", oz.o.valid), ("imu_rr", imu.r.ready),
-                        ("imu_rv", imu.r.valid), ("imu_iv", imu.i.valid)):
-            d = Signal(name=f"mm_dbg_{name}")
-            m.d.comb += d.eq(v)
