@@ -646,7 +646,11 @@ async def matmul_faults(dut):
         ("lanes > L", mm(lanes=cfg.outputs + 1), Error.OVERFLOW),
         ("outliers", mm(outliers=cfg.outliers + 1), Error.OVERFLOW),
         ("format ba too large", mm(fmt=16), Error.OVERFLOW),
-        ("format outside TBUF", mm(fmt=cfg.tbuf_words - 1), Error.BAD_ADDRESS),
+        ("format header outside TBUF", mm(fmt=cfg.tbuf_words), Error.BAD_ADDRESS),
+        ("format table outside TBUF", [Instr(Op.LOAD, signal=2, sub=Space.TBUF, args=dict(
+            dram_addr=SRC, rows=1, sram_addr=4 * (cfg.tbuf_words - 1), row_bytes=4)),
+            Instr(Op.MATMUL, wait=2, args=dict(good, fmt=cfg.tbuf_words - 1))],
+         Error.BAD_ADDRESS),
         ("x outside ABUF", mm(x_addr=A - 2 * cfg.elems, x_stride=2), Error.BAD_ADDRESS),
         ("x odd", mm(x_stride=3), Error.BAD_ADDRESS),
         ("y outside ABUF", mm(y_addr=A - 2, lanes=2), Error.BAD_ADDRESS),
@@ -655,7 +659,8 @@ async def matmul_faults(dut):
     ]
     for k, (name, bad, code) in enumerate(cases):
         addr = 0x1000 * (k + 1)
-        tb.put_program([tload, bad, Instr(Op.END)], addr)
+        tb.put_program([tload] + (bad if isinstance(bad, list) else [bad]) + [Instr(Op.END)],
+                       addr)
         ref, got = await tb.run(addr, expect_error=code)
         dut._log.info("%s: error %d after %d cycles (%s)", name, code, got["cycles"],
                       ref.message)
