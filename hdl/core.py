@@ -5,7 +5,11 @@ Golden twin: :mod:`golden.interp` (the oracle and the cycle model; its docstring
 timing this RTL implements).  Configuration: :class:`base.config.CoreConfig`.  Instruction
 set and register map: :mod:`base.isa`.
 
-Stage A: the compute engine dispatches and ends every compute instruction with BAD_OPCODE.
+Stage B: the compute engine executes MATMUL (:mod:`hdl.matmul`: the quantizer, Orizuru and
+the IMU reading its weights straight from the WBUF slots, requantization, the writer into
+ABUF); it ends ROWOP and ADD with BAD_OPCODE.  A compute instruction starts in cycle t (the
+instruction latched, a MATMUL's format header read from TBUF) and is checked in t + 1, where
+a fault is registered (golden.interp's timing).
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
@@ -59,7 +63,7 @@ def _ports(bus_bits):
 
 
 class KllmCore(ConfiguredComponent):
-    """The KLLM core (stage A: everything but the compute instructions' datapaths).
+    """The KLLM core (stage B: MATMUL; ROWOP and ADD are refused with BAD_OPCODE).
 
     Ports: ``s_axil_*`` an AXI4-Lite slave (8-bit addresses, 32-bit data; registers
     :class:`base.isa.Reg`), ``m_axi_*`` an AXI4 master (32-bit addresses, ``8 * bus_bytes``
@@ -67,7 +71,8 @@ class KllmCore(ConfiguredComponent):
 
     On-chip memories, all ``8 * bus_bytes`` bits wide with byte write enables (one word per
     bus beat): ABUF ``abuf_bytes / bus_bytes`` words, WBUF ``wbuf_bytes / bus_bytes``, TBUF
-    ``4 * tbuf_words / bus_bytes``.
+    ``4 * tbuf_words / bus_bytes``.  A WBUF index row (``outputs x entry_bytes``) must be a
+    power of 2 of at most ``bus_bytes``: the IMU streams one row a cycle from one WBUF word.
     """
 
     Config = CoreConfig

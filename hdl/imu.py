@@ -854,6 +854,17 @@ class Imu(_ImuUnit):
         cycle, registered at the input: a write lands one cycle after it is presented; a
         vector may start in the cycle after the last write (docs/ARCHITECTURE.md,
         host-port timing).
+    wrow : Out (only with ``ext_wmem``)
+        The weight-index memory kept by the host (the KLLM core's WBUF slots), read with a
+        block RAM's timing: ``a_addr`` (the streamed row, F0) -> ``a_data`` two cycles
+        later; ``b_addr`` (an outlier's row, at issue) -> ``b_data`` through two registers
+        that advance when ``b_en``.  Data: all L lanes of the row, lane n at bits
+        ``n P bw .. (n + 1) P bw - 1``.  The ``wmem`` port is then unused.
+
+    Construction options (not configuration parameters; their defaults keep the netlist):
+    ``ext_wmem`` (the ``wrow`` port in place of the per-lane weight block RAMs) and
+    ``wide_wcb`` (``wcb.data`` is L centroids: one write fills entry ``addr`` of every
+    lane, ``wcb.lane`` unused).
     """
 
     _combine = True
