@@ -137,20 +137,33 @@ def _shift_round(v, sh):
 # ------------------------------------------------------------------ the schedule
 
 def matmul_cycles(config, tokens, k, lanes, fmt_ba, outliers, shift, y_nstride):
-    """Compute-engine cycles of a MATMUL: table setup (quantizer thresholds and activation
-    codebook, ``2**ba``; the slot's weight codebooks into the lanes, ``2**bw``, in
-    parallel), the front (:data:`FRONT` + quantizer), the IMU's exact stream schedule
-    (:func:`golden.imu.stream_cycles`) and the back (:data:`BACK`); an output writer that
-    scatters (``y_nstride != 2``) takes one cycle per lane and stalls the stream when a
-    token's lanes take longer than its interval."""
+    """Compute-engine cycles of a MATMUL (hdl/matmul.py): the start and the checks, then
+
+    * the setup, ``max(2**ba + 1, W + 1 + 2**bw)``: the ``2**ba`` quantizer thresholds and
+      activation centroids read from TBUF one a cycle (``ba`` the core's: a format of fewer
+      bits is padded), in parallel with the ``W`` WBUF words of the slot's codebooks and
+      requantization read into registers and then ``2**bw`` codebook writes, each into every
+      lane at once;
+    * the front: :data:`FRONT` (start, checks, the first ABUF read) + the quantizer
+      (``ba + 1``);
+    * the IMU's exact stream schedule (:func:`golden.imu.stream_cycles`), its outliers
+      always there before its tail asks for them;
+    * the writer, one lane a cycle in either layout (``lanes`` cycles after the last
+      result; when ``lanes`` exceeds the IMU's interval between results the stream waits for
+      it), then the requantization pipeline and the write, :data:`BACK`.
+
+    ``fmt_ba`` and ``y_nstride`` do not change the count."""
     imu = config.imu
+    B = config.bus_bytes
     beats = -(-k // config.elems)
     n_out = 2 * min(outliers, k // 2)
     tail = imu.tail_ops(shift, n_out)
-    setup = max(1 << fmt_ba, 1 << config.bw)
-    front = FRONT + fmt_ba + 1
+    lay = config.slot
+    words = (lay.requant + 4 + 12 * config.outputs - 1) // B - lay.codebook // B + 1
+    setup = max((1 << config.ba) + 1, words + 1 + (1 << config.bw))
+    front = FRONT + config.ba + 1
     stream = stream_cycles(imu, [beats] * tokens, [tail] * tokens)
-    writer = lanes if y_nstride != 2 else -(-lanes // config.elems)
+    writer = lanes
     interval = max(beats, imu.min_beats, tail)
     if writer > interval:
         stream += (tokens - 1) * (writer - interval)

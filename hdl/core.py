@@ -5,7 +5,11 @@ Golden twin: :mod:`golden.interp` (the oracle and the cycle model; its docstring
 timing this RTL implements).  Configuration: :class:`base.config.CoreConfig`.  Instruction
 set and register map: :mod:`base.isa`.
 
-Stage A: the compute engine dispatches and ends every compute instruction with BAD_OPCODE.
+Stage B: the compute engine executes MATMUL (:mod:`hdl.matmul`: the quantizer, Orizuru and
+the IMU reading its weights straight from the WBUF slots, requantization, the writer into
+ABUF); it ends ROWOP and ADD with BAD_OPCODE.  A compute instruction starts in cycle t (the
+instruction latched, a MATMUL's format header read from TBUF) and is checked in t + 1, where
+a fault is registered (golden.interp's timing).
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
@@ -16,6 +20,7 @@ from base.config import CoreConfig
 from base.isa import (CORE_ID, CORE_VERSION, CTRL_START, INSTR_BYTES, QUEUE_DEPTH, SEM_MAX,
                       SEMAPHORES, Error, LoadMode, Op, Reg, Space, StoreMode, burst_boundary)
 from hdl.component import ConfiguredComponent
+from hdl.matmul import MatmulEngine, check_config
 
 __all__ = ["KllmCore", "AXIL_ADDR_BITS", "AXI_ID_BITS"]
 
@@ -58,7 +63,7 @@ def _ports(bus_bits):
 
 
 class KllmCore(ConfiguredComponent):
-    """The KLLM core (stage A: everything but the compute instructions' datapaths).
+    """The KLLM core (stage B: MATMUL; ROWOP and ADD are refused with BAD_OPCODE).
 
     Ports: ``s_axil_*`` an AXI4-Lite slave (8-bit addresses, 32-bit data; registers
     :class:`base.isa.Reg`), ``m_axi_*`` an AXI4 master (32-bit addresses, ``8 * bus_bytes``
@@ -66,7 +71,8 @@ class KllmCore(ConfiguredComponent):
 
     On-chip memories, all ``8 * bus_bytes`` bits wide with byte write enables (one word per
     bus beat): ABUF ``abuf_bytes / bus_bytes`` words, WBUF ``wbuf_bytes / bus_bytes``, TBUF
-    ``4 * tbuf_words / bus_bytes``.
+    ``4 * tbuf_words / bus_bytes``.  A WBUF index row (``outputs x entry_bytes``) must be a
+    power of 2 of at most ``bus_bytes``: the IMU streams one row a cycle from one WBUF word.
     """
 
     Config = CoreConfig
@@ -82,6 +88,7 @@ class KllmCore(ConfiguredComponent):
         if cfg.slot.entry_bytes > B:
             raise ValueError(f"core: a WBUF entry ({cfg.slot.entry_bytes} bytes) must fit in "
                              f"a bus beat (bus_bytes {B})")
+        check_config(cfg)
         super().__init__(_ports(8 * B))
 
     @property
@@ -110,6 +117,13 @@ class KllmCore(ConfiguredComponent):
                   Space.WBUF: wbuf.write_port(granularity=8),
                   Space.TBUF: tbuf.write_port(granularity=8)}
         ard = abuf.read_port()                 # STORE's read port (synchronous, with enable)
+        # MATMUL: two ABUF read ports (a beat from two words), a write port for its results,
+        # two WBUF read ports (the IMU's weight rows; the setup and outlier rows), two TBUF
+        # read ports (threshold and centroid j a cycle; the header at start)
+        x_rd = [abuf.read_port() for _ in range(2)]
+        y_wp = abuf.write_port(granularity=8)
+        w_rd = [wbuf.read_port() for _ in range(2)]
+        t_rd = [tbuf.read_port() for _ in range(2)]
         # one write for all three: word address, data, byte enables; the space selects
         w_addr = Signal(32)
         w_data = Signal(8 * B)
@@ -346,17 +360,78 @@ class KllmCore(ConfiguredComponent):
                 m.d.sync += [wr_addr.eq(Mux(lanes, lane_base, ld.s)), wr_j.eq(0)]
 
         # ---------------------------------------------------------------- compute engine
-        C_IDLE, C_EXEC = range(2)
-        cstate = Signal(1)
+        # start t: the instruction latched, the format's header read from TBUF; t + 1: the
+        # checks (a fault ends it); then the MATMUL datapath (hdl/matmul.py)
+        C_IDLE, C_CHECK, C_MM = range(3)
+        cstate = Signal(2)
         m.d.comb += idle["compute"].eq(cstate == C_IDLE)
+        cq = queues["compute"].r_data
+        c_ins = Signal(32 * 8)
+        WPB = B // 4
+        LW = (WPB - 1).bit_length()
+        hdr_sub = Signal(max(1, LW))
         with m.If(can["compute"]):
-            m.d.sync += cstate.eq(C_EXEC)
+            m.d.sync += [cstate.eq(C_CHECK), c_ins.eq(cq)]
+            m.d.comb += [t_rd[0].addr.eq(cq[160 + LW:192]), t_rd[0].en.eq(1)]
+            m.d.sync += hdr_sub.eq(cq[160:160 + LW] if LW else 0)
+        cf = lambda w, lo, bits: c_ins[32 * w + lo:32 * w + lo + bits]
+        c_op, c_signal, c_slot = cf(0, 0, 8), cf(0, 16, 8), cf(0, 24, 8)
+        x_addr, x_stride, n_tok, n_k = cf(1, 0, 32), cf(2, 0, 32), cf(3, 0, 16), cf(3, 16, 16)
+        n_lanes, n_out, fmt = cf(4, 0, 16), cf(4, 16, 8), cf(5, 0, 32)
+        y_addr, y_ts, y_ns = cf(6, 0, 32), cf(7, 0, 16), cf(7, 16, 16)
+        header = t_rd[0].data.word_select(hdr_sub, 32) if LW else t_rd[0].data[:32]
+        h_ba, h_shift = header[0:8], header[8:16]
+        ba_w = Signal(8)
+        shift_w = Signal(8)
+        c_bad = Signal()
+        c_code = Signal(8)
+        c_go = Signal()
+        x_end = Signal(52)
+        y_end = Signal(52)
+        m.d.comb += [x_end.eq(x_addr + (n_tok - 1) * x_stride + 2 * n_k),
+                     y_end.eq(y_addr + (n_tok - 1) * y_ts + (n_lanes - 1) * y_ns + 2)]
+        TW = cfg.tbuf_words
+        tw_end = fmt + (Const(2, 10) << h_ba[:4])
+        with m.If(c_op != Op.MATMUL):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_OPCODE)]
+        with m.Elif(c_slot >= cfg.slots):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif((n_k == 0) | (n_k > cfg.k_max) | (n_lanes == 0) | (n_lanes > L)
+                    | (n_out > cfg.outliers)):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+        with m.Elif(fmt + 1 > TW):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif((h_ba == 0) | (h_ba > cfg.ba)):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+        with m.Elif(tw_end > TW):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif(h_shift > cfg.imu.shift_max):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+        with m.Elif(x_addr[0] | x_stride[0]
+                    | ((n_tok != 0) & (x_end > cfg.abuf_bytes))):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif(y_addr[0] | y_ts[0] | y_ns[0]
+                    | ((n_tok != 0) & (y_end > cfg.abuf_bytes))):
+            m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
         cfault = Signal()
-        with m.If(cstate == C_EXEC):
-            m.d.comb += cfault.eq(1)
+        c_finish = Signal()
+        with m.If(cstate == C_CHECK):
+            m.d.sync += [ba_w.eq(h_ba), shift_w.eq(h_shift)]
+            with m.If(c_bad):
+                m.d.comb += cfault.eq(1)
+                m.d.sync += cstate.eq(C_IDLE)
+            with m.Else():
+                m.d.comb += c_go.eq(1)
+                m.d.sync += cstate.eq(C_MM)
+        faults.append((cfault, c_code))
+        mm = MatmulEngine(m, cfg, ins=c_ins, go=c_go, abuf_rd=x_rd, abuf_wr=y_wp,
+                          wbuf_rd=w_rd, tbuf_rd=t_rd,
+                          slot_word=c_slot << ((cfg.slot.stride // B).bit_length() - 1),
+                          ba_w=ba_w[:4], shift_w=shift_w[:cfg.imu.shift_bits])
+        with m.If((cstate == C_MM) & mm.finish):
+            m.d.comb += c_finish.eq(1)
             m.d.sync += cstate.eq(C_IDLE)
-        faults.append((cfault, Error.BAD_OPCODE))
-        m.d.comb += gives["compute"].eq(0)
+        m.d.comb += gives["compute"].eq(Mux(c_finish, c_signal, 0))
 
         # ---------------------------------------------------------------- STORE engine
         st = _Walker(m, "st", cfg)

@@ -190,9 +190,13 @@ class _ImuUnit(ConfiguredComponent):
     #: named after it, ``<top>_mul`` and ``<top>_bram``, so two netlists never share one.
     module_name = None
 
-    def __init__(self, config=None, **params):
+    def __init__(self, config=None, *, ext_wmem=False, wide_wcb=False, **params):
         cfg = self._config = self.configure(config, params)
         L, P = cfg.outputs, cfg.elems
+        #: The weight-index memory outside the unit (``wrow`` port, see :class:`Imu`).
+        self._ext_wmem = bool(ext_wmem)
+        #: The ``wcb`` port writes entry ``addr`` of every lane at once.
+        self._wide_wcb = bool(wide_wcb)
         self.in_layout = data.StructLayout({
             "idx": data.ArrayLayout(unsigned(cfg.ba), P),
             "count": unsigned(cfg.count_bits),
@@ -217,14 +221,23 @@ class _ImuUnit(ConfiguredComponent):
                 "data": Out(self.wmem_layout)})),
             "wcb": In(wiring.Signature({
                 "en": Out(1), "lane": Out(cfg.lane_bits), "addr": Out(cfg.bw),
-                "data": Out(signed(cfg.cw))})),
+                "data": Out(data.ArrayLayout(signed(cfg.cw), L) if self._wide_wcb
+                            else signed(cfg.cw))})),
             "acb": In(wiring.Signature({
                 "en": Out(1), "addr": Out(cfg.ba), "data": Out(signed(cfg.ca)),
                 "shift": Out(cfg.shift_bits)})),
         }
         if cfg.outliers:
             members["r"] = In(stream.Signature(self.outlier_layout))
+        if self._ext_wmem:
+            members["wrow"] = Out(wiring.Signature({
+                "a_addr": Out(cfg.row_bits), "a_data": In(L * P * cfg.bw),
+                "b_addr": Out(cfg.row_bits), "b_en": Out(1), "b_data": In(L * P * cfg.bw)}))
         super().__init__(members)
+
+    def _wcb_data(self, host, n):
+        """Lane n's weight-codebook write data (its own with ``wide_wcb``)."""
+        return host.wcb_data[n] if self._wide_wcb else host.wcb_data
 
     @property
     def _helper_base(self):
@@ -279,10 +292,12 @@ class _ImuUnit(ConfiguredComponent):
                                    reset_less=False) for n in range(L)],
             wmem_addr=register(m, wm.addr, "wmem_addr_r"),
             wmem_data=register(m, wm.data.as_value(), "wmem_data_r"),
-            wcb_we=[kept_register(m, wc.en & (wc.lane == n), f"wcb_we_l{n}", reset_less=False)
+            wcb_we=[kept_register(m, wc.en if self._wide_wcb else wc.en & (wc.lane == n),
+                                  f"wcb_we_l{n}", reset_less=False)
                     for n in range(L)],
             wcb_addr=register(m, wc.addr, "wcb_addr_r"),
-            wcb_data=register(m, wc.data, "wcb_data_r"),
+            wcb_data=([register(m, wc.data[n], f"wcb_data_r{n}") for n in range(L)]
+                      if self._wide_wcb else register(m, wc.data, "wcb_data_r")),
             acb_en=register(m, ac.en, "acb_en_r", reset_less=False),
             acb_addr=register(m, ac.addr, "acb_addr_r"),
             acb_data=register(m, ac.data, "acb_data_r"),
@@ -360,6 +375,17 @@ class _ImuUnit(ConfiguredComponent):
         L, P, bw = cfg.outputs, cfg.elems, cfg.bw
         iw2 = []
         raw2 = []
+        if self._ext_wmem:
+            # the memory is the host's: row addresses out, rows (L lanes, lane n at bits
+            # n P bw ..) in with the block RAM's timing (port A: data two cycles after the
+            # address; port B: its two read registers advance with ``b_en``)
+            w = self.wrow
+            m.d.comb += [w.a_addr.eq(row0), w.b_addr.eq(tail.row), w.b_en.eq(tail.adv)]
+            for n in range(L):
+                da = w.a_data[n * P * bw:(n + 1) * P * bw]
+                iw2.append([da[p * bw:(p + 1) * bw] for p in range(P)])
+                raw2.append(w.b_data[n * P * bw:(n + 1) * P * bw])
+            return iw2, raw2
         for n in range(L):
             # port B: the host's address while it writes this lane, else the tail's row
             we = host.wmem_we[n]
@@ -654,7 +680,7 @@ class _ImuUnit(ConfiguredComponent):
             widx = Mux(pre.kind == CORRECT, ops.iwc[n], pre.j[:bw]) if self._combine \
                 else ops.iwc[n]
             rd = _lutram(m, f"cw_tail_l{n}", signed(cfg.cw), 2 ** bw,
-                         host.wcb_we[n], host.wcb_addr, host.wcb_data)
+                         host.wcb_we[n], host.wcb_addr, self._wcb_data(host, n))
             m.d.comb += rd.addr.eq(widx)
             w = register(m, rd.data, f"tx_w{n}", en=adv_l[n])
             if self._combine:
@@ -828,6 +854,17 @@ class Imu(_ImuUnit):
         cycle, registered at the input: a write lands one cycle after it is presented; a
         vector may start in the cycle after the last write (docs/ARCHITECTURE.md,
         host-port timing).
+    wrow : Out (only with ``ext_wmem``)
+        The weight-index memory kept by the host (the KLLM core's WBUF slots), read with a
+        block RAM's timing: ``a_addr`` (the streamed row, F0) -> ``a_data`` two cycles
+        later; ``b_addr`` (an outlier's row, at issue) -> ``b_data`` through two registers
+        that advance when ``b_en``.  Data: all L lanes of the row, lane n at bits
+        ``n P bw .. (n + 1) P bw - 1``.  The ``wmem`` port is then unused.
+
+    Construction options (not configuration parameters; their defaults keep the netlist):
+    ``ext_wmem`` (the ``wrow`` port in place of the per-lane weight block RAMs) and
+    ``wide_wcb`` (``wcb.data`` is L centroids: one write fills entry ``addr`` of every
+    lane, ``wcb.lane`` unused).
     """
 
     _combine = True
@@ -952,7 +989,7 @@ class ImuBaseline(_ImuUnit):
                 tag = f"l{n}_p{p}"
                 rd = _lutram(m, f"cw_{tag}", signed(cfg.cw), 2 ** bw,
                              f.host.wcb_we[n], f.host.wcb_addr,
-                                  f.host.wcb_data)
+                             self._wcb_data(f.host, n))
                 m.d.comb += rd.addr.eq(f.iw2[n][p])
                 w3 = register(m, rd.data, f"f3_w_{tag}")
                 prod = dsp_mul(m, a3[p], w3, Const(1), f"mul_{tag}", vendor=self._primitives,

@@ -26,7 +26,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from base.isa import (CORE_ID, CORE_VERSION, CTRL_START, QUEUE_DEPTH, SEMAPHORES,
                       STATUS_BUSY, STATUS_DONE, STATUS_ERROR_SHIFT, Error, Instr, LoadMode, Op,
-                      Reg, Space, StoreMode, encode_program)
+                      Reg, Space, StoreMode, affine_words, encode_program, format_words)
 from golden.interp import Interpreter
 from testbench.common import CLOCK_PERIOD_NS, build_component, load_description
 
@@ -63,9 +63,9 @@ class CoreTB:
         for x in (self.axil.write_if, self.axil.read_if, self.ram.write_if, self.ram.read_if):
             x.log.setLevel("WARNING")
         self.set_pauses(pauses, seed)
-        # the RTL's compute engine is not built yet: it refuses every compute instruction
+        # the RTL's compute engine runs MATMUL (stage B) and refuses ROWOP and ADD
         # (BAD_OPCODE), and so does the model it is held to
-        self.model = Interpreter(self.cfg, compute=False)
+        self.model = Interpreter(self.cfg, compute={Op.MATMUL})
         self.buffers = None      # the model's buffers as the core holds them, when known
 
     def set_pauses(self, pauses, seed=0):
@@ -135,7 +135,9 @@ class CoreTB:
             bad = [i for i in range(MEM_SIZE) if mem[i] != model_mem[i]]
             raise AssertionError(f"{len(bad)} memory bytes differ from the interpreter's, "
                                  f"first at {bad[0]:#x}: {mem[bad[0]]:#04x} vs "
-                                 f"{model_mem[bad[0]]:#04x}")
+                                 f"{model_mem[bad[0]]:#04x}; "
+                                 + ", ".join(f"{i:#x}: {mem[i]:#04x}/{model_mem[i]:#04x}"
+                                             for i in bad[:12]))
         assert got["instrs"] == want["instrs"], (got, want)
         if self.pauses:
             assert got["cycles"] >= want["cycles"], (f"{got['cycles']} cycles with memory "
@@ -362,8 +364,10 @@ async def faults(dut):
             [store, Instr(Op.END)]), Error.BAD_OPCODE),
         ("bad LOAD sub", encode_program([load(), store, Instr(Op.LOAD, sub=3, args=dict(
             rows=1, row_bytes=1)), Instr(Op.END)]), Error.BAD_OPCODE),
-        ("compute (stage A)", encode_program([load(), Instr(Op.MATMUL), store,
-                                              Instr(Op.END)]), Error.BAD_OPCODE),
+        ("ROWOP (no row engine)", encode_program([load(), Instr(Op.ROWOP), store,
+                                                  Instr(Op.END)]), Error.BAD_OPCODE),
+        ("ADD (no row engine)", encode_program([Instr(Op.ADD), Instr(Op.END)]),
+         Error.BAD_OPCODE),
         ("ABUF overrun", encode_program([load(), store, load(sram_addr=cfg.abuf_bytes - 8),
                                          store, Instr(Op.END)]), Error.BAD_ADDRESS),
         ("TBUF overrun", encode_program([Instr(Op.LOAD, sub=Space.TBUF, args=dict(
@@ -458,4 +462,208 @@ async def mixed_programs(dut):
         tb.put_program(mixed(tb.cfg, rng, 6))
         ref, got = await tb.run()
         assert ref.error == Error.NONE, ref.message
+    tb.record()
+
+
+# ------------------------------------------------------------------ MATMUL (stage B)
+
+def _words(ws):
+    return b"".join((w & 0xFFFFFFFF).to_bytes(4, "little") for w in ws)
+
+
+def _i16(vals):
+    return b"".join((v & 0xFFFF).to_bytes(2, "little") for v in vals)
+
+
+def random_slot(cfg, rng, sh=None):
+    """The bytes of one WBUF slot: random indices, codebooks and requantization."""
+    lay = cfg.slot
+    data = bytearray(rng.randrange(256) for _ in range(lay.codebook))
+    data += bytes(rng.randrange(256) for _ in range(lay.requant - lay.codebook))
+    # results of a few 10**7 scaled to about 2**14: most in range, some saturated
+    sh = rng.randint(18, 24) if sh is None else sh
+    M = [rng.randint(-2 ** 10, 2 ** 10) for _ in range(cfg.outputs)]
+    B = [rng.randint(-2 ** (sh + 12), 2 ** (sh + 12)) for _ in range(cfg.outputs)]
+    data += _words(affine_words(M, B, sh))
+    return bytes(data)
+
+
+def random_format(cfg, rng, ba=None, shift=None):
+    ba = ba or rng.randint(1, cfg.ba)
+    J = 1 << ba
+    shift = rng.randint(0, cfg.imu.shift_max) if shift is None else shift
+    thr = sorted(rng.randint(-3000, 3000) for _ in range(J - 1))
+    ca = sorted(rng.randint(-128, 127) for _ in range(J))
+    return _words(format_words(ba, shift, thr, ca))
+
+
+def matmul_program(cfg, rng, n, outliers=True):
+    """``n`` MATMULs on random tiles: the formats and activations loaded first, then per
+    MATMUL its weight slot (alternating slots: the load of the next slot runs under the
+    MATMUL on the other), the MATMUL, and a STORE of its results.  Tokens: 0 slot loaded,
+    1 results ready, 2 slot free again.  Returns (program, {dram address: bytes})."""
+    B = cfg.bus_bytes
+    lay = cfg.slot
+    data = {}
+    prog = []
+    dram = SRC
+    # TBUF: one format per MATMUL, 64 words apart
+    fmts = bytearray()
+    fmt_at = []
+    for i in range(n):
+        f = random_format(cfg, rng)
+        fmt_at.append(len(fmts) // 4)
+        fmts += f + bytes(-len(f) % 64)
+    data[dram] = bytes(fmts)
+    prog.append(Instr(Op.LOAD, sub=Space.TBUF, args=dict(dram_addr=dram, rows=1,
+                                                         row_bytes=len(fmts))))
+    dram += 0x1000
+    half = cfg.abuf_bytes // 2
+    # the results' half of ABUF cleared (the stores read the gaps between results too)
+    data[dram] = bytes(half)
+    prog.append(Instr(Op.LOAD, sub=Space.ABUF, args=dict(dram_addr=dram, rows=1,
+                                                         sram_addr=half, row_bytes=half)))
+    dram += half
+    mms = []
+    x_at = 0
+    y_at = half
+    for i in range(n):
+        K = rng.randint(1, cfg.k_max)
+        T = rng.randint(1, 6)
+        lanes = rng.randint(1, cfg.outputs)
+        x_stride = 2 * K + 2 * rng.randint(0, 3)
+        x_addr = x_at + 2 * rng.randint(0, 7)
+        x = [[rng.randint(-2500, 2500) for _ in range(K)] for _ in range(T)]
+        for row in x:      # a few large values: the outliers
+            for _ in range(rng.randint(0, 3)):
+                row[rng.randrange(K)] = rng.choice([-1, 1]) * rng.randint(3000, 32767)
+        img = bytearray(T * x_stride)
+        for t, row in enumerate(x):
+            img[t * x_stride:t * x_stride + 2 * K] = _i16(row)
+        data[dram] = bytes(img)
+        prog.append(Instr(Op.LOAD, sub=Space.ABUF, args=dict(
+            dram_addr=dram, rows=1, sram_addr=x_addr, row_bytes=len(img))))
+        dram += 0x1000
+        x_at = (x_addr + len(img) + B) & ~(B - 1)
+        if rng.random() < 0.5:          # row-major
+            y_ns, y_ts = 2, 2 * lanes + 2 * rng.randint(0, 2)
+            span = (T - 1) * y_ts + 2 * lanes
+        else:                           # transposed: lane n's tokens in one row
+            y_ts, y_ns = 2, 2 * T + 2 * rng.randint(0, 2)
+            span = (lanes - 1) * y_ns + 2 * T
+        y_addr = y_at + 2 * rng.randint(0, 3)
+        y_at = (y_addr + span + B) & ~(B - 1)
+        k = rng.randint(0, cfg.outliers) if outliers else 0
+        mms.append((dict(x_addr=x_addr, x_stride=x_stride, tokens=T, k=K, lanes=lanes,
+                         outliers=k, fmt=fmt_at[i], y_addr=y_addr, y_tstride=y_ts,
+                         y_nstride=y_ns), span))
+    assert x_at <= half and y_at <= cfg.abuf_bytes, (x_at, y_at)
+    for i, (args, span) in enumerate(mms):
+        slot = i % 2
+        data[dram] = random_slot(cfg, rng)
+        prog.append(Instr(Op.LOAD, wait=4 if i >= 2 else 0, signal=1, sub=Space.WBUF,
+                          args=dict(dram_addr=dram, rows=1, sram_addr=slot * lay.stride,
+                                    row_bytes=lay.size)))
+        dram += 0x1000
+    out = []
+    for i, (args, span) in enumerate(mms):
+        out.append(Instr(Op.MATMUL, wait=1, signal=2 | 4, sub=i % 2, args=args))
+        out.append(Instr(Op.STORE, wait=2, args=dict(
+            dram_addr=DST + 0x1000 * i, sram_addr=args["y_addr"], rows=1, row_bytes=span)))
+    # program order: the first loads, then each MATMUL after its slot's load is queued
+    loads = prog[:2 + n]
+    slots = prog[2 + n:]
+    prog = loads + [slots[0]]
+    for i in range(n):
+        if i + 1 < n:
+            prog.append(slots[i + 1])
+        prog += out[2 * i:2 * i + 2]
+    return prog + [Instr(Op.END)], data
+
+
+async def _matmuls(tb, rng, n, outliers=True, pauses=False):
+    prog, data = matmul_program(tb.cfg, rng, n, outliers)
+    for addr, d in data.items():
+        tb.put(addr, d)
+    tb.put_program(prog)
+    ref, got = await tb.run()
+    assert ref.error == Error.NONE, ref.message
+    return ref, got
+
+
+async def _monitor(dut):
+    names = os.environ["MM_DEBUG"].split(",")
+    from cocotb.triggers import FallingEdge
+    while True:
+        await FallingEdge(dut.clk)
+        vals = []
+        for n in names:
+            v = getattr(dut, n).value
+            vals.append(f"{n}={v}" if not v.is_resolvable else f"{n}={int(v)}")
+        if str(dut.mm_busy.value) == "1":
+            dut._log.info(" ".join(vals))
+
+
+@cocotb.test()
+async def matmuls(dut):
+    """MATMULs on random tiles (random K, tokens, lanes, formats, outliers, both output
+    layouts), the load of the next slot under the MATMUL on the other, the results stored:
+    every byte and the counters against the interpreter."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    if os.environ.get("MM_DEBUG"):
+        cocotb.start_soon(_monitor(dut))
+    for seed, outliers, pauses in ((21, False, False), (22, True, False), (23, True, False),
+                                   (24, True, True)):
+        tb.set_pauses(pauses, seed)
+        rng = random.Random(seed)
+        ref, got = await _matmuls(tb, rng, 3, outliers, pauses)
+        dut._log.info("seed %d: %d cycles, compute busy %d", seed, got["cycles"],
+                      got["busy_compute"])
+    tb.record()
+
+
+@cocotb.test()
+async def matmul_faults(dut):
+    """Each bad MATMUL ends the program with done and its code; a good program after each."""
+    tb = CoreTB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    rng = random.Random(31)
+    fmt_ok = random_format(cfg, rng, ba=1, shift=0)
+    fmt_bad = _words([cfg.ba + 1])
+    tb.put(SRC, fmt_ok + bytes(64 - len(fmt_ok)) + fmt_bad)
+    tload = Instr(Op.LOAD, signal=1, sub=Space.TBUF, args=dict(dram_addr=SRC, rows=1,
+                                                               row_bytes=68))
+    good = dict(x_addr=0, x_stride=2 * cfg.elems, tokens=2, k=cfg.elems, lanes=1, fmt=0,
+                y_addr=cfg.abuf_bytes // 2, y_tstride=2, y_nstride=2)
+    mm = lambda sub=0, **kw: Instr(Op.MATMUL, wait=1, sub=sub, args=dict(good, **kw))
+    A = cfg.abuf_bytes
+    cases = [
+        ("bad slot", mm(sub=cfg.slots), Error.BAD_ADDRESS),
+        ("K > k_max", mm(k=cfg.k_max + 1), Error.OVERFLOW),
+        ("K = 0", mm(k=0), Error.OVERFLOW),
+        ("lanes > L", mm(lanes=cfg.outputs + 1), Error.OVERFLOW),
+        ("outliers", mm(outliers=cfg.outliers + 1), Error.OVERFLOW),
+        ("format ba too large", mm(fmt=16), Error.OVERFLOW),
+        ("format header outside TBUF", mm(fmt=cfg.tbuf_words), Error.BAD_ADDRESS),
+        ("format table outside TBUF", [Instr(Op.LOAD, signal=2, sub=Space.TBUF, args=dict(
+            dram_addr=SRC, rows=1, sram_addr=4 * (cfg.tbuf_words - 1), row_bytes=4)),
+            Instr(Op.MATMUL, wait=2, args=dict(good, fmt=cfg.tbuf_words - 1))],
+         Error.BAD_ADDRESS),
+        ("x outside ABUF", mm(x_addr=A - 2 * cfg.elems, x_stride=2), Error.BAD_ADDRESS),
+        ("x odd", mm(x_stride=3), Error.BAD_ADDRESS),
+        ("y outside ABUF", mm(y_addr=A - 2, lanes=2), Error.BAD_ADDRESS),
+        ("y transposed outside ABUF", mm(y_addr=A - 64, y_nstride=64, lanes=2),
+         Error.BAD_ADDRESS),
+    ]
+    for k, (name, bad, code) in enumerate(cases):
+        addr = 0x1000 * (k + 1)
+        tb.put_program([tload] + (bad if isinstance(bad, list) else [bad]) + [Instr(Op.END)],
+                       addr)
+        ref, got = await tb.run(addr, expect_error=code)
+        dut._log.info("%s: error %d after %d cycles (%s)", name, code, got["cycles"],
+                      ref.message)
+    tb.put_program([tload, mm(), Instr(Op.END)], 0xE000)
+    await tb.run(0xE000, expect_error=Error.NONE)
     tb.record()
