@@ -304,7 +304,7 @@ def nonlinear_markdown(errs, ba=4):
 
 # ------------------------------------------------------- the fully integer model (the core)
 
-def integer_comparison(n_eval=500, n_cal=128, progress=None, cfg=None):
+def integer_comparison(n_eval=500, n_cal=128, progress=None, cfg=None, cache_dir=None):
     """The core's fully integer model (:mod:`golden.intmodel`) beside the linears-only
     K-Means W4A4 rows, against FP32 on the same evaluation text, measured in one run."""
     from golden.intmodel import IntConfig, build, sentence_embedding
@@ -320,7 +320,11 @@ def integer_comparison(n_eval=500, n_cal=128, progress=None, cfg=None):
     t0 = time.perf_counter()
     say("fitting the integer model")
     cfg = cfg or IntConfig()
-    im = build(calibration_sentences(n_cal), cfg, model, progress=say)
+    if cache_dir is not None:       # the fit kllm run made (same settings, same code) serves
+        from golden.intmodel import cached_build
+        im = cached_build(cache_dir, n_cal, cfg, progress=say)
+    else:
+        im = build(calibration_sentences(n_cal), cfg, model, progress=say)
     say("integer model on the evaluation sentences")
     emb = torch.stack([sentence_embedding(im, model, s) for s in evaluation_sentences(n_eval)])
     result["rows"].append({"scheme": "fully integer model (the core's contract: every op in "

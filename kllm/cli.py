@@ -191,7 +191,8 @@ def cmd_eval(args):
             raise KllmError(str(e)) from None
         with console.status("integer model") as status:
             result = integer_comparison(args.sentences, args.calibration,
-                                        progress=lambda t: status.update(t), cfg=icfg)
+                                        progress=lambda t: status.update(t), cfg=icfg,
+                                        cache_dir=Path("build/cache"))
         table = integer_markdown(result)
         write_files(out, {"integer.md": table, "integer.json": json.dumps(result, indent=2) + "\n"})
         console.print(table)
