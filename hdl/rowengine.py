@@ -172,6 +172,10 @@ class RowEngine(ConfiguredComponent):
         S = {s: i for i, s in enumerate(st_names)}
         err = Signal(8)
         check = self.check
+        chk_tbuf, chk_read, chk_unit, chk_queue = (Signal(name=f"chk_{k}") for k in
+                                                   ("tbuf", "read", "unit", "queue"))
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [chk_tbuf.eq(0), chk_read.eq(0), chk_unit.eq(0), chk_queue.eq(0)]
         m.d.comb += self.busy.eq(state != S["idle"])
         m.d.comb += self.error.eq(err)
 
@@ -237,7 +241,7 @@ class RowEngine(ConfiguredComponent):
             with m.If(~t_go):
                 m.d.sync += p_left.eq(p_left - Mux(p_three, 3, 1))
             with m.If(tg.cnt < Mux(p_three, 3, 1)):
-                m.d.sync += check.eq(1)
+                m.d.sync += [check.eq(1), chk_tbuf.eq(1)]
         tw0 = tg.out[0].as_signed()
 
         # ---------------------------------------------------------------- format head
@@ -370,7 +374,8 @@ class RowEngine(ConfiguredComponent):
             with m.If(rgo):
                 e = s.base >> 1
                 m.d.sync += [s.e0.eq(e), s.r.eq(0), s.first.eq(1), s.w.eq(e >> LEW),
-                             s.wl.eq((e + n - 1) >> LEW), s.act.eq(R != 0)]
+                             s.wl.eq((e + n - 1) >> LEW),
+                             s.act.eq((R != 0) & (is_add if s is sb else 1))]
                 m.d.comb += s.g.clear.eq(1)
         # one read port: A, or B, alternating when both want it
         last_b = Signal()
@@ -427,7 +432,7 @@ class RowEngine(ConfiguredComponent):
             m.d.comb += s.g.pop_n.eq(Mux(popping, cnt_now, 0))
             with m.If(popping):
                 with m.If(s.g.cnt < cnt_now):
-                    m.d.sync += check.eq(1)
+                    m.d.sync += [check.eq(1), chk_read.eq(1)]
         # the issued beat, registered
         bv = Signal()
         bx = [Signal(signed(16), name=f"bx{p}") for p in range(P)]
@@ -476,7 +481,7 @@ class RowEngine(ConfiguredComponent):
                 for p in range(P):
                     m.d.comb += x.i.payload.idx[p].eq(ix[p][:cfg.row_ba])
                 with m.If(v & ~x.i.ready):
-                    m.d.sync += check.eq(1)
+                    m.d.sync += [check.eq(1), chk_unit.eq(1)]
 
         # ---------------------------------------------------------------- results
         # one beat a cycle at most, in row order: values (signed, up to 33 bits), count,
@@ -611,20 +616,17 @@ class RowEngine(ConfiguredComponent):
         md, mmask = merge(base_d, base_m, lo_d, lo_m)
         e0 = Cat(wa, md, mmask)
         e1 = Cat(wa + 1, hi_d, hi_m)
+        ends = (off + s5c) == EW                # the beat fills its word to the end
+        emit0 = spans | ends | s5l
         m.d.comb += [wq.push[0].eq(e0), wq.push[1].eq(e1),
-                     wq.push_n.eq(Mux(s5v, Mux(spans, Mux(s5l, 2, 1), Mux(s5l, 1, 0)), 0))]
+                     wq.push_n.eq(Mux(s5v, Mux(emit0, 1, 0) + (spans & s5l), 0))]
         with m.If(s5v):
-            with m.If(spans):
-                with m.If(s5l):
-                    m.d.sync += open_v.eq(0)
-                with m.Else():
-                    m.d.sync += [open_v.eq(1), open_a.eq(wa + 1), open_d.eq(hi_d),
-                                 open_m.eq(hi_m)]
+            with m.If(s5l | (ends & ~spans)):
+                m.d.sync += open_v.eq(0)
+            with m.Elif(spans):
+                m.d.sync += [open_v.eq(1), open_a.eq(wa + 1), open_d.eq(hi_d), open_m.eq(hi_m)]
             with m.Else():
-                with m.If(s5l):
-                    m.d.sync += open_v.eq(0)
-                with m.Else():
-                    m.d.sync += [open_v.eq(1), open_a.eq(wa), open_d.eq(md), open_m.eq(mmask)]
+                m.d.sync += [open_v.eq(1), open_a.eq(wa), open_d.eq(md), open_m.eq(mmask)]
         with m.If(w_go):
             m.d.sync += open_v.eq(0)
             m.d.comb += wq.clear.eq(1)
@@ -776,7 +778,7 @@ class RowEngine(ConfiguredComponent):
             with m.Case(S["drain"]):
                 with m.If(cnt == 1):
                     with m.If(wq.cnt != 0):
-                        m.d.sync += check.eq(1)
+                        m.d.sync += [check.eq(1), chk_queue.eq(1)]
                     finish(Error.NONE)
         return m
 

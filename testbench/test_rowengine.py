@@ -63,12 +63,13 @@ class RowTB:
             if int(d.tbuf_ren.value):
                 a = int(d.tbuf_raddr.value)
                 rt = int.from_bytes(self.tbuf[a * B:(a + 1) * B], "little") if a * B < len(self.tbuf) else 0
-            if self.cycle < 6:
-                d._log.info(f"c{self.cycle} rst={d.rst.value} wq={d.wq_cnt.value} st={d.state.value} pn={d.wq_push_n.value} pp={d.wq_pop_n.value} b={d.wq_base.value} s5v={d.s5v.value} s5l={d.s5l.value} sp={d.wq_push0.value}")
             if not d.abuf_wen.value.is_resolvable:
                 names = ["wq_cnt", "s5v", "s5c", "s5l", "s5f", "open_v", "state"]
                 raise AssertionError("X on abuf_wen: " + ", ".join(
                     f"{k}={getattr(d, k).value}" for k in names if hasattr(d, k)))
+            if os.environ.get("RE_TRACE") and d.state.value.is_resolvable and int(d.state.value) >= 7:
+                d._log.info(" ".join(f"{k}={getattr(d, k).value}" for k in (
+                    "s5v", "s5f", "s5l", "s5c", "w_row", "w_ea", "wq_push_n", "abuf_wen", "abuf_waddr")))
             wen = int(d.abuf_wen.value)
             if wen:
                 a = int(d.abuf_waddr.value)
@@ -93,6 +94,7 @@ class RowTB:
         except CoreFault as f:
             gold_cycles, gold_err = None, f.code
             gold_abuf = bytearray(self.abuf)
+        d._log.info(f"{label}: {instr.text()}")
         await FallingEdge(d.clk)
         d.instr.value = int.from_bytes(encode(instr), "little")
         d.start.value = 1
@@ -106,7 +108,8 @@ class RowTB:
             assert limit, f"{label}: no done"
         cycles = self.cycle - t0
         err = int(d.error.value)
-        assert not int(d.check.value), f"{label}: internal schedule check failed"
+        assert not int(d.check.value), f"{label}: internal schedule check failed " + ", ".join(
+            f"{k}={getattr(d, k).value}" for k in ("chk_tbuf", "chk_read", "chk_unit", "chk_queue"))
         await FallingEdge(d.clk)           # the last write (if any) has landed
         assert err == gold_err, f"{label}: error {err}, golden {gold_err}"
         if self.abuf != gold_abuf:
