@@ -15,13 +15,13 @@ from benchcases import bench_cases
 # is four beats, bursts end at 2 KiB) and a 256-bit one (one beat, 4 KiB).
 SMALL = {"outputs": 4, "elems": 2, "bw": 4, "ba": 4, "outliers": 4, "k_max": 32, "max_row": 64,
          "max_tokens": 16,
-         "abuf_kb": 4, "tbuf_kb": 4, "bus_bytes": 8}
+         "row_ba": 3, "lut_ba": 4, "abuf_kb": 4, "tbuf_kb": 4, "bus_bytes": 8}
 WIDE = dict(SMALL, bus_bytes=32, bw=3, outputs=4, elems=4, ba=6, outliers=2)
 CONFIGS = [
     ("core", SMALL, ("icarus", "verilator")),
     ("core", WIDE, ("icarus",)),
 ]
-TESTS = 12
+TESTS = 15
 
 
 @pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
