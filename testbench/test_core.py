@@ -52,8 +52,9 @@ def _pauses(rng):
 
 
 class CoreTB:
-    def __init__(self, dut, pauses=False, seed=0):
+    def __init__(self, dut, pauses=False, seed=0, mem_size=MEM_SIZE):
         self.dut = dut
+        self.mem_size = mem_size
         self.description = load_description()
         self.cfg = build_component(self.description).config
         self.started = time.perf_counter()
@@ -62,7 +63,7 @@ class CoreTB:
         cocotb.start_soon(Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False))
         cocotb.start_soon(self._count())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEM_SIZE)
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=mem_size)
         for x in (self.axil.write_if, self.axil.read_if, self.ram.write_if, self.ram.read_if):
             x.log.setLevel("WARNING")
         self.set_pauses(pauses, seed)
@@ -115,6 +116,7 @@ class CoreTB:
     async def run(self, prog_addr=PROG, limit=None, expect_error=None):
         """Run the program in memory at ``prog_addr``; check it against the interpreter run
         on the memory as it was at the start.  Returns (model result, counters)."""
+        MEM_SIZE = self.mem_size
         image = bytearray(self.ram.read(0, MEM_SIZE))
         ref = self.model.run(image, prog_addr, buffers=self.buffers)
         self.buffers = ref.buffers
