@@ -711,7 +711,8 @@ def row_program(cfg, rng, n):
     A = cfg.abuf_bytes
     half = A // 2
     words = []                  # TBUF image
-    data = {SRC: _i16([rng.randint(-20000, 20000) for _ in range(half // 2)])}
+    # all of ABUF loaded (upper half zeros): nothing of an earlier test's ABUF is read
+    data = {SRC: _i16([rng.randint(-20000, 20000) for _ in range(half // 2)]) + bytes(half)}
     ops = []
     results = []
     for i in range(n):
@@ -773,7 +774,7 @@ def row_program(cfg, rng, n):
     prog = [Instr(Op.LOAD, sub=Space.TBUF, args=dict(
                 dram_addr=SRC + 0x8000, rows=1, row_bytes=4 * len(words))),
             Instr(Op.LOAD, signal=1, sub=Space.ABUF, args=dict(
-                dram_addr=SRC, rows=1, row_bytes=half))]
+                dram_addr=SRC, rows=1, row_bytes=A))]
     for i, ins in enumerate(ops):
         ins.wait = 1 if i == 0 else 0          # the loads run in order: the second's token
         store = rng.random() < 0.4 and i + 1 < n
