@@ -26,6 +26,7 @@ import torch
 
 from base.config import NormConfig, SoftmaxConfig
 from base.isa import CoreFault, Error, Op, RowKind
+from base.rowsched import add_schedule, rowop_schedule
 from golden.imu import index_matmul, stream_cycles
 from golden.norm import norm_rows_outliers
 from golden.quant import top_outliers
@@ -179,25 +180,21 @@ def _row_unit(config, kind, ba):
 
 
 def rowop_cycles(config, kind, rows, length, ba, outliers=0):
-    """Compute-engine cycles of a ROWOP: the tables copied into the unit (thresholds
-    ``2**ba - 1``; LUT ``2**ba``, exp table ``4**ba``, norm centroids ``2**ba``), the
-    front, ``rows`` rows of ``ceil(length / P)`` beats each followed by :data:`ROW_GAP`
-    (LUT rows stream with no gap), and the unit's latency after the last row."""
-    beats = -(-length // config.elems)
-    J = 1 << ba
-    if kind == RowKind.LUT:
-        setup, latency, gap = J - 1 + J, 2 + 2, 0    # lut table read + the output register
-    elif kind == RowKind.SOFTMAX:
-        setup, latency, gap = J - 1 + J * J, _row_unit(config, kind, ba).latency, ROW_GAP
-    else:
-        setup, latency, gap = J - 1 + J, _row_unit(config, kind, ba).latency + BACK, ROW_GAP
-        gap += max(0, 2 * outliers - beats)          # the row's outliers pass one a cycle
-    return setup + FRONT + ba + 1 + rows * (beats + gap) + latency + BACK
+    """Compute-engine cycles of a ROWOP on the row engine (:mod:`hdl.rowengine`), from its
+    start to its done: the format's header, thresholds (and NORM's centroids) and the
+    table (LUT ``2**ba`` words, exp table ``4**ba``) or NORM's affine (a column a cycle)
+    copied from TBUF, the ABUF reader's head start, the rows (``S = max(b, Wmax)`` cycles
+    each; SOFTMAX and NORM rows in round robin over the engine's histogram units, each busy
+    ``2 b + L - 1`` cycles a row) and the pipeline after the last beat: the closed formula
+    :func:`base.rowsched.rowop_schedule`.  ``outliers`` do not change it."""
+    return rowop_schedule(config, kind, rows, length, ba)
 
 
 def add_cycles(config, rows, length):
-    """ADD: two reads a beat (a and b in separate banks), one multiply-add, the write."""
-    return FRONT + rows * -(-length // config.elems) + BACK
+    """ADD on the row engine: the affine's shift and columns (a column a cycle), the ABUF
+    reader's head start, rows of ``max(b, 2 Wmax)`` cycles (a and b through one read port),
+    the multiply-add and the write (:func:`base.rowsched.add_schedule`)."""
+    return add_schedule(config, rows, length)
 
 
 # ------------------------------------------------------------------ execution

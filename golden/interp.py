@@ -64,8 +64,10 @@ with no pauses: LR = LB = 2):
   cycle from the cycle after the first read; any other row goes through a packer: one item
   (a byte, or a PACK element) read a cycle, appended a cycle later, a beat sent in the cycle
   after its last byte, the packer holding while it is sent.
-* Compute: :func:`golden.core_ops.execute` returns the busy cycles n: start t, tokens given
-  in t + n - 1; a fault it raises is registered in t + 1.
+* Compute: :func:`golden.core_ops.execute` returns the cycles n: MATMUL: start t, tokens
+  given in t + n - 1; ROWOP and ADD (the row engine, started in t, its done n cycles
+  later): tokens given in t + n.  A fault it raises is registered in t + 1, except a
+  ROWOP's found after the format's thresholds (:func:`row_fault_delay`).
 * A fault registered in cycle f stops starts and fetch requests from f + 1; the done cycle
   is the first from f + 1 with every engine idle and no read burst in flight.  DEADLOCK is
   registered in the first cycle in which the fetch unit is blocked (ended, or its queue
@@ -77,7 +79,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from base.isa import (ENGINE, INSTR_BYTES, PROG_ALIGN, QUEUE_DEPTH, SEM_MAX, SEMAPHORES,
-                      CoreFault, Error, LoadMode, Op, Space, StoreMode, burst_boundary, decode)
+                      CoreFault, Error, LoadMode, Op, RowKind, Space, StoreMode,
+                      burst_boundary, decode)
+from base.rowsched import RE_STREAM
 from golden import core_ops
 
 __all__ = ["Interpreter", "Result", "Dram", "load", "store", "check", "READ_LATENCY",
@@ -485,9 +489,10 @@ class Interpreter:
             # compute
             if ce.state == "exec":
                 if ce.fault is not None:
-                    faults.append((2, ce.fault[0], ce.fault[1]))
-                    res.trace.append((ce.index, "compute", ce.start, t))
-                    ce.state = "idle"
+                    if t >= ce.fault_at:
+                        faults.append((2, ce.fault[0], ce.fault[1]))
+                        res.trace.append((ce.index, "compute", ce.start, t))
+                        ce.state = "idle"
                 elif t == ce.end:
                     finishes.append(ce)
             # store
@@ -551,16 +556,22 @@ class Interpreter:
                 idx, ins = e.queue.popleft()
                 e.ins, e.index, e.start = ins, idx, t
                 if e is ce:
-                    e.state, e.fault = "exec", None
+                    e.state, e.fault, e.fault_at = "exec", None, t + 1
+                    runs = self.compute is True or bool(self.compute and ins.op in self.compute)
                     try:
-                        if not (self.compute is True or (self.compute and ins.op in self.compute)):
+                        if not runs:
                             raise CoreFault(Error.BAD_OPCODE, f"compute opcode {ins.op:#x}: "
                                                               f"no compute engine")
                         cyc = core_ops.execute(cfg, ins, bufs[Space.ABUF], bufs[Space.WBUF],
                                                bufs[Space.TBUF])
-                        e.end = t + max(2, int(cyc)) - 1
+                        if ins.op == Op.MATMUL:
+                            e.end = t + max(2, int(cyc)) - 1
+                        else:                   # the row engine's done: its last cycle
+                            e.end = t + int(cyc)
                     except CoreFault as f:
                         e.fault = (f.code, f"instruction {idx}: {f}")
+                        if runs:
+                            e.fault_at = t + row_fault_delay(cfg, ins, bufs[Space.TBUF])
                 else:
                     e.state = "prep"
 
@@ -604,6 +615,35 @@ class Interpreter:
         res.dram = mem.image(dram)
         res.abuf, res.wbuf, res.tbuf = bufs[Space.ABUF], bufs[Space.WBUF], bufs[Space.TBUF]
         return res
+
+
+def row_fault_delay(config, ins, tbuf):
+    """Cycles from a faulting compute instruction's start to the cycle its fault is
+    registered: 1, except a ROWOP whose kind, row length and format header pass the checks
+    in t + 1 (:mod:`hdl.core`): its fault (unsorted thresholds, outliers, the rows' or the
+    table's extent) is found by the row engine after the format's thresholds (and NORM's
+    centroids) and registered with its done."""
+    if ins.op != Op.ROWOP:
+        return 1
+    kind, a = ins.sub, ins.args
+    if kind not in (RowKind.LUT, RowKind.SOFTMAX, RowKind.NORM):
+        return 1
+    limit = config.max_tokens if kind == RowKind.SOFTMAX else config.max_row
+    if not 1 <= a["length"] <= limit:
+        return 1
+    words = len(tbuf) // 4
+    fmt = a["fmt"]
+    if fmt + 1 > words:
+        return 1
+    ba = tbuf[4 * fmt]
+    max_ba = config.lut_ba if kind == RowKind.LUT else config.row_ba
+    if not 1 <= ba <= max_ba or fmt + (2 << ba) > words:
+        return 1
+    J = 1 << ba
+    nfmt = 2 * J - 1 if kind == RowKind.NORM else J - 1
+    # header and format streams (RE_STREAM each), the words one a cycle, the last
+    # sortedness compare and the done register
+    return 2 * RE_STREAM + nfmt + 3
 
 
 def le_fast(rd):

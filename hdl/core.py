@@ -18,9 +18,11 @@ from amaranth.lib.wiring import In, Out
 
 from base.config import CoreConfig
 from base.isa import (CORE_ID, CORE_VERSION, CTRL_START, INSTR_BYTES, QUEUE_DEPTH, SEM_MAX,
-                      SEMAPHORES, Error, LoadMode, Op, Reg, Space, StoreMode, burst_boundary)
+                      SEMAPHORES, Error, LoadMode, Op, Reg, RowKind, Space, StoreMode,
+                      burst_boundary)
 from hdl.component import ConfiguredComponent
 from hdl.matmul import MatmulEngine, check_config
+from hdl.rowengine import RowEngine
 
 __all__ = ["KllmCore", "AXIL_ADDR_BITS", "AXI_ID_BITS"]
 
@@ -360,9 +362,10 @@ class KllmCore(ConfiguredComponent):
                 m.d.sync += [wr_addr.eq(Mux(lanes, lane_base, ld.s)), wr_j.eq(0)]
 
         # ---------------------------------------------------------------- compute engine
-        # start t: the instruction latched, the format's header read from TBUF; t + 1: the
-        # checks (a fault ends it); then the MATMUL datapath (hdl/matmul.py)
-        C_IDLE, C_CHECK, C_MM = range(3)
+        # start t: the instruction latched, the format's header read from TBUF (MATMUL,
+        # ROWOP), a ROWOP or ADD handed to the row engine; t + 1: the checks (a fault ends
+        # it); then the MATMUL datapath (hdl/matmul.py) or the row engine until its done
+        C_IDLE, C_CHECK, C_MM, C_ROW = range(4)
         cstate = Signal(2)
         m.d.comb += idle["compute"].eq(cstate == C_IDLE)
         cq = queues["compute"].r_data
@@ -370,10 +373,12 @@ class KllmCore(ConfiguredComponent):
         WPB = B // 4
         LW = (WPB - 1).bit_length()
         hdr_sub = Signal(max(1, LW))
+        cq_row = cq[0:8] == Op.ROWOP
+        cq_fmt = Mux(cq_row, cq[128:160], cq[160:192])      # ROWOP word 4, MATMUL word 5
         with m.If(can["compute"]):
             m.d.sync += [cstate.eq(C_CHECK), c_ins.eq(cq)]
-            m.d.comb += [t_rd[0].addr.eq(cq[160 + LW:192]), t_rd[0].en.eq(1)]
-            m.d.sync += hdr_sub.eq(cq[160:160 + LW] if LW else 0)
+            m.d.comb += [t_rd[0].addr.eq(cq_fmt[LW:]), t_rd[0].en.eq(1)]
+            m.d.sync += hdr_sub.eq(cq_fmt[:LW] if LW else 0)
         cf = lambda w, lo, bits: c_ins[32 * w + lo:32 * w + lo + bits]
         c_op, c_signal, c_slot = cf(0, 0, 8), cf(0, 16, 8), cf(0, 24, 8)
         x_addr, x_stride, n_tok, n_k = cf(1, 0, 32), cf(2, 0, 32), cf(3, 0, 16), cf(3, 16, 16)
@@ -392,7 +397,39 @@ class KllmCore(ConfiguredComponent):
                      y_end.eq(y_addr + (n_tok - 1) * y_ts + (n_lanes - 1) * y_ns + 2)]
         TW = cfg.tbuf_words
         tw_end = fmt + (Const(2, 10) << h_ba[:4])
-        with m.If(c_op != Op.MATMUL):
+        # ROWOP and ADD: the checks the golden model makes before it reads the thresholds
+        # (kind, row length, the format's header and extent; ADD: all of them).  The row
+        # engine makes them again and the rest (unsorted thresholds, outliers, the rows'
+        # and tables' extents) after the thresholds: a fault it reports at its done.
+        r_kind, r_rows, r_len = cf(0, 24, 8), cf(3, 0, 16), cf(3, 16, 16)
+        r_fmt = cf(4, 0, 32)
+        r_lim = Mux(r_kind == RowKind.SOFTMAX, cfg.max_tokens, cfg.max_row)
+        r_maxba = Mux(r_kind == RowKind.LUT, cfg.lut_ba, cfg.row_ba)
+        r_fmt_end = r_fmt + (Const(2, 12) << h_ba[:4])
+        a_a, a_b, a_stride, a_par, a_dst = cf(1, 0, 32), cf(2, 0, 32), cf(4, 0, 32), \
+            cf(5, 0, 32), cf(6, 0, 32)
+        a_span = Signal(52)
+        m.d.comb += a_span.eq((r_rows - 1) * a_stride + 2 * r_len)
+
+        def a_bad(addr):
+            return addr[0] | a_stride[0] | ((r_rows != 0) & (addr + a_span > cfg.abuf_bytes))
+        with m.If(c_op == Op.ROWOP):
+            with m.If(r_kind > RowKind.NORM):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_OPCODE)]
+            with m.Elif((r_len == 0) | (r_len > r_lim)):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+            with m.Elif(r_fmt + 1 > TW):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+            with m.Elif((h_ba == 0) | (h_ba > r_maxba)):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+            with m.Elif(r_fmt_end > TW):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif(c_op == Op.ADD):
+            with m.If((r_len == 0) | (r_len > cfg.max_row)):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.OVERFLOW)]
+            with m.Elif(a_bad(a_a) | a_bad(a_b) | (a_par + 1 + 3 * r_len > TW) | a_bad(a_dst)):
+                m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
+        with m.Elif(c_op != Op.MATMUL):
             m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_OPCODE)]
         with m.Elif(c_slot >= cfg.slots):
             m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
@@ -414,16 +451,20 @@ class KllmCore(ConfiguredComponent):
                     | ((n_tok != 0) & (y_end > cfg.abuf_bytes))):
             m.d.comb += [c_bad.eq(1), c_code.eq(Error.BAD_ADDRESS)]
         cfault = Signal()
+        c_fcode = Signal(8)
         c_finish = Signal()
+        c_rowop = (c_op == Op.ROWOP) | (c_op == Op.ADD)
         with m.If(cstate == C_CHECK):
             m.d.sync += [ba_w.eq(h_ba), shift_w.eq(h_shift)]
             with m.If(c_bad):
-                m.d.comb += cfault.eq(1)
+                m.d.comb += [cfault.eq(1), c_fcode.eq(c_code)]
                 m.d.sync += cstate.eq(C_IDLE)
+            with m.Elif(c_rowop):
+                m.d.sync += cstate.eq(C_ROW)
             with m.Else():
                 m.d.comb += c_go.eq(1)
                 m.d.sync += cstate.eq(C_MM)
-        faults.append((cfault, c_code))
+        faults.append((cfault, c_fcode))
         mm = MatmulEngine(m, cfg, ins=c_ins, go=c_go, abuf_rd=x_rd, abuf_wr=y_wp,
                           wbuf_rd=w_rd, tbuf_rd=t_rd,
                           slot_word=c_slot << ((cfg.slot.stride // B).bit_length() - 1),
@@ -431,6 +472,28 @@ class KllmCore(ConfiguredComponent):
         with m.If((cstate == C_MM) & mm.finish):
             m.d.comb += c_finish.eq(1)
             m.d.sync += cstate.eq(C_IDLE)
+        # the row engine: started with the instruction in t (its done comes rowop_cycles /
+        # add_cycles later: the compute engine's last cycle), on the MATMUL's first ABUF
+        # read port, its ABUF write port and its first TBUF read port while it runs (the
+        # MATMUL datapath is idle then); a START resets it (an instruction the checks in
+        # t + 1 refused runs on inside it to its own fault, writing nothing)
+        rowe = RowEngine(cfg)
+        m.submodules.rows = ResetInserter(start)(rowe)
+        m.d.comb += [rowe.start.eq(can["compute"] & ((cq[0:8] == Op.ROWOP)
+                                                     | (cq[0:8] == Op.ADD))),
+                     rowe.instr.eq(cq),
+                     rowe.abuf_rdata.eq(x_rd[0].data), rowe.tbuf_rdata.eq(t_rd[0].data)]
+        with m.If(rowe.busy | rowe.done):      # its last write may land with done
+            m.d.comb += [x_rd[0].addr.eq(rowe.abuf_raddr), x_rd[0].en.eq(rowe.abuf_ren),
+                         y_wp.addr.eq(rowe.abuf_waddr), y_wp.data.eq(rowe.abuf_wdata),
+                         y_wp.en.eq(rowe.abuf_wen),
+                         t_rd[0].addr.eq(rowe.tbuf_raddr), t_rd[0].en.eq(rowe.tbuf_ren)]
+        with m.If((cstate == C_ROW) & rowe.done):
+            m.d.sync += cstate.eq(C_IDLE)
+            with m.If(rowe.error != 0):
+                m.d.comb += [cfault.eq(1), c_fcode.eq(rowe.error)]
+            with m.Else():
+                m.d.comb += c_finish.eq(1)
         m.d.comb += gives["compute"].eq(Mux(c_finish, c_signal, 0))
 
         # ---------------------------------------------------------------- STORE engine

@@ -13,6 +13,7 @@ from hdl.norm import HistogramNorm, NormBaseline
 from hdl.orizuru import Orizuru, OrizuruBaseline
 from hdl.product import ProductTable
 from hdl.quantizer import ActivationQuantizer
+from hdl.rowengine import RowEngine
 from hdl.softmax import HistogramSoftmax, SoftmaxBaseline
 
 __all__ = ["Unit", "UNITS", "get_unit"]
@@ -115,6 +116,8 @@ UNITS = {u.name: u for u in [
     Unit("core", "the KLLM core: instruction fetch, load / compute / store engines with token "
          "semaphores, DMA over one AXI4 master, AXI4-Lite control", KllmCore, "golden.interp",
          "testbench.test_core"),
+    Unit("rowengine", "the core's row engine: ROWOP (LUT, SOFTMAX, NORM) and ADD on ABUF rows, "
+         "tables and affines from TBUF", RowEngine, "golden.core_ops", "testbench.test_rowengine"),
 ]}
 
 

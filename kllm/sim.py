@@ -12,7 +12,7 @@ from base.errors import KllmError
 from hdl.generate import emit
 from hdl.units import Unit
 
-__all__ = ["SIMULATORS", "check_simulator", "run_bench"]
+__all__ = ["SIMULATORS", "check_simulator", "run_bench", "run_core_image"]
 
 SIMULATORS = {"icarus": "iverilog", "verilator": "verilator"}
 # Verilator: only the warnings the generated netlist is known to raise are tolerated;
@@ -158,3 +158,36 @@ def _failed_tests(results_xml):
         if case.find("failure") is not None or case.find("error") is not None:
             names.append(case.get("name"))
     return names
+
+
+#: The bench that runs one program image on the core (testbench/test_core_image.py).
+CORE_IMAGE_BENCH = "testbench.test_core_image"
+
+
+def run_core_image(config, sim, build_dir, dram, prog_addr, *, check=True, max_cycles=None,
+                   quiet=True, fast_build=None):
+    """Run a program image (external memory ``dram`` from address 0, the program at
+    ``prog_addr``) on the core's RTL under ``sim``, with an ``AxiRam`` that never pauses.
+    With ``check`` the bench holds every memory byte, the error code and the counters to
+    the interpreter's.  Returns ``{"dram": final memory (bytes), "error", "counters",
+    "sim_cycles", "wall_s", "cycles_per_s", "build_s", "run_s"}``."""
+    import dataclasses
+
+    from hdl.units import get_unit
+    unit = dataclasses.replace(get_unit("core"), bench=CORE_IMAGE_BENCH)
+    build_dir = Path(build_dir).resolve()
+    where = build_dir / "image"
+    where.mkdir(parents=True, exist_ok=True)
+    size = max(1 << 20, 1 << (len(dram) - 1).bit_length())
+    (where / "image.bin").write_bytes(bytes(dram))
+    (where / "image.json").write_text(json.dumps({
+        "prog_addr": prog_addr, "mem_size": size, "check": check,
+        "max_cycles": max_cycles}) + "\n")
+    for f in ("final.bin", "result.json"):
+        (where / f).unlink(missing_ok=True)
+    r = run_bench(unit, config, sim, build_dir, quiet=quiet, fast_build=fast_build,
+                  extra_env={"KLLM_IMAGE": str(where)})
+    out = json.loads((where / "result.json").read_text())
+    out["dram"] = (where / "final.bin").read_bytes()
+    out["build_s"], out["run_s"] = r["build_s"], r["run_s"]
+    return out

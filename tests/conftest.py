@@ -55,3 +55,12 @@ def core_sentence():
 def core_image(core_model, core_sentence):
     from golden.compiler import compile_sentence
     return compile_sentence(core_model, core_sentence, layers=1)
+
+
+# ---- the same for the RTL: LayerNorm without outliers (the row engine's NORM takes none yet)
+
+@pytest.fixture(scope="session")
+def core_model_rtl():
+    from golden.intmodel import IntConfig, build
+    from golden.text import calibration_sentences
+    return build(calibration_sentences(6), IntConfig(gptq=False, ln_outliers=0), layers=1)
