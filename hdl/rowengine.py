@@ -403,7 +403,11 @@ class RowEngine(ConfiguredComponent):
         for t in timers:
             with m.If(t != 0):
                 m.d.sync += t.eq(t - 1)
-        unit_free = Array(t == 0 for t in timers)[i_unit]
+        # a bit select, not an Array: Icarus never evaluates a combinational process
+        # whose inputs keep their initial values, so the Array's case statement stayed X
+        # until the first row changed i_unit (a NORM or SOFTMAX first after reset hung)
+        unit_free = Signal()
+        m.d.comb += unit_free.eq(Cat(*[t == 0 for t in timers]).bit_select(i_unit, 1))
         use_units = k_sm | k_nm
         row_start = i_act & (i_beat == 0) & (i_gap == 0) & (i_rows != R) & \
             (~use_units | unit_free)
