@@ -403,7 +403,11 @@ class RowEngine(ConfiguredComponent):
         for t in timers:
             with m.If(t != 0):
                 m.d.sync += t.eq(t - 1)
-        unit_free = Array(t == 0 for t in timers)[i_unit]
+        # a bit select, not an Array: Icarus never evaluates a combinational process
+        # whose inputs keep their initial values, so the Array's case statement stayed X
+        # until the first row changed i_unit (a NORM or SOFTMAX first after reset hung)
+        unit_free = Signal()
+        m.d.comb += unit_free.eq(Cat(*[t == 0 for t in timers]).bit_select(i_unit, 1))
         use_units = k_sm | k_nm
         row_start = i_act & (i_beat == 0) & (i_gap == 0) & (i_rows != R) & \
             (~use_units | unit_free)
@@ -591,7 +595,11 @@ class RowEngine(ConfiguredComponent):
         open_a = Signal(32)
         open_d = Signal(16 * EW)
         open_m = Signal(EW)
-        wa = ea >> LEW
+        # word addresses of the beat's window: exactly 32 bits each (``wa + 1`` would be
+        # 33 bits wide and, in a Cat, shift the second word's data and byte enables)
+        wa = Signal(32)
+        wa1 = Signal(32)
+        m.d.comb += [wa.eq(ea >> LEW), wa1.eq(wa + 1)]
         off = ea[:LEW]
         # the beat's elements placed in a two-word window at ``off``
         win_d = [Signal(16, name=f"win_d{k}") for k in range(2 * EW)]
@@ -615,7 +623,7 @@ class RowEngine(ConfiguredComponent):
                          for k in range(EW)]), m0 | m1
         md, mmask = merge(base_d, base_m, lo_d, lo_m)
         e0 = Cat(wa, md, mmask)
-        e1 = Cat(wa + 1, hi_d, hi_m)
+        e1 = Cat(wa1, hi_d, hi_m)
         ends = (off + s5c) == EW                # the beat fills its word to the end
         emit0 = spans | ends | s5l
         m.d.comb += [wq.push[0].eq(e0), wq.push[1].eq(e1),
@@ -624,7 +632,7 @@ class RowEngine(ConfiguredComponent):
             with m.If(s5l | (ends & ~spans)):
                 m.d.sync += open_v.eq(0)
             with m.Elif(spans):
-                m.d.sync += [open_v.eq(1), open_a.eq(wa + 1), open_d.eq(hi_d), open_m.eq(hi_m)]
+                m.d.sync += [open_v.eq(1), open_a.eq(wa1), open_d.eq(hi_d), open_m.eq(hi_m)]
             with m.Else():
                 m.d.sync += [open_v.eq(1), open_a.eq(wa), open_d.eq(md), open_m.eq(mmask)]
         with m.If(w_go):

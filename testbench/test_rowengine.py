@@ -316,3 +316,94 @@ async def faults(dut):
     await tb.run(Instr(Op.ROWOP, sub=RowKind.LUT, args=dict(base, fmt=100)), "unsorted")
     # and a good instruction afterwards
     await _rowop(tb, rng, RowKind.LUT, 2, 5, 2, "after")
+
+
+# ---------------------------------------------------------------- regressions
+
+SENTINEL = 0x5A5A
+
+
+def _fill(tb, addr, n_elems, value=SENTINEL):
+    """A destination region pre-filled so a stray or misplaced write changes ABUF."""
+    tb.put_rows(addr, 2 * n_elems, [[value] * n_elems])
+
+
+async def _rowop_at(tb, rng, kind, R, n, src, stride, dst, dst_stride, fw, table, label,
+                    out_shift=0):
+    """One ROWOP at a fixed layout: the format ``fw`` at TBUF 0, ``table`` after it; the
+    destination (rows and the gaps between them) filled with :data:`SENTINEL` first."""
+    tb.put_rows(src, stride, row_values(rng, R, n))
+    _fill(tb, dst - 8, (R * dst_stride + 16) // 2)
+    tb.put_words(0, fw)
+    tab_at = len(fw)
+    tb.put_words(tab_at, table)
+    instr = Instr(Op.ROWOP, sub=kind, args=dict(
+        src=src, src_stride=stride, rows=R, length=n, fmt=0, table=tab_at, dst=dst,
+        dst_stride=dst_stride, out_shift=out_shift, outliers=0))
+    cycles = await tb.run(instr, label)
+    flat = torch.frombuffer(bytearray(tb.abuf), dtype=torch.int16)
+    out = flat[dst // 2 + torch.arange(R)[:, None] * (dst_stride // 2) + torch.arange(n)]
+    return cycles, out
+
+
+@cocotb.test()
+async def lut_row_ends(dut):
+    """LUT rows whose last beat crosses an ABUF word boundary (the writer's second word of
+    a row's last beat: lut3 of lut_rows, rows=5 length=20 dst=420 stride=46), every row-end
+    alignment, and a table saturating at both ends of 16 bits."""
+    tb = RowTB(dut)
+    await tb.start()
+    rng = random.Random(7)
+    c = tb.cfg
+    ba = 2
+    fw, _ = rand_format(rng, ba)
+    # -2**31 and 2**31-1 saturate, -40000 / 40000 just past the ends, 1234 passes
+    tables = [[-(1 << 31), -40000, 1234, (1 << 31) - 1], [40000, -5, -40000, 32767]]
+    _, out = await _rowop_at(tb, rng, RowKind.LUT, 5, 20, 62, 46, 420, 46, fw, tables[0],
+                             "lut3_shape")
+    sat = []
+    k = 0
+    for n in (1, c.elems, c.elems + 1, 2 * c.elems - 1, 7, c.max_row):
+        for d in range(4):
+            dst = 900 + 2 * d
+            ds = 2 * n + 2 * rng.randint(0, 3)
+            _, o = await _rowop_at(tb, rng, RowKind.LUT, 3, n, 2 * rng.randint(0, 8), 2 * n + 2,
+                                   dst, ds, fw, tables[k % 2], f"lut_end{n}_{d}")
+            sat.append(o.flatten())
+            k += 1
+    sat = torch.cat(sat + [out.flatten()])
+    assert {-(1 << 15), (1 << 15) - 1} <= set(sat.tolist()), "the LUT cases saturate both ends"
+
+
+@cocotb.test()
+async def norm_row_ends(dut):
+    """NORM rows whose last beat crosses an ABUF word boundary (norm0 of norm_rows: rows=7
+    length=48 dst=898 stride=108), and an affine saturating at both ends (M and B at their
+    extremes beside in-range columns)."""
+    tb = RowTB(dut)
+    await tb.start()
+    rng = random.Random(8)
+    c = tb.cfg
+    ba = c.row_ba
+    fw, _ = rand_format(rng, ba, 1, cmax=1500)
+
+    def affine(n, sh=12):
+        M, B = [], []
+        for col in range(n):
+            m_, b_ = [((1 << 31) - 1, 0), (-(1 << 31), 0), (1 << 15, 0), (-(1 << 15), 0),
+                      (1, 1 << 40), (1, -(1 << 40)), (0, (1 << 27) + 1), (0, -(1 << 27)),
+                      (rng.randint(-300, 300), rng.randint(-(1 << 20), 1 << 20))][col % 9]
+            M.append(m_)
+            B.append(b_)
+        return affine_words(M, B, sh)
+
+    _, out = await _rowop_at(tb, rng, RowKind.NORM, 7, 48, 60, 108, 898, 108, fw, affine(48),
+                             "norm0_shape")
+    vals = set(out.flatten().tolist())
+    assert {-(1 << 15), (1 << 15) - 1} <= vals and len(vals) > 8, \
+        "norm0_shape saturates at both ends beside in-range columns"
+    for n in (2, c.elems + 1, 9, 31):
+        for d in range(4):
+            await _rowop_at(tb, rng, RowKind.NORM, 2, n, 2 * rng.randint(0, 8), 2 * n + 4,
+                            1400 + 2 * d, 2 * n + 2 * rng.randint(0, 3), fw,
+                            affine(n, rng.choice([0, 12, 20])), f"norm_end{n}_{d}")

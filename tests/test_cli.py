@@ -40,7 +40,7 @@ def test_verilog_writes_netlist_and_description(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer, orizuru, orizuru_baseline, lut, product, softmax, norm, softmax_baseline, norm_baseline, imu, imu_baseline, core)"),
+    (["verilog", "nope"], "kllm: error: unknown unit 'nope' (units: quantizer, orizuru, orizuru_baseline, lut, product, softmax, norm, softmax_baseline, norm_baseline, imu, imu_baseline, core, rowengine)"),
     (["verilog", "quantizer", "--set", "ba=9"], "kllm: error: quantizer: parameter 'ba' must be in 1..8, got 9"),
     (["verilog", "quantizer", "--set", "elems=x"], "kllm: error: quantizer: parameter 'elems' must be an integer, got 'x'"),
     (["verilog", "quantizer", "--set", "depth=3"], "kllm: error: quantizer: unknown parameter 'depth' (parameters: width, ba, elems)"),

@@ -15,6 +15,10 @@ from kllm.sim import _path_with_venv
 PAIRS = {
     "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "abuf_kb=4", "tbuf_kb=4",
                                           "outputs=2", "k_max=16"]),
+    "rowengine": (["bus_bytes=8", "elems=2", "max_row=16", "max_tokens=8", "row_ba=2",
+                   "lut_ba=2", "abuf_kb=4", "tbuf_kb=4"],
+                  ["bus_bytes=8", "elems=1", "max_row=16", "max_tokens=8", "row_ba=2",
+                   "lut_ba=2", "abuf_kb=4", "tbuf_kb=4"]),
     "quantizer": ([], ["elems=2", "ba=3"]),
     "orizuru": ([], ["elems=2", "k=4", "max_len=64"]),
     "orizuru_baseline": ([], ["elems=2", "k=4", "max_len=64"]),

@@ -19,7 +19,7 @@ SMALL = {"elems": 2, "bus_bytes": 8, "max_row": 48, "max_tokens": 16, "row_ba": 
 CONFIGS = [
     ("rowengine", SMALL, ("icarus", "verilator")),
 ]
-TESTS = 6
+TESTS = 8
 
 
 @pytest.mark.parametrize("unit_name, params, sim", bench_cases(CONFIGS))
