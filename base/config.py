@@ -684,6 +684,10 @@ class CoreConfig(UnitConfig):
         if self.k_max % self.elems:
             raise ValueError(f"{u}: parameter 'k_max' ({self.k_max}) must be a multiple of "
                              f"elems ({self.elems})")
+        if 4 * self.elems > self.bus_bytes:
+            raise ValueError(f"{u}: parameter 'elems' ({self.elems}) must be at most "
+                             f"bus_bytes / 4 ({self.bus_bytes // 4}): a beat of 16-bit "
+                             f"elements is at most half a buffer word")
         if self.max_tokens > self.max_row:
             raise ValueError(f"{u}: parameter 'max_tokens' ({self.max_tokens}) must not exceed "
                              f"max_row ({self.max_row})")

@@ -158,9 +158,8 @@ def pick_sentence(model, tokens):
 def bench_bandwidth(bandwidths, *, tokens, layers, config_sets, calibration, cache_dir, out_dir,
                     progress=None):
     """IMU utilization of ``layers`` layers of a ``tokens``-token sentence against the
-    external memory's read bandwidth (bytes per cycle): the bus is max(8, bandwidth) bytes
-    wide and a slower memory delivers a beat every bus/bandwidth cycles (the interpreter's
-    cycle model).  Returns the result dict; writes JSON, markdown and a plot."""
+    external memory's read bandwidth (bytes per cycle): the configured bus, with a memory
+    that delivers a beat every bus/bandwidth cycles (the interpreter's cycle model).  Returns the result dict; writes JSON, markdown and a plot."""
     from golden.compiler import compile_sentence
     from golden.interp import Interpreter
     from golden.intmodel import IntConfig, cached_build, embeddings
@@ -175,10 +174,11 @@ def bench_bandwidth(bandwidths, *, tokens, layers, config_sets, calibration, cac
     emb = embeddings(model, sentence)
     rows = []
     for bw in bandwidths:
-        bus = max(8, bw)
-        if bus % bw or bus > 32:
-            raise KllmError(f"bandwidth {bw} B/cycle: use a power of 2 from 1 to 32")
-        config = get_unit("core").config(list(config_sets) + [f"bus_bytes={bus}"])
+        config = get_unit("core").config(list(config_sets))
+        bus = config.bus_bytes
+        if bus % bw:
+            raise KllmError(f"bandwidth {bw} B/cycle: use a power of 2 up to the bus "
+                            f"({bus} bytes)")
         image = compile_sentence(im, emb, config, layers)
         say(f"{bw} B/cycle: {len(image.program.instrs)} instructions")
         t0 = time.perf_counter()

@@ -685,11 +685,7 @@ def _row_format(rng, ba, shift=0, cmax=3000, wide=False):
 
 
 def beat_spans(cfg, dst, stride, rows, length):
-    """A result beat (``elems`` elements of a row) falls across two ABUF words.  The row
-    engine (hdl/rowengine.py, as of this stage) then writes wrong elements or still holds a
-    write at its done (its internal check ``chk_queue``): a known issue of the row engine,
-    kept out of the random programs and pinned by :func:`row_beat_across_words` (expected
-    to fail until it is fixed)."""
+    """True when a result beat (``elems`` elements of a row) falls across two ABUF words."""
     P, EW = cfg.elems, cfg.bus_bytes // 2
     b = -(-length // P)
     for r in range(rows):
@@ -722,11 +718,9 @@ def row_program(cfg, rng, n):
         if kind == "norm":
             ln = max(ln, 2)
         R = rng.randint(0, 4) if rng.random() < 0.1 else rng.randint(1, 4)
-        P2 = 2 * cfg.elems      # results beat-aligned (beat_spans)
-        stride = -(-(2 * ln + 2 * rng.randint(0, 6)) // P2) * P2
+        stride = 2 * ln + 2 * rng.randint(0, 6)       # any alignment: beats may span words
         span = max(1, R) * stride
-        dst = half + P2 * rng.randrange(0, (half - span) // P2)
-        assert not beat_spans(cfg, dst, stride, R, ln)
+        dst = half + 2 * rng.randrange(0, (half - span) // 2)
 
         def operand():          # anywhere in ABUF but not across the results' rows
             while True:
@@ -734,7 +728,7 @@ def row_program(cfg, rng, n):
                 if a + span <= dst or a >= dst + span:
                     return a
         src = operand()
-        if rng.random() < 0.25 and not beat_spans(cfg, src, stride, R, ln):
+        if rng.random() < 0.25:
             src = dst = src     # in place (as the compiler's LUT and ADD): row by row
         at = len(words)
         if kind == "add":
@@ -866,12 +860,11 @@ async def row_faults(dut):
     tb.record()
 
 
-@cocotb.test(expect_fail=True)
+@cocotb.test()
 async def row_beat_across_words(dut):
-    """A known issue of the row engine: a result beat across two ABUF words
-    (:func:`beat_spans`).  Expected to fail; when
-    the row engine is fixed this test passes, cocotb reports it, and the generator's
-    exclusion and this test go."""
+    """A result beat across two ABUF words (:func:`beat_spans`) at a row's end: the row
+    engine's writer once sent that second word one bit up (a 33-bit ``wa + 1`` in its
+    ``Cat``); pinned here."""
     tb = CoreTB(dut)
     await tb.reset()
     cfg = tb.cfg

@@ -13,8 +13,8 @@ from kllm.sim import _path_with_venv
 
 # two configurations of every unit (the second small where the default is large)
 PAIRS = {
-    "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "abuf_kb=4", "tbuf_kb=4",
-                                          "outputs=2", "k_max=16"]),
+    "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "elems=2", "abuf_kb=4",
+                                          "tbuf_kb=4", "outputs=2", "k_max=16"]),
     "rowengine": (["bus_bytes=8", "elems=2", "max_row=16", "max_tokens=8", "row_ba=2",
                    "lut_ba=2", "abuf_kb=4", "tbuf_kb=4"],
                   ["bus_bytes=8", "elems=1", "max_row=16", "max_tokens=8", "row_ba=2",
