@@ -38,8 +38,12 @@ class Unit:
         return self.component.Config
 
     def build(self, config: UnitConfig):
-        """The component, built from ``config`` (passed as it is, not rebuilt)."""
-        return self.component(config)
+        """The component, built from ``config`` (passed as it is, not rebuilt); a check of the
+        component's own (beyond the configuration's) becomes ``KllmError``."""
+        try:
+            return self.component(config)
+        except (TypeError, ValueError) as e:
+            raise KllmError(str(e)) from None
 
     def config(self, assignments=(), *, warn=True):
         """The checked configuration from ``--set`` strings; errors become ``KllmError``.

@@ -55,8 +55,10 @@ CONFIGS = {
     "norm_baseline": [{}, {"rms": 1}, {"elems": 1, "max_len": 64}],
     "imu": [{}, {"outputs": 16, "elems": 16}, {"outputs": 8, "elems": 4, "bw": 3}],
     "imu_baseline": [{}, {"outputs": 16, "elems": 16}, {"outputs": 8, "elems": 4}],
-    "core": [{}, {"bus_bytes": 8, "abuf_kb": 4, "tbuf_kb": 4},
-             {"bus_bytes": 16, "bw": 3, "elems": 8, "slots": 3}],
+    "core": [{}, {"bus_bytes": 8, "elems": 2, "abuf_kb": 4, "tbuf_kb": 4},
+             {"bus_bytes": 32, "bw": 3, "elems": 8, "slots": 3}],
+    "rowengine": [{}, {"bus_bytes": 8, "elems": 2, "abuf_kb": 4, "tbuf_kb": 4},
+                  {"elems": 8, "row_ba": 3, "lut_ba": 4}],
 }
 
 #: current name -> name in older code, per unit (``"*"``: every other unit)

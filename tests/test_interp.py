@@ -103,7 +103,7 @@ def test_lanes_layout():
     """LANES: byte j of row r at slot + ((j // E) * L + r) * E + j % E (E = 2, L = 4)."""
     L, E = CFG.outputs, CFG.slot.entry_bytes
     assert E == 1 and L == 4                   # P = 2 indices of 4 bits: one byte
-    cfg = CoreConfig(**{**CFG.to_dict(), "elems": 4})
+    cfg = CoreConfig(**{**CFG.to_dict(), "elems": 4, "bus_bytes": 16})
     L, E = cfg.outputs, cfg.slot.entry_bytes
     assert E == 2
     rows = [bytes(range(16 * r, 16 * r + 6)) for r in range(3)]

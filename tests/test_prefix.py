@@ -13,8 +13,10 @@ from kllm.sim import _path_with_venv
 
 # two configurations of every unit (the second small where the default is large)
 PAIRS = {
-    "core": (["abuf_kb=4", "tbuf_kb=4"], ["bus_bytes=8", "elems=2", "abuf_kb=4",
-                                          "tbuf_kb=4", "outputs=2", "k_max=16"]),
+    "core": (["bus_bytes=8", "elems=2", "outputs=4", "ba=4", "row_ba=3", "lut_ba=4", "max_row=64",
+              "max_tokens=16", "k_max=32", "abuf_kb=4", "tbuf_kb=4"],
+             ["bus_bytes=8", "elems=2", "ba=3", "row_ba=2", "lut_ba=3", "max_row=32",
+              "max_tokens=8", "k_max=16", "outputs=2", "abuf_kb=4", "tbuf_kb=4"]),
     "rowengine": (["bus_bytes=8", "elems=2", "max_row=16", "max_tokens=8", "row_ba=2",
                    "lut_ba=2", "abuf_kb=4", "tbuf_kb=4"],
                   ["bus_bytes=8", "elems=1", "max_row=16", "max_tokens=8", "row_ba=2",
