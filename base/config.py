@@ -672,8 +672,9 @@ class CoreConfig(UnitConfig):
     slots: int = param(2, 2, 8, "weight slots (IMU tiles) in WBUF")
     abuf_kb: int = param(192, 4, 512, "activation buffer in KiB (16-bit elements)")
     tbuf_kb: int = param(96, 4, 256, "table buffer in KiB (32-bit words)")
-    baseline: int = param(0, 0, 1, "1: the dequantize-and-multiply units in place of the "
-                                   "index-domain ones")
+    baseline: int = param(0, 0, 1, "1: MATMUL on the dequantize-and-multiply IMU "
+                                   "(imu_baseline); not yet verified, and the softmax/norm "
+                                   "baselines are not wired into the row engine")
 
     def check(self):
         u = self.UNIT
