@@ -24,7 +24,6 @@ The cycle counts are the core's schedule (docs/ARCHITECTURE.md, "The KLLM core")
 
 import torch
 
-from base.config import NormConfig, SoftmaxConfig
 from base.isa import CoreFault, Error, Op, RowKind
 from base.rowsched import add_schedule, rowop_schedule
 from golden.imu import index_matmul, stream_cycles
@@ -42,9 +41,6 @@ I16 = (-(1 << 15), (1 << 15) - 1)
 FRONT = 3
 #: Requantization pipeline (multiply, add, round and shift, saturate) and the write.
 BACK = 5
-#: Cycles between two rows of a histogram unit beyond the row's beats (the row's
-#: framing: its count and last flag are registered once per row).
-ROW_GAP = 1
 
 
 def _sat16(t):
@@ -169,14 +165,6 @@ def matmul_cycles(config, tokens, k, lanes, fmt_ba, outliers, shift, y_nstride):
     if writer > interval:
         stream += (tokens - 1) * (writer - interval)
     return setup + front + stream + BACK + writer
-
-
-def _row_unit(config, kind, ba):
-    if kind == RowKind.SOFTMAX:
-        return SoftmaxConfig(ba=ba, elems=config.elems, max_len=config.max_tokens)
-    if kind == RowKind.NORM:
-        return NormConfig(ba=ba, elems=config.elems, max_len=config.max_row, cw=16)
-    return None
 
 
 def rowop_cycles(config, kind, rows, length, ba, outliers=0):
